@@ -1,0 +1,50 @@
+# nix-ipfs. `make demo` runs the whole story on one machine; `make test` runs
+# every test. Both install what is missing first (scripts/install-deps.sh:
+# Debian's nix-bin, kubo built from its Go module source).
+
+GO       ?= go
+TOOLS    := $(shell echo $${NIX_IPFS_TOOLS:-$$HOME/.cache/nix-ipfs/bin})
+export PATH := $(TOOLS):$(PATH)
+
+.PHONY: all build deps test test-unit fuzz demo bench generate clean
+
+all: build
+
+build:
+	$(GO) build -o bin/ ./cmd/nix-ipfs-hook ./cmd/nix-ipfs
+
+deps:
+	scripts/install-deps.sh >/dev/null
+
+generate:
+	$(GO) generate ./...
+
+# Every test, integration tests included, against real NATS, kubo and Nix.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 60m ./...
+	$(MAKE) fuzz FUZZTIME=10s
+
+# Unit tests only: no Nix, no kubo (integration tests skip outside CI).
+test-unit:
+	$(GO) test -short ./...
+
+# Short runs of every fuzz target; seeds live in testdata/fuzz.
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg > .fuzz.log 2>&1 || { cat .fuzz.log; exit 1; }; \
+	  done; \
+	done
+
+demo: deps build
+	scripts/demo.sh
+
+bench: deps build
+	$(GO) run ./bench -out docs/BENCHMARKS.md
+
+clean:
+	rm -rf bin

@@ -1,0 +1,47 @@
+// Package schemagen generates the JSON Schemas in schemas/ from the event
+// types in package events, so the Go types and the published contract cannot
+// drift: schemas/gen writes the files, and a test fails when they differ.
+package schemagen
+
+import (
+	"encoding/json"
+	"reflect"
+
+	"github.com/invopop/jsonschema"
+
+	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/schemas"
+)
+
+// BaseURL is where the schemas say they live ($id).
+const BaseURL = "https://github.com/nix-ipfs/nix-ipfs/schemas/"
+
+var titles = map[string]string{
+	events.TypeBuilt:      "A Nix build finished on a builder (sent by nix-ipfs-hook)",
+	events.TypePublished:  "A store path is in the binary cache and in IPFS (sent by the publisher)",
+	events.TypePinned:     "A mirror holds a NAR's CID pinned (sent by a mirror)",
+	events.TypeDeadLetter: "An event a worker gave up on, and why",
+}
+
+// Generate returns every schema file's name and contents.
+func Generate() (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, typ := range events.Types {
+		r := &jsonschema.Reflector{
+			ExpandedStruct: true,
+			DoNotReference: true,
+		}
+		s := r.ReflectFromType(reflect.TypeOf(events.New(typ)).Elem())
+		s.ID = jsonschema.ID(BaseURL + schemas.FileName(typ))
+		s.Title = titles[typ]
+		if p, ok := s.Properties.Get("type"); ok {
+			p.Const = typ
+		}
+		data, err := json.MarshalIndent(s, "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		out[schemas.FileName(typ)] = append(data, '\n')
+	}
+	return out, nil
+}

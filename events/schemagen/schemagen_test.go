@@ -1,0 +1,36 @@
+package schemagen
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nix-ipfs/nix-ipfs/events"
+)
+
+// TestSchemasUpToDate fails when the Go event types and the schema files in
+// schemas/ disagree. Fix with: go generate ./events
+func TestSchemasUpToDate(t *testing.T) {
+	files, err := Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != len(events.Types) {
+		t.Fatalf("%d schemas for %d types", len(files), len(events.Types))
+	}
+	onDisk, _ := filepath.Glob("../../schemas/*.json")
+	if len(onDisk) != len(files) {
+		t.Errorf("schemas/ holds %d files, the types make %d", len(onDisk), len(files))
+	}
+	for name, want := range files {
+		got, err := os.ReadFile(filepath.Join("../../schemas", name))
+		if err != nil {
+			t.Errorf("%s: %v (run go generate ./events)", name, err)
+			continue
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("schemas/%s differs from the Go types: run go generate ./events", name)
+		}
+	}
+}

@@ -1,0 +1,137 @@
+package hook
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Spool is a directory of events that could not be published yet, one file
+// per event, named so that a lexical sort is oldest first. Files appear by
+// rename after fsync, so a reader never sees half an event.
+type Spool struct {
+	Dir string
+}
+
+const (
+	spoolExt   = ".json"
+	tmpPrefix  = ".tmp-"
+	badDir     = "bad"
+	staleAfter = time.Hour
+)
+
+// Put writes one encoded event durably. The name is the time plus the
+// event's id, so the same event spooled twice is one file.
+func (s Spool) Put(id string, data []byte, now time.Time) (string, error) {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return "", fmt.Errorf("spool %s: %w", s.Dir, err)
+	}
+	short := id
+	if len(short) > 16 {
+		short = short[:16]
+	}
+	name := fmt.Sprintf("%020d-%s%s", now.UnixNano(), short, spoolExt)
+	f, err := os.CreateTemp(s.Dir, tmpPrefix)
+	if err != nil {
+		return "", fmt.Errorf("spool %s: %w", s.Dir, err)
+	}
+	tmp := f.Name()
+	fail := func(err error) (string, error) {
+		f.Close()
+		os.Remove(tmp)
+		return "", fmt.Errorf("spool %s: %w", s.Dir, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		return fail(err)
+	}
+	final := filepath.Join(s.Dir, name)
+	if err := os.Rename(tmp, final); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("spool %s: %w", s.Dir, err)
+	}
+	return final, syncDir(s.Dir)
+}
+
+// List returns the spooled event files, oldest first. It removes temp files
+// left by a writer that died long ago.
+func (s Spool) List() ([]string, error) {
+	ents, err := os.ReadDir(s.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: %w", s.Dir, err)
+	}
+	var out []string
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, tmpPrefix) {
+			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleAfter {
+				os.Remove(filepath.Join(s.Dir, name))
+			}
+			continue
+		}
+		if e.Type().IsRegular() && strings.HasSuffix(name, spoolExt) {
+			out = append(out, filepath.Join(s.Dir, name))
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Remove deletes a spooled event once its publish was acknowledged.
+func (s Spool) Remove(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Quarantine moves a spooled file that can never be published (it does not
+// decode) to Dir/bad, so a person can look at it and it stops blocking.
+func (s Spool) Quarantine(path string) (string, error) {
+	dir := filepath.Join(s.Dir, badDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	dst := filepath.Join(dir, filepath.Base(path))
+	return dst, os.Rename(path, dst)
+}
+
+// TryLock takes the spool's drain lock without waiting. Parallel builds run
+// parallel hooks; one drains while the others just publish their own event.
+func (s Spool) TryLock() (unlock func(), ok bool) {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return nil, false
+	}
+	f, err := os.OpenFile(filepath.Join(s.Dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, false
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, false
+	}
+	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, true
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
