@@ -1,0 +1,66 @@
+package narinfo
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+// FuzzParse checks that Parse never panics and that String is a fixed
+// point: whatever Parse accepts, String writes text that parses back to the
+// same NarInfo and is rewritten identically. The other methods must not
+// panic on anything Parse accepts either.
+func FuzzParse(f *testing.F) {
+	paths, err := filepath.Glob("testdata/*.narinfo")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	for _, s := range []string{
+		minimal,
+		minimal + "IPFSHash: bafy\nX-Extra: a: b\n",
+		minimal + "References:  a  b \nSig: \nSig: \nFileSize: 0\n",
+		"StorePath: /nix/store/x\r\nURL: u\r\nNarHash: h\r\nNarSize: 1",
+		minimal + "NarHash: dup\n",
+		minimal + "no separator\n",
+		minimal + "URL:x: y\n",
+		minimal + "Compression: \nFileHash: \nDeriver: \n",
+		"",
+		"\n\r\n",
+		": \n",
+		minimal + "NarSize: 99999999999999999999\n",
+		minimal + "System: a\x00\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n, err := ParseBytes(b)
+		if err != nil {
+			return
+		}
+		// Must not panic; their results are not the property under test.
+		_ = n.Validate()
+		_, _ = n.Fingerprint()
+		_, _ = n.NarHashNix32()
+		_ = n.Verify(nil)
+
+		s := n.String()
+		m, err := ParseBytes([]byte(s))
+		if err != nil {
+			t.Fatalf("String() output does not parse: %v\ninput: %q\noutput: %q", err, b, s)
+		}
+		if !reflect.DeepEqual(n, m) {
+			t.Fatalf("String() is not a fixed point\ninput: %q\nfirst:  %#v\nsecond: %#v", b, n, m)
+		}
+		if s2 := m.String(); s2 != s {
+			t.Fatalf("rewrite differs\nfirst:  %q\nsecond: %q", s, s2)
+		}
+	})
+}

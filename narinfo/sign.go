@@ -1,0 +1,126 @@
+package narinfo
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+	"github.com/nix-community/go-nix/pkg/nixhash"
+
+	"github.com/nix-ipfs/nix-ipfs/storepath"
+)
+
+var errNotSHA256 = errors.New("not a sha256 hash")
+
+// NarHashNix32 returns NarHash as "sha256:<nix32>", the form Nix signs and
+// compares, whatever encoding (base16, nix32, base64, SRI) the file used.
+func (n *NarInfo) NarHashNix32() (string, error) {
+	h, err := parseSHA256(n.NarHash)
+	if err != nil {
+		return "", fmt.Errorf("narinfo: NarHash %q: %w", truncate(n.NarHash), err)
+	}
+	return h.Format(nixhash.NixBase32, true), nil
+}
+
+// parseSHA256 accepts what Nix's Hash::parseAnyPrefixed accepts, limited to
+// sha256: "sha256:" followed by base16, nix32 or base64, or SRI "sha256-".
+func parseSHA256(s string) (*nixhash.HashWithEncoding, error) {
+	h, err := parseHash(s)
+	if err != nil {
+		return nil, err
+	}
+	if h.Algo() != nixhash.SHA256 {
+		return nil, errNotSHA256
+	}
+	return h, nil
+}
+
+// parseHash insists on an algorithm prefix: nixhash.ParseAny would otherwise
+// accept a bare digest only when told the algorithm, and Nix never writes
+// one bare in a narinfo.
+func parseHash(s string) (*nixhash.HashWithEncoding, error) {
+	if !strings.ContainsAny(s, ":-") {
+		return nil, errors.New("no algorithm prefix")
+	}
+	return nixhash.ParseAny(s, nil)
+}
+
+// Fingerprint is the string a Sig signs, as Nix's
+// ValidPathInfo::fingerprint builds it:
+//
+//	1;<StorePath>;sha256:<nix32 NarHash>;<NarSize>;<refs>
+//
+// where refs are the references as absolute paths, sorted and without
+// duplicates (Nix holds them in a std::set), joined by commas. The store
+// directory is StorePath's, since Nix refuses a narinfo whose StorePath is
+// outside the cache's StoreDir.
+func (n *NarInfo) Fingerprint() (string, error) {
+	storeDir := path.Dir(n.StorePath)
+	if err := storepath.Validate(storeDir, n.StorePath); err != nil {
+		return "", fmt.Errorf("narinfo: StorePath: %w", err)
+	}
+	narHash, err := n.NarHashNix32()
+	if err != nil {
+		return "", err
+	}
+	// Nix refuses too: a size of 0 means "unknown" to it.
+	if n.NarSize == 0 {
+		return "", errors.New("narinfo: NarSize is 0")
+	}
+	refs := make([]string, 0, len(n.References))
+	for _, r := range n.References {
+		if err := storepath.ValidateBase(r); err != nil {
+			return "", fmt.Errorf("narinfo: reference %q: %w", truncate(r), err)
+		}
+		refs = append(refs, storeDir+"/"+r)
+	}
+	slices.Sort(refs)
+	refs = slices.Compact(refs)
+	return "1;" + n.StorePath + ";" + narHash + ";" + strconv.FormatUint(n.NarSize, 10) + ";" +
+		strings.Join(refs, ","), nil
+}
+
+// Sign adds sk's signature. Sigs end up sorted and without duplicates, as
+// in Nix's std::set<std::string>, so signing twice with one key changes
+// nothing (Ed25519 is deterministic) and our output matches Nix's.
+func (n *NarInfo) Sign(sk signature.SecretKey) error {
+	fp, err := n.Fingerprint()
+	if err != nil {
+		return err
+	}
+	sig, err := sk.Sign(nil, fp)
+	if err != nil {
+		return fmt.Errorf("narinfo: sign: %w", err)
+	}
+	// A fresh slice: the caller may share the old backing array with a copy.
+	sigs := append(slices.Clone(n.Sigs), sig.String())
+	slices.Sort(sigs)
+	n.Sigs = slices.Compact(sigs)
+	return nil
+}
+
+// Verify reports whether any Sig is a valid signature by any of keys.
+// Unparseable Sigs are skipped, as Nix skips them, rather than failing the
+// lot: a cache may carry signatures from schemes we do not know.
+func (n *NarInfo) Verify(keys []signature.PublicKey) bool {
+	fp, err := n.Fingerprint()
+	if err != nil {
+		return false
+	}
+	for _, s := range n.Sigs {
+		sig, err := signature.ParseSignature(s)
+		if err != nil {
+			continue
+		}
+		for _, k := range keys {
+			if k.Verify(fp, sig) {
+				return true
+			}
+		}
+	}
+	return false
+}

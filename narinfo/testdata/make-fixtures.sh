@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# make-fixtures.sh regenerates the golden .narinfo files in this directory
+# with real Nix, so the package's tests compare against what Nix writes rather
+# than against our reading of Nix's source.
+#
+# Usage: narinfo/testdata/make-fixtures.sh   (needs nix-build, nix-store, nix;
+#        run as the Nix store owner; checked with Debian 12's Nix 2.8.0)
+#
+# What it makes:
+#   test-key-1.sk, test-key-1.pk  a throwaway signing key pair (test only; it
+#                                 signs nothing but these fixtures)
+#   dep.narinfo       derivation output with no references
+#   app.narinfo       derivation output referring to dep and to itself, so
+#                     References has two sorted entries and a self-reference
+#   lone.narinfo      a second derivation output with no references, signed
+#                     again afterwards by `nix store sign` with test-key-2,
+#                     whose name sorts after test-key-1: two Sig lines, in
+#                     Nix's order
+#   test-key-2.sk, test-key-2.pk  the second throwaway key
+#   hello-ca.narinfo  a path added with `nix-store --add` (content-addressed:
+#                     CA line, no Deriver)
+#   dep-xz.narinfo    dep again, copied to a cache with compression=xz, so
+#                     FileHash/FileSize differ from NarHash/NarSize
+# All were written by `nix copy --to file://...?secret-key=...` and signed by
+# Nix with test-key-1. Nothing here needs nixpkgs or the network: every Nix
+# command is given `--option substituters ''` so it never waits on
+# cache.nixos.org.
+#
+# Running it again replaces every file above (new key, new signatures; store
+# paths stay the same because the derivations are fixed).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+nixopts=(--option substituters '')
+
+nix-store --generate-binary-cache-key test-key-1 "$tmp/sk" "$tmp/pk"
+nix-store --generate-binary-cache-key test-key-2 "$tmp/sk2" "$tmp/pk2"
+
+cat >"$tmp/fixtures.nix" <<'NIX'
+let
+  mk = name: script: derivation {
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    PATH = "/usr/bin:/bin";
+    args = [ "-c" script ];
+  };
+  dep = mk "nix-ipfs-fixture-dep" "echo hi > $out";
+in {
+  inherit dep;
+  app = mk "nix-ipfs-fixture-app" "echo ${dep} $out > $out";
+  lone = mk "nix-ipfs-fixture-lone" "mkdir -p $out/bin && echo 'echo lone' > $out/bin/lone";
+}
+NIX
+
+build() { nix-build "${nixopts[@]}" --no-out-link "$tmp/fixtures.nix" -A "$1"; }
+dep=$(build dep)
+app=$(build app)
+lone=$(build lone)
+printf 'hello, content-addressed world\n' >"$tmp/nix-ipfs-fixture-hello.txt"
+hello=$(nix-store "${nixopts[@]}" --add "$tmp/nix-ipfs-fixture-hello.txt")
+
+copy() { # copy <compression> <dest> <paths...>
+  local comp=$1 dest=$2
+  shift 2
+  nix --extra-experimental-features nix-command copy "${nixopts[@]}" \
+    --to "file://$dest?compression=$comp&secret-key=$tmp/sk" "$@"
+}
+copy none "$tmp/cache" "$dep" "$app" "$lone" "$hello"
+copy xz "$tmp/cache-xz" "$dep"
+# Signing in the file cache (not the local store) rewrites the narinfo with
+# Nix's own writer and leaves no signature behind in /nix/var/nix/db.
+nix --extra-experimental-features nix-command store sign "${nixopts[@]}" \
+  --store "file://$tmp/cache" -k "$tmp/sk2" "$lone"
+
+narinfo() { # narinfo <cache dir> <store path>
+  local base
+  base=$(basename "$2")
+  printf '%s/%s.narinfo' "$1" "${base%%-*}"
+}
+cp "$(narinfo "$tmp/cache" "$dep")" "$here/dep.narinfo"
+cp "$(narinfo "$tmp/cache" "$app")" "$here/app.narinfo"
+cp "$(narinfo "$tmp/cache" "$lone")" "$here/lone.narinfo"
+cp "$(narinfo "$tmp/cache" "$hello")" "$here/hello-ca.narinfo"
+cp "$(narinfo "$tmp/cache-xz" "$dep")" "$here/dep-xz.narinfo"
+cp "$tmp/sk" "$here/test-key-1.sk"
+cp "$tmp/pk" "$here/test-key-1.pk"
+cp "$tmp/sk2" "$here/test-key-2.sk"
+cp "$tmp/pk2" "$here/test-key-2.pk"
+chmod 644 "$here"/test-key-*.sk # test keys, meant to be committed
+
+echo "wrote fixtures to $here:"
+ls -l "$here"
