@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,8 @@ type ConsumerOptions struct {
 	Stream        string
 	Durable       string
 	FilterSubject string
+	// FilterSubjects, if set, is used instead of FilterSubject.
+	FilterSubjects []string
 	// DeliverPolicy applies when the durable consumer is first created.
 	DeliverPolicy jetstream.DeliverPolicy
 	OptStartSeq   uint64
@@ -104,10 +107,11 @@ func (o *ConsumerOptions) defaults() {
 func (o ConsumerOptions) ConsumerConfig() jetstream.ConsumerConfig {
 	o.defaults()
 	return jetstream.ConsumerConfig{
-		Durable:       o.Durable,
-		FilterSubject: o.FilterSubject,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       o.AckWait,
+		Durable:        o.Durable,
+		FilterSubject:  o.FilterSubject,
+		FilterSubjects: o.FilterSubjects,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        o.AckWait,
 		// Unlimited: retries are decided here, from the error's kind, and an
 		// event the server stopped delivering would be lost silently.
 		MaxDeliver:    -1,
@@ -274,6 +278,12 @@ func heartbeat(ctx context.Context, msg jetstream.Msg, every time.Duration) {
 // the dead letter cannot be stored, msg is retried instead: an event is
 // never dropped without a trace.
 func deadLetter(ctx context.Context, js jetstream.JetStream, log *zap.Logger, msg jetstream.Msg, meta *jetstream.MsgMetadata, kind string, cause error) {
+	if strings.HasPrefix(msg.Subject(), SubjectDeadPrefix) {
+		// A dead letter is never dead-lettered again: that would loop.
+		log.Error("dead letter could not be handled; terminating it", zap.Error(cause))
+		_ = msg.TermWithReason(kind)
+		return
+	}
 	reason := cause.Error()
 	if len(reason) > 8000 {
 		reason = reason[:8000] + "..."

@@ -25,7 +25,7 @@ func samples() []events.Event {
 		NarHash: "sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s", NarSize: 120,
 		References: []string{"1b9p07z77phvv2hf6gm9f28syp39f1ag-hello-2.12-dev"}, CacheURL: "file:///var/cache/nix",
 		NarURL: "nar/1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s.nar", CID: cid,
-		Import:    events.ImportParams{CIDVersion: 1, Chunker: "size-262144", RawLeaves: true, HashFunction: "sha2-256"},
+		Import:    events.ImportParams{CIDVersion: 1, Chunker: "size-262144", RawLeaves: true, HashFunction: "sha2-256", MaxFileLinks: 174},
 		Publisher: events.Node{PeerID: "12D3KooWabc", Addrs: []string{"/ip4/127.0.0.1/tcp/4001"}}}
 	pin := &events.Pinned{Header: events.Header{Time: t0}, Mirror: "b", CID: cid, StorePath: p1, Bytes: 120,
 		DurationMS: 5, Node: events.Node{PeerID: "12D3KooWdef", Addrs: []string{}}}

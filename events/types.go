@@ -74,6 +74,9 @@ type ImportParams struct {
 	Chunker      string `json:"chunker" jsonschema:"minLength=1,maxLength=64"`
 	RawLeaves    bool   `json:"raw_leaves"`
 	HashFunction string `json:"hash_function" jsonschema:"minLength=1,maxLength=32"`
+	// MaxFileLinks is the width of the file DAG (kubo's default is 174;
+	// newer import profiles change it, and with it the CID).
+	MaxFileLinks int `json:"max_file_links" jsonschema:"minimum=1"`
 	// Nocopy is true when the publisher used kubo's filestore: the blocks
 	// then point into the publisher's cache directory.
 	Nocopy bool `json:"nocopy"`

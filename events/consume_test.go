@@ -1,0 +1,157 @@
+package events_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
+)
+
+func deadLetters(t *testing.T, js jetstream.JetStream) []*events.DeadLetter {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := js.OrderedConsumer(ctx, events.DefaultStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectDeadPrefix + ">"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := c.Info(ctx)
+	var out []*events.DeadLetter
+	for i := uint64(0); i < info.NumPending; i++ {
+		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := events.Decode(m.Data())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e.(*events.DeadLetter))
+	}
+	return out
+}
+
+// run consumes until stop returns true or 30 s pass.
+func run(t *testing.T, js jetstream.JetStream, o events.ConsumerOptions, h events.Handler, stop func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- events.Consume(ctx, js, o, h) }()
+	testenv.Eventually(t, 30*time.Second, "consumer to finish its work", stop)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConsumeDeadLettersInvalidAndKeepsGoing(t *testing.T) {
+	n := testenv.StartNATS(t)
+	_, js := n.Connect(t)
+	ctx := context.Background()
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bad := [][]byte{
+		[]byte("not json"),
+		[]byte(`{"type":"nixipfs.built.v1","id":"x"}`),
+		[]byte(`{"type":"nixipfs.built.v7"}`),
+	}
+	for _, b := range bad {
+		if _, err := js.Publish(ctx, events.SubjectBuilt, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := samples()[0]
+	if _, err := events.Publish(ctx, js, events.SubjectBuilt, good); err != nil {
+		t.Fatal(err)
+	}
+	var handled atomic.Int32
+	run(t, js, events.ConsumerOptions{Durable: "t", FilterSubject: events.SubjectBuilt},
+		func(ctx context.Context, d events.Delivery) error {
+			if events.Head(d.Event).ID != events.Head(good).ID {
+				t.Errorf("handler got an event that should have been dead-lettered")
+			}
+			handled.Add(1)
+			return nil
+		}, func() bool { return handled.Load() == 1 && len(deadLetters(t, js)) == len(bad) })
+	for _, dl := range deadLetters(t, js) {
+		if dl.Kind != "invalid" || dl.Reason == "" || dl.Subject != events.SubjectBuilt || dl.Deliveries != 1 {
+			t.Errorf("dead letter %+v", dl)
+		}
+	}
+}
+
+func TestConsumeRetriesTransientAndExhaustsOther(t *testing.T) {
+	n := testenv.StartNATS(t)
+	_, js := n.Connect(t)
+	ctx := context.Background()
+	events.EnsureStream(ctx, js, events.StreamOptions{})
+	all := samples()
+	transient, other := all[0], all[1]
+	events.Publish(ctx, js, events.SubjectBuilt, transient)
+	events.Publish(ctx, js, events.SubjectPublished, other)
+
+	var mu sync.Mutex
+	tries := map[string]int{}
+	acked := false
+	run(t, js, events.ConsumerOptions{Durable: "t", FilterSubjects: []string{events.SubjectBuilt, events.SubjectPublished}, MaxAttempts: 3,
+		Backoff: []time.Duration{10 * time.Millisecond}},
+		func(ctx context.Context, d events.Delivery) error {
+			mu.Lock()
+			defer mu.Unlock()
+			id := events.Head(d.Event).ID
+			tries[id]++
+			switch id {
+			case events.Head(transient).ID:
+				if tries[id] < 5 { // more than MaxAttempts: transient never exhausts
+					return errs.E(errs.Transient, errors.New("kubo down"))
+				}
+				acked = true
+				return nil
+			default:
+				return errors.New("something odd")
+			}
+		}, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return acked && len(deadLetters(t, js)) == 1
+		})
+	dl := deadLetters(t, js)[0]
+	if dl.Kind != "exhausted" || dl.Subject != events.SubjectPublished || tries[events.Head(other).ID] != 3 {
+		t.Errorf("dead letter %+v after %d tries", dl, tries[events.Head(other).ID])
+	}
+}
+
+func TestConsumeShutdownLeavesUnfinishedForRedelivery(t *testing.T) {
+	n := testenv.StartNATS(t)
+	_, js := n.Connect(t)
+	ctx := context.Background()
+	events.EnsureStream(ctx, js, events.StreamOptions{})
+	ev := samples()[0]
+	events.Publish(ctx, js, events.SubjectBuilt, ev)
+	started := make(chan struct{})
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	o := events.ConsumerOptions{Durable: "t", FilterSubject: events.SubjectBuilt, ShutdownTimeout: 100 * time.Millisecond}
+	go func() {
+		done <- events.Consume(cctx, js, o, func(ctx context.Context, d events.Delivery) error {
+			close(started)
+			<-ctx.Done() // work that outlives the shutdown timeout
+			return ctx.Err()
+		})
+	}()
+	<-started
+	cancel()
+	<-done
+	// A new consumer on the same durable gets the event again at once.
+	var got atomic.Bool
+	run(t, js, o, func(ctx context.Context, d events.Delivery) error { got.Store(true); return nil }, got.Load)
+}
