@@ -1,0 +1,123 @@
+package publisher
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+
+	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/narinfo"
+)
+
+// Cache is a file:// binary cache directory laid out as `nix copy --to
+// file://DIR?compression=none` lays it out: nix-cache-info,
+// <hashpart>.narinfo, nar/<filehash>.nar. Alongside, .nix-ipfs/ holds the
+// publisher's own state (which paths were announced).
+type Cache struct {
+	Dir      string
+	StoreDir string
+}
+
+// Open creates the cache's directories and its nix-cache-info if missing.
+func (c Cache) Open() error {
+	for _, d := range []string{c.Dir, c.narDir(), c.announcedDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("cache %s: %w", c.Dir, err)
+		}
+	}
+	info := filepath.Join(c.Dir, "nix-cache-info")
+	if _, err := os.Stat(info); errors.Is(err, fs.ErrNotExist) {
+		// Exactly what Nix's BinaryCacheStore::init writes.
+		if err := atomicfile.WriteFile(info, []byte("StoreDir: "+c.StoreDir+"\n"), 0o644); err != nil {
+			return fmt.Errorf("cache %s: %w", c.Dir, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("cache %s: %w", c.Dir, err)
+	} else {
+		data, err := os.ReadFile(info)
+		if err != nil {
+			return fmt.Errorf("cache %s: %w", c.Dir, err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "StoreDir: "); ok && v != c.StoreDir {
+				return errs.Errorf(errs.Invalid, "cache %s is for store %s, not %s", c.Dir, v, c.StoreDir)
+			}
+		}
+	}
+	// Whatever a crash left half-written is removed; it was never visible.
+	for _, d := range []string{c.Dir, c.narDir()} {
+		atomicfile.Clean(d, 0)
+	}
+	return nil
+}
+
+func (c Cache) narDir() string       { return filepath.Join(c.Dir, "nar") }
+func (c Cache) announcedDir() string { return filepath.Join(c.Dir, ".nix-ipfs", "announced") }
+
+// NarInfoPath is where the narinfo of the path with hashPart lives.
+func (c Cache) NarInfoPath(hashPart string) string {
+	return filepath.Join(c.Dir, hashPart+".narinfo")
+}
+
+// NarPath is where a NAR with URL "nar/<x>.nar" lives.
+func (c Cache) NarPath(url string) string { return filepath.Join(c.Dir, filepath.FromSlash(url)) }
+
+// ReadNarInfo returns the cache's narinfo for hashPart, or nil if absent.
+func (c Cache) ReadNarInfo(hashPart string) (*narinfo.NarInfo, error) {
+	f, err := os.Open(c.NarInfoPath(hashPart))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, errs.E(errs.Transient, err)
+	}
+	defer f.Close()
+	ni, err := narinfo.Parse(f)
+	if err != nil {
+		// A narinfo we cannot read is replaced by a good one.
+		return nil, nil
+	}
+	return ni, nil
+}
+
+// Announced reports whether the path's "published" event was acknowledged.
+func (c Cache) Announced(hashPart, cid string) bool {
+	b, err := os.ReadFile(filepath.Join(c.announcedDir(), hashPart))
+	return err == nil && strings.TrimSpace(string(b)) == cid
+}
+
+// MarkAnnounced records that the path's "published" event was acknowledged.
+func (c Cache) MarkAnnounced(hashPart, cid string) error {
+	return atomicfile.WriteFile(filepath.Join(c.announcedDir(), hashPart), []byte(cid+"\n"), 0o644)
+}
+
+// LoadSecretKey reads a Nix binary cache secret key file ("name:base64",
+// as nix-store --generate-binary-cache-key writes it). A key file that
+// group or others can read is refused: anyone who reads it can sign paths
+// every client of the cache trusts. The key is never logged.
+func LoadSecretKey(path string) (signature.SecretKey, error) {
+	var zero signature.SecretKey
+	fi, err := os.Stat(path)
+	if err != nil {
+		return zero, fmt.Errorf("secret key: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return zero, fmt.Errorf("secret key %s: mode %04o lets group or others read it; chmod 600 it", path, fi.Mode().Perm())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return zero, fmt.Errorf("secret key: %w", err)
+	}
+	sk, err := signature.LoadSecretKey(strings.TrimSpace(string(data)))
+	if err != nil {
+		// The error must not quote the file's contents.
+		return zero, fmt.Errorf("secret key %s: not a Nix binary cache secret key (name:base64)", path)
+	}
+	return sk, nil
+}

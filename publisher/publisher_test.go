@@ -1,0 +1,192 @@
+package publisher
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/ipfs/go-cid"
+	"github.com/multiformats/go-multihash"
+	"github.com/nix-community/go-nix/pkg/nar"
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/nixstore"
+)
+
+// fakeStore serves PathInfo for directories in a temp "store"; unit tests
+// only. The integration tests run the real Nix database.
+type fakeStore struct {
+	dir   string
+	infos map[string]*nixstore.PathInfo
+}
+
+func (s *fakeStore) StoreDir() string { return s.dir }
+func (s *fakeStore) QueryPathInfo(_ context.Context, p string) (*nixstore.PathInfo, error) {
+	if i, ok := s.infos[p]; ok {
+		c := *i
+		return &c, nil
+	}
+	return nil, errs.E(errs.Invalid, nixstore.ErrNotValid)
+}
+func (s *fakeStore) Closure(_ context.Context, paths []string) ([]string, error) { return paths, nil }
+func (s *fakeStore) Close() error                                                 { return nil }
+
+// fakeIPFS reads what it is given and returns a raw-leaf CID of it.
+type fakeIPFS struct {
+	adds atomic.Int32
+	fail error
+}
+
+func (f *fakeIPFS) Add(ctx context.Context, r io.Reader, p ipfs.Params, pin bool) (cid.Cid, error) {
+	f.adds.Add(1)
+	if f.fail != nil {
+		io.CopyN(io.Discard, r, 10)
+		return cid.Undef, f.fail
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return cid.Undef, err
+	}
+	mh, _ := multihash.Encode(h.Sum(nil), multihash.SHA2_256)
+	return cid.NewCidV1(cid.Raw, mh), nil
+}
+func (f *fakeIPFS) AddFile(ctx context.Context, path string, p ipfs.Params, pin bool) (cid.Cid, error) {
+	r, err := os.Open(path)
+	if err != nil {
+		return cid.Undef, err
+	}
+	defer r.Close()
+	return f.Add(ctx, r, p, pin)
+}
+func (f *fakeIPFS) Self(context.Context) (ipfs.Node, error) {
+	return ipfs.Node{PeerID: "12D3KooWfake", Addrs: []string{"/ip4/127.0.0.1/tcp/4001"}}, nil
+}
+
+func setup(t *testing.T) (*Publisher, *fakeStore, *fakeIPFS, string) {
+	t.Helper()
+	root := t.TempDir()
+	st := &fakeStore{dir: filepath.Join(root, "store"), infos: map[string]*nixstore.PathInfo{}}
+	p := filepath.Join(st.dir, "0c6kzph7l0dcbfmjap64f0czdafn3b7x-hello")
+	os.MkdirAll(filepath.Join(p, "bin"), 0o755)
+	os.WriteFile(filepath.Join(p, "bin", "hello"), []byte("#!/bin/sh\necho hello\n"), 0o755)
+	var buf bytes.Buffer
+	if err := nar.DumpPath(&buf, p); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	st.infos[p] = &nixstore.PathInfo{Path: p, NarHash: "sha256:" + nixbase32.EncodeToString(sum[:]), NarSize: uint64(buf.Len()),
+		References: []string{p}, Deriver: filepath.Join(st.dir, "y7xkdi3jbhfl4zfavs6b1fr2mnbm4vj1-hello.drv")}
+	sk, _, _ := signature.GenerateKeypair("test-1", nil)
+	fi := &fakeIPFS{}
+	pub, err := New(Options{Cache: Cache{Dir: filepath.Join(root, "cache")}, Key: sk, Params: ipfs.DefaultParams()}, st, fi, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub, st, fi, p
+}
+
+func cacheFiles(t *testing.T, dir string) []string {
+	var out []string
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, rel)
+		}
+		return nil
+	})
+	return out
+}
+
+func TestPublishPathIsIdempotent(t *testing.T) {
+	pub, _, fi, p := setup(t)
+	ctx := context.Background()
+	ev, err := pub.PublishPath(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(pub.opt.Cache.NarInfoPath("0c6kzph7l0dcbfmjap64f0czdafn3b7x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ni, err := narinfo.ParseBytes(b)
+	if err != nil || ni.Validate() != nil {
+		t.Fatalf("narinfo %v\n%s", err, b)
+	}
+	if ni.IPFSHash != ev.CID || ni.Deriver != "y7xkdi3jbhfl4zfavs6b1fr2mnbm4vj1-hello.drv" || len(ni.Sigs) != 1 {
+		t.Errorf("narinfo %+v, event %+v", ni, ev)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := pub.PublishPath(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := fi.adds.Load(); n != 1 {
+		t.Errorf("%d adds for one path published four times", n)
+	}
+	// Concurrent requests for one path share one publish.
+	os.Remove(pub.opt.Cache.NarInfoPath("0c6kzph7l0dcbfmjap64f0czdafn3b7x"))
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); pub.PublishPath(ctx, p) }()
+	}
+	wg.Wait()
+	if n := fi.adds.Load(); n > 2 {
+		t.Errorf("%d adds: concurrent publishes of one path were not shared", n)
+	}
+}
+
+func TestCorruptPathRefused(t *testing.T) {
+	pub, st, _, p := setup(t)
+	st.infos[p].NarHash = "sha256:" + strings.Repeat("0", 52)
+	_, err := pub.PublishPath(context.Background(), p)
+	if !errs.Is(err, errs.Corrupt) || !strings.Contains(err.Error(), "corrupt") {
+		t.Fatalf("err = %v, want kind Corrupt", err)
+	}
+	for _, f := range cacheFiles(t, pub.opt.Cache.Dir) {
+		if f != "nix-cache-info" {
+			t.Errorf("corrupt path left %s in the cache", f)
+		}
+	}
+}
+
+func TestIPFSFailureLeavesNothing(t *testing.T) {
+	pub, _, fi, p := setup(t)
+	fi.fail = errs.E(errs.Transient, errors.New("kubo unreachable"))
+	_, err := pub.PublishPath(context.Background(), p)
+	if !errs.Is(err, errs.Transient) {
+		t.Fatalf("err = %v, want kind Transient", err)
+	}
+	for _, f := range cacheFiles(t, pub.opt.Cache.Dir) {
+		if f != "nix-cache-info" {
+			t.Errorf("failed publish left %s in the cache", f)
+		}
+	}
+	fi.fail = nil
+	if _, err := pub.PublishPath(context.Background(), p); err != nil {
+		t.Fatalf("retry after kubo came back: %v", err)
+	}
+}
+
+func TestNotInStoreIsInvalid(t *testing.T) {
+	pub, st, _, _ := setup(t)
+	_, err := pub.PublishPath(context.Background(), filepath.Join(st.dir, "1b9p07z77phvv2hf6gm9f28syp39f1ag-gone"))
+	if !errs.Is(err, errs.Invalid) {
+		t.Fatalf("err = %v, want Invalid", err)
+	}
+	if _, err := pub.PublishPath(context.Background(), "/etc/passwd"); !errs.Is(err, errs.Invalid) {
+		t.Fatalf("err = %v, want Invalid", err)
+	}
+}

@@ -1,0 +1,183 @@
+package publisher
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/nixstore"
+)
+
+// DefaultDurable is the publisher's durable consumer. Publishers that share
+// it share the work.
+const DefaultDurable = "publisher"
+
+// Config is the publisher worker's settings.
+type Config struct {
+	NATS          config.NATS
+	Store         config.Store
+	Log           config.Log
+	CacheDir      string
+	CacheURL      string
+	SecretKeyFile string
+	KuboAPI       string
+	NixDB         string
+	Concurrency   int
+	Events        int
+	Chunker       string
+	Nocopy        bool
+	Durable       string
+	AckWait       time.Duration
+	MaxAttempts   int
+	LockTTL       time.Duration
+}
+
+// Register adds the publisher's flags.
+func (c *Config) Register(s *config.Set) {
+	c.NATS.Register(s)
+	c.Store.Register(s)
+	c.Log.Register(s, "json")
+	s.StringVar(&c.CacheDir, "cache-dir", "", "the file:// binary cache directory to write (required)")
+	s.StringVar(&c.CacheURL, "cache-url", "", "the cache's URL as clients reach it, announced in events (default file://<cache-dir>)")
+	s.StringVar(&c.SecretKeyFile, "secret-key-file", "", "Nix binary cache secret key to sign narinfos (required; mode 600)")
+	s.StringVar(&c.KuboAPI, "kubo-api", "", "kubo RPC API: http URL or multiaddr (default: $IPFS_PATH/api, else ~/.ipfs/api)")
+	s.StringVar(&c.NixDB, "nix-db", nixstore.DefaultDBPath, "the Nix database to read path metadata from (read-only)")
+	s.IntVar(&c.Concurrency, "concurrency", 4, "store paths published at once")
+	s.IntVar(&c.Events, "events", 4, "built events handled at once")
+	s.StringVar(&c.Chunker, "chunker", ipfs.DefaultParams().Chunker, "kubo chunker: size-<bytes>, rabin-<min>-<avg>-<max> or buzhash (changes CIDs)")
+	s.BoolVar(&c.Nocopy, "ipfs-nocopy", false, "add NARs by reference (kubo filestore): the cache's NAR is the only copy on this host; see docs/OPERATIONS.md")
+	s.StringVar(&c.Durable, "durable", DefaultDurable, "durable consumer name; publishers sharing it share the work")
+	s.DurationVar(&c.AckWait, "ack-wait", 60*time.Second, "redeliver an event whose publisher went silent this long")
+	s.IntVar(&c.MaxAttempts, "max-attempts", 10, "deliveries before an event failing with a non-transient error is dead-lettered")
+	s.DurationVar(&c.LockTTL, "lock-ttl", 2*time.Minute, "lease on a path being published; expires this long after its holder dies")
+}
+
+// Params returns the kubo import parameters.
+func (c *Config) Params() (ipfs.Params, error) {
+	p := ipfs.DefaultParams()
+	p.Chunker = c.Chunker
+	p.Nocopy = c.Nocopy
+	return p, p.Validate()
+}
+
+// Validate checks the settings that need no network.
+func (c *Config) Validate() error {
+	if c.CacheDir == "" {
+		return fmt.Errorf("--cache-dir is required")
+	}
+	if c.SecretKeyFile == "" {
+		return fmt.Errorf("--secret-key-file is required")
+	}
+	if _, err := c.Params(); err != nil {
+		return err
+	}
+	return c.Store.Validate()
+}
+
+// Worker is a running publisher: its dependencies, built from a Config.
+type Worker struct {
+	Publisher *Publisher
+	JS        jetstream.JetStream
+	Consumer  events.ConsumerOptions
+	closers   []func()
+}
+
+// Open connects everything a publisher needs.
+func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, errs.E(errs.Invalid, err)
+	}
+	key, err := LoadSecretKey(cfg.SecretKeyFile)
+	if err != nil {
+		return nil, errs.E(errs.Invalid, err)
+	}
+	params, _ := cfg.Params()
+	w := &Worker{}
+	store, err := nixstore.OpenDB(cfg.NixDB, cfg.Store.Dir)
+	if err != nil {
+		return nil, err
+	}
+	w.closers = append(w.closers, func() { store.Close() })
+	kubo, err := ipfs.Dial(cfg.KuboAPI)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	nc, err := cfg.NATS.Connect("nix-ipfs publisher", log)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	w.closers = append(w.closers, func() { nc.Drain() })
+	js, err := jetstream.New(nc)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	w.JS = js
+	if _, err := events.EnsureStream(ctx, js, cfg.NATS.StreamOptions()); err != nil {
+		w.Close()
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	locker, err := NewKVLocker(ctx, js, fmt.Sprintf("%s/%d", host, os.Getpid()), cfg.LockTTL, log)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	m := newMetrics()
+	p, err := New(Options{
+		Cache:       Cache{Dir: cfg.CacheDir, StoreDir: cfg.Store.Dir},
+		CacheURL:    cfg.CacheURL,
+		Key:         key,
+		Params:      params,
+		Concurrency: cfg.Concurrency,
+		Host:        host,
+		Logger:      log,
+		Locker:      locker,
+		OnPath:      m.onPath,
+	}, store, kubo, js)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	w.Publisher = p
+	w.Consumer = events.ConsumerOptions{
+		Stream:        cfg.NATS.Stream,
+		Durable:       cfg.Durable,
+		FilterSubject: events.SubjectBuilt,
+		Concurrency:   cfg.Events,
+		AckWait:       cfg.AckWait,
+		MaxAttempts:   cfg.MaxAttempts,
+		Logger:        log,
+		OnResult:      m.onEvent,
+	}
+	return w, nil
+}
+
+// Run consumes built events until ctx is done.
+func (w *Worker) Run(ctx context.Context) error {
+	return events.Consume(ctx, w.JS, w.Consumer, func(ctx context.Context, d events.Delivery) error {
+		ev, ok := d.Event.(*events.Built)
+		if !ok {
+			return errs.Errorf(errs.Invalid, "publisher got a %s event on %s", events.Head(d.Event).Type, d.Msg.Subject())
+		}
+		return w.Publisher.HandleBuilt(ctx, ev)
+	})
+}
+
+// Close releases the connections.
+func (w *Worker) Close() {
+	for i := len(w.closers) - 1; i >= 0; i-- {
+		w.closers[i]()
+	}
+	w.closers = nil
+}
