@@ -1,0 +1,183 @@
+// Package status reports what a nix-ipfs deployment holds and what is behind:
+// the stream, each durable consumer's backlog and redeliveries, the dead
+// letters, and each mirror's lag. It reads only; it is what `nix-ipfs
+// status` prints and what an operator's monitoring can poll as JSON.
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nix-ipfs/nix-ipfs/events"
+)
+
+// Report is the status of one stream.
+type Report struct {
+	Stream      string            `json:"stream"`
+	Messages    uint64            `json:"messages"`
+	Bytes       uint64            `json:"bytes"`
+	FirstSeq    uint64            `json:"first_seq"`
+	LastSeq     uint64            `json:"last_seq"`
+	Subjects    map[string]uint64 `json:"subjects"`
+	Consumers   []Consumer        `json:"consumers"`
+	DeadLetters uint64            `json:"dead_letters"`
+	LastDead    []DeadLetter      `json:"last_dead_letters,omitempty"`
+}
+
+// Consumer is one durable consumer's state.
+type Consumer struct {
+	Name string `json:"name"`
+	// Role is "publisher", "mirror" or "other", from the name.
+	Role        string `json:"role"`
+	Filter      string `json:"filter"`
+	Pending     uint64 `json:"pending"`
+	AckPending  int    `json:"ack_pending"`
+	Redelivered int    `json:"redelivered"`
+	// AckFloor is the stream sequence up to which everything is acked.
+	AckFloor uint64 `json:"ack_floor_stream_seq"`
+}
+
+// DeadLetter summarises a dead letter.
+type DeadLetter struct {
+	Seq     uint64    `json:"seq"`
+	Time    time.Time `json:"time"`
+	Subject string    `json:"original_subject"`
+	Kind    string    `json:"kind"`
+	Reason  string    `json:"reason"`
+}
+
+// Collect builds a Report; it keeps the last `lastDead` dead letters.
+func Collect(ctx context.Context, js jetstream.JetStream, stream string, lastDead int) (*Report, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(events.SubjectPrefix+">"))
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	r := &Report{Stream: stream, Messages: info.State.Msgs, Bytes: info.State.Bytes,
+		FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq, Subjects: map[string]uint64{}}
+	for subj, n := range info.State.Subjects {
+		r.Subjects[subj] = n
+		if strings.HasPrefix(subj, events.SubjectDeadPrefix) {
+			r.DeadLetters += n
+		}
+	}
+	lister := s.ListConsumers(ctx)
+	for ci := range lister.Info() {
+		c := Consumer{Name: ci.Name, Filter: ci.Config.FilterSubject, Pending: ci.NumPending,
+			AckPending: ci.NumAckPending, Redelivered: ci.NumRedelivered, AckFloor: ci.AckFloor.Stream}
+		if c.Filter == "" && len(ci.Config.FilterSubjects) > 0 {
+			c.Filter = strings.Join(ci.Config.FilterSubjects, ",")
+		}
+		switch {
+		case strings.HasPrefix(ci.Name, "mirror-"):
+			c.Role = "mirror"
+		case ci.Name == "publisher" || strings.HasPrefix(ci.Name, "publisher"):
+			c.Role = "publisher"
+		default:
+			c.Role = "other"
+		}
+		if ci.Config.Durable == "" {
+			continue // ephemeral: a replay or a status reader
+		}
+		r.Consumers = append(r.Consumers, c)
+	}
+	if err := lister.Err(); err != nil {
+		return nil, fmt.Errorf("list consumers: %w", err)
+	}
+	sort.Slice(r.Consumers, func(i, j int) bool { return r.Consumers[i].Name < r.Consumers[j].Name })
+	if lastDead > 0 && r.DeadLetters > 0 {
+		r.LastDead, err = lastDeadLetters(ctx, js, stream, lastDead)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+func lastDeadLetters(ctx context.Context, js jetstream.JetStream, stream string, n int) ([]DeadLetter, error) {
+	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.SubjectDeadPrefix + ">"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	ci, err := c.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []DeadLetter
+	for i := uint64(0); i < ci.NumPending; i++ {
+		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			return nil, err
+		}
+		meta, _ := m.Metadata()
+		d := DeadLetter{Seq: meta.Sequence.Stream}
+		if e, err := events.Decode(m.Data()); err == nil {
+			dl := e.(*events.DeadLetter)
+			d.Time, d.Subject, d.Kind, d.Reason = dl.Time, dl.Subject, dl.Kind, dl.Reason
+		} else {
+			d.Reason = "(undecodable: " + err.Error() + ")"
+		}
+		out = append(out, d)
+		if len(out) > n {
+			out = out[1:]
+		}
+	}
+	return out, nil
+}
+
+// WriteJSON writes the report as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	e := json.NewEncoder(w)
+	e.SetIndent("", "  ")
+	return e.Encode(r)
+}
+
+// WriteText writes the report for a person.
+func (r *Report) WriteText(w io.Writer) {
+	fmt.Fprintf(w, "stream %s: %d events, %s, seq %d..%d\n", r.Stream, r.Messages, human(r.Bytes), r.FirstSeq, r.LastSeq)
+	var subs []string
+	for s := range r.Subjects {
+		subs = append(subs, s)
+	}
+	sort.Strings(subs)
+	for _, s := range subs {
+		fmt.Fprintf(w, "  %-32s %d\n", s, r.Subjects[s])
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONSUMER\tROLE\tFILTER\tPENDING (lag)\tIN FLIGHT\tREDELIVERED")
+	for _, c := range r.Consumers {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\n", c.Name, c.Role, c.Filter, c.Pending, c.AckPending, c.Redelivered)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\ndead letters: %d\n", r.DeadLetters)
+	for _, d := range r.LastDead {
+		fmt.Fprintf(w, "  seq %d  %s  %s  %s: %s\n", d.Seq, d.Time.Format(time.RFC3339), d.Subject, d.Kind, d.Reason)
+	}
+}
+
+func human(b uint64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := uint64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,74 @@
+package status
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
+)
+
+func TestCollect(t *testing.T) {
+	n := testenv.StartNATS(t)
+	_, js := n.Connect(t)
+	ctx := context.Background()
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range []string{
+		"/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-a", "/nix/store/1b9p07z77phvv2hf6gm9f28syp39f1ag-b",
+	} {
+		ev := &events.Built{Host: "h", StoreDir: "/nix/store", OutPaths: []string{p}}
+		ev.Time = time.Unix(int64(i), 0)
+		events.Seal(ev)
+		if _, err := events.Publish(ctx, js, events.SubjectBuilt, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	js.Publish(ctx, events.SubjectBuilt, []byte("garbage"))
+	// A publisher consumer that dead-letters the garbage and handles nothing
+	// else, and a mirror consumer that never ran: its lag is everything.
+	o := events.ConsumerOptions{Durable: "publisher", FilterSubject: events.SubjectBuilt}
+	if _, err := js.CreateOrUpdateConsumer(ctx, events.DefaultStream, (events.ConsumerOptions{Durable: "mirror-b", FilterSubject: events.SubjectPublished}).ConsumerConfig()); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	handled := make(chan struct{}, 10)
+	go func() {
+		done <- events.Consume(cctx, js, o, func(ctx context.Context, d events.Delivery) error { handled <- struct{}{}; return nil })
+	}()
+	<-handled
+	<-handled
+	var r *Report
+	testenv.Eventually(t, 10*time.Second, "dead letter", func() bool {
+		var err error
+		r, err = Collect(ctx, js, events.DefaultStream, 5)
+		return err == nil && r.DeadLetters == 1
+	})
+	cancel()
+	<-done
+	if r.Subjects[events.SubjectBuilt] != 3 || len(r.LastDead) != 1 || r.LastDead[0].Kind != "invalid" {
+		t.Errorf("report %+v", r)
+	}
+	roles := map[string]string{}
+	for _, c := range r.Consumers {
+		roles[c.Name] = c.Role
+	}
+	if roles["publisher"] != "publisher" || roles["mirror-b"] != "mirror" {
+		t.Errorf("consumers %+v", r.Consumers)
+	}
+	var text, js2 bytes.Buffer
+	r.WriteText(&text)
+	if err := r.WriteJSON(&js2); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"dead letters: 1", "mirror-b", "invalid"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, text.String())
+		}
+	}
+}
