@@ -1,0 +1,91 @@
+// Package cachehttp serves a file:// binary cache directory over HTTP, the
+// way Nix's http:// binary cache store reads it, and nothing else: only
+// /nix-cache-info, /<hashpart>.narinfo and /nar/<filehash>.nar[.ext] are
+// answered, each name checked against Nix's alphabet before it touches the
+// disk, so no request can reach a file outside what a cache holds (the
+// publisher's .nix-ipfs/ state, temp files, symlinks out of the directory).
+package cachehttp
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Kind is what a request path names.
+type Kind int
+
+const (
+	Invalid Kind = iota
+	CacheInfo
+	NarInfo
+	Nar
+)
+
+var (
+	narInfoRE = regexp.MustCompile(`^/[0-9a-df-np-sv-z]{32}\.narinfo$`)
+	narRE     = regexp.MustCompile(`^/nar/[0-9a-df-np-sv-z]{52}\.nar(\.xz|\.zst|\.bz2|\.br|\.lz4|\.lzip)?$`)
+)
+
+// Classify says what a request's (decoded) URL path names.
+func Classify(p string) Kind {
+	switch {
+	case p == "/nix-cache-info":
+		return CacheInfo
+	case narInfoRE.MatchString(p):
+		return NarInfo
+	case narRE.MatchString(p):
+		return Nar
+	}
+	return Invalid
+}
+
+// Handler serves the cache in dir.
+func Handler(dir string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		// RawPath is set when the path had escapes; a valid name needs none.
+		if r.URL.RawPath != "" && r.URL.RawPath != r.URL.Path {
+			http.Error(w, "not a binary cache path", http.StatusBadRequest)
+			return
+		}
+		kind := Classify(r.URL.Path)
+		if kind == Invalid {
+			http.Error(w, "not a binary cache path", http.StatusNotFound)
+			return
+		}
+		name := filepath.Join(dir, filepath.FromSlash(r.URL.Path[1:]))
+		// O_NOFOLLOW: a symlink planted in the cache must not lead out of it.
+		f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			http.Error(w, "not found", http.StatusNotFound)
+			return
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil || !fi.Mode().IsRegular() {
+			http.Error(w, "not found", http.StatusNotFound)
+			return
+		}
+		switch kind {
+		case CacheInfo:
+			w.Header().Set("Content-Type", "text/x-nix-cache-info")
+		case NarInfo:
+			w.Header().Set("Content-Type", "text/x-nix-narinfo")
+		case Nar:
+			w.Header().Set("Content-Type", "application/x-nix-nar")
+			// A NAR's name is its hash: it never changes.
+			w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
+		http.ServeContent(w, r, "", time.Time{}, f)
+	})
+}
