@@ -21,6 +21,18 @@ import (
 // errors.Is(err, context.Canceled) holds), a daemon that cannot be reached is
 // Transient, and a refusal is classified from kubo's answer.
 func (k *Kubo) fail(ctx context.Context, err error, format string, args ...any) error {
+	return k.classify(ctx, err, false, format, args...)
+}
+
+// failStream is fail for an error while reading a response body. Past the
+// headers, kubo can only report a failure as a bare string in an HTTP
+// trailer, which the rpc client turns into a plain error: it is the
+// daemon's message all the same, and is classified as one.
+func (k *Kubo) failStream(ctx context.Context, err error, format string, args ...any) error {
+	return k.classify(ctx, err, true, format, args...)
+}
+
+func (k *Kubo) classify(ctx context.Context, err error, stream bool, format string, args ...any) error {
 	if err == nil {
 		return nil
 	}
@@ -31,25 +43,17 @@ func (k *Kubo) fail(ctx context.Context, err error, format string, args ...any) 
 		return fmt.Errorf("kubo %s: %s: %w (%v)", k.addr, what, cerr, err)
 	}
 	var ce *rpc.Error
-	if errors.As(err, &ce) {
-		kind, hint := daemonKind(ce)
-		return errs.Errorf(kind, "kubo %s: %s: %w%s", k.addr, what, err, hint)
+	if !errors.As(err, &ce) {
+		if unreachable(err) {
+			return errs.Errorf(errs.Transient, "kubo %s unreachable: %s: %w", k.addr, what, err)
+		}
+		if !stream {
+			return fmt.Errorf("kubo %s: %s: %w", k.addr, what, err)
+		}
+		ce = &rpc.Error{Message: err.Error(), Code: cmds.ErrNormal}
 	}
-	if unreachable(err) {
-		return errs.Errorf(errs.Transient, "kubo %s unreachable: %s: %w", k.addr, what, err)
-	}
-	return fmt.Errorf("kubo %s: %s: %w", k.addr, what, err)
-}
-
-// failStream is fail for an error in the middle of a response body. The
-// daemon reports those as bare strings in an HTTP trailer; they are its
-// failures (a block it could not fetch, a datastore error), not ours.
-func (k *Kubo) failStream(ctx context.Context, err error, format string, args ...any) error {
-	err = k.fail(ctx, err, format, args...)
-	if ctx.Err() == nil && errs.KindOf(err) == errs.Other {
-		err = errs.E(errs.Transient, err)
-	}
-	return err
+	kind, hint := daemonKind(ce)
+	return errs.Errorf(kind, "kubo %s: %s: %w%s", k.addr, what, err, hint)
 }
 
 // invalidMarkers are messages kubo sends, with HTTP 500 like any other

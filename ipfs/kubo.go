@@ -1,6 +1,7 @@
 package ipfs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -226,7 +227,39 @@ func (k *Kubo) AddFile(ctx context.Context, name string, p Params, pin bool) (ci
 	if err != nil {
 		return cid.Undef, errs.Errorf(errs.Invalid, "ipfs add %s: %w", abs, err)
 	}
-	return k.add(ctx, node, src, p, pin, abs)
+	c, err := k.add(ctx, node, src, p, pin, abs)
+	if err != nil && p.Nocopy && errs.Is(err, errs.Transient) && ctx.Err() == nil && st.Size() > 0 {
+		if perr := k.probeNocopy(ctx, f, abs, st, p); perr != nil {
+			return cid.Undef, perr
+		}
+	}
+	return c, err
+}
+
+// probeNocopy finds out why a nocopy add broke off. kubo refuses a nocopy
+// add (filestore disabled, file outside its root) after reading only the
+// start of the body, answers, and closes the connection while we are still
+// sending; the HTTP client then usually reports the reset instead of the
+// answer, which would pass for a flaky daemon and be retried forever. The
+// same add of the file's first byte is small enough to be read whole, so
+// its answer arrives. If the daemon accepts it, it has a legitimate,
+// unpinned filestore reference to that byte, and the original error
+// stands.
+func (k *Kubo) probeNocopy(ctx context.Context, f *os.File, abs string, st os.FileInfo, p Params) error {
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		return nil
+	}
+	src := &sourceReader{r: bytes.NewReader(b)}
+	node, err := files.NewReaderPathFile(abs, io.NopCloser(src), st)
+	if err != nil {
+		return nil
+	}
+	_, err = k.add(ctx, node, src, p, false, abs)
+	if err != nil && !errs.Is(err, errs.Transient) {
+		return err
+	}
+	return nil
 }
 
 func (k *Kubo) add(ctx context.Context, f files.Node, src *sourceReader, p Params, pin bool, what string) (cid.Cid, error) {
@@ -250,7 +283,7 @@ func (k *Kubo) add(ctx context.Context, f files.Node, src *sourceReader, p Param
 			// kind, if it has one) is the one that matters.
 			return cid.Undef, fmt.Errorf("ipfs add %s: reading input: %w", what, serr)
 		}
-		return cid.Undef, k.fail(ctx, err, "add %s (%s)", what, p)
+		return cid.Undef, k.failStream(ctx, err, "add %s (%s)", what, p)
 	}
 	resp, err := req.Send(ctx)
 	if err != nil {

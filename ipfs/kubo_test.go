@@ -330,17 +330,24 @@ func TestNocopy(t *testing.T) {
 	}
 
 	// Other bytes: kubo skips the root check for blocks it already has.
-	outside := writeFile(t, randomBytes(6, 1<<20))
+	// Big enough that kubo refuses while the body is still being sent.
+	outside := writeFile(t, randomBytes(6, 32<<20))
 	_, err = k.Client.AddFile(ctx, outside, p, false)
-	if err == nil || !strings.Contains(err.Error(), "IPFS_PATH") || errs.Is(err, errs.Invalid) {
-		t.Fatalf("nocopy of a file outside the filestore root = %v, want a hint about IPFS_PATH", err)
+	// Not Transient: a retry cannot help until the deployment changes, and
+	// retried forever it would look like a flaky daemon.
+	if err == nil || !strings.Contains(err.Error(), "IPFS_PATH") || errs.Is(err, errs.Transient) {
+		t.Fatalf("nocopy of a file outside the filestore root = %v (kind %s), want a non-transient hint about IPFS_PATH", err, errs.KindOf(err))
 	}
 	t.Logf("nocopy outside the filestore root: %v (kind %s)", err, errs.KindOf(err))
 
 	plain := testenv.StartKubo(t, testenv.KuboOffline())
-	_, err = plain.Client.AddFile(ctx, file, p, false)
-	if err == nil || !strings.Contains(err.Error(), "FilestoreEnabled") {
-		t.Fatalf("nocopy without filestore = %v, want a hint about Experimental.FilestoreEnabled", err)
+	big := filepath.Join(plain.FilestoreRoot(), "big.nar")
+	if err := os.WriteFile(big, randomBytes(7, 32<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = plain.Client.AddFile(ctx, big, p, false)
+	if err == nil || !strings.Contains(err.Error(), "FilestoreEnabled") || errs.Is(err, errs.Transient) {
+		t.Fatalf("nocopy without filestore = %v (kind %s), want a non-transient hint about Experimental.FilestoreEnabled", err, errs.KindOf(err))
 	}
 	t.Logf("nocopy without filestore: %v (kind %s)", err, errs.KindOf(err))
 }
