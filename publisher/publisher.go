@@ -124,7 +124,7 @@ func (p *Publisher) HandleBuilt(ctx context.Context, ev *events.Built) error {
 	}
 	closure, err := p.store.Closure(ctx, ev.OutPaths)
 	if err != nil {
-		return fmt.Errorf("closure of %v: %w", ev.OutPaths, err)
+		return notYetValid(fmt.Errorf("closure of %v: %w", ev.OutPaths, err))
 	}
 	log := p.log.With(zap.String("event_id", ev.ID), zap.String("drv", ev.DrvPath))
 	log.Info("publishing closure", zap.Int("paths", len(closure)), zap.Strings("outputs", ev.OutPaths))
@@ -232,7 +232,7 @@ func (p *Publisher) publishPath(ctx context.Context, sp string) (*events.Publish
 
 	info, err := p.store.QueryPathInfo(ctx, sp)
 	if err != nil {
-		return nil, err
+		return nil, notYetValid(err)
 	}
 	ni, err := p.writeNAR(ctx, log, info)
 	if err != nil {
@@ -427,6 +427,17 @@ func (p *Publisher) announce(ctx context.Context, ev *events.Published, hashPart
 		p.log.Warn("cannot record announcement", zap.String("store_path", ev.StorePath), zap.Error(err))
 	}
 	return nil
+}
+
+// notYetValid turns "not in the store" into an error that is retried a
+// bounded number of times: on a Hydra master the outputs of a remote build
+// arrive after the builder's hook fired, and a path garbage-collected since
+// its build ends as an "exhausted" dead letter instead of a silent loss.
+func notYetValid(err error) error {
+	if errors.Is(err, nixstore.ErrNotValid) {
+		return errs.E(errs.Other, err)
+	}
+	return err
 }
 
 func baseNames(paths []string) []string {
