@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -227,10 +228,19 @@ func checkStockNixCopy(t *testing.T, a *hostA, top, from string) {
 	a.nix.Run(t, "nix", "copy", "--from", from, "--to", dest,
 		"--option", "trusted-public-keys", a.nix.PublicKey, "--option", "require-sigs", "true", top)
 	for _, p := range closureOf(t, a.nix, top) {
-		want, _ := exec.Command("nix-store", "--dump", p).Output()
-		got, err := exec.Command("nix-store", "--store", dest, "--dump", p).Output()
+		if _, err := a.nix.Try("nix-store", "--store", dest, "--check-validity", p); err != nil {
+			t.Errorf("%s not valid in the client store: %v", p, err)
+			continue
+		}
+		want, err := exec.Command("nix-store", "--dump", p).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The chroot store's own copy: `nix-store --store DIR --dump P`
+		// would dump the host's P whatever DIR holds.
+		got, err := exec.Command("nix-store", "--dump", filepath.Join(dest, p)).Output()
 		if err != nil || !bytes.Equal(got, want) {
-			t.Errorf("%s from %s: contents differ in the fresh store (%v)", p, from, err)
+			t.Errorf("%s from %s: contents differ in the client store (%d vs %d bytes, %v)", p, from, len(got), len(want), err)
 		}
 	}
 }
@@ -258,4 +268,23 @@ func TestPublisherSurvivesKuboOutage(t *testing.T) {
 	if dead := streamEvents(t, js, events.SubjectDeadPrefix+">"); len(dead) != 0 {
 		t.Errorf("%d events dead-lettered during a transient outage: %+v", len(dead), dead[0])
 	}
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func httpOK(url string) bool {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == 200
 }

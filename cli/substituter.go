@@ -1,0 +1,48 @@
+package cli
+
+import (
+	"context"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/substituter"
+)
+
+func init() {
+	register("substituter", command{
+		summary: "serve a cache to stock Nix: narinfos from upstream, NARs from IPFS checked against them, upstream as fallback",
+		setup: func(s *config.Set) func(context.Context, *Env) error {
+			var cfg substituter.Config
+			cfg.Register(s)
+			metrics := s.String("metrics-addr", "", "serve Prometheus /metrics and /healthz on this address (e.g. 127.0.0.1:9432)")
+			return func(ctx context.Context, env *Env) error {
+				if err := cfg.Validate(); err != nil {
+					return usagef("%v", err)
+				}
+				if err := checked(ctx); err != nil {
+					return err
+				}
+				log, err := cfg.Log.Logger()
+				if err != nil {
+					return usagef("%v", err)
+				}
+				defer log.Sync()
+				opts, err := cfg.Options(log, prometheus.DefaultRegisterer)
+				if err != nil {
+					return usagef("%v", err)
+				}
+				srv, err := substituter.New(opts)
+				if err != nil {
+					return usagef("%v", err)
+				}
+				defer srv.Close()
+				stop := serveMetrics(ctx, *metrics, log)
+				defer stop()
+				log.Info("substituter starting", zap.String("upstream", srv.Upstream()), cfg.Source())
+				return substituter.ListenAndServe(ctx, cfg.Listen, srv, log)
+			}
+		},
+	})
+}

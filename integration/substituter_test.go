@@ -1,0 +1,304 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
+	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/storepath"
+)
+
+// substituterProc is a running `nix-ipfs substituter` binary.
+type substituterProc struct {
+	*testenv.Proc
+	URL     string // the cache Nix is pointed at
+	metrics string // its /metrics URL
+}
+
+// startSubstituterProc runs `nix-ipfs substituter` against upstream with
+// extra flags (--kubo-api or --gateway) and waits until it serves.
+func startSubstituterProc(t *testing.T, bin, upstream string, extra ...string) *substituterProc {
+	t.Helper()
+	metricsAddr := freeAddr(t)
+	args := append([]string{"substituter", "--upstream", upstream, "--listen", "127.0.0.1:0",
+		"--metrics-addr", metricsAddr, "--ipfs-timeout", "10s",
+		"--log-format", "console", "--log-level", "debug"}, extra...)
+	p := testenv.StartProc(t, filepath.Join(bin, "nix-ipfs"), args)
+	s := &substituterProc{Proc: p, metrics: "http://" + metricsAddr + "/metrics"}
+	addrRE := regexp.MustCompile(`substituter listening\s.*"addr": "([^"]+)"`)
+	testenv.Eventually(t, 30*time.Second, "the substituter listening", func() bool {
+		b, _ := os.ReadFile(p.Log)
+		if m := addrRE.FindSubmatch(b); m != nil {
+			s.URL = "http://" + string(m[1])
+		}
+		return s.URL != "" && httpOK(s.URL+"/nix-cache-info") && httpOK("http://"+metricsAddr+"/healthz")
+	})
+	return s
+}
+
+// nars returns nixipfs_substituter_nars_total summed over the series whose
+// labels include every given `name="value"` pair.
+func (s *substituterProc) nars(t *testing.T, labels ...string) float64 {
+	t.Helper()
+	return scrapeCounter(t, s.metrics, "nixipfs_substituter_nars_total", labels...)
+}
+
+func scrapeCounter(t *testing.T, url, name string, labels ...string) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("scrape %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	var total float64
+	sc := bufio.NewScanner(resp.Body)
+lines:
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		for _, l := range labels {
+			if !strings.Contains(line, l) {
+				continue lines
+			}
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		total += v
+	}
+	return total
+}
+
+// waitNars waits until the substituter has counted want NARs with labels:
+// it counts a response once its handler returns, which may be just after
+// Nix has read the last byte.
+func (s *substituterProc) waitNars(t *testing.T, want float64, labels ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := s.nars(t, labels...)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nixipfs_substituter_nars_total%v = %v, want %v", labels, got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *substituterProc) logHas(t *testing.T, re string) bool {
+	t.Helper()
+	b, _ := os.ReadFile(s.Log)
+	return regexp.MustCompile(re).Match(b)
+}
+
+// copyCacheDir copies a file:// cache to a new directory a test may alter.
+func copyCacheDir(t *testing.T, from string) string {
+	t.Helper()
+	to := filepath.Join(t.TempDir(), "cache")
+	if out, err := exec.Command("cp", "-a", from, to).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	return to
+}
+
+// rewriteNarinfo changes the narinfo of p in cache with mod.
+func rewriteNarinfo(t *testing.T, cache, p string, mod func(*narinfo.NarInfo)) {
+	t.Helper()
+	f := filepath.Join(cache, storepath.HashPart(p)+".narinfo")
+	b, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ni, err := narinfo.ParseBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod(ni)
+	if err := os.WriteFile(f, []byte(ni.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSubstituterStockNix is the substituter's proof with stock Nix as the
+// client. Host A builds a closure and publishes it (the publisher binary,
+// its kubo, a signed file:// cache served over HTTP); kubo B pins every
+// CID from A. The `nix-ipfs substituter` binary then serves A's cache with
+// NARs from B, and `nix copy` into fresh stores, trusting only A's key,
+// must produce paths identical to A's:
+//   - with everything up, every NAR comes from IPFS;
+//   - an IPFSHash pointing at other bytes (same size, and another size)
+//     falls back to the upstream NAR, logged and counted as a mismatch;
+//   - a tampered signature is refused by Nix as without the substituter;
+//   - with A's NAR files deleted and A's kubo stopped, the copy still
+//     succeeds, through kubo B's RPC API and through B's gateway (blocks
+//     checked one by one against their CIDs).
+func TestSubstituterStockNix(t *testing.T) {
+	a := newHostA(t)
+	a.startPublisher(t)
+	top := a.nix.Build(t, richClosure(testenv.Nonce()))[0]
+	closure := closureOf(t, a.nix, top)
+	infos := a.waitPublished(t, closure, 2*time.Minute)
+	n := float64(len(closure))
+
+	b := testenv.StartKubo(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	selfA, err := a.kubo.Client.Self(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Client.Connect(ctx, selfA); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range closure {
+		b.IPFS(t, "pin", "add", "--progress=false", infos[p].IPFSHash)
+	}
+
+	upstream := httptest.NewServer(http.FileServer(http.Dir(a.cache)))
+	defer upstream.Close()
+
+	t.Run("FromIPFS", func(t *testing.T) {
+		s := startSubstituterProc(t, a.bin, upstream.URL, "--kubo-api", b.API)
+		checkStockNixCopy(t, a, top, s.URL)
+		s.waitNars(t, n, `source="ipfs"`)
+		if got := s.nars(t, `source="upstream"`) + s.nars(t, `source="none"`); got != 0 {
+			t.Errorf("%v NARs not from IPFS", got)
+		}
+		if !s.logHas(t, `NAR served.*"source": "ipfs"`) {
+			t.Errorf("log does not say the NARs came from IPFS")
+		}
+		// The narinfo text is upstream's, byte for byte, IPFSHash included.
+		for _, p := range closure {
+			want, _ := os.ReadFile(filepath.Join(a.cache, storepath.HashPart(p)+".narinfo"))
+			resp, err := http.Get(s.URL + "/" + storepath.HashPart(p) + ".narinfo")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s: narinfo differs from upstream's:\n%s\n---\n%s", p, got, want)
+			}
+		}
+	})
+
+	t.Run("IPFSHashMismatchFallsBack", func(t *testing.T) {
+		cache := copyCacheDir(t, a.cache)
+		var other string
+		for _, p := range closure {
+			if strings.Contains(p, "-other-") {
+				other = p
+			}
+		}
+		if other == "" || other == top {
+			t.Fatalf("no 'other' path in %v", closure)
+		}
+		// top: the CID of its NAR with one byte changed (same size, so
+		// only the hash can tell). other: the CID of unrelated bytes.
+		dump, err := exec.Command("nix-store", "--dump", top).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dump[len(dump)/2] ^= 1
+		wrong := filepath.Join(t.TempDir(), "wrong")
+		os.WriteFile(wrong, dump, 0o644)
+		unrelated := filepath.Join(t.TempDir(), "unrelated")
+		os.WriteFile(unrelated, []byte("not the NAR of "+other+"\n"), 0o644)
+		wrongCID := strings.TrimSpace(b.IPFS(t, "add", "-Q", "--cid-version=1", wrong))
+		unrelatedCID := strings.TrimSpace(b.IPFS(t, "add", "-Q", "--cid-version=1", unrelated))
+		rewriteNarinfo(t, cache, top, func(ni *narinfo.NarInfo) { ni.IPFSHash = wrongCID })
+		rewriteNarinfo(t, cache, other, func(ni *narinfo.NarInfo) { ni.IPFSHash = unrelatedCID })
+
+		up := httptest.NewServer(http.FileServer(http.Dir(cache)))
+		defer up.Close()
+		s := startSubstituterProc(t, a.bin, up.URL, "--kubo-api", b.API)
+		checkStockNixCopy(t, a, top, s.URL)
+		s.waitNars(t, 1, `source="upstream"`, `reason="hash_mismatch"`)
+		s.waitNars(t, 1, `source="upstream"`, `reason="size_mismatch"`)
+		s.waitNars(t, n-2, `source="ipfs"`)
+		if f := scrapeCounter(t, s.metrics, "nixipfs_substituter_ipfs_failures_total", `reason="hash_mismatch"`); f != 1 {
+			t.Errorf("ipfs_failures_total{reason=hash_mismatch} = %v", f)
+		}
+		if !s.logHas(t, `falling back to upstream.*"cid": "`+wrongCID+`".*"reason": "hash_mismatch"`) {
+			t.Errorf("log does not report the hash mismatch of %s", wrongCID)
+		}
+	})
+
+	t.Run("TamperedSignatureRefused", func(t *testing.T) {
+		cache := copyCacheDir(t, a.cache)
+		// A well-formed signature by the right key name, over another
+		// path's fingerprint.
+		var borrowed []string
+		for _, p := range closure {
+			if p != top {
+				borrowed = infos[p].Sigs
+				break
+			}
+		}
+		rewriteNarinfo(t, cache, top, func(ni *narinfo.NarInfo) { ni.Sigs = borrowed })
+		up := httptest.NewServer(http.FileServer(http.Dir(cache)))
+		defer up.Close()
+		s := startSubstituterProc(t, a.bin, up.URL, "--kubo-api", b.API)
+		dest := filepath.Join(t.TempDir(), "store-c")
+		_, err := a.nix.Try("nix", "copy", "--from", s.URL, "--to", dest,
+			"--option", "trusted-public-keys", a.nix.PublicKey, "--option", "require-sigs", "true", top)
+		if err == nil || !strings.Contains(err.Error(), "signature") {
+			t.Errorf("nix copy of a path whose signature was tampered with: %v", err)
+		}
+		if _, err := a.nix.Try("nix-store", "--store", dest, "--check-validity", top); err == nil {
+			t.Errorf("%s is valid in the client store despite its bad signature", top)
+		}
+	})
+
+	// From here on, only IPFS on B has the NARs.
+	nars, _ := filepath.Glob(filepath.Join(a.cache, "nar", "*"))
+	if len(nars) < len(closure) {
+		t.Fatalf("%d NAR files in A's cache for %d paths", len(nars), len(closure))
+	}
+	for _, f := range nars {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.kubo.Stop(t)
+
+	t.Run("NARsGoneKuboAStopped", func(t *testing.T) {
+		s := startSubstituterProc(t, a.bin, upstream.URL, "--kubo-api", b.API)
+		checkStockNixCopy(t, a, top, s.URL)
+		s.waitNars(t, n, `source="ipfs"`)
+		if !s.logHas(t, `NAR served.*"source": "ipfs"`) {
+			t.Errorf("log does not say the NARs came from IPFS")
+		}
+	})
+
+	t.Run("Gateway", func(t *testing.T) {
+		gw, err := os.ReadFile(filepath.Join(b.Repo, "gateway"))
+		if err != nil {
+			t.Fatalf("kubo B's gateway address: %v", err)
+		}
+		s := startSubstituterProc(t, a.bin, upstream.URL, "--gateway", strings.TrimSpace(string(gw)))
+		checkStockNixCopy(t, a, top, s.URL)
+		s.waitNars(t, n, `source="ipfs"`)
+		if got := s.nars(t, `source="upstream"`) + s.nars(t, `source="none"`); got != 0 {
+			t.Errorf("%v NARs not from IPFS", got)
+		}
+	})
+}

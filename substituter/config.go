@@ -1,0 +1,157 @@
+package substituter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/ipfs"
+)
+
+// DefaultListen is where the substituter listens unless told otherwise:
+// loopback, because a substituter is normally the local Nix's.
+const DefaultListen = "127.0.0.1:8380"
+
+// Config is the substituter command's settings.
+type Config struct {
+	Log             config.Log
+	Upstream        string
+	Listen          string
+	KuboAPI         string
+	Gateway         string
+	NarinfoTTL      time.Duration
+	NegativeTTL     time.Duration
+	IPFSTimeout     time.Duration
+	UpstreamTimeout time.Duration
+	SpoolDir        string
+	MaxSpoolBytes   int64
+}
+
+// Register adds the substituter's flags.
+func (c *Config) Register(s *config.Set) {
+	c.Log.Register(s, "json")
+	s.StringVar(&c.Upstream, "upstream", "", "the binary cache to serve narinfos from and fall back to for NARs: http(s)://... or file:///dir (required)")
+	s.StringVar(&c.Listen, "listen", DefaultListen, "address to serve the cache on (host:port; port 0 picks one, logged at start)")
+	s.StringVar(&c.KuboAPI, "kubo-api", "", "read NARs through this kubo daemon's RPC API: http URL or multiaddr (default, unless --gateway: $IPFS_PATH/api, else ~/.ipfs/api)")
+	s.StringVar(&c.Gateway, "gateway", "", "read NARs from this IPFS HTTP gateway instead of kubo, as trustless raw blocks each checked against its CID (e.g. http://127.0.0.1:8080)")
+	s.DurationVar(&c.NarinfoTTL, "narinfo-ttl", DefaultNarinfoTTL, "serve narinfos and nix-cache-info from memory this long (negative: do not cache)")
+	s.DurationVar(&c.NegativeTTL, "negative-ttl", DefaultNegativeTTL, "remember upstream 404s for narinfos this long (negative: do not cache)")
+	s.DurationVar(&c.IPFSTimeout, "ipfs-timeout", DefaultIPFSTimeout, "give up IPFS for a NAR, and use upstream, after this long without receiving a byte")
+	s.DurationVar(&c.UpstreamTimeout, "upstream-timeout", DefaultUpstreamTimeout, "bound on upstream response headers, whole narinfos, and pauses in NAR bodies")
+	s.StringVar(&c.SpoolDir, "spool-dir", "", "where NARs from IPFS are held while checked, unlinked (default: $TMPDIR or /tmp)")
+	s.Int64Var(&c.MaxSpoolBytes, "spool-max-bytes", 0, "disk used by NARs being checked at once; a NAR that does not fit goes to upstream (0: unbounded)")
+}
+
+// Validate checks the settings that need no network.
+func (c *Config) Validate() error {
+	if c.Upstream == "" {
+		return errors.New("--upstream is required")
+	}
+	if c.Gateway != "" && c.KuboAPI != "" {
+		return errors.New("--kubo-api and --gateway exclude each other: NARs come from one of them")
+	}
+	if c.Listen == "" {
+		return errors.New("--listen is empty")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("--listen %q: %v", c.Listen, err)
+	}
+	if c.IPFSTimeout <= 0 || c.UpstreamTimeout <= 0 {
+		return errors.New("--ipfs-timeout and --upstream-timeout must be positive")
+	}
+	if c.MaxSpoolBytes < 0 {
+		return errors.New("--spool-max-bytes must not be negative")
+	}
+	up, err := newUpstream(c.Upstream, &http.Client{}, c.UpstreamTimeout)
+	if err != nil {
+		return err
+	}
+	up.close()
+	if c.Gateway != "" {
+		if _, err := NewGateway(c.Gateway, &http.Client{}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Options turns the settings into Options: it dials kubo (without
+// contacting it) or sets up the gateway client.
+func (c *Config) Options(log *zap.Logger, reg prometheus.Registerer) (Options, error) {
+	o := Options{
+		Upstream:        c.Upstream,
+		Log:             log,
+		Registerer:      reg,
+		NarinfoTTL:      c.NarinfoTTL,
+		NegativeTTL:     c.NegativeTTL,
+		IPFSTimeout:     c.IPFSTimeout,
+		UpstreamTimeout: c.UpstreamTimeout,
+		SpoolDir:        c.SpoolDir,
+		MaxSpoolBytes:   c.MaxSpoolBytes,
+	}
+	if c.Gateway != "" {
+		g, err := NewGateway(c.Gateway, nil)
+		if err != nil {
+			return o, err
+		}
+		o.IPFS = g
+		return o, nil
+	}
+	k, err := ipfs.Dial(c.KuboAPI)
+	if err != nil {
+		return o, err
+	}
+	o.IPFS = k
+	return o, nil
+}
+
+// Source describes where NARs come from, for the start-up log line.
+func (c *Config) Source() zap.Field {
+	if c.Gateway != "" {
+		return zap.String("gateway", c.Gateway)
+	}
+	return zap.String("kubo_api", c.KuboAPI)
+}
+
+// ShutdownTimeout bounds how long ListenAndServe waits for requests in
+// flight once its context ends.
+const ShutdownTimeout = 10 * time.Second
+
+// ListenAndServe serves h on addr until ctx ends, then drains requests in
+// flight for at most ShutdownTimeout. It logs the address it listens on,
+// which is how a caller learns the port when addr asked for port 0.
+func ListenAndServe(ctx context.Context, addr string, h http.Handler, log *zap.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	log.Info("substituter listening", zap.String("addr", ln.Addr().String()), zap.String("url", "http://"+ln.Addr().String()))
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("substituter stopped")
+	return nil
+}

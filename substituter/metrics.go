@@ -1,0 +1,107 @@
+package substituter
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Sources of a NAR response (the "source" label).
+const (
+	SourceIPFS     = "ipfs"     // verified bytes from IPFS
+	SourceUpstream = "upstream" // the upstream cache's NAR
+	SourceNone     = "none"     // nothing could be served
+)
+
+// Reasons a NAR did not come from IPFS (the "reason" label; empty for
+// SourceIPFS).
+const (
+	ReasonNoIPFSHash     = "no_ipfshash"     // the narinfo has no IPFSHash
+	ReasonCompressed     = "compressed"      // Compression is not none: the NarHash cannot be checked on the file
+	ReasonUnknownNarinfo = "unknown_narinfo" // no narinfo served names this URL
+	ReasonInvalidCID     = "invalid_cid"     // the IPFSHash does not parse as a CID
+	ReasonSpoolFull      = "spool_full"      // the spool budget (MaxSpoolBytes) is used up
+	ReasonIPFSError      = "ipfs_error"      // IPFS failed (unreachable, not found, refused)
+	ReasonBlockMismatch  = "block_mismatch"  // a gateway block did not hash to its CID
+	ReasonTimeout        = "timeout"         // IPFS made no progress for IPFSTimeout
+	ReasonSizeMismatch   = "size_mismatch"   // IPFS content is not NarSize bytes long
+	ReasonHashMismatch   = "hash_mismatch"   // IPFS content does not hash to NarHash
+)
+
+type metrics struct {
+	nars         *prometheus.CounterVec
+	ipfsFailures *prometheus.CounterVec
+	narBytes     *prometheus.CounterVec
+	narinfos     *prometheus.CounterVec
+	upstream     *prometheus.CounterVec
+	badUpstream  prometheus.Counter
+	rejected     *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		nars: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixipfs_substituter_nars_total",
+			Help: "NAR requests answered, by source (ipfs, upstream, none) and the reason IPFS was not used.",
+		}, []string{"source", "reason"}),
+		ipfsFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixipfs_substituter_ipfs_failures_total",
+			Help: "IPFS fetches that failed or were refused, by reason.",
+		}, []string{"reason"}),
+		narBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixipfs_substituter_nar_bytes_total",
+			Help: "NAR bytes sent to clients, by source.",
+		}, []string{"source"}),
+		narinfos: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixipfs_substituter_narinfos_total",
+			Help: "narinfo requests, by result (hit, negative_hit, fetched, not_found, error).",
+		}, []string{"result"}),
+		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixipfs_substituter_upstream_requests_total",
+			Help: "Requests to the upstream cache, by what was asked (cache_info, narinfo, nar) and HTTP status (or error).",
+		}, []string{"what", "status"}),
+		badUpstream: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nixipfs_substituter_upstream_verify_failures_total",
+			Help: "Uncompressed upstream NARs that did not match their narinfo (the connection was cut).",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixipfs_substituter_rejected_requests_total",
+			Help: "Requests refused before anything was fetched, by status code.",
+		}, []string{"code"}),
+	}
+	if reg != nil {
+		m.nars = register(reg, m.nars)
+		m.ipfsFailures = register(reg, m.ipfsFailures)
+		m.narBytes = register(reg, m.narBytes)
+		m.narinfos = register(reg, m.narinfos)
+		m.upstream = register(reg, m.upstream)
+		m.badUpstream = register(reg, m.badUpstream)
+		m.rejected = register(reg, m.rejected)
+	}
+	return m
+}
+
+// register registers c, or returns the collector already registered under
+// its name, so that several Servers in one process (a test, or a command
+// mounting more than one) share their counters instead of panicking.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(err)
+	}
+	return c
+}
+
+func (m *metrics) upstreamStatus(what string, status int, err error) {
+	s := "error"
+	if err == nil {
+		s = strconv.Itoa(status)
+	}
+	m.upstream.WithLabelValues(what, s).Inc()
+}

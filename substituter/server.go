@@ -1,0 +1,421 @@
+package substituter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/storepath"
+)
+
+// IPFS is where NARs are read by CID: a kubo daemon (*ipfs.Kubo) or a
+// trustless gateway (*Gateway). What it returns is checked against the
+// narinfo either way; an error or a stall makes the request fall back to
+// upstream.
+type IPFS interface {
+	Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error)
+}
+
+var (
+	_ IPFS = (*ipfs.Kubo)(nil)
+	_ IPFS = (*Gateway)(nil)
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultNarinfoTTL      = 5 * time.Minute
+	DefaultNegativeTTL     = 30 * time.Second
+	DefaultIPFSTimeout     = 30 * time.Second
+	DefaultUpstreamTimeout = 30 * time.Second
+	DefaultMaxNarinfos     = 10000
+	DefaultMaxNars         = 100000
+)
+
+// Size bounds of what is read from upstream into memory.
+const (
+	MaxNarinfoSize   = narinfo.MaxSize // 1 MiB
+	MaxCacheInfoSize = 64 << 10
+)
+
+// Options configure a Server. Only Upstream and IPFS are required.
+type Options struct {
+	// Upstream is the binary cache whose narinfos are served and whose
+	// NARs are the fallback: http://, https:// or file:///dir.
+	Upstream string
+	// IPFS serves NARs by their narinfo's IPFSHash.
+	IPFS IPFS
+	// Log receives a line per NAR (where it came from, and why) and every
+	// failure. Nil logs nothing.
+	Log *zap.Logger
+	// Registerer receives the metrics (see metrics.go); nil registers none.
+	Registerer prometheus.Registerer
+
+	// NarinfoTTL is how long a narinfo (and nix-cache-info) is served from
+	// memory; NegativeTTL the same for a 404. Zero means the default; a
+	// negative value disables that cache.
+	NarinfoTTL  time.Duration
+	NegativeTTL time.Duration
+	// IPFSTimeout is how long an IPFS fetch may go without receiving a
+	// byte (the first one included) before it is abandoned for upstream.
+	IPFSTimeout time.Duration
+	// UpstreamTimeout bounds waiting for upstream response headers, a
+	// whole narinfo, and any pause in a NAR body.
+	UpstreamTimeout time.Duration
+	// UpstreamClient replaces the default upstream HTTP client.
+	UpstreamClient *http.Client
+
+	// SpoolDir holds NARs read from IPFS while they are checked (default:
+	// os.TempDir()). Files are unlinked as soon as they are created.
+	SpoolDir string
+	// MaxSpoolBytes bounds the disk used by NARs being checked at once;
+	// a NAR that does not fit goes to upstream. Zero: unbounded.
+	MaxSpoolBytes int64
+
+	// MaxNarinfos bounds the narinfos kept in memory, MaxNars the
+	// remembered NAR URLs (a few hundred bytes each).
+	MaxNarinfos int
+	MaxNars     int
+}
+
+// Server is the substituter's http.Handler. It is safe for concurrent use.
+type Server struct {
+	opts  Options
+	up    *upstream
+	ipfs  IPFS
+	log   *zap.Logger
+	m     *metrics
+	now   func() time.Time
+	spool *spoolBudget
+
+	meta   *bounded[string, *metaEntry] // request path -> nix-cache-info or narinfo
+	nars   *bounded[string, *narRef]    // NAR request path -> what it must match
+	flight singleflight.Group
+}
+
+// metaEntry is an upstream answer for nix-cache-info or a narinfo.
+type metaEntry struct {
+	status int    // 200 or 404
+	body   []byte // as upstream sent it, for 200
+	ref    *narRef
+}
+
+// narRef is what a NAR request is checked against, from its narinfo.
+type narRef struct {
+	key         string // request path, /nar/...
+	storePath   string
+	compression string
+	ipfsHash    string
+	narHash     []byte // SHA-256 digest
+	narSize     uint64
+}
+
+// New checks opts and returns a Server. Close releases it.
+func New(opts Options) (*Server, error) {
+	if opts.IPFS == nil {
+		return nil, errs.Errorf(errs.Invalid, "substituter: no IPFS client")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&opts.NarinfoTTL, DefaultNarinfoTTL)
+	def(&opts.NegativeTTL, DefaultNegativeTTL)
+	def(&opts.IPFSTimeout, DefaultIPFSTimeout)
+	def(&opts.UpstreamTimeout, DefaultUpstreamTimeout)
+	if opts.IPFSTimeout < 0 || opts.UpstreamTimeout < 0 {
+		return nil, errs.Errorf(errs.Invalid, "substituter: negative timeout")
+	}
+	if opts.MaxNarinfos <= 0 {
+		opts.MaxNarinfos = DefaultMaxNarinfos
+	}
+	if opts.MaxNars <= 0 {
+		opts.MaxNars = DefaultMaxNars
+	}
+	if opts.SpoolDir == "" {
+		opts.SpoolDir = os.TempDir()
+	}
+	if st, err := os.Stat(opts.SpoolDir); err != nil || !st.IsDir() {
+		return nil, errs.Errorf(errs.Invalid, "substituter: spool directory %q: not a directory (%v)", opts.SpoolDir, err)
+	}
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	up, err := newUpstream(opts.Upstream, opts.UpstreamClient, opts.UpstreamTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		opts:  opts,
+		up:    up,
+		ipfs:  opts.IPFS,
+		log:   opts.Log,
+		m:     newMetrics(opts.Registerer),
+		now:   time.Now,
+		spool: &spoolBudget{max: opts.MaxSpoolBytes},
+		meta:  newBounded[string, *metaEntry](opts.MaxNarinfos),
+		nars:  newBounded[string, *narRef](opts.MaxNars),
+	}, nil
+}
+
+// Close releases the upstream directory of a file:// upstream.
+func (s *Server) Close() error {
+	s.up.close()
+	return nil
+}
+
+// Upstream is the upstream cache, for logs.
+func (s *Server) Upstream() string { return s.up.desc }
+
+// ServeHTTP answers GET and HEAD of the cache's paths; see the package
+// comment for what is refused.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		s.m.rejected.WithLabelValues("405").Inc()
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	k, code := classify(r)
+	switch k {
+	case kindCacheInfo:
+		s.serveMeta(w, r, "cache_info", MaxCacheInfoSize, "text/x-nix-cache-info")
+	case kindNarinfo:
+		s.serveMeta(w, r, "narinfo", MaxNarinfoSize, "text/x-nix-narinfo")
+	case kindNar:
+		s.serveNar(w, r)
+	default:
+		s.m.rejected.WithLabelValues(strconv.Itoa(code)).Inc()
+		s.log.Debug("request refused", zap.String("path", r.URL.EscapedPath()), zap.Int("status", code))
+		http.Error(w, http.StatusText(code), code)
+	}
+}
+
+func (s *Server) serveMeta(w http.ResponseWriter, r *http.Request, what string, limit int64, ctype string) {
+	path := r.URL.Path
+	e, result, err := s.lookupMeta(r.Context(), path, what, limit)
+	if what == "narinfo" {
+		s.m.narinfos.WithLabelValues(result).Inc()
+	}
+	if err != nil {
+		s.log.Warn("upstream "+what+" failed", zap.String("path", path), zap.String("upstream", s.up.desc), zap.Error(err))
+		http.Error(w, "upstream cache failed", http.StatusBadGateway)
+		return
+	}
+	if e.status != http.StatusOK {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	if e.ref != nil {
+		// Remembered again at every hit, so an entry the NAR table
+		// evicted comes back while Nix still uses the narinfo.
+		s.nars.put(e.ref.key, e.ref, time.Time{})
+	}
+	w.Header().Set("Content-Type", ctype)
+	w.Header().Set("Content-Length", strconv.Itoa(len(e.body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		w.Write(e.body)
+	}
+}
+
+// lookupMeta returns the cached answer for path, or fetches it once however
+// many requests wait for it. result is the narinfos metric's label.
+func (s *Server) lookupMeta(ctx context.Context, path, what string, limit int64) (*metaEntry, string, error) {
+	if e, ok := s.meta.get(path, s.now()); ok {
+		if e.status == http.StatusOK {
+			return e, "hit", nil
+		}
+		return e, "negative_hit", nil
+	}
+	v, err, _ := s.flight.Do(path, func() (any, error) {
+		// Detached from the first caller: its going away must not fail
+		// the others waiting on the same fetch.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.UpstreamTimeout)
+		defer cancel()
+		return s.fetchMeta(ctx, path, what, limit)
+	})
+	if err != nil {
+		return nil, "error", err
+	}
+	e := v.(*metaEntry)
+	if e.status == http.StatusOK {
+		return e, "fetched", nil
+	}
+	return e, "not_found", nil
+}
+
+func (s *Server) fetchMeta(ctx context.Context, path, what string, limit int64) (*metaEntry, error) {
+	resp, err := s.up.get(ctx, http.MethodGet, path[1:], "", nil)
+	if err != nil {
+		s.m.upstreamStatus(what, 0, err)
+		return nil, err
+	}
+	defer resp.Body.Close()
+	s.m.upstreamStatus(what, resp.Status, nil)
+	now := s.now()
+	switch {
+	case resp.Status == http.StatusOK:
+		body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+		if err != nil {
+			return nil, errs.Errorf(errs.Transient, "upstream %s: reading %s: %w", s.up.desc, path, err)
+		}
+		if int64(len(body)) > limit {
+			return nil, errs.Errorf(errs.Invalid, "upstream %s: %s is larger than %d bytes", s.up.desc, path, limit)
+		}
+		e := &metaEntry{status: http.StatusOK, body: body}
+		if what == "narinfo" {
+			e.ref = s.parseRef(path, body)
+		}
+		if s.opts.NarinfoTTL > 0 {
+			s.meta.put(path, e, now.Add(s.opts.NarinfoTTL))
+		}
+		return e, nil
+	case isNotFound(resp.Status):
+		e := &metaEntry{status: http.StatusNotFound}
+		if s.opts.NegativeTTL > 0 {
+			s.meta.put(path, e, now.Add(s.opts.NegativeTTL))
+		}
+		return e, nil
+	default:
+		return nil, errs.Errorf(errs.Transient, "upstream %s: %s: HTTP %d", s.up.desc, path, resp.Status)
+	}
+}
+
+// isNotFound is what Nix itself reads as "not in this cache": S3 answers
+// 403 for a missing key when listing is not allowed.
+func isNotFound(status int) bool {
+	return status == http.StatusNotFound || status == http.StatusGone || status == http.StatusForbidden
+}
+
+// parseRef extracts what the narinfo's NAR must match. A narinfo this
+// server cannot vouch for is still served as it is (Nix decides about it),
+// but its NAR is then only proxied.
+func (s *Server) parseRef(path string, body []byte) *narRef {
+	log := s.log.With(zap.String("path", path))
+	ni, err := narinfo.ParseBytes(body)
+	if err != nil {
+		log.Warn("narinfo does not parse; its NAR will be proxied unchecked", zap.Error(err))
+		return nil
+	}
+	log = log.With(zap.String("store_path", ni.StorePath))
+	if hp := strings.TrimSuffix(path[1:], ".narinfo"); storepath.HashPart(ni.StorePath) != hp {
+		log.Warn("narinfo is for another store path; its NAR will be proxied unchecked")
+		return nil
+	}
+	key, ok := narKey(ni.URL)
+	if !ok {
+		log.Warn("narinfo URL is not one this substituter serves", zap.String("url", ni.URL))
+		return nil
+	}
+	nix32, err := ni.NarHashNix32()
+	if err != nil {
+		log.Warn("narinfo NarHash unusable; its NAR will be proxied unchecked", zap.Error(err))
+		return nil
+	}
+	digest, err := nixbase32.DecodeString(strings.TrimPrefix(nix32, "sha256:"))
+	if err != nil || len(digest) != 32 {
+		log.Warn("narinfo NarHash unusable; its NAR will be proxied unchecked", zap.String("nar_hash", ni.NarHash))
+		return nil
+	}
+	return &narRef{
+		key:         key,
+		storePath:   ni.StorePath,
+		compression: ni.Compression,
+		ipfsHash:    strings.TrimSpace(ni.IPFSHash),
+		narHash:     digest,
+		narSize:     ni.NarSize,
+	}
+}
+
+// spoolBudget bounds the bytes of NARs being checked on disk at once.
+type spoolBudget struct {
+	mu   sync.Mutex
+	max  int64
+	used int64
+}
+
+func (b *spoolBudget) acquire(n int64) bool {
+	if b.max <= 0 {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.max {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+func (b *spoolBudget) release(n int64) {
+	if b.max <= 0 {
+		return
+	}
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+}
+
+var errStalled = errors.New("no progress")
+
+// watchdog cancels a context once it has gone d without progress.
+type watchdog struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	timer  *time.Timer
+	d      time.Duration
+}
+
+func newWatchdog(ctx context.Context, d time.Duration) *watchdog {
+	ctx, cancel := context.WithCancelCause(ctx)
+	w := &watchdog{ctx: ctx, cancel: cancel, d: d}
+	w.timer = time.AfterFunc(d, func() { cancel(fmt.Errorf("%w for %v", errStalled, d)) })
+	return w
+}
+
+// progress restarts the countdown.
+func (w *watchdog) progress() { w.timer.Reset(w.d) }
+
+// pause stops the countdown while the other side (a slow client) is the
+// one holding things up.
+func (w *watchdog) pause() { w.timer.Stop() }
+
+func (w *watchdog) stalled() bool { return errors.Is(context.Cause(w.ctx), errStalled) }
+
+func (w *watchdog) stop() {
+	w.timer.Stop()
+	w.cancel(context.Canceled)
+}
+
+// reader counts every byte read from r as progress.
+func (w *watchdog) reader(r io.Reader) io.Reader { return &progressReader{r: r, w: w} }
+
+type progressReader struct {
+	r io.Reader
+	w *watchdog
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.w.progress()
+	}
+	return n, err
+}
