@@ -37,10 +37,13 @@ type NATS struct {
 	StreamMaxAge   time.Duration
 	StreamMaxBytes int64
 	StreamReplicas int
+
+	set *Set
 }
 
 // Register adds the NATS flags to s.
 func (n *NATS) Register(s *Set) {
+	n.set = s
 	s.StringVar(&n.URL, "nats-url", DefaultNATSURL, "NATS server URL(s), comma-separated")
 	s.StringVar(&n.Creds, "nats-creds", "", "NATS credentials file (JWT + NKey seed)")
 	s.StringVar(&n.NKey, "nats-nkey", "", "file holding an NKey seed to authenticate with")
@@ -57,8 +60,19 @@ func (n *NATS) Register(s *Set) {
 }
 
 // StreamOptions returns the stream settings.
+// The stream's limits are applied to an existing stream only when this
+// component was given them explicitly, so a worker started with defaults
+// never undoes an operator's retention settings.
 func (n *NATS) StreamOptions() events.StreamOptions {
-	return events.StreamOptions{Name: n.Stream, MaxAge: n.StreamMaxAge, MaxBytes: n.StreamMaxBytes, Replicas: n.StreamReplicas}
+	o := events.StreamOptions{Name: n.Stream, MaxAge: n.StreamMaxAge, MaxBytes: n.StreamMaxBytes, Replicas: n.StreamReplicas}
+	if n.set != nil {
+		for _, f := range []string{"stream-max-age", "stream-max-bytes", "stream-replicas"} {
+			if src := n.set.Sources[f]; src != "" && src != "default" {
+				o.Update = true
+			}
+		}
+	}
+	return o
 }
 
 // Options returns nats.go options for the settings. name identifies the

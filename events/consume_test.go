@@ -155,3 +155,28 @@ func TestConsumeShutdownLeavesUnfinishedForRedelivery(t *testing.T) {
 	var got atomic.Bool
 	run(t, js, o, func(ctx context.Context, d events.Delivery) error { got.Store(true); return nil }, got.Load)
 }
+
+func TestEnsureStreamKeepsOperatorLimits(t *testing.T) {
+	n := testenv.StartNATS(t)
+	_, js := n.Connect(t)
+	ctx := context.Background()
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: 48 * time.Hour, Update: true}); err != nil {
+		t.Fatal(err)
+	}
+	// A component started with defaults leaves the limits alone...
+	s, err := events.EnsureStream(ctx, js, events.StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := s.Info(ctx); info.Config.MaxAge != 48*time.Hour {
+		t.Errorf("max age reset to %v by a component with default settings", info.Config.MaxAge)
+	}
+	// ...and one given limits explicitly applies them.
+	s, err = events.EnsureStream(ctx, js, events.StreamOptions{MaxAge: time.Hour, Update: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := s.Info(ctx); info.Config.MaxAge != time.Hour {
+		t.Errorf("max age %v, want 1h", info.Config.MaxAge)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -28,6 +29,10 @@ type StreamOptions struct {
 	Duplicates time.Duration
 	// Replicas for a clustered NATS; 1 on a single server.
 	Replicas int
+	// Update applies these limits to an existing stream. Without it an
+	// existing stream is left as it is, so that a component started with
+	// default settings does not undo an operator's retention settings.
+	Update bool
 }
 
 func (o StreamOptions) withDefaults() StreamOptions {
@@ -36,6 +41,9 @@ func (o StreamOptions) withDefaults() StreamOptions {
 	}
 	if o.Duplicates == 0 {
 		o.Duplicates = 2 * time.Hour
+	}
+	if o.MaxAge > 0 && o.Duplicates > o.MaxAge {
+		o.Duplicates = o.MaxAge // the server refuses a longer window
 	}
 	if o.Replicas == 0 {
 		o.Replicas = 1
@@ -66,10 +74,24 @@ func (o StreamOptions) Config() jetstream.StreamConfig {
 	}
 }
 
-// EnsureStream creates the stream or brings its settings up to date. Every
-// component calls it at start, so whichever starts first creates it.
+// EnsureStream creates the stream if it is missing, and brings an existing
+// one's limits up to date when o.Update is set. Every component calls it at
+// start, so whichever starts first creates it.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, o StreamOptions) (jetstream.Stream, error) {
 	cfg := o.Config()
+	if !o.Update {
+		s, err := js.Stream(ctx, cfg.Name)
+		if err == nil {
+			info := s.CachedInfo()
+			if !slices.Contains(info.Config.Subjects, SubjectPrefix+">") {
+				return nil, errs.Errorf(errs.Invalid, "stream %s exists but does not capture %s> (subjects %v)", cfg.Name, SubjectPrefix, info.Config.Subjects)
+			}
+			return s, nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, errs.E(errs.Transient, fmt.Errorf("stream %s: %w", cfg.Name, err))
+		}
+	}
 	s, err := js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
 		return nil, errs.E(errs.Transient, fmt.Errorf("ensure stream %s: %w", cfg.Name, err))
