@@ -1,0 +1,35 @@
+package cli
+
+import (
+	"context"
+
+	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/mirror"
+)
+
+func init() {
+	register("backfill", command{
+		summary: "pin every IPFSHash in an existing cache's narinfos (a directory, or an http(s) URL with --paths-from) on a node",
+		setup: func(s *config.Set) func(context.Context, *Env) error {
+			var cfg mirror.BackfillConfig
+			cfg.Register(s)
+			metrics := s.String("metrics-addr", "", "serve Prometheus /metrics and /healthz on this address while it runs")
+			return func(ctx context.Context, env *Env) error {
+				if err := cfg.Validate(); err != nil {
+					return usagef("%v", err)
+				}
+				if err := checked(ctx); err != nil {
+					return err
+				}
+				log, err := cfg.Log.Logger()
+				if err != nil {
+					return usagef("%v", err)
+				}
+				defer log.Sync()
+				stop := serveMetrics(ctx, *metrics, log)
+				defer stop()
+				return mirror.RunBackfill(ctx, cfg, log, env.Stdout, env.Stderr)
+			}
+		},
+	})
+}

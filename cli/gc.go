@@ -1,0 +1,32 @@
+package cli
+
+import (
+	"context"
+
+	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/mirror"
+)
+
+func init() {
+	register("gc", command{
+		summary: "unpin from host A's kubo only the NARs at least --min-mirrors mirrors confirmed, then run its repo gc",
+		setup: func(s *config.Set) func(context.Context, *Env) error {
+			var cfg mirror.GCConfig
+			cfg.Register(s)
+			return func(ctx context.Context, env *Env) error {
+				if err := cfg.Validate(); err != nil {
+					return usagef("%v", err)
+				}
+				if err := checked(ctx); err != nil {
+					return err
+				}
+				log, err := cfg.Log.Logger()
+				if err != nil {
+					return usagef("%v", err)
+				}
+				defer log.Sync()
+				return mirror.RunGC(ctx, cfg, log, env.Stdout)
+			}
+		},
+	})
+}

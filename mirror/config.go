@@ -1,0 +1,106 @@
+package mirror
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/events"
+)
+
+// PinConfig is the pin settings that the mirror, replay and backfill share.
+type PinConfig struct {
+	KuboAPI     string
+	Concurrency int
+	PinTimeout  time.Duration
+	MaxAttempts int
+	Backoff     Backoff
+	Verify      bool
+}
+
+// Register adds the pin flags. node says whose kubo --kubo-api names.
+func (c *PinConfig) Register(s *config.Set, node string) {
+	s.StringVar(&c.KuboAPI, "kubo-api", "", "kubo RPC API of "+node+": http URL, host:port or multiaddr (default: $IPFS_PATH/api, else ~/.ipfs/api)")
+	s.IntVar(&c.Concurrency, "concurrency", 8, "CIDs pinned at once")
+	s.DurationVar(&c.PinTimeout, "pin-timeout", DefaultPinTimeout,
+		"give up one attempt to pin a CID after this long (raise it for huge NARs over slow links; blocks fetched so far are kept for the next attempt)")
+	s.IntVar(&c.MaxAttempts, "max-attempts", 10,
+		"attempts per CID before giving up on it (the mirror then dead-letters its event); an unreachable kubo is retried without limit by the mirror")
+	c.Backoff = Backoff(events.DefaultBackoff)
+	s.Var(&c.Backoff, "backoff", "delays before each retry, comma-separated (e.g. 1s,5s,30s); the last one repeats")
+	s.BoolVar(&c.Verify, "verify", false, "read every pinned NAR back and check its SHA-256 and size against the signed NarHash and NarSize; a mismatch is unpinned and dead-lettered")
+}
+
+// Validate checks the pin settings.
+func (c *PinConfig) Validate() error {
+	if c.Concurrency < 1 {
+		return fmt.Errorf("--concurrency %d: must be at least 1", c.Concurrency)
+	}
+	if c.PinTimeout <= 0 {
+		return fmt.Errorf("--pin-timeout %v: must be positive", c.PinTimeout)
+	}
+	if c.MaxAttempts < 1 {
+		return fmt.Errorf("--max-attempts %d: must be at least 1", c.MaxAttempts)
+	}
+	if len(c.Backoff) == 0 {
+		return fmt.Errorf("--backoff: at least one delay")
+	}
+	return nil
+}
+
+// Backoff is a list of retry delays as a flag: "1s,2s,5s".
+type Backoff []time.Duration
+
+func (b *Backoff) String() string {
+	if b == nil {
+		return ""
+	}
+	parts := make([]string, len(*b))
+	for i, d := range *b {
+		parts[i] = d.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// Set parses a comma-separated list of durations.
+func (b *Backoff) Set(s string) error {
+	var out Backoff
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		d, err := time.ParseDuration(f)
+		if err != nil {
+			return err
+		}
+		if d <= 0 {
+			return fmt.Errorf("delay %v: must be positive", d)
+		}
+		out = append(out, d)
+	}
+	if len(out) == 0 {
+		return fmt.Errorf("no delays in %q", s)
+	}
+	*b = out
+	return nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidateName checks a mirror name: it goes into a subject, a durable
+// consumer's name and a file name.
+func ValidateName(flag, name string) error {
+	if name == "" {
+		return fmt.Errorf("%s is required: the mirror's name (letters, digits, '-' and '_')", flag)
+	}
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%s %q: use 1 to 64 letters, digits, '-' and '_'", flag, name)
+	}
+	return nil
+}
+
+// Durable is the durable consumer of the mirror called name.
+func Durable(name string) string { return "mirror-" + name }

@@ -1,0 +1,170 @@
+package mirror
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/ipfs"
+)
+
+// Config is the mirror worker's settings.
+type Config struct {
+	NATS    config.NATS
+	Log     config.Log
+	Pin     PinConfig
+	Name    string
+	AckWait time.Duration
+}
+
+// Register adds the mirror's flags.
+func (c *Config) Register(s *config.Set) {
+	c.NATS.Register(s)
+	c.Log.Register(s, "json")
+	c.Pin.Register(s, "this mirror's node")
+	s.StringVar(&c.Name, "name", "", "this mirror's name (required): its durable consumer is mirror-NAME, so each mirror gets every event (a new name starts with the whole history); its pinned events go to nixipfs.pinned.NAME")
+	s.DurationVar(&c.AckWait, "ack-wait", 60*time.Second,
+		"redeliver an event whose mirror went silent this long (a running pin reports progress every third of it)")
+}
+
+// Validate checks the settings that need no network.
+func (c *Config) Validate() error {
+	if err := ValidateName("--name", c.Name); err != nil {
+		return err
+	}
+	if c.AckWait < time.Second {
+		return fmt.Errorf("--ack-wait %v: must be at least 1s", c.AckWait)
+	}
+	return c.Pin.Validate()
+}
+
+// Worker is a running mirror.
+type Worker struct {
+	Pinner   *Pinner
+	JS       jetstream.JetStream
+	Consumer events.ConsumerOptions
+	closers  []func()
+}
+
+// Open connects everything a mirror needs.
+func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, errs.E(errs.Invalid, err)
+	}
+	kubo, err := ipfs.Dial(cfg.Pin.KuboAPI)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if err := kubo.Ping(pctx); err != nil {
+		// Not fatal: pins are retried until the node answers.
+		log.Warn("the mirror's kubo does not answer yet; pins wait for it", zap.String("kubo", kubo.String()), zap.Error(err))
+	}
+	cancel()
+	w := &Worker{}
+	nc, err := cfg.NATS.Connect("nix-ipfs mirror "+cfg.Name, log)
+	if err != nil {
+		return nil, err
+	}
+	w.closers = append(w.closers, func() { nc.Drain() })
+	js, err := jetstream.New(nc)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	w.JS = js
+	if _, err := events.EnsureStream(ctx, js, cfg.NATS.StreamOptions()); err != nil {
+		w.Close()
+		return nil, err
+	}
+	m := defaultMetrics
+	w.Pinner = NewPinner(kubo, PinnerOptions{
+		Mirror:     cfg.Name,
+		JS:         js,
+		Verify:     cfg.Pin.Verify,
+		PinTimeout: cfg.Pin.PinTimeout,
+		Logger:     log.With(zap.String("mirror", cfg.Name)),
+		OnPin:      m.onPin,
+	})
+	w.Consumer = events.ConsumerOptions{
+		Stream:        cfg.NATS.Stream,
+		Durable:       Durable(cfg.Name),
+		FilterSubject: events.SubjectPublished,
+		Concurrency:   cfg.Pin.Concurrency,
+		AckWait:       cfg.AckWait,
+		MaxAttempts:   cfg.Pin.MaxAttempts,
+		Backoff:       cfg.Pin.Backoff,
+		Logger:        log,
+		OnResult:      m.onEvent,
+	}
+	return w, nil
+}
+
+// Run pins every published CID until ctx is done.
+func (w *Worker) Run(ctx context.Context) error {
+	return events.Consume(ctx, w.JS, w.Consumer, w.Handle)
+}
+
+// Handle pins the CID of one "published" event.
+func (w *Worker) Handle(ctx context.Context, d events.Delivery) error {
+	ev, ok := d.Event.(*events.Published)
+	if !ok {
+		return errs.Errorf(errs.Invalid, "mirror got a %s event on %s", events.Head(d.Event).Type, d.Msg.Subject())
+	}
+	it, err := FromPublished(ev)
+	if err != nil {
+		return err
+	}
+	_, err = w.Pinner.Pin(ctx, it)
+	return err
+}
+
+// Close releases the connections.
+func (w *Worker) Close() {
+	for i := len(w.closers) - 1; i >= 0; i-- {
+		w.closers[i]()
+	}
+	w.closers = nil
+}
+
+// connectOnce connects to NATS for a command that runs once: it fails at
+// once when NATS is down, instead of waiting for it like a worker.
+func connectOnce(n *config.NATS, name string) (*nats.Conn, jetstream.JetStream, error) {
+	opts, err := n.Options(name)
+	if err != nil {
+		return nil, nil, errs.E(errs.Invalid, err)
+	}
+	opts = append(opts, nats.Timeout(10*time.Second))
+	nc, err := nats.Connect(n.URL, opts...)
+	if err != nil {
+		return nil, nil, errs.E(errs.Transient, fmt.Errorf("connect to NATS at %s: %w", n.URL, err))
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// dialKubo dials a node for a command that runs once, and checks that it
+// answers.
+func dialKubo(ctx context.Context, api string) (*ipfs.Kubo, error) {
+	k, err := ipfs.Dial(api)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := k.Ping(pctx); err != nil {
+		return nil, fmt.Errorf("kubo does not answer: %w", err)
+	}
+	return k, nil
+}
