@@ -40,7 +40,8 @@ fuzz:
 	  done; \
 	done
 
-demo: deps build
+# The README's first command: installs what is missing, then the whole story.
+demo:
 	scripts/demo.sh
 
 bench: deps build

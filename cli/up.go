@@ -1,0 +1,35 @@
+package cli
+
+import (
+	"context"
+	"strings"
+
+	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/up"
+)
+
+func init() {
+	register("up", command{
+		summary: "everything of host A on one machine: embedded NATS, kubo, publisher, mirror, cache + substituter over HTTP",
+		setup: func(s *config.Set) func(context.Context, *Env) error {
+			var cfg up.Config
+			cfg.Register(s)
+			return func(ctx context.Context, env *Env) error {
+				// An embedded NATS unless a NATS URL was given anywhere.
+				given := !strings.HasPrefix(s.Sources["nats-url"], "default")
+				if err := cfg.Validate(given); err != nil {
+					return usagef("%v", err)
+				}
+				if err := checked(ctx); err != nil {
+					return err
+				}
+				log, err := cfg.Publisher.Log.Logger()
+				if err != nil {
+					return usagef("%v", err)
+				}
+				defer log.Sync()
+				return up.Run(ctx, cfg, given, log)
+			}
+		},
+	})
+}
