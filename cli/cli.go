@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 
+	"go.uber.org/zap"
+
 	"github.com/nix-ipfs/nix-ipfs/config"
 )
 
@@ -143,3 +145,31 @@ type usageError struct{ error }
 func (u usageError) Unwrap() error { return u.error }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// prepare is what every command does between parsing and working: validate
+// the settings (exit 2 on error), stop here under --config-check, and build
+// the logger.
+func prepare(ctx context.Context, validate func() error, lc *config.Log) (*zap.Logger, error) {
+	if err := validate(); err != nil {
+		return nil, usagef("%v", err)
+	}
+	if err := checked(ctx); err != nil {
+		return nil, err
+	}
+	log, err := lc.Logger()
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return log, nil
+}
+
+// metricsFlag adds --metrics-addr; example is shown in its help.
+func metricsFlag(s *config.Set, example string) *string {
+	help := "serve Prometheus /metrics and /healthz on this address"
+	if example != "" {
+		help += " (e.g. " + example + ")"
+	} else {
+		help += " while it runs"
+	}
+	return s.String("metrics-addr", "", help)
+}

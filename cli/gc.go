@@ -14,15 +14,9 @@ func init() {
 			var cfg mirror.GCConfig
 			cfg.Register(s)
 			return func(ctx context.Context, env *Env) error {
-				if err := cfg.Validate(); err != nil {
-					return usagef("%v", err)
-				}
-				if err := checked(ctx); err != nil {
-					return err
-				}
-				log, err := cfg.Log.Logger()
+				log, err := prepare(ctx, cfg.Validate, &cfg.Log)
 				if err != nil {
-					return usagef("%v", err)
+					return err
 				}
 				defer log.Sync()
 				return mirror.RunGC(ctx, cfg, log, env.Stdout)

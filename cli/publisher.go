@@ -18,17 +18,11 @@ func init() {
 		setup: func(s *config.Set) func(context.Context, *Env) error {
 			var cfg publisher.Config
 			cfg.Register(s)
-			metrics := s.String("metrics-addr", "", "serve Prometheus /metrics and /healthz on this address (e.g. 127.0.0.1:9431)")
+			metrics := metricsFlag(s, "127.0.0.1:9431")
 			return func(ctx context.Context, env *Env) error {
-				if err := cfg.Validate(); err != nil {
-					return usagef("%v", err)
-				}
-				if err := checked(ctx); err != nil {
-					return err
-				}
-				log, err := cfg.Log.Logger()
+				log, err := prepare(ctx, cfg.Validate, &cfg.Log)
 				if err != nil {
-					return usagef("%v", err)
+					return err
 				}
 				defer log.Sync()
 				w, err := publisher.Open(ctx, cfg, log)

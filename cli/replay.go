@@ -13,17 +13,11 @@ func init() {
 		setup: func(s *config.Set) func(context.Context, *Env) error {
 			var cfg mirror.ReplayConfig
 			cfg.Register(s)
-			metrics := s.String("metrics-addr", "", "serve Prometheus /metrics and /healthz on this address while it runs")
+			metrics := metricsFlag(s, "")
 			return func(ctx context.Context, env *Env) error {
-				if err := cfg.Validate(env.Getenv); err != nil {
-					return usagef("%v", err)
-				}
-				if err := checked(ctx); err != nil {
-					return err
-				}
-				log, err := cfg.Log.Logger()
+				log, err := prepare(ctx, func() error { return cfg.Validate(env.Getenv) }, &cfg.Log)
 				if err != nil {
-					return usagef("%v", err)
+					return err
 				}
 				defer log.Sync()
 				stop := serveMetrics(ctx, *metrics, log)

@@ -17,15 +17,9 @@ func init() {
 			return func(ctx context.Context, env *Env) error {
 				// An embedded NATS unless a NATS URL was given anywhere.
 				given := !strings.HasPrefix(s.Sources["nats-url"], "default")
-				if err := cfg.Validate(given); err != nil {
-					return usagef("%v", err)
-				}
-				if err := checked(ctx); err != nil {
-					return err
-				}
-				log, err := cfg.Publisher.Log.Logger()
+				log, err := prepare(ctx, func() error { return cfg.Validate(given) }, &cfg.Publisher.Log)
 				if err != nil {
-					return usagef("%v", err)
+					return err
 				}
 				defer log.Sync()
 				return up.Run(ctx, cfg, given, log)
