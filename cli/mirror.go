@@ -27,7 +27,7 @@ func init() {
 					return err
 				}
 				defer w.Close()
-				stop := serveMetrics(ctx, *metrics, log)
+				stop := serveMetrics(ctx, *metrics, log, natsHealth(w.JS))
 				defer stop()
 				log.Info("mirror running", zap.String("mirror", cfg.Name), zap.String("durable", mirror.Durable(cfg.Name)),
 					zap.Int("concurrency", cfg.Pin.Concurrency), zap.Duration("pin_timeout", cfg.Pin.PinTimeout),

@@ -2,9 +2,12 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
@@ -30,7 +33,7 @@ func init() {
 					return err
 				}
 				defer w.Close()
-				stop := serveMetrics(ctx, *metrics, log)
+				stop := serveMetrics(ctx, *metrics, log, natsHealth(w.JS))
 				defer stop()
 				log.Info("publisher running", zap.String("cache_dir", cfg.CacheDir), zap.String("durable", cfg.Durable))
 				return w.Run(ctx)
@@ -40,13 +43,22 @@ func init() {
 }
 
 // serveMetrics serves /metrics and /healthz on addr until ctx is done.
-func serveMetrics(ctx context.Context, addr string, log *zap.Logger) func() {
+// /healthz answers 503 with the reason while health returns an error.
+func serveMetrics(ctx context.Context, addr string, log *zap.Logger, health ...func() error) func() {
 	if addr == "" {
 		return func() {}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.Handler())
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		for _, h := range health {
+			if err := h(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		w.Write([]byte("ok\n"))
+	})
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
@@ -57,5 +69,15 @@ func serveMetrics(ctx context.Context, addr string, log *zap.Logger) func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
+	}
+}
+
+// natsHealth reports whether the worker is connected to NATS.
+func natsHealth(js jetstream.JetStream) func() error {
+	return func() error {
+		if st := js.Conn().Status(); st != nats.CONNECTED {
+			return fmt.Errorf("NATS %s", st)
+		}
+		return nil
 	}
 }

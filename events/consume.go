@@ -60,7 +60,12 @@ type ConsumerOptions struct {
 	ShutdownTimeout time.Duration
 	// OnResult, if set, is called after each event with its outcome.
 	OnResult func(d Delivery, outcome Outcome, err error, took time.Duration)
-	Logger   *zap.Logger
+	// OnLag, if set, is called every LagInterval with the consumer's
+	// backlog: events not yet delivered, delivered but not acked, and
+	// redelivered.
+	OnLag       func(pending uint64, ackPending, redelivered int)
+	LagInterval time.Duration
+	Logger      *zap.Logger
 }
 
 // Outcome is what happened to a delivered event.
@@ -149,6 +154,10 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, h H
 	it, err := cons.Messages(jetstream.PullMaxMessages(o.Concurrency))
 	if err != nil {
 		return errs.E(errs.Transient, fmt.Errorf("consumer %s: %w", o.Durable, err))
+	}
+
+	if o.OnLag != nil {
+		go watchLag(ctx, cons, o)
 	}
 
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -255,6 +264,25 @@ func handleOne(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, l
 			zap.Duration("retry_in", delay))
 		_ = msg.NakWithDelay(delay)
 		report(Retried, err)
+	}
+}
+
+func watchLag(ctx context.Context, cons jetstream.Consumer, o ConsumerOptions) {
+	every := o.LagInterval
+	if every <= 0 {
+		every = 15 * time.Second
+	}
+	for {
+		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if info, err := cons.Info(ictx); err == nil {
+			o.OnLag(info.NumPending, info.NumAckPending, info.NumRedelivered)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
 	}
 }
 

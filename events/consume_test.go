@@ -180,3 +180,31 @@ func TestEnsureStreamKeepsOperatorLimits(t *testing.T) {
 		t.Errorf("max age %v, want 1h", info.Config.MaxAge)
 	}
 }
+
+func TestConsumeReportsLag(t *testing.T) {
+	n := testenv.StartNATS(t)
+	_, js := n.Connect(t)
+	ctx := context.Background()
+	events.EnsureStream(ctx, js, events.StreamOptions{})
+	for _, e := range samples()[:2] {
+		events.Publish(ctx, js, events.SubjectPublished, e)
+	}
+	var maxPending atomic.Uint64
+	release := make(chan struct{})
+	var handled atomic.Int32
+	o := events.ConsumerOptions{Durable: "lag", FilterSubject: events.SubjectPublished, Concurrency: 1, LagInterval: 20 * time.Millisecond,
+		OnLag: func(pending uint64, ackPending, redelivered int) {
+			if pending+uint64(ackPending) > maxPending.Load() {
+				maxPending.Store(pending + uint64(ackPending))
+			}
+		}}
+	go func() { time.Sleep(300 * time.Millisecond); close(release) }()
+	run(t, js, o, func(ctx context.Context, d events.Delivery) error {
+		<-release // hold the first event so the backlog is visible
+		handled.Add(1)
+		return nil
+	}, func() bool { return handled.Load() == 2 })
+	if maxPending.Load() != 2 {
+		t.Errorf("largest backlog reported %d, want 2", maxPending.Load())
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	sharedmetrics "github.com/nix-ipfs/nix-ipfs/internal/metrics"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 )
 
@@ -103,6 +104,9 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 		Backoff:       cfg.Pin.Backoff,
 		Logger:        log,
 		OnResult:      m.onEvent,
+		OnLag: func(pending uint64, ackPending, redelivered int) {
+			sharedmetrics.Lag(Durable(cfg.Name), pending, ackPending, redelivered)
+		},
 	}
 	return w, nil
 }

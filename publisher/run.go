@@ -12,6 +12,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	sharedmetrics "github.com/nix-ipfs/nix-ipfs/internal/metrics"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/nixstore"
 )
@@ -159,6 +160,9 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 		MaxAttempts:   cfg.MaxAttempts,
 		Logger:        log,
 		OnResult:      m.onEvent,
+		OnLag: func(pending uint64, ackPending, redelivered int) {
+			sharedmetrics.Lag(cfg.Durable, pending, ackPending, redelivered)
+		},
 	}
 	return w, nil
 }
