@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -171,13 +172,29 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, h H
 		close(stopped)
 	}()
 
+	var fatal error
 	for {
 		msg, err := it.Next()
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+			if ctx.Err() != nil {
 				break
 			}
+			// (The iterator's error does not wrap nats.ErrConnectionClosed.)
+			if errors.Is(err, nats.ErrConnectionClosed) || js.Conn().IsClosed() {
+				fatal = errs.E(errs.Transient, fmt.Errorf("consumer %s: %w", o.Durable, err))
+				it.Stop()
+				break
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				break
+			}
+			// NATS away or restarting: the connection reconnects by itself;
+			// don't spin meanwhile.
 			log.Warn("fetch failed; retrying", zap.Error(err))
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
 			continue
 		}
 		if ctx.Err() != nil {
@@ -192,7 +209,9 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, h H
 			handleOne(workCtx, js, o, log, msg, h)
 		}()
 	}
-	<-stopped
+	if fatal == nil {
+		<-stopped
+	}
 
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -203,7 +222,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, h H
 		cancelWork()
 		<-done
 	}
-	return nil
+	return fatal
 }
 
 func handleOne(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, log *zap.Logger, msg jetstream.Msg, h Handler) {

@@ -208,3 +208,24 @@ func TestConsumeReportsLag(t *testing.T) {
 		t.Errorf("largest backlog reported %d, want 2", maxPending.Load())
 	}
 }
+
+func TestConsumeReturnsWhenConnectionClosed(t *testing.T) {
+	n := testenv.StartNATS(t)
+	nc, js := n.Connect(t)
+	events.EnsureStream(context.Background(), js, events.StreamOptions{})
+	done := make(chan error, 1)
+	go func() {
+		done <- events.Consume(context.Background(), js, events.ConsumerOptions{Durable: "c", FilterSubject: events.SubjectBuilt},
+			func(context.Context, events.Delivery) error { return nil })
+	}()
+	time.Sleep(200 * time.Millisecond)
+	nc.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Consume returned nil on a closed connection")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Consume kept going on a closed connection")
+	}
+}
