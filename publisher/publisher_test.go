@@ -41,7 +41,7 @@ func (s *fakeStore) QueryPathInfo(_ context.Context, p string) (*nixstore.PathIn
 	return nil, errs.E(errs.Invalid, nixstore.ErrNotValid)
 }
 func (s *fakeStore) Closure(_ context.Context, paths []string) ([]string, error) { return paths, nil }
-func (s *fakeStore) Close() error                                                 { return nil }
+func (s *fakeStore) Close() error                                                { return nil }
 
 // fakeIPFS reads what it is given and returns a raw-leaf CID of it.
 type fakeIPFS struct {
