@@ -200,10 +200,14 @@ func (h *Hook) Flush(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("connect to NATS at %s: %w", h.Config.NATS.URL, err)
 	}
 	defer closeNC()
-	if _, err := events.EnsureStream(ctx, js, h.Config.NATS.StreamOptions()); err != nil {
-		// Least-privilege credentials may not allow it; publishing may still work.
+	// Least-privilege credentials may not allow it, and NATS then sends
+	// no answer at all: bound the wait, so that publishing still has its
+	// time (deploy/nats/nats-server.conf gives the hook no stream rights).
+	sctx, scancel := context.WithTimeout(ctx, min(5*time.Second, h.Config.FlushTimeout/4))
+	if _, err := events.EnsureStream(sctx, js, h.Config.NATS.StreamOptions()); err != nil {
 		h.warnf("could not ensure stream %s (continuing): %v", h.Config.NATS.Stream, err)
 	}
+	scancel()
 	return h.drain(ctx, js, true)
 }
 

@@ -32,7 +32,13 @@ func (s Spool) Put(id string, data []byte, now time.Time) (string, error) {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return "", fmt.Errorf("spool %s: %w", s.Dir, err)
 	}
-	short := id
+	// Ids are hex; anything else is kept out of the file name.
+	short := strings.Map(func(r rune) rune {
+		if (r >= '0' && r <= '9') || (r >= 'a' && r <= 'f') {
+			return r
+		}
+		return -1
+	}, id)
 	if len(short) > 16 {
 		short = short[:16]
 	}
