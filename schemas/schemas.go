@@ -19,6 +19,9 @@ import (
 //go:embed *.json
 var FS embed.FS
 
+// BaseURL is where the schemas say they live (their $id).
+const BaseURL = "https://github.com/nix-ipfs/nix-ipfs/schemas/"
+
 // FileName returns the schema file of an event type:
 // "nixipfs.built.v1" -> "built.v1.json".
 func FileName(typ string) string {
@@ -47,10 +50,13 @@ func schemaFor(typ string) (*jsonschema.Schema, error) {
 	}
 	c := jsonschema.NewCompiler()
 	c.DefaultDraft(jsonschema.Draft2020)
-	if err := c.AddResource(name, doc); err != nil {
+	// Named by its published URL, so errors do not carry this process's
+	// working directory into dead letters.
+	url := BaseURL + name
+	if err := c.AddResource(url, doc); err != nil {
 		return nil, fmt.Errorf("schema %s: %w", name, err)
 	}
-	s, err := c.Compile(name)
+	s, err := c.Compile(url)
 	if err != nil {
 		return nil, fmt.Errorf("schema %s: %w", name, err)
 	}

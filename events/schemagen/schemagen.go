@@ -13,8 +13,6 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/schemas"
 )
 
-// BaseURL is where the schemas say they live ($id).
-const BaseURL = "https://github.com/nix-ipfs/nix-ipfs/schemas/"
 
 var titles = map[string]string{
 	events.TypeBuilt:      "A Nix build finished on a builder (sent by nix-ipfs-hook)",
@@ -32,7 +30,7 @@ func Generate() (map[string][]byte, error) {
 			DoNotReference: true,
 		}
 		s := r.ReflectFromType(reflect.TypeOf(events.New(typ)).Elem())
-		s.ID = jsonschema.ID(BaseURL + schemas.FileName(typ))
+		s.ID = jsonschema.ID(schemas.BaseURL + schemas.FileName(typ))
 		s.Title = titles[typ]
 		if p, ok := s.Properties.Get("type"); ok {
 			p.Const = typ
