@@ -15,7 +15,7 @@ func TestHandlerServesOnlyCacheFiles(t *testing.T) {
 	os.WriteFile(secret, []byte("key"), 0o600)
 	files := map[string]string{
 		"nix-cache-info": "StoreDir: /nix/store\n",
-		"0c6kzph7l0dcbfmjap64f0czdafn3b7x.narinfo":                      "StorePath: x\n",
+		"0c6kzph7l0dcbfmjap64f0czdafn3b7x.narinfo":                     "StorePath: x\n",
 		"nar/1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s.nar": "NAR",
 		".nix-ipfs/announced/0c6kzph7l0dcbfmjap64f0czdafn3b7x":         "state",
 		"nar/.tmp-incoming.nar-1":                                      "half",

@@ -13,7 +13,6 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/schemas"
 )
 
-
 var titles = map[string]string{
 	events.TypeBuilt:      "A Nix build finished on a builder (sent by nix-ipfs-hook)",
 	events.TypePublished:  "A store path is in the binary cache and in IPFS (sent by the publisher)",
