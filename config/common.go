@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -148,6 +150,24 @@ func (n *NATS) Connect(name string, log *zap.Logger, extra ...nats.Option) (*nat
 		return nil, errs.E(errs.Transient, fmt.Errorf("connect to NATS at %s: %w", n.URL, err))
 	}
 	return nc, nil
+}
+
+// JetStream connects like Connect and makes sure the stream exists: what
+// every worker does before its first event.
+func (n *NATS) JetStream(ctx context.Context, name string, log *zap.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := n.Connect(name, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err == nil {
+		_, err = events.EnsureStream(ctx, js, n.StreamOptions())
+	}
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
 }
 
 // Log holds the logging settings.

@@ -79,18 +79,7 @@ func TestFaultPublisherSIGKILL(t *testing.T) {
 			t.Errorf("%s: CID %s not pinned on A", p, ni.IPFSHash)
 		}
 	}
-	counts := publishedCounts(t, js)
-	lost, dup := 0, 0
-	for _, p := range paths {
-		switch c := counts[p]; {
-		case c == 0:
-			lost++
-			t.Errorf("%s: no published event", p)
-		case c > 1:
-			dup++
-			t.Errorf("%s: %d published events", p, c)
-		}
-	}
+	lost, dup := checkPublishedOnce(t, js, paths)
 	dead := deadLetters(t, js)
 	for _, d := range dead {
 		t.Errorf("dead letter: %s %s", d.Kind, d.Reason)

@@ -132,18 +132,7 @@ func TestFaultNATSRestartWhilePublishing(t *testing.T) {
 	}
 	_, js := a.nats.Connect(t)
 	waitDrained(t, js, "publisher", 2*time.Minute)
-	counts := publishedCounts(t, js)
-	lost, dup := 0, 0
-	for _, p := range paths {
-		switch c := counts[p]; {
-		case c == 0:
-			lost++
-			t.Errorf("%s: no published event", p)
-		case c > 1:
-			dup++
-			t.Errorf("%s: %d published events, want 1", p, c)
-		}
-	}
+	lost, dup := checkPublishedOnce(t, js, paths)
 	dead := deadLetters(t, js)
 	for _, d := range dead {
 		t.Errorf("dead letter during a NATS restart: %s %s", d.Kind, d.Reason)

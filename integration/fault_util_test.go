@@ -167,6 +167,24 @@ func publishedCounts(t *testing.T, js jetstream.JetStream) map[string]int {
 	return m
 }
 
+// checkPublishedOnce reports, as test errors, every path with no published
+// event or more than one, and returns how many were lost and duplicated.
+func checkPublishedOnce(t *testing.T, js jetstream.JetStream, paths []string) (lost, dup int) {
+	t.Helper()
+	counts := publishedCounts(t, js)
+	for _, p := range paths {
+		switch c := counts[p]; {
+		case c == 0:
+			lost++
+			t.Errorf("%s: no published event", p)
+		case c > 1:
+			dup++
+			t.Errorf("%s: %d published events, want 1", p, c)
+		}
+	}
+	return lost, dup
+}
+
 // pinnedOn returns the recursive pins of a kubo node, by the ipfs CLI.
 func pinnedOn(t *testing.T, k *testenv.Kubo) map[string]bool {
 	t.Helper()

@@ -70,21 +70,12 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 	}
 	cancel()
 	w := &Worker{}
-	nc, err := cfg.NATS.Connect("nix-ipfs mirror "+cfg.Name, log)
+	nc, js, err := cfg.NATS.JetStream(ctx, "nix-ipfs mirror "+cfg.Name, log)
 	if err != nil {
 		return nil, err
 	}
 	w.closers = append(w.closers, func() { nc.Drain() })
-	js, err := jetstream.New(nc)
-	if err != nil {
-		w.Close()
-		return nil, err
-	}
 	w.JS = js
-	if _, err := events.EnsureStream(ctx, js, cfg.NATS.StreamOptions()); err != nil {
-		w.Close()
-		return nil, err
-	}
 	m := defaultMetrics
 	w.Pinner = NewPinner(kubo, PinnerOptions{
 		Mirror:     cfg.Name,

@@ -119,22 +119,13 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 		w.Close()
 		return nil, err
 	}
-	nc, err := cfg.NATS.Connect("nix-ipfs publisher", log)
+	nc, js, err := cfg.NATS.JetStream(ctx, "nix-ipfs publisher", log)
 	if err != nil {
 		w.Close()
 		return nil, err
 	}
 	w.closers = append(w.closers, func() { nc.Drain() })
-	js, err := jetstream.New(nc)
-	if err != nil {
-		w.Close()
-		return nil, err
-	}
 	w.JS = js
-	if _, err := events.EnsureStream(ctx, js, cfg.NATS.StreamOptions()); err != nil {
-		w.Close()
-		return nil, err
-	}
 	host, _ := os.Hostname()
 	locker, err := NewKVLocker(ctx, js, fmt.Sprintf("%s/%d", host, os.Getpid()), cfg.LockTTL, log)
 	if err != nil {
