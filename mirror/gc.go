@@ -110,7 +110,8 @@ func Plan(pins []cid.Cid, cf Confirmations, min int) (unpin []cid.Cid, kept int)
 // ReadPinned returns every pinned event in the stream.
 func ReadPinned(ctx context.Context, js jetstream.JetStream, stream string, log *zap.Logger) ([]*events.Pinned, error) {
 	var out []*events.Pinned
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectPinnedPrefix + ">"}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectPinnedPrefix + ">"}, DeliverPolicy: jetstream.DeliverAllPolicy,
+		InactiveThreshold: 30 * time.Second}
 	err := scan(ctx, js, stream, cfg, func(uint64) {}, func(m jetstream.Msg) error {
 		ev, err := events.Decode(m.Data())
 		if err != nil {

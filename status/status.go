@@ -108,6 +108,9 @@ func Collect(ctx context.Context, js jetstream.JetStream, stream string, lastDea
 func lastDeadLetters(ctx context.Context, js jetstream.JetStream, stream string, n int) ([]DeadLetter, error) {
 	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.SubjectDeadPrefix + ">"},
+		// A reader that polls must not leave a consumer per call for
+		// the server's default five minutes.
+		InactiveThreshold: 10 * time.Second,
 	})
 	if err != nil {
 		return nil, err
