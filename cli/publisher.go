@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -12,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/internal/httpserve"
 	"github.com/nix-ipfs/nix-ipfs/publisher"
 )
 
@@ -59,16 +59,17 @@ func serveMetrics(ctx context.Context, addr string, log *zap.Logger, health ...f
 		}
 		w.Write([]byte("ok\n"))
 	})
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	go func() {
-		if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+		defer close(done)
+		if err := httpserve.ListenAndServe(ctx, addr, mux, log, "metrics"); err != nil {
 			log.Error("metrics server", zap.Error(err))
 		}
 	}()
 	return func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
+		cancel()
+		<-done
 	}
 }
 

@@ -2,15 +2,11 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"net"
-	"net/http"
-	"time"
-
-	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/cachehttp"
 	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/internal/httpserve"
 )
 
 func init() {
@@ -35,31 +31,8 @@ func init() {
 				if err != nil {
 					return usagef("%v", err)
 				}
-				srv := &http.Server{Addr: *listen, Handler: cachehttp.Handler(*dir), ReadHeaderTimeout: 10 * time.Second}
-				return serveUntilDone(ctx, srv, log)
+				return httpserve.ListenAndServe(ctx, *listen, cachehttp.Handler(*dir), log, "cache server")
 			}
 		},
 	})
-}
-
-// serveUntilDone runs srv until ctx is done, then shuts it down gracefully.
-func serveUntilDone(ctx context.Context, srv *http.Server, log *zap.Logger) error {
-	ln, err := net.Listen("tcp", srv.Addr)
-	if err != nil {
-		return err
-	}
-	log.Info("serving", zap.String("addr", ln.Addr().String()))
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return nil
 }

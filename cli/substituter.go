@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/internal/httpserve"
 	"github.com/nix-ipfs/nix-ipfs/substituter"
 )
 
@@ -35,7 +36,7 @@ func init() {
 				stop := serveMetrics(ctx, *metrics, log)
 				defer stop()
 				log.Info("substituter starting", zap.String("upstream", srv.Upstream()), cfg.Source())
-				return substituter.ListenAndServe(ctx, cfg.Listen, srv, log)
+				return httpserve.ListenAndServe(ctx, cfg.Listen, srv, log, "substituter")
 			}
 		},
 	})

@@ -95,9 +95,7 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 		Backoff:       cfg.Pin.Backoff,
 		Logger:        log,
 		OnResult:      m.onEvent,
-		OnLag: func(pending uint64, ackPending, redelivered int) {
-			sharedmetrics.Lag(Durable(cfg.Name), pending, ackPending, redelivered)
-		},
+		OnLag:         sharedmetrics.LagOf(Durable(cfg.Name)),
 	}
 	return w, nil
 }

@@ -36,8 +36,6 @@ var defaultMetrics = func() *metrics {
 	return m
 }()
 
-func newMetrics() *metrics { return defaultMetrics }
-
 func (m *metrics) onPath(p *events.Published, fresh bool, took time.Duration, err error) {
 	switch {
 	case err != nil:

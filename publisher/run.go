@@ -132,7 +132,7 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 		w.Close()
 		return nil, err
 	}
-	m := newMetrics()
+	m := defaultMetrics
 	p, err := New(Options{
 		Cache:       Cache{Dir: cfg.CacheDir, StoreDir: cfg.Store.Dir},
 		CacheURL:    cfg.CacheURL,
@@ -158,9 +158,7 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 		MaxAttempts:   cfg.MaxAttempts,
 		Logger:        log,
 		OnResult:      m.onEvent,
-		OnLag: func(pending uint64, ackPending, redelivered int) {
-			sharedmetrics.Lag(cfg.Durable, pending, ackPending, redelivered)
-		},
+		OnLag:         sharedmetrics.LagOf(cfg.Durable),
 	}
 	return w, nil
 }

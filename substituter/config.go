@@ -1,7 +1,6 @@
 package substituter
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -118,40 +117,4 @@ func (c *Config) Source() zap.Field {
 		return zap.String("gateway", c.Gateway)
 	}
 	return zap.String("kubo_api", c.KuboAPI)
-}
-
-// ShutdownTimeout bounds how long ListenAndServe waits for requests in
-// flight once its context ends.
-const ShutdownTimeout = 10 * time.Second
-
-// ListenAndServe serves h on addr until ctx ends, then drains requests in
-// flight for at most ShutdownTimeout. It logs the address it listens on,
-// which is how a caller learns the port when addr asked for port 0.
-func ListenAndServe(ctx context.Context, addr string, h http.Handler, log *zap.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
-	}
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
-	}
-	log.Info("substituter listening", zap.String("addr", ln.Addr().String()), zap.String("url", "http://"+ln.Addr().String()))
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	log.Info("substituter stopped")
-	return nil
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/cachehttp"
 	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/internal/httpserve"
 	"github.com/nix-ipfs/nix-ipfs/internal/kubod"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/publisher"
@@ -135,19 +136,8 @@ func Run(ctx context.Context, c Config, natsURLGiven bool, log *zap.Logger) erro
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Addr: c.Listen, Handler: h, ReadHeaderTimeout: 10 * time.Second}
-		ln, err := net.Listen("tcp", c.Listen)
-		if err != nil {
-			return err
-		}
-		log.Info("serving the cache and the substituter",
-			zap.String("cache", "http://"+ln.Addr().String()+"/"),
-			zap.String("substituter", "http://"+ln.Addr().String()+"/substituter"))
-		go srv.Serve(ln)
-		stops = append(stops, func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			srv.Shutdown(sctx)
+		runPart("http", func(ctx context.Context) error {
+			return httpserve.ListenAndServe(ctx, c.Listen, h, log, "cache (at /) and substituter (at /substituter)")
 		})
 	}
 

@@ -26,9 +26,12 @@ func init() {
 	prometheus.MustRegister(consumerPending, consumerAckPending, consumerRedelivered)
 }
 
-// Lag records a consumer's backlog; events.ConsumerOptions.OnLag calls it.
-func Lag(consumer string, pending uint64, ackPending, redelivered int) {
-	consumerPending.WithLabelValues(consumer).Set(float64(pending))
-	consumerAckPending.WithLabelValues(consumer).Set(float64(ackPending))
-	consumerRedelivered.WithLabelValues(consumer).Set(float64(redelivered))
+// LagOf returns the events.ConsumerOptions.OnLag that records the backlog
+// of the durable consumer named consumer.
+func LagOf(consumer string) func(pending uint64, ackPending, redelivered int) {
+	return func(pending uint64, ackPending, redelivered int) {
+		consumerPending.WithLabelValues(consumer).Set(float64(pending))
+		consumerAckPending.WithLabelValues(consumer).Set(float64(ackPending))
+		consumerRedelivered.WithLabelValues(consumer).Set(float64(redelivered))
+	}
 }
