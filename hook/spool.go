@@ -10,18 +10,20 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
 )
 
 // Spool is a directory of events that could not be published yet, one file
-// per event, named so that a lexical sort is oldest first. Files appear by
-// rename after fsync, so a reader never sees half an event.
+// per event, named so that a lexical sort is oldest first. Files are written
+// with internal/atomicfile, so a reader never sees half an event.
 type Spool struct {
 	Dir string
 }
 
 const (
 	spoolExt   = ".json"
-	tmpPrefix  = ".tmp-"
+	tmpPrefix  = atomicfile.TempPrefix
 	badDir     = "bad"
 	staleAfter = time.Hour
 )
@@ -43,31 +45,11 @@ func (s Spool) Put(id string, data []byte, now time.Time) (string, error) {
 		short = short[:16]
 	}
 	name := fmt.Sprintf("%020d-%s%s", now.UnixNano(), short, spoolExt)
-	f, err := os.CreateTemp(s.Dir, tmpPrefix)
-	if err != nil {
-		return "", fmt.Errorf("spool %s: %w", s.Dir, err)
-	}
-	tmp := f.Name()
-	fail := func(err error) (string, error) {
-		f.Close()
-		os.Remove(tmp)
-		return "", fmt.Errorf("spool %s: %w", s.Dir, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		return fail(err)
-	}
 	final := filepath.Join(s.Dir, name)
-	if err := os.Rename(tmp, final); err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.WriteFile(final, data, 0o600); err != nil {
 		return "", fmt.Errorf("spool %s: %w", s.Dir, err)
 	}
-	return final, syncDir(s.Dir)
+	return final, nil
 }
 
 // List returns the spooled event files, oldest first. It removes temp files
@@ -131,13 +113,4 @@ func (s Spool) TryLock() (unlock func(), ok bool) {
 		return nil, false
 	}
 	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, true
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
