@@ -140,9 +140,6 @@ func (s *Set) Parse(args []string, getenv func(string) string) error {
 	return errors.Join(errList...)
 }
 
-// ConfigFile returns the config file in effect ("" if none was given).
-func (s *Set) ConfigFile() string { return s.configPath }
-
 // Dump writes every setting, its value and where it came from, hiding
 // secrets. It backs --config-check.
 func (s *Set) Dump(w io.Writer) {

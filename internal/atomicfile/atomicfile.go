@@ -6,7 +6,6 @@ package atomicfile
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,20 +87,6 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return f.Commit()
-}
-
-// WriteFrom writes everything r yields to path atomically.
-func WriteFrom(path string, r io.Reader, perm os.FileMode) (int64, error) {
-	f, err := Create(path, perm)
-	if err != nil {
-		return 0, err
-	}
-	n, err := io.Copy(f, r)
-	if err != nil {
-		f.Abort()
-		return n, fmt.Errorf("write %s: %w", path, err)
-	}
-	return n, f.Commit()
 }
 
 // SyncDir fsyncs a directory, making renames in it durable.

@@ -163,9 +163,6 @@ func (d *Daemon) Stop(timeout time.Duration) {
 	}
 }
 
-// Done is closed when the daemon exits.
-func (d *Daemon) Done() <-chan struct{} { return d.done }
-
 func (d *Daemon) run(ctx context.Context, bin string, args ...string) error {
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = env(d.Repo)
