@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -57,5 +58,29 @@ func TestUpServesCacheStockNixSubstitutesFrom(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(data, "ipfs", "api")); !os.IsNotExist(err) {
 		t.Errorf("up's kubo still running after up stopped (api file: %v)", err)
+	}
+}
+
+// TestUpExitsWhenAPartFails: when its HTTP address is taken, up stops all
+// its parts and exits non-zero rather than running on without them.
+func TestUpExitsWhenAPartFails(t *testing.T) {
+	testenv.NeedProgram(t, "ipfs")
+	n := testenv.NewNix(t)
+	bin := testenv.Binaries(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	up := testenv.StartProc(t, filepath.Join(bin, "nix-ipfs"), []string{"up",
+		"--data-dir", t.TempDir(), "--secret-key-file", n.SecretKey,
+		"--nats-listen", freeAddr(t), "--listen", taken.Addr().String(), "--kubo-init-profile", "test",
+		"--log-format", "console"},
+		"IPFS_PATH="+filepath.Join(t.TempDir(), "no-kubo-here"))
+	if !up.Wait(90 * time.Second) {
+		t.Fatal("nix-ipfs up kept running with its HTTP address taken")
+	}
+	if code := up.Cmd.ProcessState.ExitCode(); code == 0 {
+		t.Error("nix-ipfs up exited 0 with its HTTP address taken")
 	}
 }

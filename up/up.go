@@ -110,6 +110,10 @@ func Run(ctx context.Context, c Config, natsURLGiven bool, log *zap.Logger) erro
 	}
 	stops = append(stops, pw.Close)
 
+	// The parts run until ctx ends or one of them fails; a failure stops
+	// the others, so up exits instead of running on without it.
+	ctx, stopParts := context.WithCancel(ctx)
+	defer stopParts()
 	var wg sync.WaitGroup
 	errc := make(chan error, 4)
 	runPart := func(name string, f func(context.Context) error) {
@@ -147,6 +151,7 @@ func Run(ctx context.Context, c Config, natsURLGiven bool, log *zap.Logger) erro
 		log.Info("shutting down: finishing in-flight work")
 	case runErr = <-errc:
 		log.Error("stopping", zap.Error(runErr))
+		stopParts()
 	}
 	wg.Wait()
 	return runErr
