@@ -27,29 +27,41 @@ const MaxSize = 1 << 20
 
 // ComputeID returns the deterministic id of e: a SHA-256 over its type and
 // the fields that make it the same fact. Time, host and node addresses are
-// left out, so the same fact published twice gets the same id.
+// left out, so the same fact published twice gets the same id. An event of
+// an older version keeps the id that version gave it.
 func ComputeID(e Event) string {
+	typ := e.header().Type
+	if !sameFamily(e, typ) {
+		typ = currentType(e)
+	}
 	h := sha256.New()
 	w := func(s string) { h.Write([]byte(s)); h.Write([]byte{0}) }
+	w(typ)
 	switch e := e.(type) {
 	case *Built:
-		w(TypeBuilt)
 		w(e.StoreDir)
 		w(e.DrvPath)
 		for _, p := range e.OutPaths {
 			w(p)
 		}
+		if typ != TypeBuiltV1 {
+			// The same outputs reported by the hook and by Hydra are two
+			// facts: the second one names the job.
+			w(e.Job)
+			w(strconv.FormatInt(e.HydraBuild, 10))
+		}
 	case *Published:
-		w(TypePublished)
 		w(e.StorePath)
 		w(e.NarHash)
 		w(e.CID)
 	case *Pinned:
-		w(TypePinned)
 		w(e.Mirror)
 		w(e.CID)
+	case *Retired:
+		w(e.StorePath)
+		w(e.NarHash)
+		w(e.CID)
 	case *DeadLetter:
-		w(TypeDeadLetter)
 		w(e.Subject)
 		w(strconv.FormatUint(e.StreamSeq, 10))
 		w(e.Consumer)
@@ -57,20 +69,31 @@ func ComputeID(e Event) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// Seal fills in e's header: its type, its id, and the time if unset. Call it
-// after the content fields are final.
-func Seal(e Event) {
-	hd := e.header()
+// currentType is the type string this code writes for e's Go type.
+func currentType(e Event) string {
 	switch e.(type) {
 	case *Built:
-		hd.Type = TypeBuilt
+		return TypeBuilt
 	case *Published:
-		hd.Type = TypePublished
+		return TypePublished
 	case *Pinned:
-		hd.Type = TypePinned
+		return TypePinned
+	case *Retired:
+		return TypeRetired
 	case *DeadLetter:
-		hd.Type = TypeDeadLetter
+		return TypeDeadLetter
 	}
+	return ""
+}
+
+// sameFamily reports whether typ is a version of e's Go type.
+func sameFamily(e Event, typ string) bool { return Current(typ) == currentType(e) }
+
+// Seal fills in e's header: its type (the version this code writes), its id,
+// and the time if unset. Call it after the content fields are final.
+func Seal(e Event) {
+	hd := e.header()
+	hd.Type = currentType(e)
 	if b, ok := e.(*Built); ok {
 		slices.Sort(b.OutPaths)
 		b.OutPaths = slices.Compact(b.OutPaths)
@@ -109,7 +132,7 @@ func Decode(data []byte) (Event, error) {
 	}
 	e := New(peek.Type)
 	if e == nil {
-		return nil, errs.Errorf(errs.Invalid, "unknown event type %q (known: %s)", peek.Type, strings.Join(Types, ", "))
+		return nil, errs.Errorf(errs.Invalid, "unknown event type %q (known: %s)", peek.Type, strings.Join(append(slices.Clone(Types), OldTypes...), ", "))
 	}
 	if err := schemas.Validate(peek.Type, data); err != nil {
 		return nil, errs.E(errs.Invalid, err)
@@ -142,6 +165,9 @@ func Validate(e Event) error {
 				return fmt.Errorf("drv_path %q: does not end in .drv", e.DrvPath)
 			}
 		}
+		if strings.ContainsFunc(e.Job, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return fmt.Errorf("job %q: contains a control character", e.Job)
+		}
 		for i, p := range e.OutPaths {
 			if err := storepath.Validate(e.StoreDir, p); err != nil {
 				return fmt.Errorf("out_paths[%d]: %w", i, err)
@@ -168,6 +194,19 @@ func Validate(e Event) error {
 		if err := validateNode(e.Publisher); err != nil {
 			return fmt.Errorf("publisher: %w", err)
 		}
+		if e.Deriver != "" {
+			if err := storepath.ValidateBase(e.Deriver); err != nil {
+				return fmt.Errorf("deriver %q: %w", e.Deriver, err)
+			}
+		}
+		for i, sig := range e.Sigs {
+			if name, _, ok := strings.Cut(sig, ":"); !ok || name == "" || strings.ContainsAny(sig, "\n\r ") {
+				return fmt.Errorf("sigs[%d] %q: not keyname:base64", i, sig)
+			}
+		}
+		if strings.ContainsAny(e.CA, "\n\r") {
+			return fmt.Errorf("ca %q: contains a line break", e.CA)
+		}
 	case *Pinned:
 		if !path.IsAbs(e.StorePath) {
 			return fmt.Errorf("store_path %q: not absolute", e.StorePath)
@@ -180,6 +219,21 @@ func Validate(e Event) error {
 		}
 		if err := validateNode(e.Node); err != nil {
 			return fmt.Errorf("node: %w", err)
+		}
+		if err := validateNode(Node{Addrs: e.AnnounceAddrs}); err != nil {
+			return fmt.Errorf("announce_addrs: %w", err)
+		}
+	case *Retired:
+		if err := storepath.ValidateStoreDir(e.StoreDir); err != nil {
+			return err
+		}
+		if err := storepath.Validate(e.StoreDir, e.StorePath); err != nil {
+			return fmt.Errorf("store_path: %w", err)
+		}
+		if e.CID != "" {
+			if err := validateCID(e.CID); err != nil {
+				return err
+			}
 		}
 	case *DeadLetter:
 		if !strings.HasPrefix(e.Subject, SubjectPrefix) {

@@ -151,3 +151,96 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// v1 events, byte for byte as the previous release wrote them (ids included),
+// must still decode: the stream keeps them, and replay reads them.
+var v1Events = map[string]string{
+	events.TypeBuiltV1:     `{"type":"nixipfs.built.v1","id":"ID","time":"2026-11-25T12:00:00Z","host":"a","store_dir":"/nix/store","drv_path":"/nix/store/y7xkdi3jbhfl4zfavs6b1fr2mnbm4vj1-hello-2.12.drv","out_paths":["/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-hello-2.12"]}`,
+	events.TypePublishedV1: `{"type":"nixipfs.published.v1","id":"ID","time":"2026-11-25T12:00:00Z","host":"a","store_dir":"/nix/store","store_path":"/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-hello-2.12","nar_hash":"sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s","nar_size":120,"references":[],"cache_url":"file:///c","nar_url":"nar/1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s.nar","cid":"bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku","import":{"cid_version":1,"chunker":"size-262144","raw_leaves":true,"hash_function":"sha2-256","max_file_links":174,"nocopy":false},"publisher":{"peer_id":"12D3KooWabc","addrs":[]}}`,
+	events.TypePinnedV1:    `{"type":"nixipfs.pinned.v1","id":"ID","time":"2026-11-25T12:00:00Z","mirror":"b","cid":"bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku","store_path":"/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-hello-2.12","bytes":120,"duration_ms":5,"verified":true,"node":{"peer_id":"12D3KooWdef","addrs":[]}}`,
+}
+
+// v1IDs are the ids the previous release computed for v1Events (SHA-256
+// over the type and the id fields, each followed by a NUL), worked out by
+// hand: a change to ComputeID that breaks old ids fails decoding below.
+var v1IDs = map[string]string{
+	events.TypeBuiltV1:     "692d6436791449092566aaa3b7f83b0c4cfad0d701fa0c68ee210793a2cf4611",
+	events.TypePublishedV1: "ec9214467ffe8edd5dc79ce82562a444b56c4bf6d72b02bd13cb504eb0561e72",
+	events.TypePinnedV1:    "5496daf0a4eaf853481de057941fec77f5089fc8cd3a7c98ef201acda8600a14",
+}
+
+func TestOldVersionsStillDecode(t *testing.T) {
+	for _, typ := range events.OldTypes {
+		data := []byte(strings.Replace(v1Events[typ], `"ID"`, `"`+v1IDs[typ]+`"`, 1))
+		e, err := events.Decode(data)
+		if err != nil {
+			t.Fatalf("%s: %v", typ, err)
+		}
+		if got := events.Head(e).Type; got != typ {
+			t.Errorf("%s decoded as %s", typ, got)
+		}
+		if events.Current(typ) == typ {
+			t.Errorf("%s: Current says it is the newest version", typ)
+		}
+		// A v1 event may not carry v2 fields: its schema is frozen.
+		var m map[string]any
+		json.Unmarshal(data, &m)
+		switch typ {
+		case events.TypeBuiltV1:
+			m["job"] = "p:j:x"
+		case events.TypePublishedV1:
+			m["deriver"] = "y7xkdi3jbhfl4zfavs6b1fr2mnbm4vj1-hello-2.12.drv"
+		case events.TypePinnedV1:
+			m["announce_addrs"] = []string{"/ip4/192.0.2.1/tcp/4001"}
+		}
+		bad, _ := json.Marshal(m)
+		if _, err := events.Decode(bad); err == nil {
+			t.Errorf("%s with a v2 field: accepted", typ)
+		}
+	}
+}
+
+func TestNewVersionFields(t *testing.T) {
+	s := samples()
+	b := s[0].(*events.Built)
+	hookID := b.ID
+	b.Job, b.HydraBuild = "nixpkgs:trunk:hello.x86_64-linux", 42
+	events.Seal(b)
+	if b.ID == hookID {
+		t.Error("a build reported with its Hydra job has the id of the hook's report: one would be dropped as a duplicate")
+	}
+	p := s[1].(*events.Published)
+	p.Deriver = "y7xkdi3jbhfl4zfavs6b1fr2mnbm4vj1-hello-2.12.drv"
+	p.Sigs = []string{"cache.example.org-1:" + strings.Repeat("A", 86) + "=="}
+	p.CA = "fixed:r:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"
+	pin := s[2].(*events.Pinned)
+	pin.AnnounceAddrs = []string{"/dns4/mirror.example.org/tcp/4001"}
+	ret := &events.Retired{Host: "a", StoreDir: "/nix/store", StorePath: p1,
+		NarHash: p.NarHash, NarSize: 120, CID: cid, Reason: "not in the closure of any live root"}
+	for _, e := range []events.Event{b, p, pin, ret} {
+		events.Seal(e)
+		data, err := events.Encode(e)
+		if err != nil {
+			t.Fatalf("%T: %v", e, err)
+		}
+		got, err := events.Decode(data)
+		if err != nil {
+			t.Fatalf("%T: %v", e, err)
+		}
+		if events.Head(got).Type != events.Current(events.Head(got).Type) {
+			t.Errorf("%T sealed as an old version %s", e, events.Head(got).Type)
+		}
+	}
+	bad := *p
+	bad.Sigs = []string{"no-colon"}
+	events.Seal(&bad)
+	if _, err := events.Encode(&bad); err == nil {
+		t.Error("a signature without a key name: accepted")
+	}
+	badRet := *ret
+	badRet.StorePath = "/etc/passwd"
+	events.Seal(&badRet)
+	if _, err := events.Encode(&badRet); err == nil {
+		t.Error("a retired path outside the store: accepted")
+	}
+}

@@ -5,15 +5,51 @@ import (
 )
 
 // Type strings. Only ever add to these; never change what one means.
+//
+// TypeX is the version this code writes. An older version of a type is still
+// read: it decodes into the same Go struct, checked against its own (frozen)
+// schema, with the fields it lacks left empty. Each new version only adds
+// optional fields, so a reader of the old version can ignore the new ones.
 const (
-	TypeBuilt      = "nixipfs.built.v1"
-	TypePublished  = "nixipfs.published.v1"
-	TypePinned     = "nixipfs.pinned.v1"
+	// TypeBuilt adds the Hydra job (job, hydra_build) to v1.
+	TypeBuilt = "nixipfs.built.v2"
+	// TypePublished adds what a narinfo needs beyond v1 (deriver, sigs, ca),
+	// so any mirror can serve the narinfo byte-identical to the origin's.
+	TypePublished = "nixipfs.published.v2"
+	// TypePinned adds the addresses the mirror announces (announce_addrs).
+	TypePinned     = "nixipfs.pinned.v2"
+	TypeRetired    = "nixipfs.retired.v1"
 	TypeDeadLetter = "nixipfs.deadletter.v1"
+
+	TypeBuiltV1     = "nixipfs.built.v1"
+	TypePublishedV1 = "nixipfs.published.v1"
+	TypePinnedV1    = "nixipfs.pinned.v1"
 )
 
-// Types lists every event type, in the order the data flows.
-var Types = []string{TypeBuilt, TypePublished, TypePinned, TypeDeadLetter}
+// Types lists every event type this code writes, in the order the data flows.
+var Types = []string{TypeBuilt, TypePublished, TypePinned, TypeRetired, TypeDeadLetter}
+
+// OldTypes lists the superseded versions that are still read. Their schemas
+// in schemas/ are frozen: they are no longer generated, and never change.
+var OldTypes = []string{TypeBuiltV1, TypePublishedV1, TypePinnedV1}
+
+// Current returns the version this code writes of typ's family:
+// Current("nixipfs.built.v1") is TypeBuilt. Unknown types return "".
+func Current(typ string) string {
+	switch typ {
+	case TypeBuilt, TypeBuiltV1:
+		return TypeBuilt
+	case TypePublished, TypePublishedV1:
+		return TypePublished
+	case TypePinned, TypePinnedV1:
+		return TypePinned
+	case TypeRetired:
+		return TypeRetired
+	case TypeDeadLetter:
+		return TypeDeadLetter
+	}
+	return ""
+}
 
 // Subjects. The stream captures SubjectPrefix + ">".
 const (
@@ -24,6 +60,8 @@ const (
 	SubjectPublished = "nixipfs.published"
 	// SubjectPinnedPrefix + mirror name carries that mirror's Pinned events.
 	SubjectPinnedPrefix = "nixipfs.pinned."
+	// SubjectRetired carries Retired events from prune.
+	SubjectRetired = "nixipfs.retired"
 	// SubjectDeadPrefix + the original subject's last token carries DeadLetter
 	// events, e.g. nixipfs.dead.built.
 	SubjectDeadPrefix = "nixipfs.dead."
@@ -65,6 +103,11 @@ type Built struct {
 	DrvPath string `json:"drv_path,omitempty" jsonschema:"maxLength=4096"`
 	// OutPaths are the store paths the build produced, sorted.
 	OutPaths []string `json:"out_paths" jsonschema:"minItems=1,maxItems=1024"`
+	// Job is the job that built it, when the source knows one: Hydra's
+	// "project:jobset:job". Retention keeps the last roots of each job. (v2)
+	Job string `json:"job,omitempty" jsonschema:"maxLength=768"`
+	// HydraBuild is Hydra's build id, when the event comes from Hydra. (v2)
+	HydraBuild int64 `json:"hydra_build,omitempty" jsonschema:"minimum=0"`
 }
 
 // ImportParams are the kubo import parameters that, together with the bytes,
@@ -110,6 +153,12 @@ type Published struct {
 	Import ImportParams `json:"import"`
 	// Publisher is the kubo node that holds the NAR, for mirrors to dial.
 	Publisher Node `json:"publisher"`
+	// Deriver is the narinfo's Deriver (a basename), if any. (v2)
+	Deriver string `json:"deriver,omitempty" jsonschema:"maxLength=255"`
+	// Sigs are the narinfo's Sig lines ("keyname:base64"), in order. (v2)
+	Sigs []string `json:"sigs,omitempty" jsonschema:"maxItems=64"`
+	// CA is the narinfo's CA field, for content-addressed paths. (v2)
+	CA string `json:"ca,omitempty" jsonschema:"maxLength=1024"`
 }
 
 // Pinned says that a mirror holds a CID pinned; sent by the mirror.
@@ -126,6 +175,26 @@ type Pinned struct {
 	Verified bool `json:"verified"`
 	// Node is the mirror's kubo node.
 	Node Node `json:"node"`
+	// AnnounceAddrs are the multiaddrs the mirror tells clients to dial it
+	// on (its public addresses, from --announce-addr). (v2)
+	AnnounceAddrs []string `json:"announce_addrs,omitempty" jsonschema:"maxItems=64"`
+}
+
+// Retired says that prune removed a store path from the binary cache, so
+// hosts that hold its NAR may let it go; sent by nix-ipfs prune.
+type Retired struct {
+	Header
+	Host     string `json:"host" jsonschema:"minLength=1,maxLength=255"`
+	StoreDir string `json:"store_dir" jsonschema:"pattern=^/.+"`
+	// StorePath is the absolute store path that left the cache.
+	StorePath string `json:"store_path" jsonschema:"minLength=1,maxLength=4096"`
+	// NarHash is the retired NAR's "sha256:<nix32>".
+	NarHash string `json:"nar_hash" jsonschema:"pattern=^sha256:[0-9a-df-np-sv-z]{52}$"`
+	NarSize int64  `json:"nar_size" jsonschema:"minimum=0"`
+	// CID is the narinfo's IPFSHash; empty when the narinfo had none.
+	CID string `json:"cid,omitempty" jsonschema:"maxLength=256"`
+	// Reason is why, for a person: which policy let it go.
+	Reason string `json:"reason" jsonschema:"minLength=1,maxLength=1024"`
 }
 
 // DeadLetter carries an event that a worker gave up on, and why.
@@ -159,21 +228,25 @@ var (
 	_ Event = (*Built)(nil)
 	_ Event = (*Published)(nil)
 	_ Event = (*Pinned)(nil)
+	_ Event = (*Retired)(nil)
 	_ Event = (*DeadLetter)(nil)
 )
 
 // Head returns the event's header.
 func Head(e Event) *Header { return e.header() }
 
-// New returns an empty event of the given type, or nil for an unknown type.
+// New returns an empty event of the given type, any version still read, or
+// nil for an unknown type.
 func New(typ string) Event {
-	switch typ {
+	switch Current(typ) {
 	case TypeBuilt:
 		return &Built{}
 	case TypePublished:
 		return &Published{}
 	case TypePinned:
 		return &Pinned{}
+	case TypeRetired:
+		return &Retired{}
 	case TypeDeadLetter:
 		return &DeadLetter{}
 	}

@@ -17,10 +17,13 @@ var titles = map[string]string{
 	events.TypeBuilt:      "A Nix build finished on a builder (sent by nix-ipfs-hook)",
 	events.TypePublished:  "A store path is in the binary cache and in IPFS (sent by the publisher)",
 	events.TypePinned:     "A mirror holds a NAR's CID pinned (sent by a mirror)",
+	events.TypeRetired:    "A store path left the binary cache; its NAR may be let go (sent by nix-ipfs prune)",
 	events.TypeDeadLetter: "An event a worker gave up on, and why",
 }
 
-// Generate returns every schema file's name and contents.
+// Generate returns the name and contents of the schema file of every type
+// this code writes. The schemas of older versions (events.OldTypes) are not
+// generated: they are frozen as they were released.
 func Generate() (map[string][]byte, error) {
 	out := map[string][]byte{}
 	for _, typ := range events.Types {
