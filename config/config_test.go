@@ -93,3 +93,23 @@ func TestUsageListsEnvironmentNames(t *testing.T) {
 		}
 	}
 }
+
+func TestStringsRepeatsAndSplits(t *testing.T) {
+	s := NewSet("test", "test: a command", "")
+	var a, b Strings
+	s.StringsVar(&a, "peer", "a peer")
+	s.StringsVar(&b, "other", "another")
+	env := map[string]string{"NIX_IPFS_OTHER": "/ip4/1.2.3.4/tcp/1, /ip4/5.6.7.8/tcp/2\t/dns/x/tcp/3"}
+	if err := s.Parse([]string{"--peer", "/ip4/1.1.1.1/tcp/1", "--peer", "/ip4/2.2.2.2/tcp/2"}, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if len(a) != 2 || a[1] != "/ip4/2.2.2.2/tcp/2" {
+		t.Errorf("flags: %q", a)
+	}
+	if len(b) != 3 || b[0] != "/ip4/1.2.3.4/tcp/1" || b[2] != "/dns/x/tcp/3" {
+		t.Errorf("env: %q", b)
+	}
+	if b.String() != "/ip4/1.2.3.4/tcp/1,/ip4/5.6.7.8/tcp/2,/dns/x/tcp/3" {
+		t.Errorf("String: %q", b.String())
+	}
+}
