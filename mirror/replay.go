@@ -152,6 +152,12 @@ func Replay(ctx context.Context, js jetstream.JetStream, p *Pinner, o ReplayOpti
 	default:
 		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
 	}
+	// What prune retired, and when: a CID retired after it was published
+	// is not pinned again, unless a later event published it again.
+	retired, err := RetiredCIDs(ctx, js, o.Stream)
+	if err != nil {
+		return ReplaySummary{}, err
+	}
 	wm := newWatermark(mark)
 	b := newBatch(p, o.Pin, o.Progress, o.Logger)
 
@@ -197,6 +203,14 @@ func Replay(ctx context.Context, js jetstream.JetStream, p *Pinner, o ReplayOpti
 			}
 		}
 		wm.add(seq)
+		if err == nil && retired[it.CID.String()] > seq {
+			o.Logger.Debug("skipping a CID the stream retired later", zap.Uint64("stream_seq", seq),
+				zap.String("cid", it.CID.String()), zap.String("store_path", it.StorePath))
+			b.step(OutSkipped)
+			wm.done(seq)
+			save(false)
+			return nil
+		}
 		if err != nil {
 			// It never becomes valid: count it and move on.
 			o.Logger.Warn("skipping an invalid event", zap.Uint64("stream_seq", seq), zap.Error(err))
@@ -285,4 +299,29 @@ func RunReplay(ctx context.Context, cfg ReplayConfig, log *zap.Logger, out, prog
 	fmt.Fprintf(out, "%s: %d events: %s; done up to stream sequence %d (state file %s)\n",
 		label, sum.Total, sum.Tally, sum.Mark, cfg.StateFile)
 	return err
+}
+
+// RetiredCIDs reads every "retired" event in the stream and returns, for
+// each CID, the stream sequence of its last retirement.
+func RetiredCIDs(ctx context.Context, js jetstream.JetStream, stream string) (map[string]uint64, error) {
+	out := map[string]uint64{}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectRetired}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	err := scan(ctx, js, stream, cfg, func(uint64) {}, func(m jetstream.Msg) error {
+		meta, err := m.Metadata()
+		if err != nil {
+			return errs.E(errs.Transient, fmt.Errorf("message without metadata: %w", err))
+		}
+		ev, err := events.Decode(m.Data())
+		if err != nil {
+			return nil // an invalid event retires nothing
+		}
+		if r, ok := ev.(*events.Retired); ok && r.CID != "" {
+			out[r.CID] = max(out[r.CID], meta.Sequence.Stream)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read retired events: %w", err)
+	}
+	return out, nil
 }

@@ -23,6 +23,8 @@ type Config struct {
 	Pin     PinConfig
 	Name    string
 	AckWait time.Duration
+	// KeepRetired keeps the CIDs of retired paths pinned: an archive.
+	KeepRetired bool
 }
 
 // Register adds the mirror's flags.
@@ -33,6 +35,8 @@ func (c *Config) Register(s *config.Set) {
 	s.StringVar(&c.Name, "name", "", "this mirror's name (required): its durable consumer is mirror-NAME, so each mirror gets every event (a new name starts with the whole history); its pinned events go to nixipfs.pinned.NAME")
 	s.DurationVar(&c.AckWait, "ack-wait", 60*time.Second,
 		"redeliver an event whose mirror went silent this long (a running pin reports progress every third of it)")
+	s.BoolVar(&c.KeepRetired, "keep-retired", false,
+		"keep pinning what prune retired from the cache (an archive mirror); by default a retired path's CID is unpinned, and kubo's repo GC frees its blocks")
 }
 
 // Validate checks the settings that need no network.
@@ -51,7 +55,10 @@ type Worker struct {
 	Pinner   *Pinner
 	JS       jetstream.JetStream
 	Consumer events.ConsumerOptions
-	closers  []func()
+	// KeepRetired leaves retired CIDs pinned.
+	KeepRetired bool
+	order       *cidOrder
+	closers     []func()
 }
 
 // Open connects everything a mirror needs.
@@ -69,7 +76,7 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 		log.Warn("the mirror's kubo does not answer yet; pins wait for it", zap.String("kubo", kubo.String()), zap.Error(err))
 	}
 	cancel()
-	w := &Worker{}
+	w := &Worker{KeepRetired: cfg.KeepRetired, order: newCIDOrder()}
 	nc, js, err := cfg.NATS.JetStream(ctx, "nix-ipfs mirror "+cfg.Name, log)
 	if err != nil {
 		return nil, err
@@ -86,37 +93,62 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 		OnPin:      m.onPin,
 	})
 	w.Consumer = events.ConsumerOptions{
-		Stream:        cfg.NATS.Stream,
-		Durable:       Durable(cfg.Name),
-		FilterSubject: events.SubjectPublished,
-		Concurrency:   cfg.Pin.Concurrency,
-		AckWait:       cfg.AckWait,
-		MaxAttempts:   cfg.Pin.MaxAttempts,
-		Backoff:       cfg.Pin.Backoff,
-		Logger:        log,
-		OnResult:      m.onEvent,
-		OnLag:         sharedmetrics.LagOf(Durable(cfg.Name)),
+		Stream:         cfg.NATS.Stream,
+		Durable:        Durable(cfg.Name),
+		FilterSubjects: FilterSubjects,
+		Concurrency:    cfg.Pin.Concurrency,
+		AckWait:        cfg.AckWait,
+		MaxAttempts:    cfg.Pin.MaxAttempts,
+		Backoff:        cfg.Pin.Backoff,
+		Logger:         log,
+		OnResult:       m.onEvent,
+		OnLag:          sharedmetrics.LagOf(Durable(cfg.Name)),
 	}
 	return w, nil
 }
 
-// Run pins every published CID until ctx is done.
+// FilterSubjects are the events a mirror consumes: what to pin, and what
+// to let go.
+var FilterSubjects = []string{events.SubjectPublished, events.SubjectRetired}
+
+// Run pins every published CID, and unpins every retired one, until ctx is
+// done.
 func (w *Worker) Run(ctx context.Context) error {
 	return events.Consume(ctx, w.JS, w.Consumer, w.Handle)
 }
 
-// Handle pins the CID of one "published" event.
+// Handle pins the CID of a "published" event, or lets go of a "retired"
+// one's (Retire).
 func (w *Worker) Handle(ctx context.Context, d events.Delivery) error {
-	ev, ok := d.Event.(*events.Published)
-	if !ok {
-		return errs.Errorf(errs.Invalid, "mirror got a %s event on %s", events.Head(d.Event).Type, d.Msg.Subject())
+	var seq uint64
+	if d.Meta != nil {
+		seq = d.Meta.Sequence.Stream
 	}
-	it, err := FromPublished(ev)
-	if err != nil {
+	switch ev := d.Event.(type) {
+	case *events.Published:
+		it, err := FromPublished(ev)
+		if err != nil {
+			return err
+		}
+		if w.order == nil {
+			w.order = newCIDOrder()
+		}
+		ran, err := w.order.do(it.CID.String(), seq, func() error {
+			_, err := w.Pinner.Pin(ctx, it)
+			return err
+		})
+		if err == nil && !ran {
+			w.Pinner.log.Info("published event older than a later retirement of the same CID; not pinned",
+				zap.String("cid", it.CID.String()), zap.String("store_path", it.StorePath))
+		}
 		return err
+	case *events.Retired:
+		if w.order == nil {
+			w.order = newCIDOrder()
+		}
+		return w.Retire(ctx, ev, seq)
 	}
-	_, err = w.Pinner.Pin(ctx, it)
-	return err
+	return errs.Errorf(errs.Invalid, "mirror got a %s event on %s", events.Head(d.Event).Type, d.Msg.Subject())
 }
 
 // Close releases the connections.
