@@ -85,6 +85,7 @@ type Result struct {
 	Published bool
 	Spooled   string // the spool file, if the event was spooled
 	Drained   int    // spooled events published by this run
+	Skipped   string // why a Hydra notification made no event
 }
 
 // BuildEvent reads the build's outputs from env (OUT_PATHS, DRV_PATH) and
@@ -111,6 +112,13 @@ func (h *Hook) BuildEvent(getenv func(string) string) (*events.Built, error) {
 			return nil, fmt.Errorf("OUT_PATHS is empty and reading outputs from %s failed: %w", drv, err)
 		}
 	}
+	return h.newBuilt(drv, outs, "", 0, h.now())
+}
+
+// newBuilt validates the outputs (reporting and dropping those that are not
+// store paths) and returns the sealed event.
+func (h *Hook) newBuilt(drv string, outs []string, job string, hydraBuild int64, at time.Time) (*events.Built, error) {
+	storeDir := h.Config.Store.Dir
 	var valid []string
 	for _, p := range outs {
 		if err := storepath.Validate(storeDir, p); err != nil {
@@ -125,11 +133,11 @@ func (h *Hook) BuildEvent(getenv func(string) string) (*events.Built, error) {
 	if len(valid) > 1024 {
 		return nil, fmt.Errorf("%d outputs: more than an event carries (1024)", len(valid))
 	}
-	ev := &events.Built{Host: h.Config.Host, StoreDir: storeDir, DrvPath: drv, OutPaths: valid}
+	ev := &events.Built{Host: h.Config.Host, StoreDir: storeDir, DrvPath: drv, OutPaths: valid, Job: job, HydraBuild: hydraBuild}
 	if ev.Host == "" {
 		ev.Host = "unknown"
 	}
-	ev.Time = h.now().UTC()
+	ev.Time = at.UTC()
 	events.Seal(ev)
 	return ev, nil
 }
@@ -160,12 +168,17 @@ func DrvOutputs(drvPath string) ([]string, error) {
 // it, then publish what is spooled in the time left. It returns an error
 // only to describe what went wrong; the caller exits 0 whatever it is.
 func (h *Hook) Run(ctx context.Context, getenv func(string) string) (Result, error) {
-	var res Result
 	ev, err := h.BuildEvent(getenv)
 	if err != nil {
-		return res, err
+		return Result{}, err
 	}
-	res.Event = ev
+	return h.Send(ctx, ev)
+}
+
+// Send publishes ev within Config.Timeout or spools it, then publishes what
+// is spooled in the time left. Like Run, its error only describes.
+func (h *Hook) Send(ctx context.Context, ev *events.Built) (Result, error) {
+	res := Result{Event: ev}
 	data, err := events.Encode(ev)
 	if err != nil {
 		return res, fmt.Errorf("event does not validate: %w", err)

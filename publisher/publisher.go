@@ -129,6 +129,9 @@ func (p *Publisher) HandleBuilt(ctx context.Context, ev *events.Built) error {
 		return notYetValid(fmt.Errorf("closure of %v: %w", ev.OutPaths, err))
 	}
 	log := p.log.With(zap.String("event_id", ev.ID), zap.String("drv", ev.DrvPath))
+	if ev.Job != "" {
+		log = log.With(zap.String("job", ev.Job), zap.Int64("hydra_build", ev.HydraBuild))
+	}
 	log.Info("publishing closure", zap.Int("paths", len(closure)), zap.Strings("outputs", ev.OutPaths))
 
 	var wg sync.WaitGroup

@@ -52,6 +52,10 @@ type DeadLetter struct {
 	Subject string    `json:"original_subject"`
 	Kind    string    `json:"kind"`
 	Reason  string    `json:"reason"`
+	// Job and HydraBuild name the job of a dead-lettered built event that
+	// came from Hydra (nix-ipfs-hook hydra).
+	Job        string `json:"job,omitempty"`
+	HydraBuild int64  `json:"hydra_build,omitempty"`
 }
 
 // Collect builds a Report; it keeps the last `lastDead` dead letters.
@@ -130,6 +134,13 @@ func lastDeadLetters(ctx context.Context, js jetstream.JetStream, stream string,
 		if e, err := events.Decode(m.Data()); err == nil {
 			dl := e.(*events.DeadLetter)
 			d.Time, d.Subject, d.Kind, d.Reason = dl.Time, dl.Subject, dl.Kind, dl.Reason
+			// The payload may be cut or invalid (that is often why it
+			// is here): the job is shown only when it decodes.
+			if orig, err := events.Decode(dl.Payload); err == nil {
+				if b, ok := orig.(*events.Built); ok {
+					d.Job, d.HydraBuild = b.Job, b.HydraBuild
+				}
+			}
 		} else {
 			d.Reason = "(undecodable: " + err.Error() + ")"
 		}
@@ -168,7 +179,11 @@ func (r *Report) WriteText(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintf(w, "\ndead letters: %d\n", r.DeadLetters)
 	for _, d := range r.LastDead {
-		fmt.Fprintf(w, "  seq %d  %s  %s  %s: %s\n", d.Seq, d.Time.Format(time.RFC3339), d.Subject, d.Kind, d.Reason)
+		job := ""
+		if d.Job != "" {
+			job = fmt.Sprintf("  job %s (Hydra build %d)", d.Job, d.HydraBuild)
+		}
+		fmt.Fprintf(w, "  seq %d  %s  %s%s  %s: %s\n", d.Seq, d.Time.Format(time.RFC3339), d.Subject, job, d.Kind, d.Reason)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
 )
 
@@ -28,6 +29,13 @@ func TestCollect(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A built event from Hydra that the handler refuses: status names its job.
+	hev := &events.Built{Host: "hydra", StoreDir: "/nix/store", OutPaths: []string{"/nix/store/2c9p07z77phvv2hf6gm9f28syp39f1ag-c"},
+		Job: "nixpkgs:trunk:hello.x86_64-linux", HydraBuild: 4711}
+	events.Seal(hev)
+	if _, err := events.Publish(ctx, js, events.SubjectBuilt, hev); err != nil {
+		t.Fatal(err)
+	}
 	js.Publish(ctx, events.SubjectBuilt, []byte("garbage"))
 	// A publisher consumer that dead-letters the garbage and handles nothing
 	// else, and a mirror consumer that never ran: its lag is everything.
@@ -39,19 +47,26 @@ func TestCollect(t *testing.T) {
 	done := make(chan error)
 	handled := make(chan struct{}, 10)
 	go func() {
-		done <- events.Consume(cctx, js, o, func(ctx context.Context, d events.Delivery) error { handled <- struct{}{}; return nil })
+		done <- events.Consume(cctx, js, o, func(ctx context.Context, d events.Delivery) error {
+			handled <- struct{}{}
+			if b, ok := d.Event.(*events.Built); ok && b.Job != "" {
+				return errs.Errorf(errs.Invalid, "refused for the test")
+			}
+			return nil
+		})
 	}()
+	<-handled
 	<-handled
 	<-handled
 	var r *Report
 	testenv.Eventually(t, 10*time.Second, "dead letter", func() bool {
 		var err error
 		r, err = Collect(ctx, js, events.DefaultStream, 5)
-		return err == nil && r.DeadLetters == 1
+		return err == nil && r.DeadLetters == 2
 	})
 	cancel()
 	<-done
-	if r.Subjects[events.SubjectBuilt] != 3 || len(r.LastDead) != 1 || r.LastDead[0].Kind != "invalid" {
+	if r.Subjects[events.SubjectBuilt] != 4 || len(r.LastDead) != 2 || r.LastDead[0].Kind != "invalid" {
 		t.Errorf("report %+v", r)
 	}
 	roles := map[string]string{}
@@ -66,7 +81,7 @@ func TestCollect(t *testing.T) {
 	if err := r.WriteJSON(&js2); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"dead letters: 1", "mirror-b", "invalid"} {
+	for _, want := range []string{"dead letters: 2", "mirror-b", "invalid", "job nixpkgs:trunk:hello.x86_64-linux (Hydra build 4711)"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text lacks %q:\n%s", want, text.String())
 		}
