@@ -119,20 +119,20 @@ func (n *Notification) Skip() string {
 
 // wire is the JSON as Hydra writes it.
 type wire struct {
-	Event       *string    `json:"event"`
-	Build       flexInt    `json:"build"`
-	Finished    flexBool   `json:"finished"`
-	Timestamp   flexInt    `json:"timestamp"`
-	Project     *string    `json:"project"`
-	Jobset      *string    `json:"jobset"`
-	Job         *string    `json:"job"`
-	DrvPath     *string    `json:"drvPath"`
-	StartTime   flexInt    `json:"startTime"`
-	StopTime    flexInt    `json:"stopTime"`
-	BuildStatus flexInt    `json:"buildStatus"`
-	NixName     *string    `json:"nixName"`
-	System      *string    `json:"system"`
-	Outputs     []wireOut  `json:"outputs"`
+	Event       *string   `json:"event"`
+	Build       flexInt   `json:"build"`
+	Finished    flexBool  `json:"finished"`
+	Timestamp   flexInt   `json:"timestamp"`
+	Project     *string   `json:"project"`
+	Jobset      *string   `json:"jobset"`
+	Job         *string   `json:"job"`
+	DrvPath     *string   `json:"drvPath"`
+	StartTime   flexInt   `json:"startTime"`
+	StopTime    flexInt   `json:"stopTime"`
+	BuildStatus flexInt   `json:"buildStatus"`
+	NixName     *string   `json:"nixName"`
+	System      *string   `json:"system"`
+	Outputs     []wireOut `json:"outputs"`
 }
 
 type wireOut struct {
