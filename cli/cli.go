@@ -23,12 +23,17 @@ type command struct {
 	// setup registers flags and returns the function that runs once they
 	// are parsed.
 	setup func(s *config.Set) func(ctx context.Context, env *Env) error
+	// args says the command takes positional arguments (in Env.Args),
+	// which may come before, between or after its flags.
+	args bool
 }
 
 // Env is what a subcommand runs with.
 type Env struct {
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
+	// Args are the positional arguments of a command that takes them.
+	Args []string
 }
 
 var commands = map[string]command{}
@@ -90,7 +95,12 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 			return 0
 		}
 	}
-	err := s.Parse(args[1:], getenv)
+	rest := args[1:]
+	var positional []string
+	if c.args {
+		rest, positional = splitArgs(s, rest)
+	}
+	err := s.Parse(rest, getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -102,7 +112,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		fmt.Fprintf(stderr, "nix-ipfs %s: unexpected arguments %q\n", name, s.Args())
 		return ExitUsage
 	}
-	env := &Env{Stdout: stdout, Stderr: stderr, Getenv: getenv}
+	env := &Env{Stdout: stdout, Stderr: stderr, Getenv: getenv, Args: positional}
 	if *check {
 		s.Dump(stdout)
 		ctx = withConfigCheck(ctx)
@@ -172,4 +182,36 @@ func metricsFlag(s *config.Set, example string) *string {
 		help += " while it runs"
 	}
 	return s.String("metrics-addr", "", help)
+}
+
+// splitArgs separates flags (with their values) from positional arguments,
+// wherever each appears: "pin add NAME PATH --keep-revisions 3".
+func splitArgs(s *config.Set, args []string) (flags, positional []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return flags, append(positional, args[i+1:]...)
+		}
+		if len(a) < 2 || a[0] != '-' {
+			positional = append(positional, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		f := s.Lookup(name)
+		if f == nil {
+			continue // Parse reports it
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			continue
+		}
+		if i+1 < len(args) {
+			i++
+			flags = append(flags, args[i])
+		}
+	}
+	return flags, positional
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
@@ -84,6 +85,17 @@ func (c Cache) ReadNarInfo(hashPart string) (*narinfo.NarInfo, error) {
 		return nil, nil
 	}
 	return ni, nil
+}
+
+// Touch refreshes the modification time of the narinfo of hashPart and
+// reports whether it is still there. The publisher touches a narinfo it
+// finds present before relying on it, so that prune's --grace spares a
+// path that a closure being published right now reuses; a narinfo prune
+// took away meanwhile reads as absent, and the path is published again.
+func (c Cache) Touch(hashPart string) bool {
+	now := time.Now()
+	err := os.Chtimes(c.NarInfoPath(hashPart), now, now)
+	return !errors.Is(err, fs.ErrNotExist)
 }
 
 // Announced reports whether the path's "published" event was acknowledged.

@@ -206,7 +206,7 @@ func (p *Publisher) publishPath(ctx context.Context, sp string) (*events.Publish
 	// whose announcement was acked.
 	if ni, err := p.opt.Cache.ReadNarInfo(hashPart); err != nil {
 		return nil, err
-	} else if ni != nil && ni.IPFSHash != "" && ni.StorePath == sp && p.narPresent(ni) {
+	} else if ni != nil && ni.IPFSHash != "" && ni.StorePath == sp && p.narPresent(ni) && p.opt.Cache.Touch(hashPart) {
 		ev, err := p.eventFor(ctx, ni)
 		if err != nil {
 			return nil, err

@@ -1,0 +1,317 @@
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
+)
+
+// Unpinner is what prune needs from the local kubo.
+type Unpinner interface {
+	Unpin(ctx context.Context, c cid.Cid) error
+}
+
+// Executor carries out a Plan on a cache directory.
+type Executor struct {
+	Dir string
+	// JS, if set, receives a "retired" event per path.
+	JS jetstream.JetStream
+	// Kubo, if set, unpins retired CIDs.
+	Kubo Unpinner
+	// Host names this host in the events.
+	Host string
+	// Grace is checked again just before each removal: a path the
+	// publisher wrote or found present meanwhile stays.
+	Grace       time.Duration
+	Concurrency int
+	Log         *zap.Logger
+	// BatchSize is how many paths leave between directory syncs.
+	BatchSize int
+}
+
+// Result is what a prune did.
+type Result struct {
+	Retired     int   `json:"retired"`
+	NARsRemoved int   `json:"nars_removed"`
+	OrphanNARs  int   `json:"orphan_nars_removed"`
+	FreedBytes  int64 `json:"freed_bytes"`
+	// Spared are paths that were to go but were written or found present
+	// by the publisher while prune ran.
+	Spared    int `json:"spared"`
+	Restored  int `json:"restored"`
+	Announced int `json:"announced"`
+	Unpinned  int `json:"unpinned"`
+	// Unfinished are retirements whose event or unpin failed; they stay
+	// in the journal and the next prune finishes them.
+	Unfinished int `json:"unfinished"`
+}
+
+// Run removes what p retires: per batch, every narinfo first (moved into
+// the journal, atomically, out of what the cache serves), the directories
+// synced, then the NARs no kept path shares, then a "retired" event and an
+// unpin per path, then the journal entry. Killed at any point, the next
+// run finishes from the journal.
+func (x *Executor) Run(ctx context.Context, p *Plan) (Result, error) {
+	if x.Log == nil {
+		x.Log = zap.NewNop()
+	}
+	if x.Concurrency <= 0 {
+		x.Concurrency = 16
+	}
+	if x.BatchSize <= 0 {
+		x.BatchSize = 1000
+	}
+	var res Result
+	jdir := filepath.Join(x.Dir, journalDir)
+	if err := os.MkdirAll(jdir, 0o755); err != nil {
+		return res, fmt.Errorf("prune journal: %w", err)
+	}
+	for _, name := range p.journalNARs {
+		jp, np := filepath.Join(jdir, name), filepath.Join(x.Dir, "nar", name)
+		if _, err := os.Lstat(np); errors.Is(err, fs.ErrNotExist) {
+			if err := os.Rename(jp, np); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return res, fmt.Errorf("put NAR %s back from the prune journal: %w", name, err)
+			}
+		} else {
+			_ = os.Remove(jp)
+		}
+	}
+	for _, h := range p.shadowed {
+		_ = os.Remove(filepath.Join(jdir, h+".narinfo"))
+	}
+	for _, h := range p.restore {
+		if err := x.restore(h); err != nil {
+			return res, err
+		}
+		res.Restored++
+	}
+	if len(p.restore) > 0 {
+		if err := atomicfile.SyncDir(x.Dir); err != nil {
+			return res, err
+		}
+	}
+	var errsSeen []error
+	for start := 0; start < len(p.Retire); start += x.BatchSize {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		batch := p.Retire[start:min(start+x.BatchSize, len(p.Retire))]
+		moved, err := x.moveOut(batch, &res)
+		if err != nil {
+			return res, err
+		}
+		if err := x.removeNARs(moved, &res); err != nil {
+			return res, err
+		}
+		if err := x.announce(ctx, moved, &res); err != nil {
+			errsSeen = append(errsSeen, err)
+		}
+	}
+	for _, url := range p.OrphanNARs {
+		np := filepath.Join(x.Dir, filepath.FromSlash(url))
+		fi, err := os.Lstat(np)
+		if err != nil || time.Since(fi.ModTime()) < max(x.Grace, OrphanAge) {
+			continue
+		}
+		if err := os.Remove(np); err == nil {
+			res.OrphanNARs++
+			res.FreedBytes += fi.Size()
+		}
+	}
+	if len(errsSeen) > 0 {
+		return res, fmt.Errorf("%d retirements unfinished (they stay in the journal %s; run prune again): %w",
+			res.Unfinished, jdir, errors.Join(errsSeen...))
+	}
+	return res, nil
+}
+
+func (x *Executor) fresh(t time.Time) bool {
+	return x.Grace > 0 && time.Since(t) < x.Grace
+}
+
+func (x *Executor) restore(h string) error {
+	jp := filepath.Join(x.Dir, journalDir, h+".narinfo")
+	cp := filepath.Join(x.Dir, h+".narinfo")
+	if err := os.Link(jp, cp); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("restore %s from the prune journal: %w", h, err)
+	}
+	if err := os.Remove(jp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("restore %s: %w", h, err)
+	}
+	x.Log.Info("kept after all: moved back from the prune journal", zap.String("hash", h))
+	return nil
+}
+
+// moveOut takes the batch's narinfos out of the cache, into the journal,
+// and syncs both directories. It returns the retirements to carry on with.
+func (x *Executor) moveOut(batch []Retirement, res *Result) ([]Retirement, error) {
+	jdir := filepath.Join(x.Dir, journalDir)
+	var moved []Retirement
+	for _, r := range batch {
+		if r.Journal {
+			moved = append(moved, r)
+			continue
+		}
+		cp := filepath.Join(x.Dir, r.HashPart+".narinfo")
+		jp := filepath.Join(jdir, r.HashPart+".narinfo")
+		fi, err := os.Lstat(cp)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // gone meanwhile
+		}
+		if err != nil {
+			return moved, fmt.Errorf("prune %s: %w", r.StorePath, err)
+		}
+		if x.fresh(fi.ModTime()) {
+			res.Spared++
+			continue
+		}
+		if err := os.Rename(cp, jp); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return moved, fmt.Errorf("prune %s: %w", r.StorePath, err)
+		}
+		// The publisher refreshes a narinfo it finds present before it
+		// relies on it: one refreshed between the check above and the
+		// rename goes back. (One refreshed after the rename is gone for
+		// the publisher, which then publishes the path again.)
+		if fi, err := os.Lstat(jp); err == nil && x.fresh(fi.ModTime()) {
+			if err := x.restore(r.HashPart); err != nil {
+				return moved, err
+			}
+			res.Spared++
+			continue
+		}
+		moved = append(moved, r)
+	}
+	if err := atomicfile.SyncDir(x.Dir); err != nil {
+		return moved, err
+	}
+	if err := atomicfile.SyncDir(jdir); err != nil {
+		return moved, err
+	}
+	return moved, nil
+}
+
+// removeNARs removes the NARs of paths already out of the cache; a NAR
+// written again meanwhile (a publish of the same bytes) stays.
+func (x *Executor) removeNARs(moved []Retirement, res *Result) error {
+	removed := false
+	for _, r := range moved {
+		res.Retired++
+		res.FreedBytes += r.InfoSize
+		if !r.RemoveNAR {
+			continue
+		}
+		np := filepath.Join(x.Dir, filepath.FromSlash(r.URL))
+		// Moved out first and then checked, like the narinfo: if the
+		// publisher put the same NAR in place again just before the move,
+		// the moved file is fresh and goes back; if just after, the moved
+		// file is the old one.
+		tp := filepath.Join(x.Dir, journalDir, path.Base(r.URL))
+		if err := os.Rename(np, tp); errors.Is(err, fs.ErrNotExist) {
+			continue
+		} else if err != nil {
+			return fmt.Errorf("prune %s: NAR %s: %w", r.StorePath, r.URL, err)
+		}
+		fi, err := os.Lstat(tp)
+		if err != nil {
+			return fmt.Errorf("prune %s: NAR %s: %w", r.StorePath, r.URL, err)
+		}
+		if x.fresh(fi.ModTime()) {
+			if err := os.Rename(tp, np); err != nil {
+				return fmt.Errorf("prune %s: put NAR %s back: %w", r.StorePath, r.URL, err)
+			}
+			continue
+		}
+		if err := os.Remove(tp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("prune %s: NAR %s: %w", r.StorePath, r.URL, err)
+		}
+		res.NARsRemoved++
+		res.FreedBytes += fi.Size()
+		removed = true
+	}
+	if removed {
+		return atomicfile.SyncDir(filepath.Join(x.Dir, "nar"))
+	}
+	return nil
+}
+
+// announce publishes a "retired" event for each path and unpins its CID,
+// then forgets the path: its journal entry and the publisher's record of
+// its announcement.
+func (x *Executor) announce(ctx context.Context, moved []Retirement, res *Result) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed []error
+	var announced, unpinned, unfinished atomic.Int64
+	sem := make(chan struct{}, x.Concurrency)
+	for _, r := range moved {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := x.finish(ctx, r, &announced, &unpinned); err != nil {
+				unfinished.Add(1)
+				mu.Lock()
+				if len(failed) < 5 {
+					failed = append(failed, err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	res.Announced += int(announced.Load())
+	res.Unpinned += int(unpinned.Load())
+	res.Unfinished += int(unfinished.Load())
+	return errors.Join(failed...)
+}
+
+func (x *Executor) finish(ctx context.Context, r Retirement, announced, unpinned *atomic.Int64) error {
+	log := x.Log.With(zap.String("store_path", r.StorePath), zap.String("cid", r.CID))
+	if x.JS != nil {
+		reason := r.Reason
+		if len(reason) > 1000 {
+			reason = reason[:1000] + "..."
+		}
+		ev := &events.Retired{Host: x.Host, StoreDir: path.Dir(r.StorePath), StorePath: r.StorePath,
+			NarHash: r.NarHash, NarSize: int64(r.NarSize), CID: r.CID, Reason: reason}
+		events.Seal(ev)
+		if _, err := events.Publish(ctx, x.JS, events.SubjectRetired, ev); err != nil {
+			return fmt.Errorf("announce retirement of %s: %w", r.StorePath, err)
+		}
+		announced.Add(1)
+	}
+	if x.Kubo != nil && r.CID != "" {
+		c, err := cid.Decode(r.CID)
+		if err == nil {
+			if err := x.Kubo.Unpin(ctx, c); err != nil {
+				return fmt.Errorf("unpin %s (%s) on this host's kubo: %w", r.CID, r.StorePath, err)
+			}
+			unpinned.Add(1)
+		} else {
+			log.Warn("retired path's IPFSHash does not parse; nothing to unpin", zap.Error(err))
+		}
+	}
+	_ = os.Remove(filepath.Join(x.Dir, announcedDir, r.HashPart))
+	if err := os.Remove(filepath.Join(x.Dir, journalDir, r.HashPart+".narinfo")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("prune journal: %w", err)
+	}
+	log.Debug("retired", zap.String("reason", r.Reason))
+	return nil
+}

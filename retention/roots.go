@@ -1,0 +1,195 @@
+package retention
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+)
+
+// Root is the outputs of one build: it keeps their whole closure while it
+// is live.
+type Root struct {
+	// Outputs are absolute store paths, sorted.
+	Outputs []string `json:"outputs"`
+	// Job is what keep-last-per-job counts by (JobOf).
+	Job string `json:"job"`
+	// LastBuilt is the time of the latest "built" event for these outputs.
+	LastBuilt time.Time `json:"last_built"`
+}
+
+func (r Root) key() string { return strings.Join(r.Outputs, " ") }
+
+// Roots is a set of roots, one per distinct set of outputs.
+type Roots struct {
+	byKey map[string]*Root
+}
+
+// NewRoots returns an empty set.
+func NewRoots() *Roots { return &Roots{byKey: map[string]*Root{}} }
+
+// Add records a build of r.Outputs; a later build of the same outputs moves
+// LastBuilt forward and takes its job.
+func (rs *Roots) Add(r Root) {
+	if len(r.Outputs) == 0 {
+		return
+	}
+	r.Outputs = slices.Clone(r.Outputs)
+	slices.Sort(r.Outputs)
+	r.Outputs = slices.Compact(r.Outputs)
+	k := r.key()
+	if old, ok := rs.byKey[k]; ok {
+		if r.LastBuilt.After(old.LastBuilt) {
+			old.LastBuilt, old.Job = r.LastBuilt, r.Job
+		}
+		return
+	}
+	rs.byKey[k] = &r
+}
+
+// AddBuilt records a "built" event.
+func (rs *Roots) AddBuilt(ev *events.Built) {
+	rs.Add(Root{Outputs: ev.OutPaths, Job: JobOf(ev), LastBuilt: ev.Time})
+}
+
+// Len is the number of roots.
+func (rs *Roots) Len() int { return len(rs.byKey) }
+
+// All returns the roots, newest first (ties by outputs).
+func (rs *Roots) All() []Root {
+	out := make([]Root, 0, len(rs.byKey))
+	for _, r := range rs.byKey {
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].LastBuilt.Equal(out[j].LastBuilt) {
+			return out[i].LastBuilt.After(out[j].LastBuilt)
+		}
+		return out[i].key() < out[j].key()
+	})
+	return out
+}
+
+// scanIdle is how long ReadBuilt waits for the next message before it asks
+// the server whether any are left (some may have aged out meanwhile).
+const scanIdle = 15 * time.Second
+
+// ReadBuilt adds the roots of every "built" event in the stream. Events
+// that do not decode are skipped: they name no outputs anyone can trust.
+func (rs *Roots) ReadBuilt(ctx context.Context, js jetstream.JetStream, stream string) error {
+	if _, err := js.Stream(ctx, stream); err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return errs.Errorf(errs.Invalid, "stream %s does not exist on this NATS: no roots to keep anything by (check --stream and --nats-url)", stream)
+		}
+		return errs.E(errs.Transient, fmt.Errorf("stream %s: %w", stream, err))
+	}
+	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.SubjectBuilt}, DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return errs.E(errs.Transient, fmt.Errorf("read built events from %s: %w", stream, err))
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return errs.E(errs.Transient, fmt.Errorf("read built events from %s: %w", stream, err))
+	}
+	total := info.NumPending
+	if total == 0 {
+		return nil
+	}
+	it, err := c.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return errs.E(errs.Transient, fmt.Errorf("read built events from %s: %w", stream, err))
+	}
+	defer it.Stop()
+	for got := uint64(0); got < total; {
+		nctx, cancel := context.WithTimeout(ctx, scanIdle)
+		m, err := it.Next(jetstream.NextContext(nctx))
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				if info, ierr := c.Info(ctx); ierr == nil && info.NumPending == 0 {
+					return nil
+				}
+				continue
+			}
+			return errs.E(errs.Transient, fmt.Errorf("read built events from %s: %w", stream, err))
+		}
+		got++
+		if ev, err := events.Decode(m.Data()); err == nil {
+			if b, ok := ev.(*events.Built); ok {
+				rs.AddBuilt(b)
+			}
+		}
+	}
+	return nil
+}
+
+// rootsFile is the roots a cache remembers, so that roots outlive the
+// stream's max-age: prune merges it with the stream and writes it back.
+type rootsFile struct {
+	Version int    `json:"version"`
+	Roots   []Root `json:"roots"`
+}
+
+// LoadFile adds the roots recorded in path; a missing file adds none.
+func (rs *Roots) LoadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("roots file: %w", err)
+	}
+	var f rootsFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return errs.Errorf(errs.Invalid, "roots file %s: %v (move it away to start from the stream's roots only)", path, err)
+	}
+	if f.Version != 1 {
+		return errs.Errorf(errs.Invalid, "roots file %s: version %d, this code reads version 1", path, f.Version)
+	}
+	for _, r := range f.Roots {
+		rs.Add(r)
+	}
+	return nil
+}
+
+// SaveFile writes the roots to path atomically, keeping only those for
+// which keep returns true.
+func (rs *Roots) SaveFile(path string, keep func(Root) bool) error {
+	f := rootsFile{Version: 1, Roots: []Root{}}
+	for _, r := range rs.All() {
+		if keep(r) {
+			f.Roots = append(f.Roots, r)
+		}
+	}
+	b, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dirOf(path), 0o755); err != nil {
+		return fmt.Errorf("roots file: %w", err)
+	}
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+func dirOf(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i > 0 {
+		return p[:i]
+	}
+	return "."
+}

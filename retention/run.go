@@ -1,0 +1,381 @@
+package retention
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/storepath"
+)
+
+// PolicyFlags are the policy settings that prune and status share.
+type PolicyFlags struct {
+	CacheDir       string
+	KeepFor        time.Duration
+	KeepLastPerJob int
+	Grace          time.Duration
+}
+
+// Register adds the policy flags. required says whether --cache-dir and
+// --keep-for must be given (prune) or are optional (status).
+func (f *PolicyFlags) Register(s *config.Set, required bool) {
+	req := ""
+	if required {
+		req = " (required)"
+	}
+	s.StringVar(&f.CacheDir, "cache-dir", "", "the publisher's binary cache directory"+req)
+	s.DurationVar(&f.KeepFor, "keep-for", 0, "keep every root built within this long, with its closure, e.g. 720h"+req)
+	s.IntVar(&f.KeepLastPerJob, "keep-last-per-job", 0, "also keep the last N roots of each job (Hydra's project:jobset:job, else the derivation's name without its version)")
+	s.DurationVar(&f.Grace, "grace", 6*time.Hour, "never remove a path whose narinfo or NAR was written, or found present by the publisher, within this long (what is being published now)")
+}
+
+// Policy returns the policy.
+func (f *PolicyFlags) Policy() Policy {
+	return Policy{KeepFor: f.KeepFor, KeepLastPerJob: f.KeepLastPerJob, Grace: f.Grace}
+}
+
+// Validate checks the policy flags.
+func (f *PolicyFlags) Validate(s *config.Set, required bool) error {
+	if required && f.CacheDir == "" {
+		return errors.New("--cache-dir is required: the binary cache to prune")
+	}
+	if required && (s == nil || s.Sources["keep-for"] == "" || s.Sources["keep-for"] == "default") {
+		return errors.New("--keep-for is required: how long a build stays kept (0s keeps only what --keep-last-per-job and pins keep)")
+	}
+	if f.KeepFor < 0 || f.Grace < 0 || f.KeepLastPerJob < 0 {
+		return errors.New("--keep-for, --grace and --keep-last-per-job cannot be negative")
+	}
+	return nil
+}
+
+// PruneConfig is prune's settings.
+type PruneConfig struct {
+	NATS   config.NATS
+	Log    config.Log
+	Policy PolicyFlags
+	DryRun bool
+	JSON   bool
+	// KuboAPI is this host's kubo, whose pins of retired CIDs go; "none"
+	// skips that.
+	KuboAPI    string
+	Host       string
+	AllowEmpty bool
+
+	set *config.Set
+}
+
+// Register adds prune's flags.
+func (c *PruneConfig) Register(s *config.Set) {
+	c.set = s
+	c.NATS.Register(s)
+	c.Log.Register(s, "console")
+	c.Policy.Register(s, true)
+	s.BoolVar(&c.DryRun, "dry-run", false, "change nothing: print what would go, and the bytes it would free")
+	s.BoolVar(&c.JSON, "json", false, "print the plan and the result as JSON")
+	s.StringVar(&c.KuboAPI, "kubo-api", "", "this host's kubo RPC API, where retired CIDs are unpinned (default: $IPFS_PATH/api, else ~/.ipfs/api; \"none\" to leave its pins)")
+	host, _ := os.Hostname()
+	s.StringVar(&c.Host, "host", host, "this host's name in the retired events")
+	s.BoolVar(&c.AllowEmpty, "allow-empty", false, "prune even when no root is live (every path older than --grace would go): without it prune refuses, since that usually means the wrong --stream or NATS")
+}
+
+// Validate checks the settings.
+func (c *PruneConfig) Validate() error {
+	if err := c.Policy.Validate(c.set, true); err != nil {
+		return err
+	}
+	if c.Host == "" {
+		return errors.New("--host: this host's name is needed for the retired events")
+	}
+	return nil
+}
+
+// Connect connects to NATS for a command that runs once: it fails at once
+// when NATS is down.
+func Connect(n *config.NATS, name string) (*nats.Conn, jetstream.JetStream, error) {
+	opts, err := n.Options(name)
+	if err != nil {
+		return nil, nil, errs.E(errs.Invalid, err)
+	}
+	opts = append(opts, nats.Timeout(10*time.Second))
+	nc, err := nats.Connect(n.URL, opts...)
+	if err != nil {
+		return nil, nil, errs.E(errs.Transient, fmt.Errorf("connect to NATS at %s: %w", n.URL, err))
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// Load reads what a plan needs: the roots (the cache's roots file and the
+// stream's "built" events), the pins and the cache.
+func Load(ctx context.Context, js jetstream.JetStream, stream, cacheDir string) (*Index, *Roots, []Pin, error) {
+	roots := NewRoots()
+	if err := roots.LoadFile(filepath.Join(cacheDir, RootsFile)); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := roots.ReadBuilt(ctx, js, stream); err != nil {
+		return nil, nil, nil, err
+	}
+	pins, err := OpenPins(ctx, js, 0, false)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	list, err := pins.List(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ix, err := ReadIndex(cacheDir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return ix, roots, list, nil
+}
+
+// RunPrune runs prune as the CLI does.
+func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writer) error {
+	nc, js, err := Connect(&cfg.NATS, "nix-ipfs prune")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	start := time.Now()
+	ix, roots, pins, err := Load(ctx, js, cfg.NATS.Stream, cfg.Policy.CacheDir)
+	if err != nil {
+		return err
+	}
+	plan := Decide(ix, roots, pins, cfg.Policy.Policy(), time.Now())
+	log.Info("plan", zap.Int("roots", plan.Roots), zap.Int("live_roots", len(plan.LiveRoots)), zap.Int("pins", len(pins)),
+		zap.Int("cache_paths", plan.CachePaths), zap.Int("kept", plan.KeptPaths), zap.Int("retire", len(plan.Retire)),
+		zap.Int("problems", len(plan.Problems)), zap.Duration("took", time.Since(start)))
+	for _, p := range plan.Problems {
+		log.Warn("problem found (left as it is)", zap.String("problem", p))
+	}
+	if len(plan.LiveRoots) == 0 && len(plan.Retire) > 0 && !cfg.AllowEmpty && !cfg.DryRun {
+		return errs.Errorf(errs.Invalid, "no live root (%d roots known, %d pins): prune would remove all %d paths not written within --grace; check --nats-url and --stream, or pass --allow-empty",
+			plan.Roots, len(pins), len(plan.Retire))
+	}
+	if cfg.DryRun {
+		return writePlan(out, plan, nil, cfg.JSON)
+	}
+	x := &Executor{Dir: cfg.Policy.CacheDir, JS: js, Host: cfg.Host, Grace: cfg.Policy.Grace, Log: log}
+	if cfg.KuboAPI != "none" && len(plan.Retire) > 0 {
+		k, err := ipfs.Dial(cfg.KuboAPI)
+		if err == nil {
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = k.Ping(pctx)
+			cancel()
+		}
+		if err != nil {
+			return fmt.Errorf("this host's kubo, to unpin retired CIDs: %w (pass --kubo-api none to leave its pins)", err)
+		}
+		x.Kubo = k
+	}
+	res, runErr := x.Run(ctx, plan)
+	// Remember the roots that still hold something, so that they outlive
+	// the stream's max-age.
+	kept := map[string]bool{}
+	if after, err := ReadIndex(cfg.Policy.CacheDir); err == nil {
+		for h, e := range after.Entries {
+			if !e.Retiring {
+				kept[h] = true
+			}
+		}
+		if err := roots.SaveFile(filepath.Join(cfg.Policy.CacheDir, RootsFile), func(r Root) bool {
+			if time.Since(r.LastBuilt) < 24*time.Hour {
+				return true // maybe still being published
+			}
+			for _, o := range r.Outputs {
+				if kept[storepath.HashPart(o)] {
+					return true
+				}
+			}
+			return false
+		}); err != nil {
+			log.Warn("cannot record the roots", zap.Error(err))
+		}
+	}
+	log.Info("pruned", zap.Int("retired", res.Retired), zap.Int64("freed_bytes", res.FreedBytes),
+		zap.Int("spared", res.Spared), zap.Duration("took", time.Since(start)))
+	if err := writePlan(out, plan, &res, cfg.JSON); err != nil {
+		return err
+	}
+	return runErr
+}
+
+func writePlan(w io.Writer, p *Plan, res *Result, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			DryRun bool    `json:"dry_run"`
+			Plan   *Plan   `json:"plan"`
+			Result *Result `json:"result,omitempty"`
+		}{res == nil, p, res})
+	}
+	verb := "would retire"
+	if res != nil {
+		verb = "retired"
+	}
+	fmt.Fprintf(w, "cache: %d paths, %s; roots: %d, live: %d; pins: %d\n", p.CachePaths, Bytes(p.CacheBytes), p.Roots, len(p.LiveRoots), len(p.Pins))
+	fmt.Fprintf(w, "kept: %d paths (%d only for --grace %s)\n", p.KeptPaths, p.GracePaths, p.Policy.Grace)
+	if res == nil {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		for _, r := range p.Retire {
+			fmt.Fprintf(tw, "  retire\t%s\t%s\t%s\n", r.StorePath, Bytes(int64(r.FileSize)), r.Reason)
+		}
+		for _, o := range p.OrphanNARs {
+			fmt.Fprintf(tw, "  remove\t%s\t\tno narinfo names it\n", o)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "%s: %d paths, %d orphan NARs; frees %s\n", verb, len(p.Retire), len(p.OrphanNARs), Bytes(p.FreedBytes))
+	} else {
+		fmt.Fprintf(w, "%s: %d paths (%d NARs, %d orphan NARs), freed %s; %d announced, %d unpinned here, %d spared (published meanwhile), %d restored, %d unfinished\n",
+			verb, res.Retired, res.NARsRemoved, res.OrphanNARs, Bytes(res.FreedBytes), res.Announced, res.Unpinned, res.Spared, res.Restored, res.Unfinished)
+	}
+	for _, pr := range p.Problems {
+		fmt.Fprintf(w, "problem: %s\n", pr)
+	}
+	return nil
+}
+
+// Bytes formats a size for people.
+func Bytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// PinConfig is the pin command's settings.
+type PinConfig struct {
+	NATS          config.NATS
+	CacheDir      string
+	CacheURL      string
+	KeepRevisions int
+	JSON          bool
+}
+
+// Register adds the pin command's flags.
+func (c *PinConfig) Register(s *config.Set) {
+	c.NATS.Register(s)
+	s.StringVar(&c.CacheDir, "cache-dir", "", "pin add: the binary cache directory, to check the path is in it")
+	s.StringVar(&c.CacheURL, "cache-url", "", "pin add: the binary cache's URL (http or file), to check the path is in it, when not on the cache's host")
+	s.IntVar(&c.KeepRevisions, "keep-revisions", 0, "pin add: keep this pin's last N revisions (default: the pin's setting, 1 for a new pin)")
+	s.BoolVar(&c.JSON, "json", false, "pin list: print JSON")
+}
+
+// RunPin runs "pin add NAME STOREPATH", "pin rm NAME" or "pin list".
+func RunPin(ctx context.Context, cfg PinConfig, args []string, out io.Writer) error {
+	if len(args) == 0 {
+		return errs.Errorf(errs.Invalid, "say what to do: pin add NAME STOREPATH, pin rm NAME, or pin list")
+	}
+	switch args[0] {
+	case "add":
+		if len(args) != 3 {
+			return errs.Errorf(errs.Invalid, "usage: pin add NAME STOREPATH [--keep-revisions N]")
+		}
+		if cfg.CacheDir == "" && cfg.CacheURL == "" {
+			return errs.Errorf(errs.Invalid, "pin add needs --cache-dir or --cache-url, to check that %s is in the cache", args[2])
+		}
+		if cfg.KeepRevisions < 0 {
+			return errs.Errorf(errs.Invalid, "--keep-revisions %d: must be at least 1", cfg.KeepRevisions)
+		}
+	case "rm":
+		if len(args) != 2 {
+			return errs.Errorf(errs.Invalid, "usage: pin rm NAME")
+		}
+	case "list":
+		if len(args) != 1 {
+			return errs.Errorf(errs.Invalid, "usage: pin list [--json]")
+		}
+	default:
+		return errs.Errorf(errs.Invalid, "unknown pin command %q: add, rm or list", args[0])
+	}
+	if len(args) > 1 {
+		if err := ValidatePinName(args[1]); err != nil {
+			return err
+		}
+	}
+	var sp string
+	if args[0] == "add" {
+		sp = strings.TrimRight(args[2], "/")
+		if err := InCache(ctx, cfg.CacheDir, cfg.CacheURL, sp); err != nil {
+			return err
+		}
+	}
+	nc, js, err := Connect(&cfg.NATS, "nix-ipfs pin")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	pins, err := OpenPins(ctx, js, cfg.NATS.StreamReplicas, args[0] == "add")
+	if err != nil {
+		return err
+	}
+	switch args[0] {
+	case "add":
+		pin, err := pins.Add(ctx, args[1], sp, cfg.KeepRevisions, time.Now())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "pin %s: %s (keeps the last %d of %d revisions)\n", pin.Name, sp, pin.KeepRevisions, len(pin.Revisions))
+	case "rm":
+		if pins == nil {
+			return errs.Errorf(errs.Invalid, "no pin called %q (no pins at all)", args[1])
+		}
+		if err := pins.Remove(ctx, args[1]); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "pin %s removed: its revisions stay until a prune finds them unkept\n", args[1])
+	case "list":
+		list, err := pins.List(ctx)
+		if err != nil {
+			return err
+		}
+		if cfg.JSON {
+			if list == nil {
+				list = []Pin{}
+			}
+			enc := json.NewEncoder(out)
+			enc.SetIndent("", "  ")
+			return enc.Encode(list)
+		}
+		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tKEEP\tREVISION\tADDED")
+		for _, p := range list {
+			for i := len(p.Revisions) - 1; i >= 0; i-- {
+				r := p.Revisions[i]
+				name, keep := "", ""
+				if i == len(p.Revisions)-1 {
+					name, keep = p.Name, fmt.Sprint(p.KeepRevisions)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, keep, r.StorePath, r.Added.Format(time.RFC3339))
+			}
+		}
+		return tw.Flush()
+	}
+	return nil
+}
