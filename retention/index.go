@@ -50,7 +50,7 @@ type Index struct {
 	NARs map[string]NarFile
 	// Unreadable are narinfos that could not be read or parsed, with why.
 	// They are left alone: what they reference is unknown.
-	Unreadable []string
+	Unreadable  []string
 	journalNARs []string
 	// Shadowed are journal entries whose path is in the cache again.
 	Shadowed []string
