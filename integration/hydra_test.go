@@ -54,8 +54,9 @@ func TestHydraRunCommandPublishes(t *testing.T) {
 	a.startPublisher(t)
 	_, js := a.nats.Connect(t)
 
-	built := a.nix.Build(t, multiOutput(testenv.Nonce()))
-	drv := strings.TrimSpace(a.nix.Run(t, "nix-store", "--query", "--deriver", built[0]))
+	top := a.nix.Build(t, multiOutput(testenv.Nonce()))
+	drv := strings.TrimSpace(a.nix.Run(t, "nix-store", "--query", "--deriver", top[0]))
+	built := strings.Fields(a.nix.Run(t, "nix-store", "--query", "--outputs", drv))
 	outputs := map[string]string{}
 	for _, p := range built {
 		name := "out"
