@@ -1,8 +1,11 @@
 // Package schemas holds the JSON Schema (draft 2020-12) of every event type,
-// one file per type and version, and validates event payloads against them.
+// one file per type and version, and of the documents published beside the
+// cache (the mirror list, mirrors.v1.json), and validates payloads against
+// them.
 //
-// The files are generated from the Go types in package events
-// (go generate ./events); TestSchemasUpToDate fails when they drift. They are
+// The files are generated from the Go types in packages events and
+// mirrorlist (go generate ./events); TestSchemasUpToDate fails when they
+// drift. They are
 // the contract for anyone who consumes the stream without this code.
 package schemas
 

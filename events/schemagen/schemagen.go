@@ -10,6 +10,7 @@ import (
 	"github.com/invopop/jsonschema"
 
 	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
 	"github.com/nix-ipfs/nix-ipfs/schemas"
 )
 
@@ -21,27 +22,51 @@ var titles = map[string]string{
 	events.TypeDeadLetter: "An event a worker gave up on, and why",
 }
 
+// Documents are the files other than events that nix-ipfs publishes with
+// a schema, by type: the Go value each schema is generated from.
+var Documents = map[string]any{
+	mirrorlist.Type: &mirrorlist.List{},
+}
+
+var docTitles = map[string]string{
+	mirrorlist.Type: "The mirrors that hold a binary cache's NARs on IPFS (" + mirrorlist.FileName + " in the cache root, kept by the publisher)",
+}
+
 // Generate returns the name and contents of the schema file of every type
 // this code writes. The schemas of older versions (events.OldTypes) are not
 // generated: they are frozen as they were released.
+//
+// The schemas of Documents are generated as well.
 func Generate() (map[string][]byte, error) {
 	out := map[string][]byte{}
-	for _, typ := range events.Types {
+	gen := func(typ string, v any, title string) error {
 		r := &jsonschema.Reflector{
 			ExpandedStruct: true,
 			DoNotReference: true,
 		}
-		s := r.ReflectFromType(reflect.TypeOf(events.New(typ)).Elem())
+		s := r.ReflectFromType(reflect.TypeOf(v).Elem())
 		s.ID = jsonschema.ID(schemas.BaseURL + schemas.FileName(typ))
-		s.Title = titles[typ]
+		s.Title = title
 		if p, ok := s.Properties.Get("type"); ok {
 			p.Const = typ
+			p.Pattern = ""
 		}
 		data, err := json.MarshalIndent(s, "", "  ")
 		if err != nil {
-			return nil, err
+			return err
 		}
 		out[schemas.FileName(typ)] = append(data, '\n')
+		return nil
+	}
+	for _, typ := range events.Types {
+		if err := gen(typ, events.New(typ), titles[typ]); err != nil {
+			return nil, err
+		}
+	}
+	for typ, v := range Documents {
+		if err := gen(typ, v, docTitles[typ]); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
