@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	ma "github.com/multiformats/go-multiaddr"
+
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/events"
 )
@@ -98,6 +100,27 @@ func ValidateName(flag, name string) error {
 	}
 	if !nameRE.MatchString(name) {
 		return fmt.Errorf("%s %q: use 1 to 64 letters, digits, '-' and '_'", flag, name)
+	}
+	return nil
+}
+
+// AnnounceUsage is the help of --announce-addr.
+const AnnounceUsage = "a multiaddr clients should dial this mirror's kubo on, without /p2p/ (e.g. /dns4/b.example.org/tcp/4001): its public address, sent in pinned events and listed in the cache's mirror list (docs/OPERATIONS.md); default: the addresses the node reports"
+
+// ValidateAnnounce checks --announce-addr values: multiaddrs without a
+// /p2p/ part (the node's ID is added by whoever dials), at most 64.
+func ValidateAnnounce(addrs []string) error {
+	if len(addrs) > 64 {
+		return fmt.Errorf("--announce-addr: %d addresses, at most 64", len(addrs))
+	}
+	for _, a := range addrs {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
+			return fmt.Errorf("--announce-addr %q: %v", a, err)
+		}
+		if _, err := m.ValueForProtocol(ma.P_P2P); err == nil {
+			return fmt.Errorf("--announce-addr %q: leave out /p2p/<peer ID>; the node's own ID is added", a)
+		}
 	}
 	return nil
 }

@@ -348,3 +348,14 @@ func TestValidateName(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateAnnounce(t *testing.T) {
+	if err := ValidateAnnounce([]string{"/dns4/b.example.org/tcp/4001", "/ip6/2a01:4f8::1/udp/4001/quic-v1"}); err != nil {
+		t.Error(err)
+	}
+	for _, bad := range [][]string{{"b.example.org:4001"}, {"/ip4/1.2.3.4/tcp/4001/p2p/12D3KooWCMpDvrSw6GVYQ85Pk12ztqRM247pZddW6c8VQz36xAff"}} {
+		if err := ValidateAnnounce(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

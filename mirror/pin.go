@@ -102,7 +102,10 @@ type PinnerOptions struct {
 	// Mirror is the mirror's name, which "pinned" events carry. With JS
 	// nil or Mirror empty no event is published.
 	Mirror string
-	JS     jetstream.JetStream
+	// Announce are the addresses the mirror tells clients to dial it on
+	// (--announce-addr), sent in its "pinned" events.
+	Announce []string
+	JS       jetstream.JetStream
 	// Verify reads the pinned bytes back and checks them against NarHash
 	// and NarSize before a pin counts as done.
 	Verify bool
@@ -336,6 +339,9 @@ func (p *Pinner) announce(ctx context.Context, it Item, r Result) (*events.Pinne
 		DurationMS: r.Took.Milliseconds(),
 		Verified:   r.Verified,
 		Node:       events.Node{PeerID: self.PeerID, Addrs: addrs},
+	}
+	if len(p.opt.Announce) > 0 {
+		ev.AnnounceAddrs = append([]string{}, p.opt.Announce...)
 	}
 	events.Seal(ev)
 	if _, err := events.Publish(ctx, p.opt.JS, events.SubjectPinned(p.opt.Mirror), ev); err != nil {

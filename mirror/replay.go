@@ -29,6 +29,7 @@ type ReplayConfig struct {
 	StateFile        string
 	Progress         string
 	ProgressInterval time.Duration
+	Announce         config.Strings
 
 	since time.Time
 }
@@ -46,11 +47,15 @@ func (c *ReplayConfig) Register(s *config.Set) {
 	s.StringVar(&c.StateFile, "state-file", "", "where progress is recorded (default $XDG_STATE_HOME/nix-ipfs/replay-NAME.seq, else ~/.local/state/nix-ipfs/replay-NAME.seq)")
 	s.StringVar(&c.Progress, "progress", ProgressAuto, "progress display on stderr: auto (a bar on a terminal, lines otherwise), bar, lines or none")
 	s.DurationVar(&c.ProgressInterval, "progress-interval", 5*time.Second, "how often --progress=lines prints a line")
+	s.StringsVar(&c.Announce, "announce-addr", AnnounceUsage)
 }
 
 // Validate checks the settings and fills in defaults from the environment.
 func (c *ReplayConfig) Validate(getenv func(string) string) error {
 	if err := ValidateName("--mirror", c.Mirror); err != nil {
+		return err
+	}
+	if err := ValidateAnnounce(c.Announce); err != nil {
 		return err
 	}
 	n := 0
@@ -288,7 +293,7 @@ func RunReplay(ctx context.Context, cfg ReplayConfig, log *zap.Logger, out, prog
 	}
 	o.Progress = progress
 	p := NewPinner(kubo, PinnerOptions{
-		Mirror: cfg.Mirror, JS: js, Verify: cfg.Pin.Verify, PinTimeout: cfg.Pin.PinTimeout,
+		Mirror: cfg.Mirror, Announce: cfg.Announce, JS: js, Verify: cfg.Pin.Verify, PinTimeout: cfg.Pin.PinTimeout,
 		Logger: log.With(zap.String("mirror", cfg.Mirror)), OnPin: defaultMetrics.onPin, QuietPins: true,
 	})
 	sum, err := Replay(ctx, js, p, o)

@@ -25,6 +25,8 @@ type Config struct {
 	AckWait time.Duration
 	// KeepRetired keeps the CIDs of retired paths pinned: an archive.
 	KeepRetired bool
+	// Announce are the addresses clients should dial this mirror on.
+	Announce config.Strings
 }
 
 // Register adds the mirror's flags.
@@ -37,6 +39,7 @@ func (c *Config) Register(s *config.Set) {
 		"redeliver an event whose mirror went silent this long (a running pin reports progress every third of it)")
 	s.BoolVar(&c.KeepRetired, "keep-retired", false,
 		"keep pinning what prune retired from the cache (an archive mirror); by default a retired path's CID is unpinned, and kubo's repo GC frees its blocks")
+	s.StringsVar(&c.Announce, "announce-addr", AnnounceUsage)
 }
 
 // Validate checks the settings that need no network.
@@ -46,6 +49,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AckWait < time.Second {
 		return fmt.Errorf("--ack-wait %v: must be at least 1s", c.AckWait)
+	}
+	if err := ValidateAnnounce(c.Announce); err != nil {
+		return err
 	}
 	return c.Pin.Validate()
 }
@@ -86,6 +92,7 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 	m := defaultMetrics
 	w.Pinner = NewPinner(kubo, PinnerOptions{
 		Mirror:     cfg.Name,
+		Announce:   cfg.Announce,
 		JS:         js,
 		Verify:     cfg.Pin.Verify,
 		PinTimeout: cfg.Pin.PinTimeout,

@@ -61,7 +61,7 @@ func TestReplayInterruptedThenResumed(t *testing.T) {
 	node.hang[cids[12].String()] = true
 	state := filepath.Join(t.TempDir(), "replay-c.seq")
 	cfg := PinConfig{Concurrency: 3, MaxAttempts: 1, Backoff: Backoff{time.Millisecond}, PinTimeout: time.Minute}
-	p := NewPinner(node, PinnerOptions{Mirror: "c", JS: js, PinTimeout: time.Minute})
+	p := NewPinner(node, PinnerOptions{Mirror: "c", JS: js, PinTimeout: time.Minute, Announce: []string{"/dns4/c.example.org/tcp/4001"}})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
@@ -114,7 +114,7 @@ func TestReplayInterruptedThenResumed(t *testing.T) {
 	seen := map[string]int{}
 	for _, e := range pinnedEvents(t, js) {
 		seen[e.CID]++
-		if e.Mirror != "c" || e.Node.PeerID != node.self.PeerID {
+		if e.Mirror != "c" || e.Node.PeerID != node.self.PeerID || len(e.AnnounceAddrs) != 1 || e.AnnounceAddrs[0] != "/dns4/c.example.org/tcp/4001" {
 			t.Errorf("pinned event %+v", e)
 		}
 	}
