@@ -1,7 +1,7 @@
 // Package cachehttp serves a file:// binary cache directory over HTTP, the
 // way Nix's http:// binary cache store reads it, and nothing else: only
-// /nix-cache-info, /<hashpart>.narinfo and /nar/<filehash>.nar[.ext] are
-// answered, each name checked against Nix's alphabet before it touches the
+// /nix-cache-info, /<hashpart>.narinfo, /nar/<filehash>.nar[.ext] and the
+// mirror list (/nix-ipfs-mirrors.json, package mirrorlist) are answered, each name checked against Nix's alphabet before it touches the
 // disk, so no request can reach a file outside what a cache holds (the
 // publisher's .nix-ipfs/ state, temp files, symlinks out of the directory).
 package cachehttp
@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
 )
 
 // Kind is what a request path names.
@@ -24,6 +26,7 @@ const (
 	CacheInfo
 	NarInfo
 	Nar
+	MirrorList
 )
 
 var (
@@ -40,6 +43,8 @@ func Classify(p string) Kind {
 		return NarInfo
 	case narRE.MatchString(p):
 		return Nar
+	case p == "/"+mirrorlist.FileName:
+		return MirrorList
 	}
 	return Invalid
 }
@@ -84,6 +89,10 @@ func Handler(dir string) http.Handler {
 			w.Header().Set("Content-Type", "application/x-nix-nar")
 			// A NAR's name is its hash: it never changes.
 			w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+		case MirrorList:
+			w.Header().Set("Content-Type", "application/json")
+			// Rewritten when mirrors come and go.
+			w.Header().Set("Cache-Control", "public, max-age=60")
 		}
 		w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
 		http.ServeContent(w, r, "", time.Time{}, f)

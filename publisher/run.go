@@ -95,7 +95,10 @@ type Worker struct {
 	Publisher *Publisher
 	JS        jetstream.JetStream
 	Consumer  events.ConsumerOptions
-	closers   []func()
+	// Cache is the cache directory, whose mirror list Run keeps.
+	Cache   Cache
+	closers []func()
+	log     *zap.Logger
 }
 
 // Open connects everything a publisher needs.
@@ -108,7 +111,7 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 		return nil, errs.E(errs.Invalid, err)
 	}
 	params, _ := cfg.Params()
-	w := &Worker{}
+	w := &Worker{Cache: Cache{Dir: cfg.CacheDir, StoreDir: cfg.Store.Dir}, log: log}
 	store, err := nixstore.OpenDB(cfg.NixDB, cfg.Store.Dir)
 	if err != nil {
 		return nil, err
@@ -134,7 +137,7 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 	}
 	m := defaultMetrics
 	p, err := New(Options{
-		Cache:       Cache{Dir: cfg.CacheDir, StoreDir: cfg.Store.Dir},
+		Cache:       w.Cache,
 		CacheURL:    cfg.CacheURL,
 		Key:         key,
 		Params:      params,
@@ -163,8 +166,16 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 	return w, nil
 }
 
-// Run consumes built events until ctx is done.
+// Run consumes built events until ctx is done, and keeps the cache's
+// mirror list from the mirrors' pinned events meanwhile.
 func (w *Worker) Run(ctx context.Context) error {
+	mctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		FollowMirrors(mctx, w.JS, w.Consumer.Stream, w.Cache, w.log.Named("mirrors"))
+	}()
+	defer func() { stop(); <-done }()
 	return events.Consume(ctx, w.JS, w.Consumer, func(ctx context.Context, d events.Delivery) error {
 		ev, ok := d.Event.(*events.Built)
 		if !ok {
