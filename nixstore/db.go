@@ -79,8 +79,11 @@ func openDB(dbPath, storeDir string, busyTimeout time.Duration) (*DB, error) {
 		return nil, errs.Errorf(errs.Invalid, "nix database %s: %w", abs, err)
 	}
 	db.SetMaxOpenConns(maxConns)
+	// Idle connections are kept, never closed for idleness: while one is
+	// open, db.sqlite-shm stays (Nix's last close cannot delete the WAL
+	// index a reader holds), and a reader that may not create it (any user
+	// but the database's owner) depends on that. See the package doc.
 	db.SetMaxIdleConns(maxConns)
-	db.SetConnMaxIdleTime(5 * time.Minute)
 	d := &DB{db: db, dbPath: abs, storeDir: storeDir}
 
 	ctx, cancel := context.WithTimeout(context.Background(), busyTimeout+30*time.Second)
@@ -273,21 +276,68 @@ func (d *DB) Closure(ctx context.Context, paths []string) ([]string, error) {
 	return out, nil
 }
 
+// ErrNoWALIndex says that the database's WAL index (db.sqlite-shm) does
+// not exist and this process may not create it. It is of kind
+// errs.Transient: the file appears as soon as a Nix process opens the
+// database. [WaitDB] waits for it.
+var ErrNoWALIndex = errors.New("no WAL index")
+
 // dbError gives an error from the database a kind: a lock that outlasted
 // the busy timeout, an I/O error or a cancelled context is Transient (the
 // worker retries); a file that is not a database is Invalid; anything else
 // (an unexpected schema, say) keeps no kind.
 func (d *DB) dbError(op string, err error) error {
-	hint := ""
 	var se *sqlite.Error
 	if errors.As(err, &se) && se.Code() == sqlite3.SQLITE_READONLY_DIRECTORY {
 		// A WAL database read-only needs its -shm and -wal files; they
 		// exist while Nix has the database open, and only the owner of
 		// the database directory can create them otherwise.
-		hint = " (no -shm/-wal file to read the WAL database with and no right to create one: run as the owner of the Nix store, root for a multi-user install)"
+		return errs.E(errs.Transient, fmt.Errorf("nix database %s: %s: %w: %s-shm does not exist and uid %d may not create it in %s; "+
+			"it appears while a Nix process has the database open (any build or nix command) and stays while this reader runs (%v)",
+			d.dbPath, op, ErrNoWALIndex, d.dbPath, os.Geteuid(), filepath.Dir(d.dbPath), err))
 	}
-	err = fmt.Errorf("nix database %s: %s: %w%s", d.dbPath, op, err, hint)
+	err = fmt.Errorf("nix database %s: %s: %w", d.dbPath, op, err)
 	return errs.E(kindOf(err), err)
+}
+
+// WaitDB opens the database like [OpenDB], waiting while the error is
+// transient: a missing WAL index (checked for every 200 ms, so the
+// database is opened while a short Nix command has it open), a lock, a
+// database being recovered. onWait is called with the first error and then
+// at most once a minute while it lasts. An error of another kind, or ctx
+// ending, returns.
+func WaitDB(ctx context.Context, dbPath, storeDir string, onWait func(error)) (*DB, error) {
+	return waitDB(ctx, dbPath, storeDir, defaultBusyTimeout, onWait)
+}
+
+func waitDB(ctx context.Context, dbPath, storeDir string, busyTimeout time.Duration, onWait func(error)) (*DB, error) {
+	const maxBackoff = 10 * time.Second
+	backoff := 500 * time.Millisecond
+	var lastReport time.Time
+	for {
+		d, err := openDB(dbPath, storeDir, busyTimeout)
+		if err == nil || errs.KindOf(err) != errs.Transient {
+			return d, err
+		}
+		if onWait != nil && time.Since(lastReport) >= time.Minute {
+			onWait(err)
+			lastReport = time.Now()
+		}
+		deadline := time.Now().Add(backoff)
+		for time.Now().Before(deadline) {
+			if errors.Is(err, ErrNoWALIndex) {
+				if _, serr := os.Stat(dbPath + "-shm"); serr == nil {
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("gave up waiting for the Nix database: %w (last error: %v)", ctx.Err(), err)
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
 }
 
 func kindOf(err error) errs.Kind {

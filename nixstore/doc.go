@@ -23,13 +23,16 @@
 // errs.Transient, so the worker retries the event later.
 //
 // Reading a WAL database read-only needs its -shm and -wal files to exist or
-// to be creatable. They exist while a Nix process has the database open and
-// are removed when the last one closes it; then only the owner of
-// /nix/var/nix/db can create them (SQLite gives them the database file's
-// owner), and any other user gets SQLITE_READONLY_DIRECTORY, reported as
-// errs.Transient with a hint. So run the publisher as the user that owns
-// the store, root for a multi-user install, as Nix's post-build-hook runs
-// anyway. Such a reader may leave an empty db.sqlite-wal and a
+// to be creatable. They exist while a Nix process has the database open;
+// only the owner of /nix/var/nix/db can create them (SQLite gives them the
+// database file's owner), and any other user gets SQLITE_READONLY_DIRECTORY,
+// reported as an errs.Transient error wrapping [ErrNoWALIndex] that says so.
+// Once a reader has them open they stay: the last Nix process to close the
+// database cannot remove the WAL index while a reader holds it, and [DB]
+// never closes its idle connections. So the publisher runs as an
+// unprivileged user with read access only: [WaitDB] waits for the files at
+// start (they appear with the next build or nix command) and keeps them from
+// then on. Such a reader may leave an empty db.sqlite-wal and a
 // db.sqlite-shm behind, as any SQLite reader does; Nix uses them as they
 // are.
 //

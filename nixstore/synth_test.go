@@ -546,3 +546,61 @@ func TestConcurrentWithWALWriter(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestWaitDB: a missing database fails at once; a transient condition (here
+// a writer's exclusive lock) is reported and waited out; a cancelled
+// context ends the wait. The missing WAL index, the case WaitDB is for, is
+// proven with an unprivileged publisher in integration/unprivileged_test.go.
+func TestWaitDB(t *testing.T) {
+	ctx := context.Background()
+	if _, err := waitDB(ctx, filepath.Join(t.TempDir(), "none.sqlite"), "/nix/store", 100*time.Millisecond, func(err error) {
+		t.Errorf("waited for a missing database: %v", err)
+	}); !errs.Is(err, errs.Invalid) {
+		t.Errorf("missing database: %v, want Invalid", err)
+	}
+
+	db := filepath.Join(t.TempDir(), "db.sqlite")
+	synthDB(t, db, "/nix/store", 3, func(int) []int { return nil })
+	w, err := sql.Open("sqlite", rwDSN(db, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	wc, err := w.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wc.ExecContext(ctx, `BEGIN EXCLUSIVE`); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if _, err := waitDB(cctx, db, "/nix/store", 100*time.Millisecond, nil); err == nil || !strings.Contains(err.Error(), "gave up waiting") {
+		t.Errorf("cancelled wait: %v", err)
+	}
+	cancel()
+
+	reported := make(chan error, 10)
+	done := make(chan error, 1)
+	go func() {
+		d, err := waitDB(ctx, db, "/nix/store", 100*time.Millisecond, func(err error) { reported <- err })
+		if d != nil {
+			d.Close()
+		}
+		done <- err
+	}()
+	if err := <-reported; !errs.Is(err, errs.Transient) {
+		t.Errorf("reported %v, want a transient error", err)
+	}
+	if _, err := wc.ExecContext(ctx, `ROLLBACK`); err != nil {
+		t.Fatal(err)
+	}
+	wc.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("after the lock: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("still waiting a minute after the lock was released")
+	}
+}

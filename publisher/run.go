@@ -112,7 +112,9 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 	}
 	params, _ := cfg.Params()
 	w := &Worker{Cache: Cache{Dir: cfg.CacheDir, StoreDir: cfg.Store.Dir}, log: log}
-	store, err := nixstore.OpenDB(cfg.NixDB, cfg.Store.Dir)
+	store, err := nixstore.WaitDB(ctx, cfg.NixDB, cfg.Store.Dir, func(err error) {
+		log.Warn("waiting for the Nix database", zap.Error(err))
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ type Proc struct {
 	name string
 	args []string
 	env  []string
+	cred *syscall.Credential
 	mu   sync.Mutex
 	done chan struct{}
 }
@@ -27,7 +28,14 @@ type Proc struct {
 // It is killed at cleanup; on failure its log tail is printed.
 func StartProc(t testing.TB, bin string, args []string, env ...string) *Proc {
 	t.Helper()
-	p := &Proc{name: bin, args: args, env: env,
+	return StartProcAs(t, nil, bin, args, env...)
+}
+
+// StartProcAs is StartProc with the process running as cred's user and
+// group (nil: as the test); the test must be root to give another.
+func StartProcAs(t testing.TB, cred *syscall.Credential, bin string, args []string, env ...string) *Proc {
+	t.Helper()
+	p := &Proc{name: bin, args: args, env: env, cred: cred,
 		Log: filepath.Join(t.TempDir(), filepath.Base(bin)+".log")}
 	p.start(t)
 	t.Cleanup(func() {
@@ -49,7 +57,7 @@ func (p *Proc) start(t testing.TB) {
 	cmd := exec.Command(p.name, p.args...)
 	cmd.Env = append(os.Environ(), p.env...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: p.cred}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		t.Fatalf("start %s: %v", p.name, err)
