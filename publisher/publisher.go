@@ -202,37 +202,48 @@ func (p *Publisher) publishPath(ctx context.Context, sp string) (*events.Publish
 	hashPart := storepath.HashPart(sp)
 	log := p.log.With(zap.String("store_path", sp))
 
-	// Done already? A narinfo with an IPFSHash whose NAR is in place, and
-	// whose announcement was acked.
-	if ni, err := p.opt.Cache.ReadNarInfo(hashPart); err != nil {
-		return nil, err
-	} else if ni != nil && ni.IPFSHash != "" && ni.StorePath == sp && p.narPresent(ni) && p.opt.Cache.Touch(hashPart) {
-		ev, err := p.eventFor(ctx, ni)
+	// Contention for a path's lease is waited out here, on a short schedule
+	// of its own: the holder usually finishes within seconds, and then the
+	// path is found done. The event's failure backoff is for failures.
+	for wait := 0; ; wait++ {
+		ev, done, err := p.doneAlready(ctx, sp, hashPart, start)
+		if done || err != nil {
+			return ev, err
+		}
+		select {
+		case p.sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if p.opt.Locker == nil {
+			defer func() { <-p.sem }()
+			break
+		}
+		lctx, unlock, err := p.opt.Locker.Lock(ctx, hashPart, sp)
+		if IsHeld(err) {
+			<-p.sem // not while waiting: other paths may go ahead
+			if wait == 0 {
+				log.Info("waiting for another publisher's lease", zap.Error(err))
+			}
+			select {
+			case <-time.After(lockRetryDelay(wait)):
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
 		if err != nil {
+			<-p.sem
 			return nil, err
 		}
-		if p.opt.Cache.Announced(hashPart, ni.IPFSHash) {
-			return ev, nil
-		}
-		// Written but not announced: a crash between the two. Announce now.
-		err = p.announce(ctx, ev, hashPart)
-		p.report(ev, false, start, err)
-		return ev, err
-	}
-
-	select {
-	case p.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	defer func() { <-p.sem }()
-
-	if p.opt.Locker != nil {
-		unlock, err := p.opt.Locker.Lock(ctx, hashPart)
-		if err != nil {
-			return nil, err
-		}
+		defer func() { <-p.sem }()
 		defer unlock()
+		// The holder may have finished it just before the lease came free.
+		if ev, done, err := p.doneAlready(lctx, sp, hashPart, start); done || err != nil {
+			return ev, err
+		}
+		ctx = lctx
+		break
 	}
 
 	info, err := p.store.QueryPathInfo(ctx, sp)
@@ -261,6 +272,41 @@ func (p *Publisher) publishPath(ctx context.Context, sp string) (*events.Publish
 			zap.Duration("took", time.Since(start)))
 	}
 	return ev, err
+}
+
+// doneAlready reports whether sp is published already: a narinfo with an
+// IPFSHash whose NAR is in place, and whose announcement was acked. A path
+// written but not announced (a crash between the two) is announced now.
+func (p *Publisher) doneAlready(ctx context.Context, sp, hashPart string, start time.Time) (*events.Published, bool, error) {
+	ni, err := p.opt.Cache.ReadNarInfo(hashPart)
+	if err != nil {
+		return nil, false, err
+	}
+	// Touched before it is relied on, so that prune's --grace spares a path
+	// a closure being published right now reuses (Cache.Touch).
+	if ni == nil || ni.IPFSHash == "" || ni.StorePath != sp || !p.narPresent(ni) || !p.opt.Cache.Touch(hashPart) {
+		return nil, false, nil
+	}
+	ev, err := p.eventFor(ctx, ni)
+	if err != nil {
+		return nil, false, err
+	}
+	if p.opt.Cache.Announced(hashPart, ni.IPFSHash) {
+		return ev, true, nil
+	}
+	err = p.announce(ctx, ev, hashPart)
+	p.report(ev, false, start, err)
+	return ev, true, err
+}
+
+// lockRetryDelay is the wait before the n-th retry (from 0) of a lease
+// another publisher holds: quick at first, then every two seconds.
+func lockRetryDelay(n int) time.Duration {
+	steps := []time.Duration{100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond, time.Second}
+	if n < len(steps) {
+		return steps[n]
+	}
+	return 2 * time.Second
 }
 
 func (p *Publisher) report(ev *events.Published, fresh bool, start time.Time, err error) {

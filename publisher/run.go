@@ -28,6 +28,12 @@ const DefaultDurable = "publisher"
 // against 0.72 with size-262144, at 0.93x the publish throughput.
 const DefaultChunker = "buzhash"
 
+// DefaultAckWait bounds how long the events a dead publisher was handling
+// wait before another publisher (or its own restart) gets them again. A
+// live publisher reports progress every third of it, so it costs one
+// small message per in-flight event every few seconds.
+const DefaultAckWait = 10 * time.Second
+
 // Config is the publisher worker's settings.
 type Config struct {
 	NATS          config.NATS
@@ -63,9 +69,9 @@ func (c *Config) Register(s *config.Set) {
 	s.StringVar(&c.Chunker, "chunker", DefaultChunker, "kubo chunker: buzhash, size-<bytes> or rabin-<min>-<avg>-<max>; changes CIDs, so every publisher of one cache must use the same (docs/BENCHMARKS.md)")
 	s.BoolVar(&c.Nocopy, "ipfs-nocopy", false, "add NARs by reference (kubo filestore): the cache's NAR is the only copy on this host; see docs/OPERATIONS.md")
 	s.StringVar(&c.Durable, "durable", DefaultDurable, "durable consumer name; publishers sharing it share the work")
-	s.DurationVar(&c.AckWait, "ack-wait", 60*time.Second, "redeliver an event whose publisher went silent this long")
+	s.DurationVar(&c.AckWait, "ack-wait", DefaultAckWait, "redeliver an event whose publisher went silent this long (a running publisher reports progress every third of it)")
 	s.IntVar(&c.MaxAttempts, "max-attempts", 10, "deliveries before an event failing with a non-transient error is dead-lettered")
-	s.DurationVar(&c.LockTTL, "lock-ttl", 2*time.Minute, "lease on a path being published; expires this long after its holder dies")
+	s.DurationVar(&c.LockTTL, "lock-ttl", DefaultLockTTL, "lease on a path being published, refreshed every third of it; a publisher on the same machine takes over a dead holder's lease at once, one on another host after this long")
 }
 
 // Params returns the kubo import parameters.
@@ -132,10 +138,16 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 	w.closers = append(w.closers, func() { nc.Drain() })
 	w.JS = js
 	host, _ := os.Hostname()
-	locker, err := NewKVLocker(ctx, js, fmt.Sprintf("%s/%d", host, os.Getpid()), cfg.LockTTL, log)
+	locker, err := NewKVLocker(ctx, js, Self(), cfg.LockTTL, cfg.NATS.StreamReplicas, log)
 	if err != nil {
 		w.Close()
 		return nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err = locker.ReapDead(rctx)
+	cancel()
+	if err != nil {
+		log.Warn("cannot release dead publishers' leases; they expire by themselves", zap.Error(err))
 	}
 	m := defaultMetrics
 	p, err := New(Options{
