@@ -445,6 +445,11 @@ func (p *Publisher) eventFor(ctx context.Context, ni *narinfo.NarInfo) (*events.
 			HashFunction: prm.HashFunction, MaxFileLinks: maxLinks(prm), Nocopy: prm.Nocopy,
 		},
 		Publisher: events.Node{PeerID: self.PeerID, Addrs: append([]string{}, self.Addrs...)},
+		// With these three, a mirror rebuilds this very narinfo, byte for
+		// byte, and serves it when this host is gone (mirrorcache.NarInfo).
+		Deriver: ni.Deriver,
+		Sigs:    append([]string(nil), ni.Sigs...),
+		CA:      ni.CA,
 	}
 	if ev.Host == "" {
 		ev.Host = "unknown"

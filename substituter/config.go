@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,7 +22,9 @@ const DefaultListen = "127.0.0.1:8380"
 // Config is the substituter command's settings.
 type Config struct {
 	Log             config.Log
-	Upstream        string
+	Upstreams       UpstreamList
+	UpstreamOrder   string
+	FailoverTimeout time.Duration
 	Listen          string
 	KuboAPI         string
 	Gateway         string
@@ -36,7 +39,9 @@ type Config struct {
 // Register adds the substituter's flags.
 func (c *Config) Register(s *config.Set) {
 	c.Log.Register(s, "json")
-	s.StringVar(&c.Upstream, "upstream", "", "the binary cache to serve narinfos from and fall back to for NARs: http(s)://... or file:///dir (required)")
+	s.Var(&c.Upstreams, "upstream", "the binary cache to serve narinfos from and fall back to for NARs: http(s)://... or file:///dir (required). Repeat it, or separate URLs with commas, to fail over between the origin and its mirrors (same cache, same key): the first is asked first")
+	s.StringVar(&c.UpstreamOrder, "upstream-order", OrderPriority, "which live upstream is asked first: priority (the order given) or latency (the fastest lately)")
+	s.DurationVar(&c.FailoverTimeout, "failover-timeout", DefaultFailoverTimeout, "with several upstreams: give one this long to connect and answer before asking the next, and leave it out (probed in the background) until it answers again")
 	s.StringVar(&c.Listen, "listen", DefaultListen, "address to serve the cache on (host:port; port 0 picks one, logged at start)")
 	s.StringVar(&c.KuboAPI, "kubo-api", "", "read NARs through this kubo daemon's RPC API: http URL or multiaddr (default, unless --gateway: $IPFS_PATH/api, else ~/.ipfs/api)")
 	s.StringVar(&c.Gateway, "gateway", "", "read NARs from this IPFS HTTP gateway instead of kubo, as trustless raw blocks each checked against its CID (e.g. http://127.0.0.1:8080)")
@@ -50,8 +55,14 @@ func (c *Config) Register(s *config.Set) {
 
 // Validate checks the settings that need no network.
 func (c *Config) Validate() error {
-	if c.Upstream == "" {
+	if len(c.Upstreams) == 0 {
 		return errors.New("--upstream is required")
+	}
+	if c.UpstreamOrder != OrderPriority && c.UpstreamOrder != OrderLatency {
+		return fmt.Errorf("--upstream-order %q: want %s or %s", c.UpstreamOrder, OrderPriority, OrderLatency)
+	}
+	if c.FailoverTimeout <= 0 {
+		return errors.New("--failover-timeout must be positive")
 	}
 	if c.Gateway != "" && c.KuboAPI != "" {
 		return errors.New("--kubo-api and --gateway exclude each other: NARs come from one of them")
@@ -68,11 +79,13 @@ func (c *Config) Validate() error {
 	if c.MaxSpoolBytes < 0 {
 		return errors.New("--spool-max-bytes must not be negative")
 	}
-	up, err := newUpstream(c.Upstream, &http.Client{}, c.UpstreamTimeout)
-	if err != nil {
-		return err
+	for _, raw := range c.Upstreams {
+		up, err := newUpstream(raw, &http.Client{}, c.UpstreamTimeout)
+		if err != nil {
+			return err
+		}
+		up.close()
 	}
-	up.close()
 	if c.Gateway != "" {
 		if _, err := NewGateway(c.Gateway, &http.Client{}); err != nil {
 			return err
@@ -85,7 +98,9 @@ func (c *Config) Validate() error {
 // contacting it) or sets up the gateway client.
 func (c *Config) Options(log *zap.Logger, reg prometheus.Registerer) (Options, error) {
 	o := Options{
-		Upstream:        c.Upstream,
+		Upstreams:       c.Upstreams,
+		UpstreamOrder:   c.UpstreamOrder,
+		FailoverTimeout: c.FailoverTimeout,
 		Log:             log,
 		Registerer:      reg,
 		NarinfoTTL:      c.NarinfoTTL,
@@ -117,4 +132,25 @@ func (c *Config) Source() zap.Field {
 		return zap.String("gateway", c.Gateway)
 	}
 	return zap.String("kubo_api", c.KuboAPI)
+}
+
+// UpstreamList is --upstream: each use, and each comma-separated URL in one,
+// adds an upstream.
+type UpstreamList []string
+
+func (l *UpstreamList) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(*l, ",")
+}
+
+// Set adds the comma-separated URLs in s.
+func (l *UpstreamList) Set(s string) error {
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			*l = append(*l, f)
+		}
+	}
+	return nil
 }

@@ -23,6 +23,9 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	key := r.URL.Path
 	ref, known := s.nars.get(key, time.Time{})
+	if !known {
+		ref, known = s.resolveNar(r.Context(), key)
+	}
 	log := s.log.With(zap.String("url", key))
 	if !known {
 		s.proxyNar(w, r, log, nil, ReasonUnknownNarinfo, start)

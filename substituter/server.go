@@ -53,11 +53,25 @@ const (
 	MaxCacheInfoSize = 64 << 10
 )
 
-// Options configure a Server. Only Upstream and IPFS are required.
+// Options configure a Server. Only Upstream (or Upstreams) and IPFS are
+// required.
 type Options struct {
 	// Upstream is the binary cache whose narinfos are served and whose
 	// NARs are the fallback: http://, https:// or file:///dir.
 	Upstream string
+	// Upstreams are more caches of the same content (mirrors), asked after
+	// Upstream, in this order, when it is down or lacks a file; see
+	// failover.go. UpstreamOrder, FailoverTimeout and ProbeInterval tune
+	// the failover.
+	Upstreams       []string
+	UpstreamOrder   string
+	FailoverTimeout time.Duration
+	ProbeInterval   time.Duration
+	// NarIndex, if set, names the narinfo (its request path,
+	// "/<hashpart>.narinfo") of a NAR request path no served narinfo has
+	// named yet, so that the NAR can still be checked and served from IPFS:
+	// a mirror's own cache, which holds no NAR files, needs it.
+	NarIndex func(narPath string) (narinfoPath string, ok bool)
 	// IPFS serves NARs by their narinfo's IPFSHash.
 	IPFS IPFS
 	// Log receives a line per NAR (where it came from, and why) and every
@@ -96,7 +110,7 @@ type Options struct {
 // Server is the substituter's http.Handler. It is safe for concurrent use.
 type Server struct {
 	opts  Options
-	up    *upstream
+	up    *upstreams
 	ipfs  IPFS
 	log   *zap.Logger
 	m     *metrics
@@ -125,7 +139,8 @@ type narRef struct {
 	narSize     uint64
 }
 
-// New checks opts and returns a Server. Close releases it.
+// New checks opts and returns a Server. Close releases it. Only Upstream
+// (or Upstreams) and IPFS are required.
 func New(opts Options) (*Server, error) {
 	if opts.IPFS == nil {
 		return nil, errs.Errorf(errs.Invalid, "substituter: no IPFS client")
@@ -157,7 +172,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
-	up, err := newUpstream(opts.Upstream, opts.UpstreamClient, opts.UpstreamTimeout)
+	up, err := newUpstreams(opts, opts.Log, opts.Registerer)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +189,8 @@ func New(opts Options) (*Server, error) {
 	}, nil
 }
 
-// Close releases the upstream directory of a file:// upstream.
+// Close stops probing upstreams and releases the directory of a file://
+// upstream.
 func (s *Server) Close() error {
 	s.up.close()
 	return nil

@@ -655,12 +655,16 @@ func TestNewRefusesBadOptions(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	ok := Config{Upstream: "http://x", Listen: "127.0.0.1:0", IPFSTimeout: time.Second, UpstreamTimeout: time.Second}
+	ok := Config{Upstreams: UpstreamList{"http://x", "http://y"}, UpstreamOrder: OrderPriority, FailoverTimeout: time.Second,
+		Listen: "127.0.0.1:0", IPFSTimeout: time.Second, UpstreamTimeout: time.Second}
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	for _, mod := range []func(*Config){
-		func(c *Config) { c.Upstream = "" },
+		func(c *Config) { c.Upstreams = nil },
+		func(c *Config) { c.Upstreams = UpstreamList{"http://x", "ftp://y"} },
+		func(c *Config) { c.UpstreamOrder = "random" },
+		func(c *Config) { c.FailoverTimeout = 0 },
 		func(c *Config) { c.Gateway, c.KuboAPI = "http://g", "http://k" },
 		func(c *Config) { c.Gateway = "ftp://g" },
 		func(c *Config) { c.Listen = "nohostport" },
