@@ -343,7 +343,11 @@ func RunBackfill(ctx context.Context, cfg BackfillConfig, log *zap.Logger, out, 
 			o.HashParts = []string{}
 		}
 	}
-	popt := PinnerOptions{Verify: cfg.Pin.Verify, PinTimeout: cfg.Pin.PinTimeout, Logger: log, OnPin: defaultMetrics.onPin, QuietPins: true}
+	cache, err := cfg.Pin.OpenCache()
+	if err != nil {
+		return err
+	}
+	popt := PinnerOptions{Verify: cfg.Pin.Verify, PinTimeout: cfg.Pin.PinTimeout, Logger: log, OnPin: defaultMetrics.onPin, QuietPins: true, Cache: cache}
 	if cfg.Mirror != "" {
 		nc, js, err := connectOnce(&cfg.NATS, "nix-ipfs backfill "+cfg.Mirror)
 		if err != nil {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/mirrorcache"
+	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
 // PinConfig is the pin settings that the mirror, replay and backfill share.
@@ -20,6 +22,10 @@ type PinConfig struct {
 	MaxAttempts int
 	Backoff     Backoff
 	Verify      bool
+	// CacheDir, if set, is the mirror's own binary cache: the narinfo of
+	// every path pinned is kept there (see package mirrorcache).
+	CacheDir string
+	Store    config.Store
 }
 
 // Register adds the pin flags. node says whose kubo --kubo-api names.
@@ -32,6 +38,8 @@ func (c *PinConfig) Register(s *config.Set, node string) {
 		"attempts per CID before giving up on it (the mirror then dead-letters its event); an unreachable kubo is retried without limit by the mirror")
 	c.Backoff = Backoff(events.DefaultBackoff)
 	s.Var(&c.Backoff, "backoff", "delays before each retry, comma-separated (e.g. 1s,5s,30s); the last one repeats")
+	s.StringVar(&c.CacheDir, "cache-dir", "", "keep the narinfo of every path pinned in this directory, rebuilt byte for byte from the published event: a binary cache that `mirror --listen` serves, with NARs from this kubo, when the origin is gone (empty: pin only)")
+	c.Store.Register(s)
 	s.BoolVar(&c.Verify, "verify", false, "read every pinned NAR back and check its SHA-256 and size against the signed NarHash and NarSize; a mismatch is unpinned and dead-lettered")
 }
 
@@ -48,6 +56,14 @@ func (c *PinConfig) Validate() error {
 	}
 	if len(c.Backoff) == 0 {
 		return fmt.Errorf("--backoff: at least one delay")
+	}
+	if c.CacheDir != "" {
+		if c.Store.Dir == "" {
+			c.Store.Dir = storepath.DefaultStoreDir
+		}
+		if err := c.Store.Validate(); err != nil {
+			return fmt.Errorf("--store-dir: %w", err)
+		}
 	}
 	return nil
 }
@@ -127,3 +143,12 @@ func ValidateAnnounce(addrs []string) error {
 
 // Durable is the durable consumer of the mirror called name.
 func Durable(name string) string { return "mirror-" + name }
+
+// OpenCache opens the mirror's own cache, or returns nil without
+// --cache-dir.
+func (c *PinConfig) OpenCache() (*mirrorcache.Cache, error) {
+	if c.CacheDir == "" {
+		return nil, nil
+	}
+	return mirrorcache.Open(c.CacheDir, c.Store.Dir)
+}

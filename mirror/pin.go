@@ -18,6 +18,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/mirrorcache"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 )
 
@@ -46,6 +47,10 @@ type Item struct {
 	Providers []ipfs.Node
 	// EventID is the "published" event's id, for logs; "" for backfills.
 	EventID string
+	// NarInfo is what the mirror's own cache keeps once the CID is pinned;
+	// nil when there is none to keep, and NoNarInfo says why.
+	NarInfo   *narinfo.NarInfo
+	NoNarInfo error
 }
 
 // FromPublished returns the Item a "published" event announces.
@@ -55,6 +60,7 @@ func FromPublished(ev *events.Published) (Item, error) {
 		return Item{}, errs.Errorf(errs.Invalid, "published event %s: cid %q: %w", ev.ID, ev.CID, err)
 	}
 	it := Item{CID: c, StorePath: ev.StorePath, NarHash: ev.NarHash, NarSize: ev.NarSize, EventID: ev.ID}
+	it.NarInfo, it.NoNarInfo = mirrorcache.NarInfo(ev)
 	if ev.Publisher.PeerID != "" {
 		it.Providers = []ipfs.Node{{PeerID: ev.Publisher.PeerID, Addrs: ev.Publisher.Addrs}}
 	}
@@ -78,7 +84,11 @@ func FromNarInfo(ni *narinfo.NarInfo) (Item, error) {
 	if ni.NarSize > 1<<62 {
 		return Item{}, errs.Errorf(errs.Invalid, "narinfo of %s: NarSize %d out of range", ni.StorePath, ni.NarSize)
 	}
-	return Item{CID: c, StorePath: ni.StorePath, NarHash: h, NarSize: int64(ni.NarSize)}, nil
+	it := Item{CID: c, StorePath: ni.StorePath, NarHash: h, NarSize: int64(ni.NarSize)}
+	if it.NoNarInfo = mirrorcache.Servable(ni); it.NoNarInfo == nil {
+		it.NarInfo = ni
+	}
+	return it, nil
 }
 
 // Result is what Pin did.
@@ -120,6 +130,8 @@ type PinnerOptions struct {
 	QuietPins bool
 	// OnPin, if set, is called after every Pin with its outcome.
 	OnPin func(r Result, err error)
+	// Cache, if set, keeps each Item's NarInfo once its CID is pinned.
+	Cache *mirrorcache.Cache
 }
 
 // DefaultPinTimeout is PinnerOptions.PinTimeout's default.
@@ -234,6 +246,9 @@ func (p *Pinner) pin(ctx context.Context, it Item) (Result, error) {
 		r.Verified = true
 	}
 	r.Took = time.Since(r.Start)
+	if err := p.keep(log, it); err != nil {
+		return r, err
+	}
 	if p.opt.JS != nil && p.opt.Mirror != "" {
 		ev, err := p.announce(ctx, it, r)
 		if err != nil {
@@ -366,4 +381,30 @@ func (p *Pinner) selfNode(ctx context.Context) (ipfs.Node, error) {
 	}
 	p.self, p.selfTime = n, time.Now()
 	return n, nil
+}
+
+// keep writes the pinned item's narinfo into the mirror's cache, after the
+// pin, so the cache never names a NAR this node does not hold. A narinfo
+// that cannot be kept (no signature, another store) is logged, not an
+// error: the pin itself is good. A disk error is, and the pin is retried.
+func (p *Pinner) keep(log *zap.Logger, it Item) error {
+	if p.opt.Cache == nil {
+		return nil
+	}
+	if it.NarInfo == nil {
+		if it.NoNarInfo != nil {
+			log.Warn("pinned, but no narinfo kept for the mirror's cache", zap.Error(it.NoNarInfo))
+		}
+		return nil
+	}
+	err := p.opt.Cache.Put(it.NarInfo)
+	switch {
+	case err == nil:
+		return nil
+	case errs.Is(err, errs.Invalid):
+		log.Warn("pinned, but the narinfo does not fit the mirror's cache", zap.Error(err))
+		return nil
+	default:
+		return fmt.Errorf("keep narinfo of %s: %w", it.StorePath, err)
+	}
 }

@@ -292,9 +292,14 @@ func RunReplay(ctx context.Context, cfg ReplayConfig, log *zap.Logger, out, prog
 		return err
 	}
 	o.Progress = progress
+	cache, err := cfg.Pin.OpenCache()
+	if err != nil {
+		return err
+	}
 	p := NewPinner(kubo, PinnerOptions{
 		Mirror: cfg.Mirror, Announce: cfg.Announce, JS: js, Verify: cfg.Pin.Verify, PinTimeout: cfg.Pin.PinTimeout,
 		Logger: log.With(zap.String("mirror", cfg.Mirror)), OnPin: defaultMetrics.onPin, QuietPins: true,
+		Cache: cache,
 	})
 	sum, err := Replay(ctx, js, p, o)
 	if sum.Total == 0 && err == nil {

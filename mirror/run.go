@@ -14,6 +14,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	sharedmetrics "github.com/nix-ipfs/nix-ipfs/internal/metrics"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/mirrorcache"
 )
 
 // Config is the mirror worker's settings.
@@ -27,6 +28,8 @@ type Config struct {
 	KeepRetired bool
 	// Announce are the addresses clients should dial this mirror on.
 	Announce config.Strings
+	// Listen, if set, serves the mirror's cache (Pin.CacheDir) there.
+	Listen string
 }
 
 // Register adds the mirror's flags.
@@ -35,6 +38,7 @@ func (c *Config) Register(s *config.Set) {
 	c.Log.Register(s, "json")
 	c.Pin.Register(s, "this mirror's node")
 	s.StringVar(&c.Name, "name", "", "this mirror's name (required): its durable consumer is mirror-NAME, so each mirror gets every event (a new name starts with the whole history); its pinned events go to nixipfs.pinned.NAME")
+	s.StringVar(&c.Listen, "listen", "", "serve the mirror's cache (--cache-dir) to stock Nix on this address (host:port): nix-cache-info, the narinfos as the origin wrote them, NARs from this kubo checked against their NarHash (empty: do not serve)")
 	s.DurationVar(&c.AckWait, "ack-wait", 60*time.Second,
 		"redeliver an event whose mirror went silent this long (a running pin reports progress every third of it)")
 	s.BoolVar(&c.KeepRetired, "keep-retired", false,
@@ -53,12 +57,19 @@ func (c *Config) Validate() error {
 	if err := ValidateAnnounce(c.Announce); err != nil {
 		return err
 	}
+	if c.Listen != "" && c.Pin.CacheDir == "" {
+		return fmt.Errorf("--listen %s: serves the mirror's cache, so it needs --cache-dir", c.Listen)
+	}
 	return c.Pin.Validate()
 }
 
 // Worker is a running mirror.
 type Worker struct {
-	Pinner   *Pinner
+	Pinner *Pinner
+	// Cache is the mirror's own cache, nil without --cache-dir; Kubo its
+	// node, which serves the cache's NARs.
+	Cache    *mirrorcache.Cache
+	Kubo     *ipfs.Kubo
 	JS       jetstream.JetStream
 	Consumer events.ConsumerOptions
 	// KeepRetired leaves retired CIDs pinned.
@@ -82,7 +93,11 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 		log.Warn("the mirror's kubo does not answer yet; pins wait for it", zap.String("kubo", kubo.String()), zap.Error(err))
 	}
 	cancel()
-	w := &Worker{KeepRetired: cfg.KeepRetired, order: newCIDOrder()}
+	cache, err := cfg.Pin.OpenCache()
+	if err != nil {
+		return nil, err
+	}
+	w := &Worker{KeepRetired: cfg.KeepRetired, order: newCIDOrder(), Cache: cache, Kubo: kubo}
 	nc, js, err := cfg.NATS.JetStream(ctx, "nix-ipfs mirror "+cfg.Name, log)
 	if err != nil {
 		return nil, err
@@ -98,6 +113,7 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 		PinTimeout: cfg.Pin.PinTimeout,
 		Logger:     log.With(zap.String("mirror", cfg.Name)),
 		OnPin:      m.onPin,
+		Cache:      cache,
 	})
 	w.Consumer = events.ConsumerOptions{
 		Stream:         cfg.NATS.Stream,

@@ -1,0 +1,71 @@
+package mirror
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+
+	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/mirrorcache"
+	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/storepath"
+)
+
+// TestReplayFillsCache: a new mirror replaying the stream becomes a
+// complete cache: every signed path pinned has its narinfo, as the origin
+// wrote it; an unsigned (v1-like) event is pinned and gets no narinfo.
+func TestReplayFillsCache(t *testing.T) {
+	js := streamJS(t)
+	node := newFakeNode()
+	sk, _, _ := signature.GenerateKeypair("origin-1", nil)
+	var want []*narinfo.NarInfo
+	var unsigned *events.Published
+	for i := 0; i < 6; i++ {
+		data := []byte(fmt.Sprintf("nar %d", i))
+		c := node.add(data)
+		ev := published(fmt.Sprintf("fill-%d", i), c, data)
+		if i != 3 {
+			ni := &narinfo.NarInfo{StorePath: ev.StorePath, NarHash: ev.NarHash, NarSize: uint64(ev.NarSize)}
+			if err := ni.Sign(sk); err != nil {
+				t.Fatal(err)
+			}
+			ev.Sigs, ev.Deriver = ni.Sigs, "y7xkdi3jbhfl4zfavs6b1fr2mnbm4vj1-fill.drv"
+			events.Seal(ev)
+			rebuilt, err := mirrorcache.NarInfo(ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, rebuilt)
+		} else {
+			unsigned = ev
+		}
+		if _, err := events.Publish(context.Background(), js, events.SubjectPublished, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cache, err := mirrorcache.Open(t.TempDir(), "/nix/store")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPinner(node, PinnerOptions{Cache: cache})
+	sum, err := Replay(context.Background(), js, p, ReplayOptions{Pin: PinConfig{Concurrency: 2, MaxAttempts: 1, Backoff: Backoff{1}}})
+	if err != nil || sum.Pinned != 6 {
+		t.Fatalf("replay: %+v %v", sum, err)
+	}
+	for _, ni := range want {
+		b, err := os.ReadFile(filepath.Join(cache.Dir(), storepath.HashPart(ni.StorePath)+".narinfo"))
+		if err != nil || string(b) != ni.String() {
+			t.Errorf("%s: narinfo %q (%v), want %q", ni.StorePath, b, err, ni.String())
+		}
+	}
+	if !node.pinned(unsigned.CID) {
+		t.Errorf("the unsigned event's CID is not pinned")
+	}
+	if _, err := os.Stat(filepath.Join(cache.Dir(), storepath.HashPart(unsigned.StorePath)+".narinfo")); err == nil {
+		t.Errorf("a narinfo was kept for an unsigned event")
+	}
+}
