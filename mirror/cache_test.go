@@ -69,3 +69,46 @@ func TestReplayFillsCache(t *testing.T) {
 		t.Errorf("a narinfo was kept for an unsigned event")
 	}
 }
+
+// TestRetireRemovesNarinfo: a retired path leaves the mirror's cache, also
+// on a --keep-retired mirror, whose pin stays.
+func TestRetireRemovesNarinfo(t *testing.T) {
+	sk, _, _ := signature.GenerateKeypair("origin-1", nil)
+	for _, keep := range []bool{false, true} {
+		node := newFakeNode()
+		cache, err := mirrorcache.Open(t.TempDir(), "/nix/store")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := &Worker{Pinner: NewPinner(node, PinnerOptions{Cache: cache}), Cache: cache, KeepRetired: keep, order: newCIDOrder()}
+		data := []byte("retired nar")
+		c := node.add(data)
+		ev := published("retiring", c, data)
+		ni := &narinfo.NarInfo{StorePath: ev.StorePath, NarHash: ev.NarHash, NarSize: uint64(ev.NarSize)}
+		if err := ni.Sign(sk); err != nil {
+			t.Fatal(err)
+		}
+		ev.Sigs = ni.Sigs
+		events.Seal(ev)
+		it, err := FromPublished(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Pinner.Pin(context.Background(), it); err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(cache.Dir(), storepath.HashPart(ev.StorePath)+".narinfo")
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("narinfo not kept: %v", err)
+		}
+		if err := w.Retire(context.Background(), retiredEv("retiring", c, data), 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("keep=%v: the retired path's narinfo is still in the mirror's cache", keep)
+		}
+		if node.pinned(c.String()) != keep {
+			t.Errorf("keep=%v: pinned %v", keep, node.pinned(c.String()))
+		}
+	}
+}

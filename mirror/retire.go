@@ -81,6 +81,9 @@ func (o *cidOrder) do(c string, seq uint64, fn func() error) (bool, error) {
 func (w *Worker) Retire(ctx context.Context, ev *events.Retired, seq uint64) error {
 	log := w.Pinner.log.With(zap.String("store_path", ev.StorePath), zap.String("cid", ev.CID),
 		zap.String("event_id", ev.ID))
+	if err := w.forgetNarinfo(ev, seq, log); err != nil {
+		return err
+	}
 	if ev.CID == "" {
 		// The path had no CID of its own to let go (none recorded, or
 		// another path still in the cache shares the NAR).

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,7 +21,7 @@ const DefaultListen = "127.0.0.1:8380"
 // Config is the substituter command's settings.
 type Config struct {
 	Log             config.Log
-	Upstreams       UpstreamList
+	Upstreams       config.Strings
 	UpstreamOrder   string
 	FailoverTimeout time.Duration
 	Listen          string
@@ -39,7 +38,7 @@ type Config struct {
 // Register adds the substituter's flags.
 func (c *Config) Register(s *config.Set) {
 	c.Log.Register(s, "json")
-	s.Var(&c.Upstreams, "upstream", "the binary cache to serve narinfos from and fall back to for NARs: http(s)://... or file:///dir (required). Repeat it, or separate URLs with commas, to fail over between the origin and its mirrors (same cache, same key): the first is asked first")
+	s.StringsVar(&c.Upstreams, "upstream", "the binary cache to serve narinfos from and fall back to for NARs: http(s)://... or file:///dir (required). Several fail over between the origin and its mirrors (the same cache, signed by the same key): the first given is asked first")
 	s.StringVar(&c.UpstreamOrder, "upstream-order", OrderPriority, "which live upstream is asked first: priority (the order given) or latency (the fastest lately)")
 	s.DurationVar(&c.FailoverTimeout, "failover-timeout", DefaultFailoverTimeout, "with several upstreams: give one this long to connect and answer before asking the next, and leave it out (probed in the background) until it answers again")
 	s.StringVar(&c.Listen, "listen", DefaultListen, "address to serve the cache on (host:port; port 0 picks one, logged at start)")
@@ -132,25 +131,4 @@ func (c *Config) Source() zap.Field {
 		return zap.String("gateway", c.Gateway)
 	}
 	return zap.String("kubo_api", c.KuboAPI)
-}
-
-// UpstreamList is --upstream: each use, and each comma-separated URL in one,
-// adds an upstream.
-type UpstreamList []string
-
-func (l *UpstreamList) String() string {
-	if l == nil {
-		return ""
-	}
-	return strings.Join(*l, ",")
-}
-
-// Set adds the comma-separated URLs in s.
-func (l *UpstreamList) Set(s string) error {
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			*l = append(*l, f)
-		}
-	}
-	return nil
 }

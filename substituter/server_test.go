@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 )
 
@@ -655,14 +656,14 @@ func TestNewRefusesBadOptions(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	ok := Config{Upstreams: UpstreamList{"http://x", "http://y"}, UpstreamOrder: OrderPriority, FailoverTimeout: time.Second,
+	ok := Config{Upstreams: config.Strings{"http://x", "http://y"}, UpstreamOrder: OrderPriority, FailoverTimeout: time.Second,
 		Listen: "127.0.0.1:0", IPFSTimeout: time.Second, UpstreamTimeout: time.Second}
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	for _, mod := range []func(*Config){
 		func(c *Config) { c.Upstreams = nil },
-		func(c *Config) { c.Upstreams = UpstreamList{"http://x", "ftp://y"} },
+		func(c *Config) { c.Upstreams = config.Strings{"http://x", "ftp://y"} },
 		func(c *Config) { c.UpstreamOrder = "random" },
 		func(c *Config) { c.FailoverTimeout = 0 },
 		func(c *Config) { c.Gateway, c.KuboAPI = "http://g", "http://k" },

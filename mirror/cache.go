@@ -1,0 +1,30 @@
+package mirror
+
+import (
+	"go.uber.org/zap"
+
+	"github.com/nix-ipfs/nix-ipfs/events"
+)
+
+// forgetNarinfo removes a retired path's narinfo from the mirror's own
+// cache (--cache-dir), so the mirror stops offering what the origin no
+// longer does, --keep-retired or not: the cache mirrors the origin's cache,
+// while --keep-retired only decides about the blocks. Under the CID's
+// order, so that a later publish of the same NAR keeps its narinfo.
+func (w *Worker) forgetNarinfo(ev *events.Retired, seq uint64, log *zap.Logger) error {
+	if w.Cache == nil {
+		return nil
+	}
+	remove := func() error { return w.Cache.Remove(ev.StorePath) }
+	if ev.CID == "" {
+		return remove()
+	}
+	if w.order == nil {
+		w.order = newCIDOrder()
+	}
+	ran, err := w.order.do(ev.CID, seq, remove)
+	if err == nil && ran {
+		log.Debug("retired; narinfo removed from the mirror's cache")
+	}
+	return err
+}
