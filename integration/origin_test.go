@@ -1,0 +1,122 @@
+package integration
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
+	"github.com/nix-ipfs/nix-ipfs/storepath"
+)
+
+// startMirrorCache runs `nix-ipfs mirror --cache-dir DIR --listen` on kubo
+// k and returns the process and the URL it serves its cache on.
+func startMirrorCache(t *testing.T, bin, natsURL string, k *testenv.Kubo, name, dir string) (*testenv.Proc, string) {
+	t.Helper()
+	p := testenv.StartProc(t, filepath.Join(bin, "nix-ipfs"), []string{"mirror", "--name", name, "--ack-wait", "10s",
+		"--cache-dir", dir, "--listen", "127.0.0.1:0", "--metrics-addr", freeAddr(t)}, mirEnv(natsURL, k.API)...)
+	re := regexp.MustCompile(`mirror cache listening\s.*"addr": "([^"]+)"`)
+	var url string
+	testenv.Eventually(t, 30*time.Second, "the mirror's cache listening", func() bool {
+		b, _ := os.ReadFile(p.Log)
+		if m := re.FindSubmatch(b); m != nil {
+			url = "http://" + string(m[1])
+		}
+		return url != "" && httpOK(url+"/nix-cache-info")
+	})
+	return p, url
+}
+
+func httpGet(t *testing.T, url string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// TestCacheWithoutOrigin is the proof that no client depends on host A.
+// A builds and publishes a closure; mirror B pins it and keeps the narinfos
+// (--cache-dir), serving them (--listen). B's nix-cache-info and narinfos
+// must be A's byte for byte. Then A's HTTP server and kubo stop and A's
+// cache directory is deleted, and stock Nix, trusting only A's key, copies
+// the whole closure into fresh stores:
+//   - from B's cache directly;
+//   - through a substituter whose first upstream is the dead A and whose
+//     second is B, which marks A down once and serves everything from B's
+//     narinfos and IPFS.
+func TestCacheWithoutOrigin(t *testing.T) {
+	a := newHostA(t)
+	a.startPublisher(t)
+	b := testenv.StartKubo(t)
+	bDir := filepath.Join(t.TempDir(), "cache-b")
+	_, bURL := startMirrorCache(t, a.bin, a.nats.URL, b, "b", bDir)
+
+	top := a.nix.Build(t, richClosure(testenv.Nonce()))[0]
+	closure := closureOf(t, a.nix, top)
+	a.waitPublished(t, closure, 2*time.Minute)
+	testenv.Eventually(t, 2*time.Minute, "B's cache holds every narinfo", func() bool {
+		return countNarinfos(bDir, closure) == len(closure)
+	})
+
+	aSrv := httptest.NewServer(http.FileServer(http.Dir(a.cache)))
+	for _, f := range append([]string{"nix-cache-info"}, hashParts(closure)...) {
+		want, err := os.ReadFile(filepath.Join(a.cache, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, got := httpGet(t, bURL+"/"+f)
+		if code != 200 || !bytes.Equal(got, want) {
+			t.Errorf("%s from B's cache (HTTP %d) differs from A's:\n%s\n--- A ---\n%s", f, code, got, want)
+		}
+	}
+
+	// A disappears: HTTP server, kubo, cache directory, publisher.
+	aURL := aSrv.URL
+	aSrv.Close()
+	a.kubo.Stop(t)
+	a.pub.Signal(15)
+	a.pub.Wait(30 * time.Second)
+	if err := os.RemoveAll(a.cache); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("FromMirror", func(t *testing.T) {
+		checkStockNixCopy(t, a, top, bURL)
+	})
+
+	t.Run("SubstituterDeadOriginFirst", func(t *testing.T) {
+		s := startSubstituterProc(t, a.bin, aURL, "--upstream", bURL, "--kubo-api", b.API, "--failover-timeout", "2s")
+		checkStockNixCopy(t, a, top, s.URL)
+		s.waitNars(t, float64(len(closure)), `source="ipfs"`)
+		if !s.logHas(t, `upstream down; asking the others.*"upstream": "`+regexp.QuoteMeta(aURL)) {
+			t.Errorf("the substituter did not report A down")
+		}
+		if got := scrapeGauge(t, s.metrics, "nixipfs_substituter_upstream_up", `upstream="`+aURL+`"`); got != 0 {
+			t.Errorf("upstream_up for dead A = %v, want 0", got)
+		}
+	})
+}
+
+func hashParts(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		out = append(out, storepath.HashPart(p)+".narinfo")
+	}
+	return out
+}
+
+// scrapeGauge reads a gauge like scrapeCounter reads a counter.
+func scrapeGauge(t *testing.T, url, name string, labels ...string) float64 {
+	t.Helper()
+	return scrapeCounter(t, url, name, labels...)
+}
