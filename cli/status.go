@@ -19,7 +19,7 @@ func init() {
 			n.Register(s)
 			asJSON := s.Bool("json", false, "print JSON instead of a table")
 			last := s.Int("dead-letters", 10, "show this many of the latest dead letters")
-			timeout := s.Duration("timeout", 10*time.Second, "give up reaching NATS after this long")
+			timeout := s.Duration("status-timeout", 10*time.Second, "give up reaching NATS after this long")
 			return func(ctx context.Context, env *Env) error {
 				if err := checked(ctx); err != nil {
 					return err

@@ -315,7 +315,7 @@ func TestSecurityNATSAuth(t *testing.T) {
 			if err != nil || json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &st) != nil || st.Stream != events.DefaultStream || len(st.Consumers) == 0 {
 				t.Errorf("status with %s: %v\n%s", v.name, err, out)
 			}
-			out, err = runBin(nixIPFS, []string{"status", "--timeout", "5s"}, append(append([]string{}, base...), v.wrong...)...)
+			out, err = runBin(nixIPFS, []string{"status", "--status-timeout", "5s"}, append(append([]string{}, base...), v.wrong...)...)
 			outputs = append(outputs, out)
 			if err == nil {
 				t.Errorf("status succeeded with wrong credentials (%s):\n%s", v.name, out)

@@ -48,8 +48,8 @@ func (c *Config) Register(s *config.Set) {
 	s.DurationVar(&c.NegativeTTL, "negative-ttl", DefaultNegativeTTL, "remember upstream 404s for narinfos this long (negative: do not cache)")
 	s.DurationVar(&c.IPFSTimeout, "ipfs-timeout", DefaultIPFSTimeout, "give up IPFS for a NAR, and use upstream, after this long without receiving a byte")
 	s.DurationVar(&c.UpstreamTimeout, "upstream-timeout", DefaultUpstreamTimeout, "bound on upstream response headers, whole narinfos, and pauses in NAR bodies")
-	s.StringVar(&c.SpoolDir, "spool-dir", "", "where NARs from IPFS are held while checked, unlinked (default: $TMPDIR or /tmp)")
-	s.Int64Var(&c.MaxSpoolBytes, "spool-max-bytes", 0, "disk used by NARs being checked at once; a NAR that does not fit goes to upstream (0: unbounded)")
+	s.StringVar(&c.SpoolDir, "nar-spool-dir", "", "where NARs from IPFS are held while checked, unlinked; created if missing (default: $TMPDIR or /tmp)")
+	s.Int64Var(&c.MaxSpoolBytes, "nar-spool-max-bytes", 0, "disk used by NARs being checked at once; a NAR that does not fit goes to upstream (0: unbounded)")
 }
 
 // Validate checks the settings that need no network.
@@ -76,7 +76,7 @@ func (c *Config) Validate() error {
 		return errors.New("--ipfs-timeout and --upstream-timeout must be positive")
 	}
 	if c.MaxSpoolBytes < 0 {
-		return errors.New("--spool-max-bytes must not be negative")
+		return errors.New("--nar-spool-max-bytes must not be negative")
 	}
 	for _, raw := range c.Upstreams {
 		up, err := newUpstream(raw, &http.Client{}, c.UpstreamTimeout)

@@ -166,8 +166,12 @@ func New(opts Options) (*Server, error) {
 	if opts.SpoolDir == "" {
 		opts.SpoolDir = os.TempDir()
 	}
+	// Created like the hook's spool: a fresh host needs no mkdir first.
+	if err := os.MkdirAll(opts.SpoolDir, 0o700); err != nil {
+		return nil, errs.Errorf(errs.Invalid, "substituter: NAR spool directory %q: %w", opts.SpoolDir, err)
+	}
 	if st, err := os.Stat(opts.SpoolDir); err != nil || !st.IsDir() {
-		return nil, errs.Errorf(errs.Invalid, "substituter: spool directory %q: not a directory (%v)", opts.SpoolDir, err)
+		return nil, errs.Errorf(errs.Invalid, "substituter: NAR spool directory %q: not a directory (%v)", opts.SpoolDir, err)
 	}
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()

@@ -647,11 +647,26 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		{Upstream: "http://", IPFS: newFakeIPFS()},
 		{Upstream: "http://x?y=1", IPFS: newFakeIPFS()},
 		{Upstream: "file:///nonexistent/dir", IPFS: newFakeIPFS()},
-		{Upstream: "http://x", IPFS: newFakeIPFS(), SpoolDir: "/nonexistent/dir"},
+		{Upstream: "http://x", IPFS: newFakeIPFS(), SpoolDir: "/dev/null"},
+		{Upstream: "http://x", IPFS: newFakeIPFS(), SpoolDir: "/dev/null/spool"},
 	} {
 		if _, err := New(o); err == nil {
 			t.Errorf("New(%+v) accepted", o)
 		}
+	}
+}
+
+// TestNewCreatesSpoolDir: a NAR spool directory that does not exist yet is
+// created, as the hook creates its event spool.
+func TestNewCreatesSpoolDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "var", "nars")
+	srv, err := New(Options{Upstream: "http://x", IPFS: newFakeIPFS(), SpoolDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() || st.Mode().Perm() != 0o700 {
+		t.Fatalf("spool dir: %v %v", st, err)
 	}
 }
 
