@@ -27,7 +27,14 @@ type builder struct {
 
 func newBuilder(t *testing.T) *builder {
 	t.Helper()
-	b := &builder{nix: testenv.NewNix(t), bin: testenv.Binaries(t), nats: testenv.StartNATS(t)}
+	return newBuilderWith(t, testenv.NewNix(t))
+}
+
+// newBuilderWith is newBuilder with a given Nix (testenv.ForEachNix). Every
+// path here is under the host's temp directory, the same inside a chroot.
+func newBuilderWith(t *testing.T, n *testenv.Nix) *builder {
+	t.Helper()
+	b := &builder{nix: n, bin: testenv.Binaries(t), nats: testenv.StartNATS(t)}
 	b.spool = filepath.Join(t.TempDir(), "spool")
 	empty := filepath.Join(t.TempDir(), "hook.conf")
 	os.WriteFile(empty, []byte("# settings come from the environment in tests\n"), 0o644)
@@ -87,36 +94,74 @@ echo docs > $doc/README`, `outputs = [ "out" "dev" "doc" ];`)
 }
 
 // TestHookRealNixBuild: a real nix-build of a multi-output derivation with
-// the real hook puts exactly one valid built event with every output on the
-// stream. Debian's Nix 2.8.0 passes OUT_PATHS empty, so this also proves
-// the outputs are read from DRV_PATH.
+// the real (static) hook binary as post-build-hook puts exactly one valid
+// built event with every output on the stream, for each Nix version.
+//
+// What Nix hands the hook differs: Debian 12's Nix 2.8.0 passes OUT_PATHS
+// empty (NixOS/nix#6446), so there the event proves the outputs are read
+// from DRV_PATH; Nix 2.26 fills it. A probe build with a shell script as
+// the hook records what each version passed, and the test asserts it.
 func TestHookRealNixBuild(t *testing.T) {
-	b := newBuilder(t)
-	_, js := b.nats.Connect(t)
-	built := b.nix.Build(t, multiOutput(testenv.Nonce()))
-	drv := strings.TrimSpace(b.nix.Run(t, "nix-store", "--query", "--deriver", built[0]))
-	outs := strings.Fields(b.nix.Run(t, "nix-store", "--query", "--outputs", drv))
-	if len(outs) != 3 {
-		t.Fatalf("derivation %s has outputs %v, want 3", drv, outs)
-	}
-	got := builtEvents(t, js)
-	if len(got) != 1 {
-		t.Fatalf("%d built events, want exactly 1", len(got))
-	}
-	ev := got[0]
-	if strings.Join(ev.OutPaths, " ") != strings.Join(sorted(outs), " ") {
-		t.Errorf("event outputs %v, want %v", ev.OutPaths, outs)
-	}
-	if ev.DrvPath != drv {
-		t.Errorf("drv_path = %q, want %q", ev.DrvPath, drv)
-	}
-	host, _ := os.Hostname()
-	if ev.Host != host || ev.StoreDir != "/nix/store" {
-		t.Errorf("host/store_dir = %q/%q", ev.Host, ev.StoreDir)
-	}
-	if files, _ := (hook.Spool{Dir: b.spool}).List(); len(files) != 0 {
-		t.Errorf("spool not empty with NATS up: %v", files)
-	}
+	testenv.ForEachNix(t, func(t *testing.T, n *testenv.Nix) {
+		b := newBuilderWith(t, n)
+		_, js := b.nats.Connect(t)
+
+		probeOut := filepath.Join(n.Dir, "probe.env")
+		probe := filepath.Join(n.Dir, "probe-hook.sh")
+		os.WriteFile(probe, []byte("#!/bin/sh\nprintf 'DRV_PATH=%s\\nOUT_PATHS=%s\\n' \"$DRV_PATH\" \"$OUT_PATHS\" > "+probeOut+"\n"), 0o755)
+		realHook := b.nix.Hook
+		b.nix.Hook = probe
+		probed := b.nix.Build(t, multiOutput(testenv.Nonce()))
+		b.nix.Hook = realHook
+		env, err := os.ReadFile(probeOut)
+		if err != nil {
+			t.Fatalf("Nix %s did not run the probe hook: %v", n.Version, err)
+		}
+		var outPaths string
+		for _, l := range strings.Split(string(env), "\n") {
+			if v, ok := strings.CutPrefix(l, "OUT_PATHS="); ok {
+				outPaths = v
+			}
+		}
+		t.Logf("Nix %s ran the hook with OUT_PATHS=%q", n.Version, outPaths)
+		if n.OutPathsEmpty() {
+			if outPaths != "" {
+				t.Errorf("Nix %s passed OUT_PATHS=%q; NixOS/nix#6446 says it passes it empty", n.Version, outPaths)
+			}
+		} else {
+			// nix-build prints the default output only; the hook gets all.
+			pdrv := strings.TrimSpace(b.nix.Run(t, "nix-store", "--query", "--deriver", probed[0]))
+			want := sorted(strings.Fields(b.nix.Run(t, "nix-store", "--query", "--outputs", pdrv)))
+			if got := sorted(strings.Fields(outPaths)); strings.Join(got, " ") != strings.Join(want, " ") {
+				t.Errorf("Nix %s passed OUT_PATHS=%q, want the build's outputs %v", n.Version, outPaths, want)
+			}
+		}
+
+		built := b.nix.Build(t, multiOutput(testenv.Nonce()))
+		drv := strings.TrimSpace(b.nix.Run(t, "nix-store", "--query", "--deriver", built[0]))
+		outs := strings.Fields(b.nix.Run(t, "nix-store", "--query", "--outputs", drv))
+		if len(outs) != 3 {
+			t.Fatalf("derivation %s has outputs %v, want 3", drv, outs)
+		}
+		got := builtEvents(t, js)
+		if len(got) != 1 { // the probe build, without nix-ipfs-hook, made none
+			t.Fatalf("%d built events, want exactly 1", len(got))
+		}
+		ev := got[0]
+		if strings.Join(ev.OutPaths, " ") != strings.Join(sorted(outs), " ") {
+			t.Errorf("event outputs %v, want %v", ev.OutPaths, outs)
+		}
+		if ev.DrvPath != drv {
+			t.Errorf("drv_path = %q, want %q", ev.DrvPath, drv)
+		}
+		host, _ := os.Hostname()
+		if ev.Host != host || ev.StoreDir != "/nix/store" {
+			t.Errorf("host/store_dir = %q/%q", ev.Host, ev.StoreDir)
+		}
+		if files, _ := (hook.Spool{Dir: b.spool}).List(); len(files) != 0 {
+			t.Errorf("spool not empty with NATS up: %v", files)
+		}
+	})
 }
 
 // TestHookNATSDownSpoolsThenFlushes: with NATS stopped every build still

@@ -7,6 +7,10 @@
 #     `go install github.com/ipfs/kubo/cmd/ipfs@...` is refused by the module
 #     proxy (replace/exclude directives). The binary is cached under
 #     $NIX_IPFS_TOOLS (default ~/.cache/nix-ipfs/bin) so a second run is instant.
+#   - a second, current Nix: Debian trixie's nix-bin (Nix 2.26) in a chroot
+#     made by debootstrap from the Debian mirror apt already uses, cached as a
+#     directory ($NIX_IPFS_TRIXIE_ROOT, default ~/.cache/nix-ipfs/nix-trixie).
+#     As root only (chroot and mount need it); about 1.5 minutes once.
 #
 # Prints the directory holding `ipfs` on its last line of stdout so callers can
 # put it on PATH:  export PATH="$(scripts/install-deps.sh | tail -1):$PATH"
@@ -38,6 +42,67 @@ for pkg in procps:pkill; do
 		apt-get install -y -qq "$p" >&2
 	fi
 done
+
+# The Debian mirror apt uses (deb822 .sources or one-line .list), for
+# debootstrap; the security archive has no trixie base system.
+debian_mirror() {
+	local m
+	m="$( (sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | tr ' ' '\n';
+		sed -n 's/^deb[[:space:]]\{1,\}\(\[[^]]*\][[:space:]]\{1,\}\)\{0,1\}\([^[:space:]]*\).*/\2/p' \
+			/etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null) |
+		grep -v -- '-security' | grep -m1 '/debian/\{0,1\}$' || true)"
+	echo "${m:-http://deb.debian.org/debian}"
+}
+
+# In a private mount namespace: what is mounted for the chroot (/proc, /dev)
+# disappears with the last process in it, so a crash or a kill leaves no
+# mount behind on the host, and a second run starts clean.
+in_chroot() {
+	local root="$1"
+	shift
+	unshare --mount --propagation private sh -euc '
+		root="$1"; shift
+		mount -t proc proc "$root/proc"
+		mount --rbind /dev "$root/dev"
+		exec chroot "$root" "$@"' sh "$root" "$@"
+}
+
+TRIXIE="${NIX_IPFS_TRIXIE_ROOT:-$(dirname "$TOOLS")/nix-trixie}"
+if [ "$(id -u)" -ne 0 ]; then
+	say "not root: no Nix 2.26 chroot (chroot and mount need root); its tests skip outside CI"
+elif [ ! -x "$TRIXIE/usr/bin/nix-build" ]; then
+	mirror="$(debian_mirror)"
+	say "no Nix 2.26 chroot at $TRIXIE: making one (debootstrap trixie from $mirror, then Debian's nix-bin; about 2 minutes)"
+	export DEBIAN_FRONTEND=noninteractive
+	if ! command -v debootstrap >/dev/null 2>&1; then
+		say "debootstrap not found: installing Debian's debootstrap"
+		apt-get update -qq >&2
+		apt-get install -y -qq debootstrap >&2
+	fi
+	# Built beside its final place and renamed when complete, so a run that
+	# died half-way is started over, never taken for done. A leftover is
+	# removed without crossing into any other filesystem.
+	work="$TRIXIE.partial"
+	if [ -e "$work" ]; then
+		say "removing $work, left by an interrupted run"
+		rm -rf --one-file-system "$work"
+	fi
+	mkdir -p "$work"
+	unshare --mount --propagation private \
+		debootstrap --variant=minbase trixie "$work" "$mirror" >&2
+	# No service starts inside the chroot.
+	printf '#!/bin/sh\nexit 101\n' > "$work/usr/sbin/policy-rc.d"
+	chmod +x "$work/usr/sbin/policy-rc.d"
+	in_chroot "$work" sh -c 'apt-get update -qq && apt-get install -y -qq nix-bin' >&2
+	# As on the host: single-user as root, no sandbox, no substituters
+	# (the tests pass these as options too).
+	mkdir -p "$work/etc/nix"
+	printf 'build-users-group =\nsandbox = false\nsubstituters =\n' > "$work/etc/nix/nix.conf"
+	mv "$work" "$TRIXIE"
+fi
+if [ -x "$TRIXIE/usr/bin/nix-build" ] && [ "$(id -u)" -eq 0 ]; then
+	say "nix (chroot $TRIXIE): $(in_chroot "$TRIXIE" nix-build --version)"
+fi
 
 ipfs_bin="$TOOLS/ipfs-$KUBO_VERSION"
 if [ ! -x "$ipfs_bin" ]; then

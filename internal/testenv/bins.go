@@ -15,7 +15,8 @@ var (
 	binErr  error
 )
 
-// Binaries builds bin/nix-ipfs-hook and bin/nix-ipfs once per test process,
+// Binaries builds bin/nix-ipfs-hook and bin/nix-ipfs (static: CGO_ENABLED=0)
+// once per test process, under the host's temp directory,
 // so integration tests run the real programs Nix and operators run, and
 // returns the directory that holds them.
 func Binaries(t testing.TB) string {
@@ -33,6 +34,9 @@ func Binaries(t testing.TB) string {
 		}
 		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/nix-ipfs-hook", "./cmd/nix-ipfs")
 		cmd.Dir = dir
+		// Static, as deploy builds them (Dockerfile): they run unchanged
+		// inside the Nix 2.26 chroot, whatever its C library.
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		var out []byte
 		out, binErr = cmd.CombinedOutput()
 		if binErr != nil {

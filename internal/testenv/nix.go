@@ -10,12 +10,29 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nix-ipfs/nix-ipfs/internal/chroot"
 )
 
-// Nix runs the real Nix (Debian's nix-bin: single-user, as root) configured
+// Nix runs one real Nix (Debian's nix-bin: single-user, as root) configured
 // for tests: no substituters (cache.nixos.org is unreachable and would cost
 // seconds per build), a post-build-hook if set, and a throwaway signing key.
+//
+// Two Nix versions are covered (see NixVersions): the host's, Debian 12's
+// Nix 2.8.0, and Debian 13 (trixie)'s Nix 2.26 in a chroot that
+// scripts/install-deps.sh makes. A chroot Nix has its own store and
+// database under its root; every command runs inside the chroot (package
+// internal/chroot) with the host's temp directory mounted at the same path,
+// so that t.TempDir() paths, the test binaries (Binaries) and the files
+// Nix writes there are the same paths on both sides. A program that reads
+// this Nix's store (the publisher, `nix-ipfs up`) must run beside it: Exec
+// and StartProc do that.
 type Nix struct {
+	// Version is what `nix-build --version` says, "2.8.0" or "2.26.3".
+	Version string
+	// Root is the chroot's root directory, or "" for the host's Nix.
+	Root string
+
 	Dir       string // scratch dir for expressions and out-links
 	SecretKey string // path of a throwaway binary cache secret key
 	PublicKey string // its public key, "name:base64"
@@ -26,12 +43,25 @@ type Nix struct {
 	Env []string
 }
 
-// NewNix checks that Nix is installed and makes a signing key.
+// NewNix checks that the host's Nix is installed and makes a signing key.
 func NewNix(t testing.TB) *Nix {
 	t.Helper()
 	NeedProgram(t, "nix-build")
 	NeedProgram(t, "nix-store")
 	n := &Nix{Dir: t.TempDir(), KeyName: "nix-ipfs-test-1"}
+	n.setup(t)
+	return n
+}
+
+func (n *Nix) setup(t testing.TB) {
+	t.Helper()
+	if n.Version == "" {
+		v, err := nixVersion(n.Root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Version = v
+	}
 	n.SecretKey = filepath.Join(n.Dir, "secret.key")
 	pub := filepath.Join(n.Dir, "public.key")
 	n.Run(t, "nix-store", "--generate-binary-cache-key", n.KeyName, n.SecretKey, pub)
@@ -43,7 +73,6 @@ func NewNix(t testing.TB) *Nix {
 		t.Fatal(err)
 	}
 	n.PublicKey = strings.TrimSpace(string(b))
-	return n
 }
 
 // Options are the --option flags every Nix command gets.
@@ -74,9 +103,42 @@ func (n *Nix) Command(name string, args ...string) *exec.Cmd {
 	default:
 		full = args
 	}
-	cmd := exec.Command(name, full...)
+	cmd := n.Exec(name, full...)
 	cmd.Env = append(os.Environ(), n.Env...)
 	return cmd
+}
+
+// Exec returns a command that runs name beside this Nix: directly for the
+// host's, inside the chroot for another (name is then looked up on the
+// chroot's PATH unless absolute; a project binary must be static, as
+// Binaries builds them, and under the host's temp directory). Its
+// environment is the caller's to set.
+func (n *Nix) Exec(name string, args ...string) *exec.Cmd {
+	if n.Root == "" {
+		return exec.Command(name, args...)
+	}
+	return chroot.Command(n.Root, chroot.Binds(os.TempDir()), name, args...)
+}
+
+// StartProc is the package's StartProc for a program that runs beside this
+// Nix (see Exec): the publisher, which reads this Nix's database and store.
+func (n *Nix) StartProc(t testing.TB, bin string, args []string, env ...string) *Proc {
+	t.Helper()
+	c := n.Exec(bin, args...)
+	return startProc(t, nil, filepath.Base(bin), c.Path, c.Args[1:], env)
+}
+
+// Dump returns the NAR serialisation of p as this Nix's nix-store --dump
+// writes it (p may also be a path inside a chroot store directory).
+func (n *Nix) Dump(t testing.TB, p string) []byte {
+	t.Helper()
+	cmd := n.Command("nix-store", "--dump", p)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("nix-store --dump %s (Nix %s): %v\n%s", p, n.Version, err, stderr.String())
+	}
+	return stdout.Bytes()
 }
 
 // Run runs a Nix command and returns its stdout; it fails the test on error.
@@ -95,7 +157,7 @@ func (n *Nix) Try(name string, args ...string) (string, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("%v\n%s", err, stderr.String())
+		return stdout.String(), fmt.Errorf("Nix %s: %v\n%s", n.Version, err, stderr.String())
 	}
 	return stdout.String(), nil
 }

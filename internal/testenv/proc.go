@@ -28,21 +28,28 @@ type Proc struct {
 // It is killed at cleanup; on failure its log tail is printed.
 func StartProc(t testing.TB, bin string, args []string, env ...string) *Proc {
 	t.Helper()
-	return StartProcAs(t, nil, bin, args, env...)
+	return startProc(t, nil, filepath.Base(bin), bin, args, env)
 }
 
 // StartProcAs is StartProc with the process running as cred's user and
 // group (nil: as the test); the test must be root to give another.
 func StartProcAs(t testing.TB, cred *syscall.Credential, bin string, args []string, env ...string) *Proc {
 	t.Helper()
+	return startProc(t, cred, filepath.Base(bin), bin, args, env)
+}
+
+// startProc is StartProcAs with the name its log goes by (the program's,
+// when bin is a wrapper such as the chroot's).
+func startProc(t testing.TB, cred *syscall.Credential, label, bin string, args, env []string) *Proc {
+	t.Helper()
 	p := &Proc{name: bin, args: args, env: env, cred: cred,
-		Log: filepath.Join(t.TempDir(), filepath.Base(bin)+".log")}
+		Log: filepath.Join(t.TempDir(), label+".log")}
 	p.start(t)
 	t.Cleanup(func() {
 		p.Signal(syscall.SIGKILL)
 		p.Wait(10 * time.Second)
 		if t.Failed() {
-			t.Logf("%s log tail:\n%s", filepath.Base(bin), p.Tail(60))
+			t.Logf("%s log tail:\n%s", label, p.Tail(60))
 		}
 	})
 	return p
