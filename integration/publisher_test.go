@@ -33,7 +33,17 @@ type hostA struct {
 
 func newHostA(t *testing.T, kuboOpts ...testenv.KuboOption) *hostA {
 	t.Helper()
-	a := &hostA{builder: newBuilder(t)}
+	return newHostAWith(t, testenv.NewNix(t), kuboOpts...)
+}
+
+// newHostAWith is newHostA with a given Nix (testenv.ForEachNix). The
+// publisher runs beside that Nix: for the chroot's, inside the chroot, as
+// the same static binary, reading the chroot's database and store (its
+// default --nix-db), and reaching NATS and kubo on the host's loopback, as
+// on a builder running that Nix.
+func newHostAWith(t *testing.T, n *testenv.Nix, kuboOpts ...testenv.KuboOption) *hostA {
+	t.Helper()
+	a := &hostA{builder: newBuilderWith(t, n)}
 	a.kubo = testenv.StartKubo(t, kuboOpts...)
 	a.cache = filepath.Join(t.TempDir(), "cache")
 	return a
@@ -52,7 +62,7 @@ func (a *hostA) publisherEnv() []string {
 
 func (a *hostA) startPublisher(t *testing.T, extraArgs ...string) {
 	t.Helper()
-	a.pub = testenv.StartProc(t, filepath.Join(a.bin, "nix-ipfs"), append([]string{"publisher"}, extraArgs...), a.publisherEnv()...)
+	a.pub = a.nix.StartProc(t, filepath.Join(a.bin, "nix-ipfs"), append([]string{"publisher"}, extraArgs...), a.publisherEnv()...)
 }
 
 // waitPublished waits until every path has a narinfo with an IPFSHash.
@@ -114,109 +124,114 @@ func closureOf(t *testing.T, n *testenv.Nix, p string) []string {
 // publisher binary against a real kubo; then for every path of the closure,
 // the NAR is byte-identical to nix-store --dump, the narinfo has the field
 // values `nix copy --to file://...?compression=none` writes with the same key
-// (signature included), and the IPFSHash's bytes hash to NarHash.
+// (signature included), and the IPFSHash's bytes hash to NarHash; once per
+// Nix version, each its own oracle (Nix 2.26's publisher runs in its chroot).
 func TestPublisherMatchesNixCopy(t *testing.T) {
-	a := newHostA(t)
-	a.startPublisher(t)
-	top := a.nix.Build(t, richClosure(testenv.Nonce()))[0]
-	closure := closureOf(t, a.nix, top)
-	if len(closure) < 4 {
-		t.Fatalf("closure %v: want at least 4 paths", closure)
-	}
-	got := a.waitPublished(t, closure, 2*time.Minute)
+	testenv.ForEachNix(t, func(t *testing.T, n *testenv.Nix) {
+		a := newHostAWith(t, n)
+		a.startPublisher(t)
+		top := a.nix.Build(t, richClosure(testenv.Nonce()))[0]
+		closure := closureOf(t, a.nix, top)
+		if len(closure) < 4 {
+			t.Fatalf("closure %v: want at least 4 paths", closure)
+		}
+		got := a.waitPublished(t, closure, 2*time.Minute)
 
-	golden := filepath.Join(t.TempDir(), "golden")
-	a.nix.Run(t, "nix", "copy", "--to", "file://"+golden+"?compression=none&secret-key="+a.nix.SecretKey, top)
+		golden := filepath.Join(t.TempDir(), "golden")
+		a.nix.Run(t, "nix", "copy", "--to", "file://"+golden+"?compression=none&secret-key="+a.nix.SecretKey, top)
 
-	for _, p := range closure {
-		ni := got[p]
-		hp := storepath.HashPart(p)
-		want, err := os.ReadFile(filepath.Join(golden, hp+".narinfo"))
-		if err != nil {
-			t.Fatal(err)
+		for _, p := range closure {
+			ni := got[p]
+			hp := storepath.HashPart(p)
+			want, err := os.ReadFile(filepath.Join(golden, hp+".narinfo"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			wni, err := narinfo.ParseBytes(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p == top {
+				t.Logf("Nix %s's nix copy wrote, for the top path:\n%s", n.Version, want)
+			}
+			if ni.IPFSHash == "" {
+				t.Errorf("%s: no IPFSHash", p)
+			}
+			// Field by field, the signature included; then byte for byte once
+			// our extension line is taken out.
+			cmp := *ni
+			cmp.IPFSHash = ""
+			if !reflect.DeepEqual(&cmp, wni) {
+				t.Errorf("%s: narinfo differs from nix copy's\n ours: %+v\nnix's: %+v", p, cmp, *wni)
+			}
+			if cmp.String() != string(want) {
+				t.Errorf("%s: narinfo text differs from nix copy's\n%s\n---\n%s", p, cmp.String(), want)
+			}
+			nar, err := os.ReadFile(filepath.Join(a.cache, ni.URL))
+			if err != nil {
+				t.Fatalf("%s: %v", p, err)
+			}
+			dump := a.nix.Dump(t, p)
+			if !bytes.Equal(nar, dump) {
+				t.Errorf("%s: NAR differs from nix-store --dump (%d vs %d bytes)", p, len(nar), len(dump))
+			}
+			// Read the CID back through the ipfs CLI, not our client.
+			catted := a.kubo.IPFS(t, "cat", ni.IPFSHash)
+			sum := sha256.Sum256([]byte(catted))
+			if h := "sha256:" + nixbase32.EncodeToString(sum[:]); h != ni.NarHash {
+				t.Errorf("%s: ipfs cat %s hashes to %s, NarHash is %s", p, ni.IPFSHash, h, ni.NarHash)
+			}
 		}
-		wni, err := narinfo.ParseBytes(want)
-		if err != nil {
-			t.Fatal(err)
+		if info, err := os.ReadFile(filepath.Join(a.cache, "nix-cache-info")); err != nil || string(info) != "StoreDir: /nix/store\n" {
+			t.Errorf("nix-cache-info = %q, %v", info, err)
 		}
-		if ni.IPFSHash == "" {
-			t.Errorf("%s: no IPFSHash", p)
-		}
-		// Field by field, the signature included; then byte for byte once
-		// our extension line is taken out.
-		cmp := *ni
-		cmp.IPFSHash = ""
-		if !reflect.DeepEqual(&cmp, wni) {
-			t.Errorf("%s: narinfo differs from nix copy's\n ours: %+v\nnix's: %+v", p, cmp, *wni)
-		}
-		if cmp.String() != string(want) {
-			t.Errorf("%s: narinfo text differs from nix copy's\n%s\n---\n%s", p, cmp.String(), want)
-		}
-		nar, err := os.ReadFile(filepath.Join(a.cache, ni.URL))
-		if err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
-		dump, err := exec.Command("nix-store", "--dump", p).Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(nar, dump) {
-			t.Errorf("%s: NAR differs from nix-store --dump (%d vs %d bytes)", p, len(nar), len(dump))
-		}
-		// Read the CID back through the ipfs CLI, not our client.
-		catted := a.kubo.IPFS(t, "cat", ni.IPFSHash)
-		sum := sha256.Sum256([]byte(catted))
-		if h := "sha256:" + nixbase32.EncodeToString(sum[:]); h != ni.NarHash {
-			t.Errorf("%s: ipfs cat %s hashes to %s, NarHash is %s", p, ni.IPFSHash, h, ni.NarHash)
-		}
-	}
-	if info, err := os.ReadFile(filepath.Join(a.cache, "nix-cache-info")); err != nil || string(info) != "StoreDir: /nix/store\n" {
-		t.Errorf("nix-cache-info = %q, %v", info, err)
-	}
 
-	// One "published" event per path, carrying what the narinfo says.
-	_, js := a.nats.Connect(t)
-	pubs := map[string]*events.Published{}
-	for _, e := range streamEvents(t, js, events.SubjectPublished) {
-		pe := e.(*events.Published)
-		if pubs[pe.StorePath] != nil {
-			t.Errorf("%s announced twice", pe.StorePath)
+		// One "published" event per path, carrying what the narinfo says.
+		_, js := a.nats.Connect(t)
+		pubs := map[string]*events.Published{}
+		for _, e := range streamEvents(t, js, events.SubjectPublished) {
+			pe := e.(*events.Published)
+			if pubs[pe.StorePath] != nil {
+				t.Errorf("%s announced twice", pe.StorePath)
+			}
+			pubs[pe.StorePath] = pe
 		}
-		pubs[pe.StorePath] = pe
-	}
-	for _, p := range closure {
-		pe := pubs[p]
-		if pe == nil {
-			t.Errorf("%s: no published event", p)
-			continue
+		for _, p := range closure {
+			pe := pubs[p]
+			if pe == nil {
+				t.Errorf("%s: no published event", p)
+				continue
+			}
+			if pe.CID != got[p].IPFSHash || pe.NarHash != got[p].NarHash || pe.NarURL != got[p].URL || pe.Publisher.PeerID == "" || len(pe.Publisher.Addrs) == 0 {
+				t.Errorf("%s: event %+v does not match narinfo", p, pe)
+			}
 		}
-		if pe.CID != got[p].IPFSHash || pe.NarHash != got[p].NarHash || pe.NarURL != got[p].URL || pe.Publisher.PeerID == "" || len(pe.Publisher.Addrs) == 0 {
-			t.Errorf("%s: event %+v does not match narinfo", p, pe)
-		}
-	}
 
-	t.Run("StockNixAcceptsCache", func(t *testing.T) {
-		checkStockNixCopy(t, a, top, "file://"+a.cache)
-		srv := httptest.NewServer(http.FileServer(http.Dir(a.cache)))
-		defer srv.Close()
-		checkStockNixCopy(t, a, top, srv.URL)
-	})
-	t.Run("TamperedSignatureRefused", func(t *testing.T) {
-		tampered := filepath.Join(t.TempDir(), "tampered")
-		if out, err := exec.Command("cp", "-a", a.cache, tampered).CombinedOutput(); err != nil {
-			t.Fatalf("%v %s", err, out)
-		}
-		f := filepath.Join(tampered, storepath.HashPart(top)+".narinfo")
-		b, _ := os.ReadFile(f)
-		ni, _ := narinfo.ParseBytes(b)
-		ni.NarSize++ // the signature no longer covers what the narinfo says
-		os.WriteFile(f, []byte(ni.String()), 0o644)
-		dest := filepath.Join(t.TempDir(), "store-c")
-		_, err := a.nix.Try("nix", "copy", "--from", "file://"+tampered, "--to", dest,
-			"--option", "trusted-public-keys", a.nix.PublicKey, "--option", "require-sigs", "true", top)
-		if err == nil || !strings.Contains(err.Error(), "signature") {
-			t.Errorf("nix copy of a tampered narinfo: %v", err)
-		}
+		t.Run("StockNixAcceptsCache", func(t *testing.T) {
+			checkStockNixCopy(t, a, top, "file://"+a.cache)
+			srv := httptest.NewServer(http.FileServer(http.Dir(a.cache)))
+			defer srv.Close()
+			checkStockNixCopy(t, a, top, srv.URL)
+		})
+		t.Run("TamperedSignatureRefused", func(t *testing.T) {
+			tampered := filepath.Join(t.TempDir(), "tampered")
+			if out, err := exec.Command("cp", "-a", a.cache, tampered).CombinedOutput(); err != nil {
+				t.Fatalf("%v %s", err, out)
+			}
+			f := filepath.Join(tampered, storepath.HashPart(top)+".narinfo")
+			b, _ := os.ReadFile(f)
+			ni, _ := narinfo.ParseBytes(b)
+			ni.NarSize++ // the signature no longer covers what the narinfo says
+			os.WriteFile(f, []byte(ni.String()), 0o644)
+			dest := filepath.Join(t.TempDir(), "store-c")
+			_, err := a.nix.Try("nix", "copy", "--from", "file://"+tampered, "--to", dest,
+				"--option", "trusted-public-keys", a.nix.PublicKey, "--option", "require-sigs", "true", top)
+			if err == nil || !strings.Contains(err.Error(), "signature") {
+				t.Errorf("nix copy of a tampered narinfo: %v", err)
+			} else {
+				t.Logf("Nix %s refused it: %s", n.Version, lastLine(err.Error()))
+			}
+		})
 	})
 }
 
@@ -232,15 +247,12 @@ func checkStockNixCopy(t *testing.T, a *hostA, top, from string) {
 			t.Errorf("%s not valid in the client store: %v", p, err)
 			continue
 		}
-		want, err := exec.Command("nix-store", "--dump", p).Output()
-		if err != nil {
-			t.Fatal(err)
-		}
+		want := a.nix.Dump(t, p)
 		// The chroot store's own copy: `nix-store --store DIR --dump P`
 		// would dump the host's P whatever DIR holds.
-		got, err := exec.Command("nix-store", "--dump", filepath.Join(dest, p)).Output()
-		if err != nil || !bytes.Equal(got, want) {
-			t.Errorf("%s from %s: contents differ in the client store (%d vs %d bytes, %v)", p, from, len(got), len(want), err)
+		got := a.nix.Dump(t, filepath.Join(dest, p))
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s from %s: contents differ in the client store (%d vs %d bytes)", p, from, len(got), len(want))
 		}
 	}
 }
@@ -268,6 +280,12 @@ func TestPublisherSurvivesKuboOutage(t *testing.T) {
 	if dead := streamEvents(t, js, events.SubjectDeadPrefix+">"); len(dead) != 0 {
 		t.Errorf("%d events dead-lettered during a transient outage: %+v", len(dead), dead[0])
 	}
+}
+
+// lastLine is the last non-empty line of s: the gist of a Nix error.
+func lastLine(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(l[len(l)-1])
 }
 
 func freeAddr(t *testing.T) string {

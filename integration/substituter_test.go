@@ -150,155 +150,160 @@ func rewriteNarinfo(t *testing.T, cache, p string, mod func(*narinfo.NarInfo)) {
 //   - with A's NAR files deleted and A's kubo stopped, the copy still
 //     succeeds, through kubo B's RPC API and through B's gateway (blocks
 //     checked one by one against their CIDs).
+//
+// Once per Nix version: the client (and A's Nix and publisher) is Debian
+// 12's Nix 2.8.0, then Nix 2.26 in its chroot, reaching the substituter
+// on the host's loopback.
 func TestSubstituterStockNix(t *testing.T) {
-	a := newHostA(t)
-	a.startPublisher(t)
-	top := a.nix.Build(t, richClosure(testenv.Nonce()))[0]
-	closure := closureOf(t, a.nix, top)
-	infos := a.waitPublished(t, closure, 2*time.Minute)
-	n := float64(len(closure))
+	testenv.ForEachNix(t, func(t *testing.T, n *testenv.Nix) {
+		a := newHostAWith(t, n)
+		a.startPublisher(t)
+		top := a.nix.Build(t, richClosure(testenv.Nonce()))[0]
+		closure := closureOf(t, a.nix, top)
+		infos := a.waitPublished(t, closure, 2*time.Minute)
+		total := float64(len(closure))
 
-	b := testenv.StartKubo(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	selfA, err := a.kubo.Client.Self(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Client.Connect(ctx, selfA); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range closure {
-		b.IPFS(t, "pin", "add", "--progress=false", infos[p].IPFSHash)
-	}
-
-	upstream := httptest.NewServer(http.FileServer(http.Dir(a.cache)))
-	defer upstream.Close()
-
-	t.Run("FromIPFS", func(t *testing.T) {
-		s := startSubstituterProc(t, a.bin, upstream.URL, "--kubo-api", b.API)
-		checkStockNixCopy(t, a, top, s.URL)
-		s.waitNars(t, n, `source="ipfs"`)
-		if got := s.nars(t, `source="upstream"`) + s.nars(t, `source="none"`); got != 0 {
-			t.Errorf("%v NARs not from IPFS", got)
+		b := testenv.StartKubo(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		selfA, err := a.kubo.Client.Self(ctx)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if !s.logHas(t, `NAR served.*"source": "ipfs"`) {
-			t.Errorf("log does not say the NARs came from IPFS")
+		if err := b.Client.Connect(ctx, selfA); err != nil {
+			t.Fatal(err)
 		}
-		// The narinfo text is upstream's, byte for byte, IPFSHash included.
 		for _, p := range closure {
-			want, _ := os.ReadFile(filepath.Join(a.cache, storepath.HashPart(p)+".narinfo"))
-			resp, err := http.Get(s.URL + "/" + storepath.HashPart(p) + ".narinfo")
-			if err != nil {
+			b.IPFS(t, "pin", "add", "--progress=false", infos[p].IPFSHash)
+		}
+
+		upstream := httptest.NewServer(http.FileServer(http.Dir(a.cache)))
+		defer upstream.Close()
+
+		t.Run("FromIPFS", func(t *testing.T) {
+			s := startSubstituterProc(t, a.bin, upstream.URL, "--kubo-api", b.API)
+			checkStockNixCopy(t, a, top, s.URL)
+			s.waitNars(t, total, `source="ipfs"`)
+			if got := s.nars(t, `source="upstream"`) + s.nars(t, `source="none"`); got != 0 {
+				t.Errorf("%v NARs not from IPFS", got)
+			}
+			if !s.logHas(t, `NAR served.*"source": "ipfs"`) {
+				t.Errorf("log does not say the NARs came from IPFS")
+			}
+			// The narinfo text is upstream's, byte for byte, IPFSHash included.
+			for _, p := range closure {
+				want, _ := os.ReadFile(filepath.Join(a.cache, storepath.HashPart(p)+".narinfo"))
+				resp, err := http.Get(s.URL + "/" + storepath.HashPart(p) + ".narinfo")
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if !bytes.Equal(got, want) {
+					t.Errorf("%s: narinfo differs from upstream's:\n%s\n---\n%s", p, got, want)
+				}
+			}
+		})
+
+		t.Run("IPFSHashMismatchFallsBack", func(t *testing.T) {
+			cache := copyCacheDir(t, a.cache)
+			var other string
+			for _, p := range closure {
+				if strings.Contains(p, "-other-") {
+					other = p
+				}
+			}
+			if other == "" || other == top {
+				t.Fatalf("no 'other' path in %v", closure)
+			}
+			// top: the CID of its NAR with one byte changed (same size, so
+			// only the hash can tell). other: the CID of unrelated bytes.
+			dump := a.nix.Dump(t, top)
+			dump[len(dump)/2] ^= 1
+			wrong := filepath.Join(t.TempDir(), "wrong")
+			os.WriteFile(wrong, dump, 0o644)
+			unrelated := filepath.Join(t.TempDir(), "unrelated")
+			os.WriteFile(unrelated, []byte("not the NAR of "+other+"\n"), 0o644)
+			wrongCID := strings.TrimSpace(b.IPFS(t, "add", "-Q", "--cid-version=1", wrong))
+			unrelatedCID := strings.TrimSpace(b.IPFS(t, "add", "-Q", "--cid-version=1", unrelated))
+			rewriteNarinfo(t, cache, top, func(ni *narinfo.NarInfo) { ni.IPFSHash = wrongCID })
+			rewriteNarinfo(t, cache, other, func(ni *narinfo.NarInfo) { ni.IPFSHash = unrelatedCID })
+
+			up := httptest.NewServer(http.FileServer(http.Dir(cache)))
+			defer up.Close()
+			s := startSubstituterProc(t, a.bin, up.URL, "--kubo-api", b.API)
+			checkStockNixCopy(t, a, top, s.URL)
+			s.waitNars(t, 1, `source="upstream"`, `reason="hash_mismatch"`)
+			s.waitNars(t, 1, `source="upstream"`, `reason="size_mismatch"`)
+			s.waitNars(t, total-2, `source="ipfs"`)
+			if f := scrapeCounter(t, s.metrics, "nixipfs_substituter_ipfs_failures_total", `reason="hash_mismatch"`); f != 1 {
+				t.Errorf("ipfs_failures_total{reason=hash_mismatch} = %v", f)
+			}
+			if !s.logHas(t, `falling back to upstream.*"cid": "`+wrongCID+`".*"reason": "hash_mismatch"`) {
+				t.Errorf("log does not report the hash mismatch of %s", wrongCID)
+			}
+		})
+
+		t.Run("TamperedSignatureRefused", func(t *testing.T) {
+			cache := copyCacheDir(t, a.cache)
+			// A well-formed signature by the right key name, over another
+			// path's fingerprint.
+			var borrowed []string
+			for _, p := range closure {
+				if p != top {
+					borrowed = infos[p].Sigs
+					break
+				}
+			}
+			rewriteNarinfo(t, cache, top, func(ni *narinfo.NarInfo) { ni.Sigs = borrowed })
+			up := httptest.NewServer(http.FileServer(http.Dir(cache)))
+			defer up.Close()
+			s := startSubstituterProc(t, a.bin, up.URL, "--kubo-api", b.API)
+			dest := filepath.Join(t.TempDir(), "store-c")
+			_, err := a.nix.Try("nix", "copy", "--from", s.URL, "--to", dest,
+				"--option", "trusted-public-keys", a.nix.PublicKey, "--option", "require-sigs", "true", top)
+			if err == nil || !strings.Contains(err.Error(), "signature") {
+				t.Errorf("nix copy of a path whose signature was tampered with: %v", err)
+			} else {
+				t.Logf("Nix %s refused it: %s", n.Version, lastLine(err.Error()))
+			}
+			if _, err := a.nix.Try("nix-store", "--store", dest, "--check-validity", top); err == nil {
+				t.Errorf("%s is valid in the client store despite its bad signature", top)
+			}
+		})
+
+		// From here on, only IPFS on B has the NARs.
+		nars, _ := filepath.Glob(filepath.Join(a.cache, "nar", "*"))
+		if len(nars) < len(closure) {
+			t.Fatalf("%d NAR files in A's cache for %d paths", len(nars), len(closure))
+		}
+		for _, f := range nars {
+			if err := os.Remove(f); err != nil {
 				t.Fatal(err)
 			}
-			got, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s: narinfo differs from upstream's:\n%s\n---\n%s", p, got, want)
+		}
+		a.kubo.Stop(t)
+
+		t.Run("NARsGoneKuboAStopped", func(t *testing.T) {
+			s := startSubstituterProc(t, a.bin, upstream.URL, "--kubo-api", b.API)
+			checkStockNixCopy(t, a, top, s.URL)
+			s.waitNars(t, total, `source="ipfs"`)
+			if !s.logHas(t, `NAR served.*"source": "ipfs"`) {
+				t.Errorf("log does not say the NARs came from IPFS")
 			}
-		}
-	})
+		})
 
-	t.Run("IPFSHashMismatchFallsBack", func(t *testing.T) {
-		cache := copyCacheDir(t, a.cache)
-		var other string
-		for _, p := range closure {
-			if strings.Contains(p, "-other-") {
-				other = p
+		t.Run("Gateway", func(t *testing.T) {
+			gw, err := os.ReadFile(filepath.Join(b.Repo, "gateway"))
+			if err != nil {
+				t.Fatalf("kubo B's gateway address: %v", err)
 			}
-		}
-		if other == "" || other == top {
-			t.Fatalf("no 'other' path in %v", closure)
-		}
-		// top: the CID of its NAR with one byte changed (same size, so
-		// only the hash can tell). other: the CID of unrelated bytes.
-		dump, err := exec.Command("nix-store", "--dump", top).Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		dump[len(dump)/2] ^= 1
-		wrong := filepath.Join(t.TempDir(), "wrong")
-		os.WriteFile(wrong, dump, 0o644)
-		unrelated := filepath.Join(t.TempDir(), "unrelated")
-		os.WriteFile(unrelated, []byte("not the NAR of "+other+"\n"), 0o644)
-		wrongCID := strings.TrimSpace(b.IPFS(t, "add", "-Q", "--cid-version=1", wrong))
-		unrelatedCID := strings.TrimSpace(b.IPFS(t, "add", "-Q", "--cid-version=1", unrelated))
-		rewriteNarinfo(t, cache, top, func(ni *narinfo.NarInfo) { ni.IPFSHash = wrongCID })
-		rewriteNarinfo(t, cache, other, func(ni *narinfo.NarInfo) { ni.IPFSHash = unrelatedCID })
-
-		up := httptest.NewServer(http.FileServer(http.Dir(cache)))
-		defer up.Close()
-		s := startSubstituterProc(t, a.bin, up.URL, "--kubo-api", b.API)
-		checkStockNixCopy(t, a, top, s.URL)
-		s.waitNars(t, 1, `source="upstream"`, `reason="hash_mismatch"`)
-		s.waitNars(t, 1, `source="upstream"`, `reason="size_mismatch"`)
-		s.waitNars(t, n-2, `source="ipfs"`)
-		if f := scrapeCounter(t, s.metrics, "nixipfs_substituter_ipfs_failures_total", `reason="hash_mismatch"`); f != 1 {
-			t.Errorf("ipfs_failures_total{reason=hash_mismatch} = %v", f)
-		}
-		if !s.logHas(t, `falling back to upstream.*"cid": "`+wrongCID+`".*"reason": "hash_mismatch"`) {
-			t.Errorf("log does not report the hash mismatch of %s", wrongCID)
-		}
-	})
-
-	t.Run("TamperedSignatureRefused", func(t *testing.T) {
-		cache := copyCacheDir(t, a.cache)
-		// A well-formed signature by the right key name, over another
-		// path's fingerprint.
-		var borrowed []string
-		for _, p := range closure {
-			if p != top {
-				borrowed = infos[p].Sigs
-				break
+			s := startSubstituterProc(t, a.bin, upstream.URL, "--gateway", strings.TrimSpace(string(gw)))
+			checkStockNixCopy(t, a, top, s.URL)
+			s.waitNars(t, total, `source="ipfs"`)
+			if got := s.nars(t, `source="upstream"`) + s.nars(t, `source="none"`); got != 0 {
+				t.Errorf("%v NARs not from IPFS", got)
 			}
-		}
-		rewriteNarinfo(t, cache, top, func(ni *narinfo.NarInfo) { ni.Sigs = borrowed })
-		up := httptest.NewServer(http.FileServer(http.Dir(cache)))
-		defer up.Close()
-		s := startSubstituterProc(t, a.bin, up.URL, "--kubo-api", b.API)
-		dest := filepath.Join(t.TempDir(), "store-c")
-		_, err := a.nix.Try("nix", "copy", "--from", s.URL, "--to", dest,
-			"--option", "trusted-public-keys", a.nix.PublicKey, "--option", "require-sigs", "true", top)
-		if err == nil || !strings.Contains(err.Error(), "signature") {
-			t.Errorf("nix copy of a path whose signature was tampered with: %v", err)
-		}
-		if _, err := a.nix.Try("nix-store", "--store", dest, "--check-validity", top); err == nil {
-			t.Errorf("%s is valid in the client store despite its bad signature", top)
-		}
-	})
-
-	// From here on, only IPFS on B has the NARs.
-	nars, _ := filepath.Glob(filepath.Join(a.cache, "nar", "*"))
-	if len(nars) < len(closure) {
-		t.Fatalf("%d NAR files in A's cache for %d paths", len(nars), len(closure))
-	}
-	for _, f := range nars {
-		if err := os.Remove(f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	a.kubo.Stop(t)
-
-	t.Run("NARsGoneKuboAStopped", func(t *testing.T) {
-		s := startSubstituterProc(t, a.bin, upstream.URL, "--kubo-api", b.API)
-		checkStockNixCopy(t, a, top, s.URL)
-		s.waitNars(t, n, `source="ipfs"`)
-		if !s.logHas(t, `NAR served.*"source": "ipfs"`) {
-			t.Errorf("log does not say the NARs came from IPFS")
-		}
-	})
-
-	t.Run("Gateway", func(t *testing.T) {
-		gw, err := os.ReadFile(filepath.Join(b.Repo, "gateway"))
-		if err != nil {
-			t.Fatalf("kubo B's gateway address: %v", err)
-		}
-		s := startSubstituterProc(t, a.bin, upstream.URL, "--gateway", strings.TrimSpace(string(gw)))
-		checkStockNixCopy(t, a, top, s.URL)
-		s.waitNars(t, n, `source="ipfs"`)
-		if got := s.nars(t, `source="upstream"`) + s.nars(t, `source="none"`); got != 0 {
-			t.Errorf("%v NARs not from IPFS", got)
-		}
+		})
 	})
 }
