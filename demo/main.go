@@ -8,6 +8,14 @@
 //	   A's NAR files moved away
 //	C: stock Nix, a fresh store, fetching the closure through
 //	   `nix-ipfs substituter` over IPFS from B
+//
+// By default it uses the host's Nix. With -nix-root DIR it uses the Nix of
+// the chroot at DIR instead (the Nix 2.26 root scripts/install-deps.sh makes
+// in ~/.cache/nix-ipfs/nix-trixie): every Nix command, and `nix-ipfs up`,
+// whose publisher reads that Nix's database and store, run inside it (a
+// private mount namespace per command, internal/chroot), with the working
+// and binary directories at the same paths inside; kubo and the
+// substituter stay on the host, reached over loopback.
 package main
 
 import (
@@ -33,6 +41,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/nix-ipfs/nix-ipfs/internal/chroot"
 	"github.com/nix-ipfs/nix-ipfs/internal/kubod"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
@@ -43,6 +52,7 @@ var (
 	workDir = flag.String("dir", "", "working directory (default: a new temp dir, removed afterwards)")
 	keep    = flag.Bool("keep", false, "keep the working directory")
 	timeout = flag.Duration("timeout", 5*time.Minute, "give up after this long")
+	nixRoot = flag.String("nix-root", "", "use the Nix of the chroot at this directory (as root), not the host's; `nix-ipfs up` runs there too")
 )
 
 func main() {
@@ -103,10 +113,24 @@ func (d *demo) cleanup() {
 	}
 }
 
-func (d *demo) start(name string, env []string, args ...string) *proc {
+// nix returns a command that runs name beside the demo's Nix: directly, or
+// inside the chroot given by -nix-root.
+func (d *demo) nix(ctx context.Context, name string, args ...string) *exec.Cmd {
+	if *nixRoot == "" {
+		return exec.CommandContext(ctx, name, args...)
+	}
+	return chroot.CommandContext(ctx, *nixRoot, chroot.Binds(os.TempDir(), d.dir, d.bin), name, args...)
+}
+
+// start runs `nix-ipfs args...` in the background; beside reports whether
+// it must run beside Nix (it reads the store), inside -nix-root if given.
+func (d *demo) start(name string, beside bool, env []string, args ...string) *proc {
 	p := &proc{name: name, log: filepath.Join(d.dir, name+".log")}
 	f, _ := os.Create(p.log)
 	p.cmd = exec.Command(filepath.Join(d.bin, "nix-ipfs"), args...)
+	if beside && *nixRoot != "" {
+		p.cmd = chroot.Command(*nixRoot, chroot.Binds(os.TempDir(), d.dir, d.bin), filepath.Join(d.bin, "nix-ipfs"), args...)
+	}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
@@ -136,7 +160,17 @@ func (d *demo) run(ctx context.Context) error {
 	if d.bin, err = filepath.Abs(*binDir); err != nil {
 		return err
 	}
-	for _, prog := range []string{"nix-build", "nix-store", "nix", "ipfs"} {
+	progs := []string{"nix-build", "nix-store", "nix", "ipfs"}
+	if *nixRoot != "" {
+		if *nixRoot, err = filepath.Abs(*nixRoot); err != nil {
+			return err
+		}
+		if err := chroot.Check(*nixRoot, "nix-build"); err != nil {
+			return fmt.Errorf("-nix-root: %w", err)
+		}
+		progs = []string{"ipfs"}
+	}
+	for _, prog := range progs {
 		if _, err := exec.LookPath(prog); err != nil {
 			return fmt.Errorf("%s not found: run scripts/install-deps.sh (make demo does)", prog)
 		}
@@ -152,7 +186,10 @@ func (d *demo) run(ctx context.Context) error {
 
 	step("A signing key for the cache (nix-store --generate-binary-cache-key)")
 	sk, pk := filepath.Join(d.dir, "signing-key"), filepath.Join(d.dir, "signing-key.pub")
-	if out, err := exec.Command("nix-store", "--generate-binary-cache-key", "demo-cache-1", sk, pk).CombinedOutput(); err != nil {
+	if out, err := d.nix(ctx, "nix-store", "--version").Output(); err == nil {
+		info("Nix: %s", strings.TrimSpace(string(out)))
+	}
+	if out, err := d.nix(ctx, "nix-store", "--generate-binary-cache-key", "demo-cache-1", sk, pk).CombinedOutput(); err != nil {
 		return fmt.Errorf("generate key: %v %s", err, out)
 	}
 	os.Chmod(sk, 0o600)
@@ -176,7 +213,7 @@ func (d *demo) run(ctx context.Context) error {
 	step("Host A: nix-ipfs up (embedded NATS, publisher, mirror onto B, cache over HTTP)")
 	info("nix-ipfs up --data-dir %s/up --secret-key-file %s --kubo-api %s --mirror-kubo-api %s --mirror-name B --nats-listen %s --listen %s",
 		d.dir, sk, kA.API, kB.API, natsAddr, httpAddr)
-	up := d.start("up", []string{"NIX_IPFS_LOG_FORMAT=console"}, "up",
+	up := d.start("up", true, []string{"NIX_IPFS_LOG_FORMAT=console"}, "up",
 		"--data-dir", filepath.Join(d.dir, "up"), "--secret-key-file", sk,
 		"--kubo-api", kA.API, "--mirror-kubo-api", kB.API, "--mirror-name", "B",
 		"--nats-listen", natsAddr, "--listen", httpAddr)
@@ -194,7 +231,7 @@ func (d *demo) run(ctx context.Context) error {
 	info("nix.conf: post-build-hook = %s/nix-ipfs-hook   (settings in %s)", d.bin, hookConf)
 	expr := filepath.Join(d.dir, "closure.nix")
 	os.WriteFile(expr, []byte(closureExpr(nonce())), 0o644)
-	build := exec.CommandContext(ctx, "nix-build", expr, "--no-out-link",
+	build := d.nix(ctx, "nix-build", expr, "--no-out-link",
 		"--option", "substituters", "", "--option", "post-build-hook", filepath.Join(d.bin, "nix-ipfs-hook"))
 	build.Env = append(os.Environ(), "NIX_IPFS_CONFIG="+hookConf)
 	var bout, berr bytes.Buffer
@@ -203,7 +240,7 @@ func (d *demo) run(ctx context.Context) error {
 		return fmt.Errorf("nix-build: %v\n%s", err, berr.String())
 	}
 	top := strings.TrimSpace(bout.String())
-	out, err := exec.Command("nix-store", "--query", "--requisites", top).Output()
+	out, err := d.nix(ctx, "nix-store", "--query", "--requisites", top).Output()
 	if err != nil {
 		return err
 	}
@@ -279,7 +316,7 @@ func (d *demo) run(ctx context.Context) error {
 	if err := kC.Client.Connect(ctx, bNode); err != nil {
 		return fmt.Errorf("connect C to B: %w", err)
 	}
-	sub := d.start("substituter", []string{"NIX_IPFS_LOG_FORMAT=json"}, "substituter",
+	sub := d.start("substituter", false, []string{"NIX_IPFS_LOG_FORMAT=json"}, "substituter",
 		"--upstream", cacheURL, "--listen", subAddr, "--kubo-api", kC.API)
 	subURL := "http://" + subAddr
 	if err := waitFor(ctx, 30*time.Second, "the substituter", func() bool { return httpOK(subURL + "/nix-cache-info") }); err != nil {
@@ -287,19 +324,22 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	storeC := filepath.Join(d.dir, "store-c")
 	info("nix copy --from %s --to %s --option trusted-public-keys '%s' %s", subURL, storeC, strings.TrimSpace(string(pubKey)), filepath.Base(top))
-	cp := exec.CommandContext(ctx, "nix", "copy", "--from", subURL, "--to", storeC,
+	cp := d.nix(ctx, "nix", "copy", "--from", subURL, "--to", storeC,
 		"--option", "experimental-features", "nix-command", "--option", "substituters", "",
 		"--option", "trusted-public-keys", strings.TrimSpace(string(pubKey)), "--option", "require-sigs", "true", top)
 	if out, err := cp.CombinedOutput(); err != nil {
 		return fmt.Errorf("nix copy from the substituter: %v\n%s", err, out)
 	}
 	for _, p := range closure {
-		want, _ := exec.Command("nix-store", "--dump", p).Output()
-		if out, err := exec.Command("nix-store", "--store", storeC, "--check-validity", p).CombinedOutput(); err != nil {
+		want, err := d.nix(ctx, "nix-store", "--dump", p).Output()
+		if err != nil {
+			return fmt.Errorf("nix-store --dump %s: %w", p, err)
+		}
+		if out, err := d.nix(ctx, "nix-store", "--store", storeC, "--check-validity", p).CombinedOutput(); err != nil {
 			return fmt.Errorf("%s is not valid in store C: %v %s", p, err, out)
 		}
 		// The chroot's own copy (nix-store --store X --dump P reads the host's P).
-		got, err := exec.Command("nix-store", "--dump", filepath.Join(storeC, p)).Output()
+		got, err := d.nix(ctx, "nix-store", "--dump", filepath.Join(storeC, p)).Output()
 		if err != nil || !bytes.Equal(got, want) {
 			return fmt.Errorf("%s in store C differs from A (%v)", p, err)
 		}

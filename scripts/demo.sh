@@ -7,5 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools="$(scripts/install-deps.sh | tail -1)"
 export PATH="$tools:$PATH"
-go build -o bin/ ./cmd/nix-ipfs-hook ./cmd/nix-ipfs
+# Static, so they run unchanged in the Nix 2.26 chroot (-nix-root).
+CGO_ENABLED=0 go build -o bin/ ./cmd/nix-ipfs-hook ./cmd/nix-ipfs
 exec go run ./demo -bin bin "$@"

@@ -13,6 +13,7 @@
 package chroot
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -43,11 +44,20 @@ exec chroot "$root" "$@"`
 // direct command. Env, Stdin, Stdout and Stderr are the caller's to set;
 // the working directory inside is /.
 func Command(root string, binds []string, name string, args ...string) *exec.Cmd {
+	return exec.Command("unshare", unshareArgs(root, binds, name, args)...)
+}
+
+// CommandContext is Command with a context that kills the process, as
+// exec.CommandContext.
+func CommandContext(ctx context.Context, root string, binds []string, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "unshare", unshareArgs(root, binds, name, args)...)
+}
+
+func unshareArgs(root string, binds []string, name string, args []string) []string {
 	full := []string{"--mount", "--propagation", "private", "sh", "-euc", script, "sh", root}
 	full = append(full, binds...)
 	full = append(full, "--", name)
-	full = append(full, args...)
-	return exec.Command("unshare", full...)
+	return append(full, args...)
 }
 
 // Check reports why root cannot be used: not root, no unshare, or no
