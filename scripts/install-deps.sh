@@ -14,6 +14,10 @@
 #
 # Prints the directory holding `ipfs` on its last line of stdout so callers can
 # put it on PATH:  export PATH="$(scripts/install-deps.sh | tail -1):$PATH"
+#
+# Each install step says one line on stderr; what apt-get and go print goes
+# to $NIX_IPFS_DEPS_LOG (default ~/.cache/nix-ipfs/install-deps.log), whose
+# last lines are shown when a step fails.
 set -euo pipefail
 
 KUBO_VERSION="${KUBO_VERSION:-v0.42.0}"
@@ -22,11 +26,39 @@ mkdir -p "$TOOLS"
 
 say() { echo "install-deps: $*" >&2; }
 
-if ! command -v nix-build >/dev/null 2>&1; then
-	say "nix-build not found: installing Debian's nix-bin (apt-get)"
+LOG="${NIX_IPFS_DEPS_LOG:-$(dirname "$TOOLS")/install-deps.log}"
+
+# step WHAT COMMAND...: run COMMAND with its output in $LOG, and say WHAT
+# and how it ended on one line. COMMAND runs where set -e does not reach (an
+# if condition): the functions below check each command themselves.
+step() {
+	local what="$1" start=$SECONDS rc
+	shift
+	printf 'install-deps: %s ...' "$what" >&2
+	printf '\n=== %s: %s (%s)\n' "$what" "$*" "$(date -u +%FT%TZ)" >>"$LOG"
+	if "$@" >>"$LOG" 2>&1; then
+		printf ' done (%ds)\n' $((SECONDS - start)) >&2
+	else
+		rc=$?
+		printf ' failed (exit %d); the end of %s:\n' "$rc" "$LOG" >&2
+		tail -n 40 "$LOG" | sed 's/^/    /' >&2
+		exit "$rc"
+	fi
+}
+
+apt_updated=
+# apt_install PACKAGE...: Debian packages, the package lists fetched once.
+apt_install() {
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq >&2
-	apt-get install -y -qq nix-bin >&2
+	if [ -z "$apt_updated" ]; then
+		apt-get update -q || return
+		apt_updated=1
+	fi
+	apt-get install -y -q "$@"
+}
+
+if ! command -v nix-build >/dev/null 2>&1; then
+	step "nix-build not found: installing Debian's nix-bin (apt-get)" apt_install nix-bin
 fi
 
 # nix-bin on Debian runs single-user as root; make sure the store exists.
@@ -38,8 +70,7 @@ fi
 for pkg in procps:pkill; do
 	p="${pkg%%:*}"; c="${pkg##*:}"
 	if ! command -v "$c" >/dev/null 2>&1; then
-		say "$c not found: installing Debian's $p"
-		apt-get install -y -qq "$p" >&2
+		step "$c not found: installing Debian's $p" apt_install "$p"
 	fi
 done
 
@@ -105,18 +136,22 @@ if [ -x "$TRIXIE/usr/bin/nix-build" ] && [ "$(id -u)" -eq 0 ]; then
 fi
 
 ipfs_bin="$TOOLS/ipfs-$KUBO_VERSION"
-if [ ! -x "$ipfs_bin" ]; then
-	say "kubo $KUBO_VERSION not cached: building it from its Go module source (about 2 minutes)"
+build_kubo() {
+	local dir work
 	dir="$(go mod download -json "github.com/ipfs/kubo@$KUBO_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
 	if [ -z "$dir" ]; then
-		say "could not download github.com/ipfs/kubo@$KUBO_VERSION from the Go module proxy"
-		exit 1
+		echo "could not download github.com/ipfs/kubo@$KUBO_VERSION from the Go module proxy"
+		return 1
 	fi
-	work="$(mktemp -d)"
-	trap 'rm -rf "$work"' EXIT
-	cp -r "$dir/." "$work/src"
-	chmod -R u+w "$work/src"
-	(cd "$work/src" && GOFLAGS=-mod=mod go build -trimpath -o "$ipfs_bin.tmp" ./cmd/ipfs) >&2
+	work="$(mktemp -d)" || return
+	cp -r "$dir/." "$work/src" && chmod -R u+w "$work/src" &&
+		(cd "$work/src" && GOFLAGS=-mod=mod go build -trimpath -o "$ipfs_bin.tmp" ./cmd/ipfs)
+	local rc=$?
+	rm -rf "$work"
+	return $rc
+}
+if [ ! -x "$ipfs_bin" ]; then
+	step "kubo $KUBO_VERSION not cached: building it from its Go module source (about 2 minutes)" build_kubo
 	mv "$ipfs_bin.tmp" "$ipfs_bin"
 fi
 ln -sf "$ipfs_bin" "$TOOLS/ipfs"
