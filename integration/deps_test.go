@@ -54,7 +54,7 @@ func TestInstallDepsOneLinePerStep(t *testing.T) {
 		}
 		must(t, os.WriteFile(filepath.Join(stubs, "apt-get"), []byte(stubApt), 0o755))
 		// Only what the script needs besides apt-get: no nix-build.
-		for _, c := range []string{"bash", "mkdir", "dirname", "sed", "tail", "ln", "date", "seq", "chmod", "mktemp", "cp", "rm", "mv", "cat", "go"} {
+		for _, c := range []string{"bash", "mkdir", "dirname", "sed", "tail", "ln", "date", "seq", "chmod", "mktemp", "cp", "rm", "mv", "cat", "go", "id", "sh", "grep", "tr", "unshare", "mount", "chroot"} {
 			p, err := exec.LookPath(c)
 			if err != nil {
 				t.Fatalf("%s: %v", c, err)
@@ -64,7 +64,7 @@ func TestInstallDepsOneLinePerStep(t *testing.T) {
 		log := filepath.Join(dir, "install-deps.log")
 		cmd := exec.Command(filepath.Join(stubs, "bash"), repoFile(t, "scripts/install-deps.sh"))
 		cmd.Env = []string{"PATH=" + stubs, "HOME=" + dir, "NIX_IPFS_TOOLS=" + tools, "NIX_IPFS_DEPS_LOG=" + log,
-			"STUBS=" + stubs, "FAIL_PACKAGE=" + failPackage, "GOPATH=" + os.Getenv("GOPATH"), "GOMODCACHE=" + goEnv(t, "GOMODCACHE"), "GOCACHE=" + goEnv(t, "GOCACHE")}
+			"STUBS=" + stubs, "NIX_IPFS_TRIXIE_ROOT=" + filepath.Join(filepath.Dir(real), "nix-trixie"), "FAIL_PACKAGE=" + failPackage, "GOPATH=" + os.Getenv("GOPATH"), "GOMODCACHE=" + goEnv(t, "GOMODCACHE"), "GOCACHE=" + goEnv(t, "GOCACHE")}
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()

@@ -95,7 +95,7 @@ in_chroot() {
 		root="$1"; shift
 		mount -t proc proc "$root/proc"
 		mount --rbind /dev "$root/dev"
-		exec chroot "$root" "$@"' sh "$root" "$@"
+		exec chroot "$root" /usr/bin/env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"' sh "$root" "$@"
 }
 
 TRIXIE="${NIX_IPFS_TRIXIE_ROOT:-$(dirname "$TOOLS")/nix-trixie}"
@@ -106,9 +106,7 @@ elif [ ! -x "$TRIXIE/usr/bin/nix-build" ]; then
 	say "no Nix 2.26 chroot at $TRIXIE: making one (debootstrap trixie from $mirror, then Debian's nix-bin; about 2 minutes)"
 	export DEBIAN_FRONTEND=noninteractive
 	if ! command -v debootstrap >/dev/null 2>&1; then
-		say "debootstrap not found: installing Debian's debootstrap"
-		apt-get update -qq >&2
-		apt-get install -y -qq debootstrap >&2
+		step "debootstrap not found: installing Debian's debootstrap" apt_install debootstrap
 	fi
 	# Built beside its final place and renamed when complete, so a run that
 	# died half-way is started over, never taken for done. A leftover is
@@ -119,12 +117,12 @@ elif [ ! -x "$TRIXIE/usr/bin/nix-build" ]; then
 		rm -rf --one-file-system "$work"
 	fi
 	mkdir -p "$work"
-	unshare --mount --propagation private \
-		debootstrap --variant=minbase trixie "$work" "$mirror" >&2
+	step "debootstrap trixie" unshare --mount --propagation private \
+		debootstrap --variant=minbase trixie "$work" "$mirror"
 	# No service starts inside the chroot.
 	printf '#!/bin/sh\nexit 101\n' > "$work/usr/sbin/policy-rc.d"
 	chmod +x "$work/usr/sbin/policy-rc.d"
-	in_chroot "$work" sh -c 'apt-get update -qq && apt-get install -y -qq nix-bin' >&2
+	step "installing nix-bin in the chroot" in_chroot "$work" sh -c 'apt-get update -q && apt-get install -y -q nix-bin'
 	# As on the host: single-user as root, no sandbox, no substituters
 	# (the tests pass these as options too).
 	mkdir -p "$work/etc/nix"
