@@ -33,6 +33,10 @@ type Config struct {
 	UpstreamTimeout time.Duration
 	SpoolDir        string
 	MaxSpoolBytes   int64
+	Prefetch        int
+	PrefetchBytes   int64
+	PrefetchTTL     time.Duration
+	VerifiedCIDs    int
 }
 
 // Register adds the substituter's flags.
@@ -50,6 +54,10 @@ func (c *Config) Register(s *config.Set) {
 	s.DurationVar(&c.UpstreamTimeout, "upstream-timeout", DefaultUpstreamTimeout, "bound on upstream response headers, whole narinfos, and pauses in NAR bodies")
 	s.StringVar(&c.SpoolDir, "nar-spool-dir", "", "where NARs from IPFS are held while checked, unlinked; created if missing (default: $TMPDIR or /tmp)")
 	s.Int64Var(&c.MaxSpoolBytes, "nar-spool-max-bytes", 0, "disk used by NARs being checked at once; a NAR that does not fit goes to upstream (0: unbounded)")
+	s.IntVar(&c.Prefetch, "prefetch", DefaultPrefetchAhead, "NARs read from IPFS and checked ahead of their request, from the moment their narinfo is served (0: none)")
+	s.Int64Var(&c.PrefetchBytes, "prefetch-max-bytes", DefaultPrefetchBytes, "total size of the NARs read ahead at once (one NAR is always allowed)")
+	s.DurationVar(&c.PrefetchTTL, "prefetch-ttl", DefaultPrefetchTTL, "drop a NAR read ahead if its request has not come after this long")
+	s.IntVar(&c.VerifiedCIDs, "verified-cids", DefaultMaxVerified, "remember this many CIDs proved to hold their NAR; those stream to Nix as IPFS reads them (0: none)")
 }
 
 // Validate checks the settings that need no network.
@@ -77,6 +85,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxSpoolBytes < 0 {
 		return errors.New("--nar-spool-max-bytes must not be negative")
+	}
+	if c.Prefetch < 0 || c.PrefetchBytes < 0 || c.PrefetchTTL < 0 || c.VerifiedCIDs < 0 {
+		return errors.New("--prefetch, --prefetch-max-bytes, --prefetch-ttl and --verified-cids must not be negative")
 	}
 	for _, raw := range c.Upstreams {
 		up, err := newUpstream(raw, &http.Client{}, c.UpstreamTimeout)
@@ -108,6 +119,11 @@ func (c *Config) Options(log *zap.Logger, reg prometheus.Registerer) (Options, e
 		UpstreamTimeout: c.UpstreamTimeout,
 		SpoolDir:        c.SpoolDir,
 		MaxSpoolBytes:   c.MaxSpoolBytes,
+		// Options reads zero as the default; the flag's zero is "none".
+		PrefetchAhead:    orNone(c.Prefetch),
+		PrefetchMaxBytes: c.PrefetchBytes,
+		PrefetchTTL:      c.PrefetchTTL,
+		MaxVerified:      orNone(c.VerifiedCIDs),
 	}
 	if c.Gateway != "" {
 		g, err := NewGateway(c.Gateway, nil)
@@ -123,6 +139,13 @@ func (c *Config) Options(log *zap.Logger, reg prometheus.Registerer) (Options, e
 	}
 	o.IPFS = k
 	return o, nil
+}
+
+func orNone(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // Source describes where NARs come from, for the start-up log line.

@@ -37,6 +37,8 @@ type metrics struct {
 	upstream     *prometheus.CounterVec
 	badUpstream  prometheus.Counter
 	rejected     *prometheus.CounterVec
+	firstByte    *prometheus.HistogramVec
+	prefetches   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -69,6 +71,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "nixipfs_substituter_rejected_requests_total",
 			Help: "Requests refused before anything was fetched, by status code.",
 		}, []string{"code"}),
+		firstByte: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "nixipfs_substituter_nar_first_byte_seconds",
+			Help:    "Time from a NAR request to its response headers (the first byte), by source.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"source"}),
+		prefetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nixipfs_substituter_prefetches_total",
+			Help: "NARs read from IPFS ahead of their request, by outcome once requested or dropped (used, failed, unrequested).",
+		}, []string{"outcome"}),
 	}
 	if reg != nil {
 		m.nars = register(reg, m.nars)
@@ -78,6 +89,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.upstream = register(reg, m.upstream)
 		m.badUpstream = register(reg, m.badUpstream)
 		m.rejected = register(reg, m.rejected)
+		m.firstByte = register(reg, m.firstByte)
+		m.prefetches = register(reg, m.prefetches)
 	}
 	return m
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -56,35 +57,190 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 		s.proxyNar(w, r, log, ref, ReasonInvalidCID, start)
 		return
 	}
-	size := int64(ref.narSize)
-	if !s.spool.acquire(size) {
-		s.ipfsFailed(log, ReasonSpoolFull, fmt.Errorf("%d bytes would exceed the spool budget of %d", size, s.opts.MaxSpoolBytes))
+	if _, ok := s.verified.get(verifiedKey(c, ref), time.Time{}); ok && r.Header.Get("Range") == "" && !s.spools.has(ref) {
+		if s.streamVerified(w, r, log, c, ref, start) {
+			return
+		}
+		// Nothing was sent: read and check it as if it were new.
+	}
+	e, ok := s.spools.acquire(ref, c)
+	if !ok {
+		s.ipfsFailed(log, ReasonSpoolFull, fmt.Errorf("%d bytes would exceed the spool budget of %d", ref.narSize, s.opts.MaxSpoolBytes))
 		s.proxyNar(w, r, log, ref, ReasonSpoolFull, start)
 		return
 	}
-	defer s.spool.release(size)
-
-	f, reason, err := s.fetchIPFS(r.Context(), c, ref)
-	if r.Context().Err() != nil {
-		if f != nil {
-			f.Close()
-		}
+	defer s.spools.release(e)
+	select {
+	case <-e.done:
+	case <-r.Context().Done():
 		log.Debug("client went away while the NAR was read from IPFS", zap.Error(r.Context().Err()))
 		return
 	}
+	if e.err != nil {
+		s.ipfsFailed(log, e.reason, e.err)
+		s.proxyNar(w, r, log, ref, e.reason, start)
+		return
+	}
+	// Verified: now, and only now, a response, from a descriptor of our
+	// own (others may be sending the same file). ServeContent answers
+	// Range requests (Nix resumes interrupted downloads with one), sets
+	// Content-Length, which is NarSize, and sends an *os.File with
+	// sendfile.
+	f, err := reopen(e.f, int64(ref.narSize))
 	if err != nil {
-		s.ipfsFailed(log, reason, err)
-		s.proxyNar(w, r, log, ref, reason, start)
+		s.ipfsFailed(log, ReasonIPFSError, err)
+		s.proxyNar(w, r, log, ref, ReasonIPFSError, start)
 		return
 	}
 	defer f.Close()
-	// Verified: now, and only now, a response. ServeContent answers
-	// Range requests (Nix resumes interrupted downloads with one) and sets
-	// Content-Length, which is NarSize.
 	w.Header().Set("Content-Type", narContentType)
-	cw := &countingWriter{ResponseWriter: w}
+	cw := &countingWriter{ResponseWriter: w, start: start}
 	http.ServeContent(cw, r, "", time.Time{}, f)
-	s.narDone(log, SourceIPFS, "", cw.n, start)
+	s.narDone(log.With(zap.Duration("ipfs_took", e.took)), SourceIPFS, "", cw.n, start, cw.ttfb)
+}
+
+// reopen returns a reader of the spool file f of its own: a new open file
+// description through /proc (so that sendfile works), or a section reader
+// where /proc is not there.
+func reopen(f *os.File, size int64) (io.ReadSeekCloser, error) {
+	g, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err == nil {
+		return g, nil
+	}
+	return struct {
+		*io.SectionReader
+		io.Closer
+	}{io.NewSectionReader(f, 0, size), io.NopCloser(nil)}, nil
+}
+
+// streamVerified sends a NAR whose CID has already been proved to hold it
+// (verified) as IPFS reads it, with no spool: content addressing
+// guarantees the same bytes, and the hash is still checked on the way, the
+// last chunk held back until it matches. If IPFS fails on the way, the
+// rest comes from upstream (the bytes sent so far are the NAR's, so the
+// upstream NAR continues them). It reports false when nothing was sent,
+// because IPFS failed before the first byte.
+func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap.Logger, c cid.Cid, ref *narRef, start time.Time) bool {
+	kwd := newWatchdog(r.Context(), s.opts.IPFSTimeout)
+	defer kwd.stop()
+	rc, err := s.ipfs.Cat(kwd.ctx, c)
+	if err != nil {
+		s.ipfsFailed(log, kwd.reason(ReasonIPFSError), err)
+		return false
+	}
+	defer rc.Close()
+	kr := kwd.reader(rc)
+	first := make([]byte, copyBuf)
+	n, err := kr.Read(first)
+	if n == 0 {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		s.ipfsFailed(log, kwd.reason(ReasonIPFSError), fmt.Errorf("ipfs cat %s: %w", c, err))
+		return false
+	}
+	// The upstream fallback has its own watchdog (wd, in copyVerified).
+	wd := newWatchdog(r.Context(), s.opts.UpstreamTimeout+s.opts.IPFSTimeout)
+	defer wd.stop()
+	fr := &failoverReader{
+		r:    io.MultiReader(bytes.NewReader(first[:n]), kr),
+		size: int64(ref.narSize),
+		resume: func(off int64, cause error) (io.ReadCloser, error) {
+			s.ipfsFailed(log, kwd.reason(ReasonIPFSError), fmt.Errorf("ipfs cat %s at byte %d: %w; the rest comes from upstream", c, off, cause))
+			return s.upstreamFrom(wd.ctx, ref, off)
+		},
+	}
+	defer fr.close()
+	w.Header().Set("Content-Type", narContentType)
+	w.Header().Set("Content-Length", strconv.FormatUint(ref.narSize, 10))
+	w.WriteHeader(http.StatusOK)
+	ttfb := time.Since(start)
+	sent, err := copyVerified(w, wd, fr, ref)
+	if err != nil {
+		var mm *mismatchError
+		if errors.As(err, &mm) {
+			// Only a damaged block store gets here: forget the CID.
+			s.verified.put(verifiedKey(c, ref), struct{}{}, time.Unix(1, 0))
+			log.Error("remembered CID no longer matches its NAR; connection cut", zap.Error(err))
+		} else {
+			log.Warn("NAR transfer failed; connection cut", zap.Error(err))
+		}
+		s.m.nars.WithLabelValues(SourceNone, ReasonIPFSError).Inc()
+		panic(http.ErrAbortHandler)
+	}
+	s.narDone(log.With(zap.Bool("streamed", true), zap.Int64("upstream_bytes", fr.resumedBytes)), SourceIPFS, "", sent, start, ttfb)
+	return true
+}
+
+// failoverReader reads r, size bytes; if r fails or ends early, it reads
+// the rest from resume(offset).
+type failoverReader struct {
+	r            io.Reader
+	size         int64
+	off          int64
+	resume       func(off int64, cause error) (io.ReadCloser, error)
+	rc           io.ReadCloser // after the switch
+	resumedBytes int64
+}
+
+func (f *failoverReader) Read(b []byte) (int, error) {
+	if f.rc != nil {
+		n, err := f.rc.Read(b)
+		f.resumedBytes += int64(n)
+		return n, err
+	}
+	n, err := f.r.Read(b)
+	f.off += int64(n)
+	if err == io.EOF && f.off < f.size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil && err != io.EOF {
+		rc, rerr := f.resume(f.off, err)
+		if rerr != nil {
+			return n, fmt.Errorf("%w; upstream: %w", err, rerr)
+		}
+		f.rc = rc
+		if n > 0 {
+			return n, nil
+		}
+		return f.Read(b)
+	}
+	return n, err
+}
+
+func (f *failoverReader) close() {
+	if f.rc != nil {
+		f.rc.Close()
+	}
+}
+
+// upstreamFrom returns ref's upstream NAR from byte off: a Range request,
+// or, if upstream ignores it, the whole NAR with the first off bytes
+// skipped.
+func (s *Server) upstreamFrom(ctx context.Context, ref *narRef, off int64) (io.ReadCloser, error) {
+	hdr := http.Header{}
+	if off > 0 {
+		hdr.Set("Range", fmt.Sprintf("bytes=%d-", off))
+	}
+	resp, err := s.up.get(ctx, http.MethodGet, ref.key[1:], "", hdr)
+	if err != nil {
+		s.m.upstreamStatus("nar", 0, err)
+		return nil, err
+	}
+	s.m.upstreamStatus("nar", resp.Status, nil)
+	switch {
+	case resp.Status == http.StatusPartialContent && off > 0 && strings.HasPrefix(resp.Header.Get("Content-Range"), fmt.Sprintf("bytes %d-", off)):
+		return resp.Body, nil
+	case resp.Status == http.StatusOK:
+		if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
+			resp.Body.Close()
+			return nil, fmt.Errorf("upstream NAR %s: skipping to byte %d: %w", ref.key, off, err)
+		}
+		return resp.Body, nil
+	default:
+		resp.Body.Close()
+		return nil, fmt.Errorf("upstream NAR %s: HTTP %d", ref.key, resp.Status)
+	}
 }
 
 func (s *Server) ipfsFailed(log *zap.Logger, reason string, err error) {
@@ -92,12 +248,13 @@ func (s *Server) ipfsFailed(log *zap.Logger, reason string, err error) {
 	log.Warn("NAR not served from IPFS; falling back to upstream", zap.String("reason", reason), zap.Error(err))
 }
 
-func (s *Server) narDone(log *zap.Logger, source, reason string, n int64, start time.Time) {
+func (s *Server) narDone(log *zap.Logger, source, reason string, n int64, start time.Time, ttfb time.Duration) {
 	s.m.nars.WithLabelValues(source, reason).Inc()
 	if n > 0 {
 		s.m.narBytes.WithLabelValues(source).Add(float64(n))
 	}
-	fields := []zap.Field{zap.String("source", source), zap.Int64("bytes", n), zap.Duration("took", time.Since(start))}
+	s.m.firstByte.WithLabelValues(source).Observe(ttfb.Seconds())
+	fields := []zap.Field{zap.String("source", source), zap.Int64("bytes", n), zap.Duration("took", time.Since(start)), zap.Duration("ttfb", ttfb)}
 	if reason != "" {
 		fields = append(fields, zap.String("reason", reason))
 	}
@@ -240,6 +397,7 @@ func (s *Server) proxyNar(w http.ResponseWriter, r *http.Request, log *zap.Logge
 		w.Header().Set("Content-Range", cr)
 	}
 	w.WriteHeader(resp.Status)
+	ttfb := time.Since(start)
 	if r.Method == http.MethodHead {
 		return
 	}
@@ -274,7 +432,7 @@ func (s *Server) proxyNar(w http.ResponseWriter, r *http.Request, log *zap.Logge
 		// chunked body, returning would send the final chunk.
 		panic(http.ErrAbortHandler)
 	}
-	s.narDone(log, SourceUpstream, reason, n, start)
+	s.narDone(log, SourceUpstream, reason, n, start, ttfb)
 }
 
 func (s *Server) narFailed(w http.ResponseWriter, r *http.Request, log *zap.Logger, reason string, status int, start time.Time) {
@@ -370,16 +528,46 @@ func copyVerified(w io.Writer, wd *watchdog, r io.Reader, ref *narRef) (int64, e
 	return sent + int64(len(held)), nil
 }
 
-// countingWriter counts the body bytes written, for the metrics.
+// countingWriter counts the body bytes written, for the metrics, and the
+// time to the response headers. It passes ReadFrom on, so that an
+// *os.File body still goes out with sendfile.
 type countingWriter struct {
 	http.ResponseWriter
-	n int64
+	n     int64
+	start time.Time
+	ttfb  time.Duration
+}
+
+func (c *countingWriter) mark() {
+	if c.ttfb == 0 {
+		c.ttfb = time.Since(c.start)
+	}
+}
+
+func (c *countingWriter) WriteHeader(code int) {
+	c.mark()
+	c.ResponseWriter.WriteHeader(code)
 }
 
 func (c *countingWriter) Write(b []byte) (int, error) {
+	c.mark()
 	n, err := c.ResponseWriter.Write(b)
 	c.n += int64(n)
 	return n, err
 }
+
+func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
+	c.mark()
+	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
+		n, err := rf.ReadFrom(r)
+		c.n += n
+		return n, err
+	}
+	n, err := io.Copy(onlyWriter{c.ResponseWriter}, r)
+	c.n += n
+	return n, err
+}
+
+type onlyWriter struct{ io.Writer }
 
 func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	pathpkg "path"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +46,10 @@ const (
 	DefaultUpstreamTimeout = 30 * time.Second
 	DefaultMaxNarinfos     = 10000
 	DefaultMaxNars         = 100000
+	DefaultPrefetchAhead   = 4
+	DefaultPrefetchBytes   = 1 << 30
+	DefaultPrefetchTTL     = 2 * time.Minute
+	DefaultMaxVerified     = 100000
 )
 
 // Size bounds of what is read from upstream into memory.
@@ -105,6 +110,19 @@ type Options struct {
 	// remembered NAR URLs (a few hundred bytes each).
 	MaxNarinfos int
 	MaxNars     int
+
+	// PrefetchAhead is how many NARs may be read from IPFS ahead of their
+	// request, started when their narinfo is served (zero: the default;
+	// negative: no prefetch). PrefetchMaxBytes bounds their total size
+	// (one NAR is always allowed), PrefetchTTL how long a prefetched NAR
+	// waits for its request.
+	PrefetchAhead    int
+	PrefetchMaxBytes int64
+	PrefetchTTL      time.Duration
+	// MaxVerified bounds the remembered CIDs already proved to hold their
+	// NAR (zero: the default; negative: remember none). A remembered CID
+	// streams to the client as IPFS reads it.
+	MaxVerified int
 }
 
 // Server is the substituter's http.Handler. It is safe for concurrent use.
@@ -117,9 +135,11 @@ type Server struct {
 	now   func() time.Time
 	spool *spoolBudget
 
-	meta   *bounded[string, *metaEntry] // request path -> nix-cache-info or narinfo
-	nars   *bounded[string, *narRef]    // NAR request path -> what it must match
-	flight singleflight.Group
+	meta     *bounded[string, *metaEntry] // request path -> nix-cache-info or narinfo
+	nars     *bounded[string, *narRef]    // NAR request path -> what it must match
+	flight   singleflight.Group
+	spools   *spools                    // NARs being read from IPFS, or read and checked
+	verified *bounded[string, struct{}] // verifiedKey -> proved to hold that NAR
 }
 
 // metaEntry is an upstream answer for nix-cache-info or a narinfo.
@@ -133,6 +153,8 @@ type metaEntry struct {
 type narRef struct {
 	key         string // request path, /nar/...
 	storePath   string
+	base        string   // store path basename
+	references  []string // basenames
 	compression string
 	ipfsHash    string
 	narHash     []byte // SHA-256 digest
@@ -163,6 +185,16 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxNars <= 0 {
 		opts.MaxNars = DefaultMaxNars
 	}
+	if opts.PrefetchAhead == 0 {
+		opts.PrefetchAhead = DefaultPrefetchAhead
+	}
+	if opts.PrefetchMaxBytes <= 0 {
+		opts.PrefetchMaxBytes = DefaultPrefetchBytes
+	}
+	def(&opts.PrefetchTTL, DefaultPrefetchTTL)
+	if opts.MaxVerified == 0 {
+		opts.MaxVerified = DefaultMaxVerified
+	}
 	if opts.SpoolDir == "" {
 		opts.SpoolDir = os.TempDir()
 	}
@@ -180,7 +212,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{
+	s := &Server{
 		opts:  opts,
 		up:    up,
 		ipfs:  opts.IPFS,
@@ -190,7 +222,11 @@ func New(opts Options) (*Server, error) {
 		spool: &spoolBudget{max: opts.MaxSpoolBytes},
 		meta:  newBounded[string, *metaEntry](opts.MaxNarinfos),
 		nars:  newBounded[string, *narRef](opts.MaxNars),
-	}, nil
+		// A bounded map of at most zero entries holds nothing.
+		verified: newBounded[string, struct{}](max(opts.MaxVerified, 0)),
+	}
+	s.spools = newSpools(s)
+	return s, nil
 }
 
 // Close stops probing upstreams and releases the directory of a file://
@@ -246,6 +282,9 @@ func (s *Server) serveMeta(w http.ResponseWriter, r *http.Request, what string, 
 		// Remembered again at every hit, so an entry the NAR table
 		// evicted comes back while Nix still uses the narinfo.
 		s.nars.put(e.ref.key, e.ref, time.Time{})
+		if r.Method == http.MethodGet {
+			s.spools.prefetch(e.ref)
+		}
 	}
 	w.Header().Set("Content-Type", ctype)
 	w.Header().Set("Content-Length", strconv.Itoa(len(e.body)))
@@ -357,6 +396,8 @@ func (s *Server) parseRef(path string, body []byte) *narRef {
 	return &narRef{
 		key:         key,
 		storePath:   ni.StorePath,
+		base:        pathpkg.Base(ni.StorePath),
+		references:  ni.References,
 		compression: ni.Compression,
 		ipfsHash:    strings.TrimSpace(ni.IPFSHash),
 		narHash:     digest,
@@ -418,6 +459,14 @@ func (w *watchdog) progress() { w.timer.Reset(w.d) }
 func (w *watchdog) pause() { w.timer.Stop() }
 
 func (w *watchdog) stalled() bool { return errors.Is(context.Cause(w.ctx), errStalled) }
+
+// reason is ReasonTimeout if the watchdog fired, else otherwise.
+func (w *watchdog) reason(otherwise string) string {
+	if w.stalled() {
+		return ReasonTimeout
+	}
+	return otherwise
+}
 
 func (w *watchdog) stop() {
 	w.timer.Stop()
