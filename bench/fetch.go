@@ -2,22 +2,29 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ipfs/go-cid"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
+	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
-// benchFetch: stock Nix copying the closure into a fresh store from the
-// substituter (NARs from kubo B), against the same cache over plain HTTP.
+// benchFetch: stock Nix copying into a fresh store from the substituter
+// (NARs from kubo B), against the same cache served by `nix-ipfs serve`,
+// for two shapes of closure: many mid-sized paths, and one large path.
 func benchFetch(b *Bench, s *scope, sec *Section) {
 	sec.Title = "4. Client fetch"
 	if !b.hasCommand("substituter") {
@@ -26,88 +33,209 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 	}
 	ctx := b.ctx
 	top, closure := b.closure(s)
-	total := b.narSize(s, closure)
+	big := b.big(s)
+	all := append(append([]string(nil), closure...), big)
 
-	// Host A publishes the closure; host B pins every CID, as a mirror
-	// would; then A's kubo stops, so NARs can only come from B.
-	progress("fetch: publishing the closure and pinning it on B")
+	// Host A publishes both; host B pins every CID, as a mirror would;
+	// then A's kubo stops, so NARs can only come from B.
+	progress("fetch: publishing the closure and the big path, pinning them on B")
 	a := b.newHostA(s)
 	b.startPublisher(s, a)
-	b.publishBuilt(s, a.js, []string{top})
-	cids := b.waitNarinfos(s, a.cache, closure, pubTimeout, 20*time.Millisecond, a.pub)
+	b.publishBuilt(s, a.js, []string{top, big})
+	cids := b.waitNarinfos(s, a.cache, all, pubTimeout, 20*time.Millisecond, a.pub)
 	kb := testenv.StartKubo(s)
 	self, err := a.kubo.Client.Self(ctx)
 	s.check(err, "kubo A identity")
 	s.check(kb.Client.Connect(ctx, self), "connect B to A")
-	for _, p := range closure {
+	for _, p := range all {
 		c, err := cid.Decode(cids[p])
 		s.check(err, "CID")
 		s.check(kb.Client.Pin(ctx, c, filepath.Base(p)), "pin on B")
 	}
 	a.kubo.Stop(s)
 
-	plain := httptest.NewServer(http.FileServer(http.Dir(a.cache)))
-	s.Cleanup(plain.Close)
-	listen, metrics := freeAddr(s), freeAddr(s)
-	sub := testenv.StartProc(s, filepath.Join(b.bins, "nix-ipfs"), []string{"substituter",
-		"--upstream", plain.URL, "--listen", listen, "--kubo-api", kb.API, "--metrics-addr", metrics},
+	bin := filepath.Join(b.bins, "nix-ipfs")
+	plainAddr := freeAddr(s)
+	plainProc := testenv.StartProc(s, bin, []string{"serve", "--cache-dir", a.cache, "--listen", plainAddr},
 		"NIX_IPFS_LOG_FORMAT=json", "NIX_IPFS_LOG_LEVEL=warn")
-	subURL := "http://" + listen
-	s.waitFor(ctx, 30*time.Second, 20*time.Millisecond, "the substituter", func() bool {
-		if sub.Wait(0) {
-			s.Fatalf("the substituter exited:\n%s", sub.Tail(30))
+	plainURL := "http://" + plainAddr
+	waitCacheInfo(ctx, s, plainURL, plainProc)
+
+	type shape struct {
+		key, name, top string
+		paths          []string
+	}
+	shapes := []shape{
+		{"mid", fmt.Sprintf("many mid-sized paths (%d paths, %s of NAR)", len(closure), fmtBytes(b.narSize(s, closure))), top, closure},
+		{"big", fmt.Sprintf("one large path (%s of NAR)", fmtBytes(b.narSize(s, []string{big}))), big, []string{big}},
+	}
+	copyFrom := func(url string, sh shape) float64 {
+		dest := filepath.Join(s.TempDir(), "store")
+		// Earlier rounds' and sections' writes are flushed first, so that
+		// no round pays for another's writeback.
+		runCmd(ctx, nil, "sync")
+		start := time.Now()
+		_, err := b.nix.Try("nix", "copy", "--from", url, "--to", dest,
+			"--option", "trusted-public-keys", b.nix.PublicKey, "--option", "require-sigs", "true",
+			"--option", "narinfo-cache-positive-ttl", "0", "--option", "narinfo-cache-negative-ttl", "0", sh.top)
+		took := time.Since(start)
+		s.check(err, "nix copy from "+url)
+		ents, _ := os.ReadDir(filepath.Join(dest, "nix", "store"))
+		got := 0
+		for _, e := range ents {
+			if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+				got++
+			}
 		}
-		resp, err := http.Get(subURL + "/nix-cache-info")
+		if got < len(sh.paths) {
+			s.Fatalf("%s: %d of %d paths in the new store", url, got, len(sh.paths))
+		}
+		removeAll(filepath.Dir(dest))
+		return float64(b.narSize(s, sh.paths)) / MB / took.Seconds()
+	}
+	// A fresh substituter for every cold copy: nothing read ahead or
+	// remembered from an earlier round.
+	startSub := func() (string, *testenv.Proc) {
+		listen := freeAddr(s)
+		p := testenv.StartProc(s, bin, []string{"substituter",
+			"--upstream", plainURL, "--listen", listen, "--kubo-api", kb.API},
+			"NIX_IPFS_LOG_FORMAT=json", "NIX_IPFS_LOG_LEVEL=info")
+		url := "http://" + listen
+		waitCacheInfo(ctx, s, url, p)
+		return url, p
+	}
+
+	type key struct{ shape, side string }
+	rates := map[key][]float64{}
+	ttfbs := map[key][]time.Duration{}
+	served := map[key]map[string]int64{} // source -> bytes
+	for r := 0; r < b.rounds; r++ {
+		for _, sh := range shapes {
+			for _, side := range rotate([]string{"plain", "sub"}, r) {
+				if side == "plain" {
+					progress("fetch: round %d/%d: %s: plain HTTP", r+1, b.rounds, sh.key)
+					rates[key{sh.key, "plain"}] = append(rates[key{sh.key, "plain"}], copyFrom(plainURL, sh))
+					continue
+				}
+				progress("fetch: round %d/%d: %s: substituter, cold then warm", r+1, b.rounds, sh.key)
+				url, p := startSub()
+				rates[key{sh.key, "cold"}] = append(rates[key{sh.key, "cold"}], copyFrom(url, sh))
+				seen := len(narLines(p.Log))
+				rates[key{sh.key, "warm"}] = append(rates[key{sh.key, "warm"}], copyFrom(url, sh))
+				lines := narLines(p.Log)
+				for i, l := range lines {
+					k := key{sh.key, "cold"}
+					if i >= seen {
+						k.side = "warm"
+					}
+					if l.Bytes >= 1<<20 {
+						ttfbs[k] = append(ttfbs[k], time.Duration(l.TTFB*float64(time.Second)))
+					}
+					if served[k] == nil {
+						served[k] = map[string]int64{}
+					}
+					served[k][l.Source] += l.Bytes
+				}
+				p.Signal(syscall.SIGTERM)
+				p.Wait(10 * time.Second)
+			}
+		}
+	}
+	// Plain HTTP's time to first byte, for comparison: each NAR of the
+	// shape fetched once more by a Go client, headers timed.
+	for _, sh := range shapes {
+		for _, sp := range sh.paths {
+			if b.narSize(s, []string{sp}) < 1<<20 {
+				continue
+			}
+			ni, err := narinfo.ParseBytes(must(os.ReadFile(filepath.Join(a.cache, storepath.HashPart(sp)+".narinfo"))))
+			s.check(err, "narinfo")
+			start := time.Now()
+			resp, err := http.Get(plainURL + "/" + ni.URL)
+			s.check(err, "GET NAR")
+			ttfbs[key{sh.key, "plain"}] = append(ttfbs[key{sh.key, "plain"}], time.Since(start))
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+
+	sides := []struct{ key, name string }{
+		{"plain", "plain HTTP (`nix-ipfs serve` of the cache directory)"},
+		{"cold", "substituter, cold (fresh process: NARs read from kubo B and checked before sending)"},
+		{"warm", "substituter, warm (same process again: CIDs already checked stream from kubo B)"},
+	}
+	for _, sh := range shapes {
+		pr := median(rates[key{sh.key, "plain"}])
+		for _, side := range []string{"cold", "warm"} {
+			sr := median(rates[key{sh.key, side}])
+			sec.add(Row{What: fmt.Sprintf("Client fetch, %s: substituter %s vs plain HTTP", sh.name, side), Ratio: sr / pr,
+				Ours: fmtMBps(sr), Base: fmtMBps(pr), Aim: ">= 0.8x", Verdict: verdict(sr/pr >= 0.8)})
+		}
+	}
+	sec.detailf("Stock Nix (`nix copy --from URL --to FRESH_DIR`, `require-sigs = true`, trusting only the publisher's key, narinfo disk cache TTLs 0) copies a closure into a fresh chroot store, from `nix-ipfs substituter --upstream <plain HTTP> --kubo-api <B>` (defaults: 4 NARs read ahead, verified CIDs remembered) or straight from `nix-ipfs serve` on the publisher's cache directory. "+
+		"B holds every NAR pinned (as a mirror leaves it), and A's kubo is stopped, so the substituter's NARs come from B. Two shapes: %s; %s. "+
+		"Each round runs plain HTTP and the substituter in alternating order; the substituter side starts a fresh process, copies once (cold) and once more (warm). `sync` runs before every copy (not timed). %d rounds. Throughput is NAR bytes over the whole `nix copy`, narinfo fetches and store registration included.\n\n",
+		shapes[0].name, shapes[1].name, b.rounds)
+	sec.detailf("| Shape | Side | median | MB/s per round | time to first byte per NAR (median, max) | NAR bytes by source |\n|---|---|---|---|---|---|\n")
+	for _, sh := range shapes {
+		for _, sd := range sides {
+			k := key{sh.key, sd.key}
+			src := "(cache directory)"
+			if sd.key != "plain" {
+				src = fmt.Sprintf("IPFS %s, upstream %s", fmtBytes(served[k][SourceIPFS]), fmtBytes(served[k]["upstream"]))
+			}
+			sec.detailf("| %s | %s | %s | %s | %s, %s | %s |\n", sh.key, sd.name, fmtMBps(median(rates[k])), fmtRates(rates[k]),
+				fmtDur(medianDur(ttfbs[k])), fmtDur(maxDur(ttfbs[k])), src)
+		}
+	}
+	sec.detailf("\nTime to first byte: the substituter's own `ttfb` per NAR of at least 1 MiB (request to response headers, logged with every NAR) during the copies above; for plain HTTP, each NAR fetched once more by a Go client after the rounds.\n")
+}
+
+// SourceIPFS is the substituter's source label for NARs from IPFS.
+const SourceIPFS = "ipfs"
+
+// narLine is what the bench reads of the substituter's "NAR served" log.
+type narLine struct {
+	Source string  `json:"source"`
+	Bytes  int64   `json:"bytes"`
+	TTFB   float64 `json:"ttfb"` // seconds (zap's JSON duration)
+}
+
+// narLines reads the "NAR served" lines of a substituter's JSON log.
+func narLines(file string) []narLine {
+	data, _ := os.ReadFile(file)
+	var out []narLine
+	for _, line := range strings.Split(string(data), "\n") {
+		if !strings.Contains(line, `"NAR served"`) {
+			continue
+		}
+		var l narLine
+		if json.Unmarshal([]byte(line), &l) == nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func waitCacheInfo(ctx context.Context, s *scope, url string, p *testenv.Proc) {
+	s.waitFor(ctx, 30*time.Second, 20*time.Millisecond, url, func() bool {
+		if p.Wait(0) {
+			s.Fatalf("%s exited:\n%s", filepath.Base(p.Cmd.Path), p.Tail(30))
+		}
+		resp, err := http.Get(url + "/nix-cache-info")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
+}
 
-	sides := []struct{ key, name, url string }{
-		{"sub", "nix-ipfs substituter (NARs from kubo B)", subURL},
-		{"plain", "plain HTTP (Go http.FileServer of the cache directory)", plain.URL},
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
 	}
-	res := map[string][]float64{}
-	for r := 0; r < b.rounds; r++ {
-		for _, sd := range rotate(sides, r) {
-			progress("fetch: round %d/%d: %s", r+1, b.rounds, sd.name)
-			dest := filepath.Join(s.TempDir(), "store")
-			start := time.Now()
-			_, err := b.nix.Try("nix", "copy", "--from", sd.url, "--to", dest,
-				"--option", "trusted-public-keys", b.nix.PublicKey, "--option", "require-sigs", "true",
-				"--option", "narinfo-cache-positive-ttl", "0", "--option", "narinfo-cache-negative-ttl", "0", top)
-			took := time.Since(start)
-			s.check(err, "nix copy from "+sd.name)
-			ents, _ := os.ReadDir(filepath.Join(dest, "nix", "store"))
-			got := 0
-			for _, e := range ents {
-				if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-					got++
-				}
-			}
-			if got < len(closure) {
-				s.Fatalf("%s: %d of %d paths in the new store", sd.name, got, len(closure))
-			}
-			removeAll(filepath.Dir(dest))
-			res[sd.key] = append(res[sd.key], float64(total)/MB/took.Seconds())
-		}
-	}
-	fromIPFS, fromUpstream := metricValue(metrics, `nixipfs_substituter_nar_bytes_total{source="ipfs"}`), metricValue(metrics, `nixipfs_substituter_nar_bytes_total{source="upstream"}`)
-
-	sr, pr := median(res["sub"]), median(res["plain"])
-	sec.add(Row{What: "Client fetch of the closure: substituter vs plain HTTP", Ratio: sr / pr,
-		Ours: fmtMBps(sr), Base: fmtMBps(pr), Aim: ">= 0.7x", Verdict: verdict(sr/pr >= 0.7)})
-	sec.detailf("Stock Nix (`nix copy --from URL --to FRESH_DIR`, `require-sigs = true`, trusting only the publisher's key, narinfo disk cache TTLs 0) copies the publish closure (%d paths, %s of NAR) into a fresh chroot store, from `nix-ipfs substituter --upstream <plain HTTP> --kubo-api <B>` or straight from the plain HTTP server. "+
-		"B holds every NAR pinned (as a mirror leaves it), and A's kubo is stopped, so the substituter's NARs come from B. Sides alternate, %d rounds. Throughput is NAR bytes over the whole `nix copy`, narinfo fetches and store registration included.\n\n",
-		len(closure), fmtBytes(total), b.rounds)
-	sec.detailf("| Side | median | MB/s per round |\n|---|---|---|\n")
-	for _, sd := range sides {
-		sec.detailf("| %s | %s | %s |\n", sd.name, fmtMBps(median(res[sd.key])), fmtRates(res[sd.key]))
-	}
-	sec.detailf("\nThe substituter's own count: %s of NAR sent from IPFS, %s from upstream (`nixipfs_substituter_nar_bytes_total`).\n",
-		fmtBytes(int64(fromIPFS)), fmtBytes(int64(fromUpstream)))
+	return v
 }
 
 // freeAddr returns a loopback address with a port free at the moment.

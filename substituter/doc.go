@@ -13,10 +13,13 @@
 // or forgotten), compressed, or without an IPFSHash is proxied from upstream.
 //
 // Otherwise the NAR is read from IPFS into a spool file (unlinked at once,
-// so nothing outlives the request), hashed as it streams, and sent only
+// so nothing outlives the process), hashed as it streams, and sent only
 // once its size and SHA-256 match the narinfo: bytes that fail the check
 // are never sent at all, and the request falls back to the upstream NAR
-// instead. docs/SUBSTITUTER.md explains why this verify-before-send design
+// instead. That read starts when the narinfo is served (spool.go: Nix asks
+// for a closure's narinfos first), is shared by every request for the NAR,
+// and a CID once proved to hold its NAR streams the next time, still
+// hashed, with the rest from upstream if IPFS fails half-way. docs/SUBSTITUTER.md explains why this verify-before-send design
 // was chosen over streaming with an abort. IPFS is a kubo daemon's RPC API
 // (which checks blocks itself) or a trustless HTTP gateway (see Gateway,
 // which checks every block against its CID).

@@ -250,6 +250,11 @@ type fakeIPFS struct {
 	err     error // returned by every Cat
 	hang    bool  // Cat blocks until its context ends
 	cats    int
+	// serve, if set, answers Cat instead: call counts from 1, b is the
+	// content put under c (nil if none).
+	serve func(call int, c cid.Cid, b []byte) (io.ReadCloser, error)
+	// catted is signalled (without blocking) at every Cat.
+	catted chan cid.Cid
 }
 
 func newFakeIPFS() *fakeIPFS { return &fakeIPFS{content: map[string][]byte{}} }
@@ -270,7 +275,17 @@ func (f *fakeIPFS) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 	f.mu.Lock()
 	f.cats++
 	err, hang, b, ok := f.err, f.hang, f.content[c.String()], f.content[c.String()] != nil
+	serve, call, catted := f.serve, f.cats, f.catted
 	f.mu.Unlock()
+	if catted != nil {
+		select {
+		case catted <- c:
+		default:
+		}
+	}
+	if serve != nil {
+		return serve(call, c, b)
+	}
 	if hang {
 		<-ctx.Done()
 		return nil, ctx.Err()
