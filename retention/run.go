@@ -30,15 +30,12 @@ type PolicyFlags struct {
 	Grace          time.Duration
 }
 
-// Register adds the policy flags. required says whether --cache-dir and
-// --keep-for must be given (prune) or are optional (status).
-func (f *PolicyFlags) Register(s *config.Set, required bool) {
-	req := ""
-	if required {
-		req = " (required)"
-	}
-	s.StringVar(&f.CacheDir, "cache-dir", "", "the publisher's binary cache directory"+req)
-	s.DurationVar(&f.KeepFor, "keep-for", 0, "keep every root built within this long, with its closure, e.g. 720h"+req)
+// Register adds the policy flags.
+func (f *PolicyFlags) Register(s *config.Set) {
+	// The same help text wherever a flag appears (cli/settings_test.go);
+	// Validate says which are required.
+	s.StringVar(&f.CacheDir, "cache-dir", "", "the publisher's binary cache directory")
+	s.DurationVar(&f.KeepFor, "keep-for", 0, "keep every root built within this long, with its closure, e.g. 720h (prune: required)")
 	s.IntVar(&f.KeepLastPerJob, "keep-last-per-job", 0, "also keep the last N roots of each job (Hydra's project:jobset:job, else the derivation's name without its version)")
 	s.DurationVar(&f.Grace, "grace", 6*time.Hour, "never remove a path whose narinfo or NAR was written, or found present by the publisher, within this long (what is being published now)")
 }
@@ -83,7 +80,7 @@ func (c *PruneConfig) Register(s *config.Set) {
 	c.set = s
 	c.NATS.Register(s)
 	c.Log.Register(s, "console")
-	c.Policy.Register(s, true)
+	c.Policy.Register(s)
 	s.BoolVar(&c.DryRun, "dry-run", false, "change nothing: print what would go, and the bytes it would free")
 	s.BoolVar(&c.JSON, "json", false, "print the plan and the result as JSON")
 	s.StringVar(&c.KuboAPI, "kubo-api", "", "this host's kubo RPC API, where retired CIDs are unpinned (default: $IPFS_PATH/api, else ~/.ipfs/api; \"none\" to leave its pins)")

@@ -30,6 +30,8 @@ type Report struct {
 	Consumers   []Consumer        `json:"consumers"`
 	DeadLetters uint64            `json:"dead_letters"`
 	LastDead    []DeadLetter      `json:"last_dead_letters,omitempty"`
+	// Retention, with --cache-dir: the cache and what a prune would free.
+	Retention *Retention `json:"retention,omitempty"`
 }
 
 // Consumer is one durable consumer's state.
