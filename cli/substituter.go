@@ -36,6 +36,11 @@ func init() {
 				stop := serveMetrics(ctx, *metrics, log)
 				defer stop()
 				log.Info("substituter starting", zap.String("upstream", srv.Upstream()), cfg.Source())
+				// Peered before the first request, so the first NARs
+				// already come from the mirrors.
+				pctx, stopPeering := context.WithCancel(ctx)
+				wait := srv.StartPeering(pctx)
+				defer func() { stopPeering(); wait() }()
 				return httpserve.ListenAndServe(ctx, cfg.Listen, srv, log, "substituter")
 			}
 		},

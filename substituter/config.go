@@ -37,6 +37,7 @@ type Config struct {
 	PrefetchBytes   int64
 	PrefetchTTL     time.Duration
 	VerifiedCIDs    int
+	Mirrors         MirrorConfig
 }
 
 // Register adds the substituter's flags.
@@ -58,6 +59,7 @@ func (c *Config) Register(s *config.Set) {
 	s.Int64Var(&c.PrefetchBytes, "prefetch-max-bytes", DefaultPrefetchBytes, "total size of the NARs read ahead at once (one NAR is always allowed)")
 	s.DurationVar(&c.PrefetchTTL, "prefetch-ttl", DefaultPrefetchTTL, "drop a NAR read ahead if its request has not come after this long")
 	s.IntVar(&c.VerifiedCIDs, "verified-cids", DefaultMaxVerified, "remember this many CIDs proved to hold their NAR; those stream to Nix as IPFS reads them (0: none)")
+	c.Mirrors.Register(s)
 }
 
 // Validate checks the settings that need no network.
@@ -88,6 +90,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Prefetch < 0 || c.PrefetchBytes < 0 || c.PrefetchTTL < 0 || c.VerifiedCIDs < 0 {
 		return errors.New("--prefetch, --prefetch-max-bytes, --prefetch-ttl and --verified-cids must not be negative")
+	}
+	if err := c.Mirrors.Validate(c.Gateway != ""); err != nil {
+		return err
 	}
 	for _, raw := range c.Upstreams {
 		up, err := newUpstream(raw, &http.Client{}, c.UpstreamTimeout)
@@ -138,6 +143,7 @@ func (c *Config) Options(log *zap.Logger, reg prometheus.Registerer) (Options, e
 		return o, err
 	}
 	o.IPFS = k
+	o.Peering = c.Mirrors.options(k)
 	return o, nil
 }
 

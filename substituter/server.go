@@ -123,6 +123,9 @@ type Options struct {
 	// NAR (zero: the default; negative: remember none). A remembered CID
 	// streams to the client as IPFS reads it.
 	MaxVerified int
+	// Peering keeps the kubo peered with the upstream's mirrors; it runs
+	// from StartPeering (peers.go).
+	Peering PeeringOptions
 }
 
 // Server is the substituter's http.Handler. It is safe for concurrent use.
@@ -140,6 +143,7 @@ type Server struct {
 	flight   singleflight.Group
 	spools   *spools                    // NARs being read from IPFS, or read and checked
 	verified *bounded[string, struct{}] // verifiedKey -> proved to hold that NAR
+	peers    peering
 }
 
 // metaEntry is an upstream answer for nix-cache-info or a narinfo.

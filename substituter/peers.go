@@ -1,0 +1,350 @@
+package substituter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
+)
+
+// Peering is what the substituter needs from its kubo to stay connected to
+// the mirrors that hold the upstream cache's NARs.
+type Peering interface {
+	Self(ctx context.Context) (ipfs.Node, error)
+	PeeringAdd(ctx context.Context, addrs []string) error
+	PeeringRemove(ctx context.Context, ids ...string) error
+}
+
+var _ Peering = (*ipfs.Kubo)(nil)
+
+// Defaults of PeeringOptions.
+const (
+	DefaultMirrorRefresh = 5 * time.Minute
+	// peeringRetry is how soon a round that failed is tried again.
+	peeringRetry = 30 * time.Second
+	peeringCall  = 10 * time.Second
+)
+
+// Private says whether a mirror list may send the client to non-public
+// addresses (loopback, private, link-local).
+type Private string
+
+const (
+	// PrivateAuto allows them when the upstream cache is itself private:
+	// a file:// directory, or a host that is or resolves to only such
+	// addresses.
+	PrivateAuto  Private = "auto"
+	PrivateAllow Private = "allow"
+	PrivateDeny  Private = "deny"
+)
+
+// PeeringOptions configure how the substituter keeps its kubo peered with
+// the upstream cache's mirrors (its mirror list, package mirrorlist), so
+// that NARs come from them without the DHT.
+type PeeringOptions struct {
+	// Kubo is the node to peer; nil turns peering off.
+	Kubo Peering
+	// Manual are peers given by hand (--mirror-peer), always kept.
+	Manual []mirrorlist.Peer
+	// Refresh is how often the list is read again (default 5 min); a
+	// negative value never reads it, for Manual peers only.
+	Refresh time.Duration
+	// MaxPeers bounds the mirrors taken from the list (default 16).
+	MaxPeers int
+	// Private decides about non-public addresses in the list (default
+	// auto).
+	Private Private
+}
+
+// peering is the state of the peering loop.
+type peering struct {
+	mu     sync.Mutex
+	listed map[string]bool // peers from the list that kubo was given
+	last   []mirrorlist.Peer
+	gauge  prometheus.Gauge
+}
+
+// StartPeering peers the substituter's kubo with the mirrors of its
+// upstream cache: once now, before it returns (bounded by the upstream
+// timeout and kubo calls of 10 s, and never fatal), then every Refresh
+// until ctx is done. The returned function waits for the loop to end.
+func (s *Server) StartPeering(ctx context.Context) (wait func()) {
+	o := s.opts.Peering
+	if o.Kubo == nil {
+		return func() {}
+	}
+	if o.Refresh == 0 {
+		o.Refresh = DefaultMirrorRefresh
+	}
+	if o.Private == "" {
+		o.Private = PrivateAuto
+	}
+	s.opts.Peering = o
+	s.peers.gauge = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "nixipfs_substituter_mirror_peers",
+		Help: "Mirrors (from the upstream's mirror list and --mirror-peer) the last peering round gave kubo.",
+	})
+	if s.opts.Registerer != nil {
+		s.peers.gauge = register(s.opts.Registerer, s.peers.gauge)
+	}
+	ok := s.peerRound(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			next := o.Refresh
+			if o.Refresh < 0 {
+				if ok {
+					return // manual peers only, and kubo has them
+				}
+				next = peeringRetry
+			} else if !ok {
+				next = min(next, peeringRetry)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(next):
+			}
+			ok = s.peerRound(ctx)
+		}
+	}()
+	return func() { <-done }
+}
+
+// MirrorPeers returns the peers the last round gave kubo.
+func (s *Server) MirrorPeers() []mirrorlist.Peer {
+	s.peers.mu.Lock()
+	defer s.peers.mu.Unlock()
+	return append([]mirrorlist.Peer(nil), s.peers.last...)
+}
+
+// peerRound reads the list and tells kubo; it reports whether kubo got
+// the peers (a missing or refused list still counts as done).
+func (s *Server) peerRound(ctx context.Context) bool {
+	o := s.opts.Peering
+	log := s.log.With(zap.String("upstream", s.up.desc))
+	cctx, cancel := context.WithTimeout(ctx, peeringCall)
+	self, err := o.Kubo.Self(cctx)
+	cancel()
+	if err != nil {
+		log.Warn("mirror peering: kubo does not answer; trying again later", zap.Error(err))
+		return false
+	}
+	var listed []mirrorlist.Peer
+	if o.Refresh >= 0 {
+		listed = s.listedPeers(ctx, self.PeerID, log)
+	}
+	all := mirrorlist.MergePeers(append(append([]mirrorlist.Peer{}, o.Manual...), listed...))
+	var addrs []string
+	for _, p := range all {
+		if p.ID != self.PeerID {
+			addrs = append(addrs, p.P2PAddrs()...)
+		}
+	}
+	cctx, cancel = context.WithTimeout(ctx, peeringCall)
+	defer cancel()
+	// Every round gives kubo all of them again: a restarted daemon has
+	// forgotten them, and adding a known peer only refreshes its addresses.
+	if err := o.Kubo.PeeringAdd(cctx, addrs); err != nil {
+		log.Warn("mirror peering: kubo refused the peers; trying again later", zap.Error(err))
+		return false
+	}
+	now := map[string]bool{}
+	for _, p := range listed {
+		now[p.ID] = true
+	}
+	manual := map[string]bool{}
+	for _, p := range o.Manual {
+		manual[p.ID] = true
+	}
+	s.peers.mu.Lock()
+	var gone []string
+	for id := range s.peers.listed {
+		if !now[id] && !manual[id] {
+			gone = append(gone, id)
+		}
+	}
+	s.peers.listed, s.peers.last = now, all
+	s.peers.mu.Unlock()
+	if len(gone) > 0 {
+		if err := o.Kubo.PeeringRemove(cctx, gone...); err != nil {
+			log.Warn("mirror peering: could not drop mirrors that left the list", zap.Strings("peer_ids", gone), zap.Error(err))
+		}
+	}
+	ids := make([]string, 0, len(all))
+	for _, p := range all {
+		ids = append(ids, p.ID)
+	}
+	if s.peers.gauge != nil {
+		s.peers.gauge.Set(float64(len(all)))
+	}
+	log.Info("mirror peering", zap.Int("peers", len(all)), zap.Int("from_list", len(listed)), zap.Int("by_hand", len(o.Manual)),
+		zap.Strings("peer_ids", ids), zap.Strings("dropped", gone))
+	return true
+}
+
+// listedPeers fetches the upstream's mirror list and returns what the
+// policy accepts of it, logging what it refuses. Any failure gives none.
+func (s *Server) listedPeers(ctx context.Context, self string, log *zap.Logger) []mirrorlist.Peer {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.UpstreamTimeout)
+	defer cancel()
+	l, err := s.fetchMirrorList(ctx)
+	if err != nil {
+		log.Warn("mirror list refused", zap.Error(err))
+		return nil
+	}
+	if l == nil {
+		log.Debug("upstream has no mirror list")
+		return nil
+	}
+	allow := s.opts.Peering.Private == PrivateAllow ||
+		(s.opts.Peering.Private == PrivateAuto && upstreamsArePrivate(ctx, s.up))
+	peers, dropped := mirrorlist.Policy{MaxPeers: s.opts.Peering.MaxPeers, AllowPrivate: allow, Self: self}.Peers(l)
+	if len(dropped) > 0 {
+		log.Warn("mirror list: entries or addresses refused", zap.Bool("private_allowed", allow),
+			zap.Int("entries", len(l.Mirrors)), zap.Strings("refused", dropped))
+	}
+	return peers
+}
+
+// fetchMirrorList returns the upstream's list, nil when it has none.
+func (s *Server) fetchMirrorList(ctx context.Context) (*mirrorlist.List, error) {
+	resp, err := s.up.get(ctx, http.MethodGet, mirrorlist.FileName, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.Status == http.StatusOK:
+	case isNotFound(resp.Status):
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("upstream %s: %s: HTTP %d", s.up.desc, mirrorlist.FileName, resp.Status)
+	}
+	if resp.Length > mirrorlist.MaxSize {
+		return nil, fmt.Errorf("upstream %s: %s: %w", s.up.desc, mirrorlist.FileName, mirrorlist.ErrTooLarge)
+	}
+	l, err := mirrorlist.Read(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %s: %w", s.up.desc, mirrorlist.FileName, err)
+	}
+	return l, nil
+}
+
+// upstreamsArePrivate reports whether every upstream is private (the list
+// may come from any of them).
+func upstreamsArePrivate(ctx context.Context, us *upstreams) bool {
+	for _, u := range us.list {
+		if !upstreamIsPrivate(ctx, u.upstream) {
+			return false
+		}
+	}
+	return len(us.list) > 0
+}
+
+// upstreamIsPrivate reports whether the upstream cache is on this host or
+// a private network: a file:// directory, localhost, or a host whose
+// addresses are all loopback, private or link-local. A name that does not
+// resolve counts as public, the stricter choice.
+func upstreamIsPrivate(ctx context.Context, u *upstream) bool {
+	if u.root != nil {
+		return true
+	}
+	return hostIsPrivate(ctx, u.base.Hostname(), net.DefaultResolver.LookupNetIP)
+}
+
+func hostIsPrivate(ctx context.Context, host string, lookup func(context.Context, string, string) ([]netip.Addr, error)) bool {
+	if host == "" {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+		return true
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return privateIP(a)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	addrs, err := lookup(ctx, "ip", host)
+	if err != nil || len(addrs) == 0 {
+		return false
+	}
+	for _, a := range addrs {
+		if !privateIP(a) {
+			return false
+		}
+	}
+	return true
+}
+
+func privateIP(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsUnspecified() ||
+		netip.MustParsePrefix("100.64.0.0/10").Contains(a) // carrier-grade NAT
+}
+
+// MirrorConfig is the substituter's peering settings.
+type MirrorConfig struct {
+	Peers   config.Strings
+	Refresh time.Duration
+	Max     int
+	Private string
+
+	manual []mirrorlist.Peer
+}
+
+// Register adds the peering flags.
+func (c *MirrorConfig) Register(s *config.Set) {
+	s.StringsVar(&c.Peers, "mirror-peer", "keep kubo connected to this mirror: a multiaddr ending in /p2p/<peer ID> (kubo's peering; added to those the upstream's mirror list names)")
+	s.DurationVar(&c.Refresh, "mirror-refresh", DefaultMirrorRefresh,
+		"read the upstream's mirror list ("+mirrorlist.FileName+") at start and this often, and keep kubo peered with the mirrors it names, so NARs come from them without the DHT (negative: never read it; only --mirror-peer)")
+	s.IntVar(&c.Max, "mirror-max", mirrorlist.DefaultMaxPeers, "peer with at most this many mirrors from the list (the most recently active first)")
+	s.StringVar(&c.Private, "mirror-private", string(PrivateAuto),
+		"listed mirror addresses on loopback, private or link-local networks: auto (accepted only when the upstream itself is such a host or a file:// directory), allow, or deny")
+}
+
+// Validate checks the peering settings; gateway says NARs come from a
+// gateway, where there is no kubo to peer.
+func (c *MirrorConfig) Validate(gateway bool) error {
+	switch Private(c.Private) {
+	case PrivateAuto, PrivateAllow, PrivateDeny:
+	default:
+		return fmt.Errorf("--mirror-private %q: want auto, allow or deny", c.Private)
+	}
+	if c.Max < 1 {
+		return fmt.Errorf("--mirror-max %d: must be at least 1", c.Max)
+	}
+	if gateway && len(c.Peers) > 0 {
+		return errors.New("--mirror-peer needs kubo (--kubo-api): a gateway has no peering to set")
+	}
+	c.manual = nil
+	for _, a := range c.Peers {
+		p, err := mirrorlist.ParsePeer(a)
+		if err != nil {
+			return fmt.Errorf("--mirror-peer %w", err)
+		}
+		c.manual = append(c.manual, p)
+	}
+	return nil
+}
+
+// options returns the PeeringOptions for kubo k (nil: no peering).
+func (c *MirrorConfig) options(k Peering) PeeringOptions {
+	if k == nil {
+		return PeeringOptions{}
+	}
+	return PeeringOptions{Kubo: k, Manual: c.manual, Refresh: c.Refresh, MaxPeers: c.Max, Private: Private(c.Private)}
+}

@@ -1,0 +1,287 @@
+package substituter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
+)
+
+const (
+	peerSelf = "12D3KooWCMpDvrSw6GVYQ85Pk12ztqRM247pZddW6c8VQz36xAff"
+	peerB    = "12D3KooWJyLvsygSJX92sA6Jiu6vgH3ddDPvCi73KDnNkh5yc6Rf"
+	peerM    = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"
+)
+
+// fakePeering records what kubo would have been told.
+type fakePeering struct {
+	mu      sync.Mutex
+	down    bool
+	peering map[string][]string // peer ID -> addresses
+	removed []string
+	rounds  int
+}
+
+func (f *fakePeering) Self(context.Context) (ipfs.Node, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return ipfs.Node{}, errors.New("connection refused")
+	}
+	return ipfs.Node{PeerID: peerSelf}, nil
+}
+
+func (f *fakePeering) PeeringAdd(_ context.Context, addrs []string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rounds++
+	for _, a := range addrs {
+		i := strings.LastIndex(a, "/p2p/")
+		id := a[i+len("/p2p/"):]
+		if !slices.Contains(f.peering[id], a[:i]) {
+			f.peering[id] = append(f.peering[id], a[:i])
+		}
+	}
+	return nil
+}
+
+func (f *fakePeering) PeeringRemove(_ context.Context, ids ...string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, id := range ids {
+		delete(f.peering, id)
+		f.removed = append(f.removed, id)
+	}
+	return nil
+}
+
+func (f *fakePeering) snapshot() (map[string][]string, []string, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := map[string][]string{}
+	for k, v := range f.peering {
+		m[k] = slices.Clone(v)
+	}
+	return m, slices.Clone(f.removed), f.rounds
+}
+
+// listServer serves a cache whose mirror list the test changes.
+type listServer struct {
+	mu   sync.Mutex
+	body []byte
+	code int
+}
+
+func (l *listServer) set(code int, body []byte) {
+	l.mu.Lock()
+	l.code, l.body = code, body
+	l.mu.Unlock()
+}
+
+func (l *listServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/"+mirrorlist.FileName {
+		http.NotFound(w, r)
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w.WriteHeader(l.code)
+	w.Write(l.body)
+}
+
+func listJSON(t *testing.T, ms ...mirrorlist.Mirror) []byte {
+	t.Helper()
+	b, err := (&mirrorlist.List{Type: mirrorlist.Type, Mirrors: ms}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// TestPeeringFollowsTheList: the substituter peers its kubo with the
+// listed mirrors and the ones given by hand before StartPeering returns,
+// follows the list as mirrors come and go, keeps hand-given peers, and
+// lives through a list that is hostile, missing or too large.
+func TestPeeringFollowsTheList(t *testing.T) {
+	ls := &listServer{}
+	up := httptest.NewServer(ls)
+	defer up.Close()
+	ls.set(200, listJSON(t,
+		mirrorlist.Mirror{Name: "b", PeerID: peerB, Addrs: []string{"/ip4/127.0.0.1/tcp/4001", "/unix/tmp/x"}},
+		mirrorlist.Mirror{Name: "self", PeerID: peerSelf, Addrs: []string{"/ip4/127.0.0.1/tcp/4002"}},
+	))
+	kubo := &fakePeering{peering: map[string][]string{}}
+	var mc MirrorConfig
+	mc.Peers = config.Strings{"/ip4/10.9.9.9/tcp/4001/p2p/" + peerM}
+	mc.Refresh, mc.Max, mc.Private = 20*time.Millisecond, 16, "auto"
+	if err := mc.Validate(false); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.DebugLevel)
+	srv, err := New(Options{Upstream: up.URL, IPFS: newFakeIPFS(), SpoolDir: t.TempDir(), Log: zap.New(core), Peering: mc.options(kubo)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := srv.StartPeering(ctx)
+	defer func() { cancel(); wait() }()
+
+	got, _, _ := kubo.snapshot()
+	// The upstream is on loopback, so the mirror's loopback address is
+	// taken; the unix socket and the client's own node are not.
+	if len(got) != 2 || !slices.Equal(got[peerB], []string{"/ip4/127.0.0.1/tcp/4001"}) || !slices.Equal(got[peerM], []string{"/ip4/10.9.9.9/tcp/4001"}) {
+		t.Fatalf("peered with %v before StartPeering returned", got)
+	}
+	if n := logs.FilterMessage("mirror list: entries or addresses refused").Len(); n == 0 {
+		t.Error("the refused unix address was not logged")
+	}
+
+	// b leaves the list: it is dropped, the hand-given peer stays.
+	ls.set(200, listJSON(t))
+	waitFor(t, "b dropped", func() bool { got, _, _ := kubo.snapshot(); _, ok := got[peerB]; return !ok })
+	got, removed, _ := kubo.snapshot()
+	if _, ok := got[peerM]; !ok || slices.Contains(removed, peerM) {
+		t.Errorf("hand-given peer dropped: %v removed %v", got, removed)
+	}
+
+	// Hostile lists: too large, garbage, thousands of entries, a server
+	// error. None stops the loop or drops the hand-given peer.
+	var many []mirrorlist.Mirror
+	for i := 0; i < 5000; i++ {
+		many = append(many, mirrorlist.Mirror{Name: fmt.Sprint("m", i), PeerID: peerB, Addrs: []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", 1000+i)}})
+	}
+	for _, bad := range []struct {
+		code int
+		body []byte
+	}{
+		{200, []byte(`{"type":"nixipfs.mirrors.v1","pad":"` + strings.Repeat("x", mirrorlist.MaxSize) + `"}`)},
+		{200, []byte("\x00\xff garbage")},
+		{200, listJSON(t, many...)},
+		{500, []byte("oops")},
+		{404, nil},
+	} {
+		ls.set(bad.code, bad.body)
+		_, _, r0 := kubo.snapshot()
+		waitFor(t, "two more rounds", func() bool { _, _, r := kubo.snapshot(); return r >= r0+2 })
+		got, _, _ := kubo.snapshot()
+		if _, ok := got[peerM]; !ok {
+			t.Errorf("after a %d list of %d bytes: hand-given peer gone", bad.code, len(bad.body))
+		}
+		if len(got[peerB]) > mirrorlist.DefaultMaxAddrs {
+			t.Errorf("a hostile list got %d addresses of one peer into kubo", len(got[peerB]))
+		}
+	}
+	if logs.FilterMessage("mirror list refused").Len() == 0 {
+		t.Error("refused lists were not logged")
+	}
+	if len(srv.MirrorPeers()) == 0 {
+		t.Error("MirrorPeers is empty")
+	}
+}
+
+// TestPeeringWaitsForKubo: a kubo that does not answer fails the round
+// without failing the substituter, and a later round peers.
+func TestPeeringWaitsForKubo(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, mirrorlist.FileName), listJSON(t,
+		mirrorlist.Mirror{Name: "b", PeerID: peerB, Addrs: []string{"/ip4/192.168.7.7/tcp/4001"}}), 0o644)
+	kubo := &fakePeering{peering: map[string][]string{}, down: true}
+	srv, err := New(Options{Upstream: "file://" + dir, IPFS: newFakeIPFS(), SpoolDir: t.TempDir(),
+		Peering: PeeringOptions{Kubo: kubo, Refresh: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv.peerRound(context.Background()) {
+		t.Fatal("a round with kubo down reported success")
+	}
+	kubo.mu.Lock()
+	kubo.down = false
+	kubo.mu.Unlock()
+	srv.opts.Peering.Private = PrivateAuto
+	if !srv.peerRound(context.Background()) {
+		t.Fatal("round failed with kubo up")
+	}
+	// A file:// upstream is this host's: a private address is taken.
+	if got, _, _ := kubo.snapshot(); len(got[peerB]) != 1 {
+		t.Errorf("peered with %v", got)
+	}
+}
+
+// TestUpstreamPrivateRule: listed private addresses are accepted only when
+// the upstream itself is private; a name that does not resolve counts as
+// public.
+func TestUpstreamPrivateRule(t *testing.T) {
+	lookup := func(_ context.Context, _, host string) ([]netip.Addr, error) {
+		switch host {
+		case "cache.lan":
+			return []netip.Addr{netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("fd00::1")}, nil
+		case "cache.example.org":
+			return []netip.Addr{netip.MustParseAddr("93.184.215.14")}, nil
+		case "mixed.example.org":
+			return []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("93.184.215.14")}, nil
+		}
+		return nil, errors.New("no such host")
+	}
+	for host, want := range map[string]bool{
+		"127.0.0.1": true, "::1": true, "10.1.2.3": true, "172.16.0.9": true, "169.254.3.3": true, "100.64.1.1": true,
+		"localhost": true, "cache.localhost": true, "cache.lan": true,
+		"1.2.3.4": false, "2a01:4f8::1": false, "cache.example.org": false, "mixed.example.org": false, "unknown.invalid": false,
+	} {
+		if got := hostIsPrivate(context.Background(), host, lookup); got != want {
+			t.Errorf("%s: private %v, want %v", host, got, want)
+		}
+	}
+	l := &mirrorlist.List{Type: mirrorlist.Type, Mirrors: []mirrorlist.Mirror{{Name: "b", PeerID: peerB,
+		Addrs: []string{"/ip4/127.0.0.1/tcp/4001", "/ip4/10.0.0.2/tcp/4001", "/dns4/b.example.org/tcp/4001"}}}}
+	for host, want := range map[string]int{"127.0.0.1": 3, "cache.example.org": 1} {
+		peers, _ := mirrorlist.Policy{AllowPrivate: hostIsPrivate(context.Background(), host, lookup)}.Peers(l)
+		if len(peers) != 1 || len(peers[0].Addrs) != want {
+			t.Errorf("upstream %s: %+v, want %d addresses", host, peers, want)
+		}
+	}
+}
+
+func TestMirrorConfigValidate(t *testing.T) {
+	ok := MirrorConfig{Max: 4, Private: "deny", Peers: config.Strings{"/dns4/b.example.org/tcp/4001/p2p/" + peerB}}
+	if err := ok.Validate(false); err != nil || len(ok.manual) != 1 {
+		t.Errorf("%v %+v", err, ok.manual)
+	}
+	for name, c := range map[string]MirrorConfig{
+		"no /p2p/":      {Max: 4, Private: "auto", Peers: config.Strings{"/ip4/1.2.3.4/tcp/4001"}},
+		"bad private":   {Max: 4, Private: "maybe"},
+		"zero max":      {Max: 0, Private: "auto"},
+		"with gateway":  {Max: 4, Private: "auto", Peers: config.Strings{"/ip4/1.2.3.4/tcp/4001/p2p/" + peerB}},
+		"odd transport": {Max: 4, Private: "auto", Peers: config.Strings{"/unix/x/p2p/" + peerB}},
+	} {
+		if err := c.Validate(name == "with gateway"); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
