@@ -25,6 +25,7 @@ type Peering interface {
 	Self(ctx context.Context) (ipfs.Node, error)
 	PeeringAdd(ctx context.Context, addrs []string) error
 	PeeringRemove(ctx context.Context, ids ...string) error
+	Connect(ctx context.Context, n ipfs.Node) error
 }
 
 var _ Peering = (*ipfs.Kubo)(nil)
@@ -162,6 +163,11 @@ func (s *Server) peerRound(ctx context.Context) bool {
 		log.Warn("mirror peering: kubo refused the peers; trying again later", zap.Error(err))
 		return false
 	}
+	// kubo's peering dials a new peer only after 5 to 12 s (a stagger
+	// meant for its own start); a NAR wanted meanwhile would wait or fall
+	// back to upstream. So each is dialled now too; once connected,
+	// peering keeps the connection and redials it.
+	s.connectAll(ctx, all, self.PeerID, log)
 	now := map[string]bool{}
 	for _, p := range listed {
 		now[p.ID] = true
@@ -194,6 +200,31 @@ func (s *Server) peerRound(ctx context.Context) bool {
 	log.Info("mirror peering", zap.Int("peers", len(all)), zap.Int("from_list", len(listed)), zap.Int("by_hand", len(o.Manual)),
 		zap.Strings("peer_ids", ids), zap.Strings("dropped", gone))
 	return true
+}
+
+// connectAll dials every peer at once, in parallel, each bounded by
+// peeringCall. A peer that cannot be dialled now is left to kubo's peering.
+func (s *Server) connectAll(ctx context.Context, peers []mirrorlist.Peer, self string, log *zap.Logger) {
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		if p.ID == self {
+			continue
+		}
+		n := ipfs.Node{PeerID: p.ID}
+		for _, a := range p.Addrs {
+			n.Addrs = append(n.Addrs, a.String())
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, peeringCall)
+			defer cancel()
+			if err := s.opts.Peering.Kubo.Connect(cctx, n); err != nil {
+				log.Info("mirror not reachable now; kubo's peering keeps trying", zap.String("peer_id", n.PeerID), zap.Error(err))
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // listedPeers fetches the upstream's mirror list and returns what the

@@ -35,6 +35,7 @@ type fakePeering struct {
 	down    bool
 	peering map[string][]string // peer ID -> addresses
 	removed []string
+	dialled []string
 	rounds  int
 }
 
@@ -58,6 +59,13 @@ func (f *fakePeering) PeeringAdd(_ context.Context, addrs []string) error {
 			f.peering[id] = append(f.peering[id], a[:i])
 		}
 	}
+	return nil
+}
+
+func (f *fakePeering) Connect(_ context.Context, n ipfs.Node) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dialled = append(f.dialled, n.PeerID)
 	return nil
 }
 
@@ -157,6 +165,12 @@ func TestPeeringFollowsTheList(t *testing.T) {
 	// taken; the unix socket and the client's own node are not.
 	if len(got) != 2 || !slices.Equal(got[peerB], []string{"/ip4/127.0.0.1/tcp/4001"}) || !slices.Equal(got[peerM], []string{"/ip4/10.9.9.9/tcp/4001"}) {
 		t.Fatalf("peered with %v before StartPeering returned", got)
+	}
+	kubo.mu.Lock()
+	dialled := slices.Clone(kubo.dialled)
+	kubo.mu.Unlock()
+	if !slices.Contains(dialled, peerB) || !slices.Contains(dialled, peerM) || slices.Contains(dialled, peerSelf) {
+		t.Errorf("dialled %v at once, want b and m, not self", dialled)
 	}
 	if n := logs.FilterMessage("mirror list: entries or addresses refused").Len(); n == 0 {
 		t.Error("the refused unix address was not logged")
