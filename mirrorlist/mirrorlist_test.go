@@ -106,9 +106,9 @@ func TestPolicyTrimsHostileList(t *testing.T) {
 			"/ip4/169.254.1.1/tcp/4001",                            // link-local
 			"/dns4/localhost/tcp/4001",                             // a local name
 			"/unix/run/x.sock",                                     // odd protocol
-			"/ip4/1.2.3.5/tcp/4001/p2p/" + peerC,               // another peer's
-			"/ip4/1.2.3.6/tcp/4001/p2p-circuit",                // relay
-			"/ip4/1.2.3.7/tcp/0",                               // no port
+			"/ip4/1.2.3.5/tcp/4001/p2p/" + peerC,                   // another peer's
+			"/ip4/1.2.3.6/tcp/4001/p2p-circuit",                    // relay
+			"/ip4/1.2.3.7/tcp/0",                                   // no port
 			"not a multiaddr", strings.Repeat("/ip4/1.1.1.1", 400), // garbage
 			"/ip4/1.2.3.5/tcp/4001/p2p/" + peerB, // its own suffix: accepted
 		}},

@@ -127,4 +127,3 @@ func pinnedOf(m jetstream.Msg, log *zap.Logger) *events.Pinned {
 	}
 	return p
 }
-
