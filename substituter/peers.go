@@ -350,12 +350,18 @@ func (c *MirrorConfig) Register(s *config.Set) {
 // Validate checks the peering settings; gateway says NARs come from a
 // gateway, where there is no kubo to peer.
 func (c *MirrorConfig) Validate(gateway bool) error {
+	if c.Private == "" {
+		c.Private = string(PrivateAuto)
+	}
+	if c.Max == 0 {
+		c.Max = mirrorlist.DefaultMaxPeers
+	}
 	switch Private(c.Private) {
 	case PrivateAuto, PrivateAllow, PrivateDeny:
 	default:
 		return fmt.Errorf("--mirror-private %q: want auto, allow or deny", c.Private)
 	}
-	if c.Max < 1 {
+	if c.Max < 0 {
 		return fmt.Errorf("--mirror-max %d: must be at least 1", c.Max)
 	}
 	if gateway && len(c.Peers) > 0 {

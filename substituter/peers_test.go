@@ -290,7 +290,7 @@ func TestMirrorConfigValidate(t *testing.T) {
 	for name, c := range map[string]MirrorConfig{
 		"no /p2p/":      {Max: 4, Private: "auto", Peers: config.Strings{"/ip4/1.2.3.4/tcp/4001"}},
 		"bad private":   {Max: 4, Private: "maybe"},
-		"zero max":      {Max: 0, Private: "auto"},
+		"negative max":  {Max: -1, Private: "auto"},
 		"with gateway":  {Max: 4, Private: "auto", Peers: config.Strings{"/ip4/1.2.3.4/tcp/4001/p2p/" + peerB}},
 		"odd transport": {Max: 4, Private: "auto", Peers: config.Strings{"/unix/x/p2p/" + peerB}},
 	} {
