@@ -122,7 +122,7 @@ func listJSON(t *testing.T, ms ...mirrorlist.Mirror) []byte {
 	return b
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitPeering(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if cond() {
@@ -178,7 +178,7 @@ func TestPeeringFollowsTheList(t *testing.T) {
 
 	// b leaves the list: it is dropped, the hand-given peer stays.
 	ls.set(200, listJSON(t))
-	waitFor(t, "b dropped", func() bool { got, _, _ := kubo.snapshot(); _, ok := got[peerB]; return !ok })
+	waitPeering(t, "b dropped", func() bool { got, _, _ := kubo.snapshot(); _, ok := got[peerB]; return !ok })
 	got, removed, _ := kubo.snapshot()
 	if _, ok := got[peerM]; !ok || slices.Contains(removed, peerM) {
 		t.Errorf("hand-given peer dropped: %v removed %v", got, removed)
@@ -202,7 +202,7 @@ func TestPeeringFollowsTheList(t *testing.T) {
 	} {
 		ls.set(bad.code, bad.body)
 		_, _, r0 := kubo.snapshot()
-		waitFor(t, "two more rounds", func() bool { _, _, r := kubo.snapshot(); return r >= r0+2 })
+		waitPeering(t, "two more rounds", func() bool { _, _, r := kubo.snapshot(); return r >= r0+2 })
 		got, _, _ := kubo.snapshot()
 		if _, ok := got[peerM]; !ok {
 			t.Errorf("after a %d list of %d bytes: hand-given peer gone", bad.code, len(bad.body))
