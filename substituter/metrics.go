@@ -92,6 +92,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.firstByte = register(reg, m.firstByte)
 		m.prefetches = register(reg, m.prefetches)
 	}
+	// Every way IPFS can fail is a series from the start, at 0, so a
+	// dashboard or an alert on its rate works before the first failure.
+	for _, r := range []string{ReasonInvalidCID, ReasonSpoolFull, ReasonIPFSError, ReasonBlockMismatch,
+		ReasonTimeout, ReasonSizeMismatch, ReasonHashMismatch} {
+		m.ipfsFailures.WithLabelValues(r)
+	}
 	return m
 }
 
