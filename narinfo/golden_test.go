@@ -9,8 +9,16 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 )
 
-// The fixtures were written by Nix 2.8 (testdata/make-fixtures.sh); they are
-// the oracle for String, Fingerprint and Sign.
+// The fixtures were written by Nix itself (testdata/make-fixtures.sh): those
+// in testdata/ by Debian 12's Nix 2.8.0, those in testdata/nix-2.26/ by
+// Debian trixie's Nix 2.26.3 from the same derivations and the same keys.
+// They are the oracle for String, Fingerprint and Sign.
+
+// fixtureDirs are the fixture directories, one per Nix version.
+var fixtureDirs = []struct{ dir, nix string }{
+	{"testdata", "2.8.0"},
+	{"testdata/nix-2.26", "2.26.3"},
+}
 
 type fixture struct {
 	name string
@@ -19,20 +27,23 @@ type fixture struct {
 
 func fixtures(t testing.TB) []fixture {
 	t.Helper()
-	paths, err := filepath.Glob("testdata/*.narinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(paths) < 5 {
-		t.Fatalf("expected at least 5 fixtures in testdata, found %d", len(paths))
-	}
 	var fs []fixture
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
+	for _, d := range fixtureDirs {
+		paths, err := filepath.Glob(filepath.Join(d.dir, "*.narinfo"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		fs = append(fs, fixture{filepath.Base(p), string(b)})
+		if len(paths) < 5 {
+			t.Fatalf("expected at least 5 fixtures in %s, found %d", d.dir, len(paths))
+		}
+		for _, p := range paths {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name, _ := filepath.Rel("testdata", p)
+			fs = append(fs, fixture{name, string(b)})
+		}
 	}
 	return fs
 }
@@ -209,7 +220,7 @@ func TestGoldenVerify(t *testing.T) {
 			if n.Verify(nil) {
 				t.Error("Verify with no keys = true")
 			}
-			wantPK2 := f.name == "lone.narinfo"
+			wantPK2 := filepath.Base(f.name) == "lone.narinfo"
 			if got := n.Verify([]signature.PublicKey{pk2}); got != wantPK2 {
 				t.Errorf("Verify with test-key-2 = %v, want %v", got, wantPK2)
 			}
@@ -242,5 +253,31 @@ func TestGoldenVerify(t *testing.T) {
 				t.Error("Verify after changing lines outside the fingerprint = false")
 			}
 		})
+	}
+}
+
+// TestGoldenNixVersionsAgree: for the same store paths and keys, Nix 2.26.3
+// wrote every narinfo byte for byte as Nix 2.8.0 did (field order, the
+// "References: " line with its space when empty, CA, the xz FileHash, the
+// order of two Sigs), so one writer serves both.
+func TestGoldenNixVersionsAgree(t *testing.T) {
+	base, other := fixtureDirs[0], fixtureDirs[1]
+	paths, err := filepath.Glob(filepath.Join(other.dir, "*.narinfo"))
+	if err != nil || len(paths) < 5 {
+		t.Fatalf("fixtures in %s: %d, %v", other.dir, len(paths), err)
+	}
+	for _, p := range paths {
+		name := filepath.Base(p)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := os.ReadFile(filepath.Join(base.dir, name))
+		if err != nil {
+			t.Fatalf("Nix %s wrote %s, Nix %s has no such fixture: %v", other.nix, name, base.nix, err)
+		}
+		if string(a) != string(b) {
+			t.Errorf("%s: Nix %s wrote\n%s\nNix %s wrote\n%s", name, base.nix, a, other.nix, b)
+		}
 	}
 }

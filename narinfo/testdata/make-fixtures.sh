@@ -28,16 +28,66 @@
 #
 # Running it again replaces every file above (new key, new signatures; store
 # paths stay the same because the derivations are fixed).
+#
+# Another Nix version's fixtures (in a subdirectory, named by version):
+#
+#   narinfo/testdata/make-fixtures.sh --nix-root ~/.cache/nix-ipfs/nix-trixie \
+#       --keys narinfo/testdata narinfo/testdata/nix-2.26
+#
+# runs every Nix command inside that chroot (Debian trixie's Nix 2.26, made by
+# scripts/install-deps.sh; as root) and writes to the directory given, signing
+# with the keys already in --keys instead of new ones, so the two versions'
+# files can be compared byte for byte.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+out="$here"
+root=""
+keys=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+  --nix-root) root=$(cd "$2" && pwd); shift 2 ;;
+  --keys) keys=$(cd "$2" && pwd); shift 2 ;;
+  --inside) shift ;; # internal: already in the chroot
+  *) mkdir -p "$1"; out=$(cd "$1" && pwd); shift ;;
+  esac
+done
+
+if [ -n "$root" ]; then
+  # Again, inside the chroot (a private mount namespace, as
+  # internal/chroot does), the host's /tmp at the same path.
+  xfer=$(mktemp -d)
+  trap 'rm -rf "$xfer"' EXIT
+  cp "$0" "$xfer/make-fixtures.sh"
+  [ -n "$keys" ] && cp "$keys"/test-key-*.sk "$keys"/test-key-*.pk "$xfer/"
+  unshare --mount --propagation private sh -euc '
+    root="$1"; shift
+    mount -t proc proc "$root/proc"
+    mount --rbind /dev "$root/dev"
+    mount --rbind /tmp "$root/tmp"
+    exec chroot "$root" "$@"' sh "$root" \
+    bash "$xfer/make-fixtures.sh" --inside ${keys:+--keys "$xfer"} "$xfer/out"
+  mkdir -p "$out"
+  cp "$xfer"/out/*.narinfo "$out/"
+  [ -z "$keys" ] && cp "$xfer"/out/test-key-* "$out/"
+  echo "wrote fixtures to $out:"
+  ls -l "$out"
+  exit 0
+fi
+
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 nixopts=(--option substituters '')
+echo "with $(nix-build --version)"
 
-nix-store --generate-binary-cache-key test-key-1 "$tmp/sk" "$tmp/pk"
-nix-store --generate-binary-cache-key test-key-2 "$tmp/sk2" "$tmp/pk2"
+if [ -n "$keys" ]; then
+  cp "$keys/test-key-1.sk" "$tmp/sk"; cp "$keys/test-key-1.pk" "$tmp/pk"
+  cp "$keys/test-key-2.sk" "$tmp/sk2"; cp "$keys/test-key-2.pk" "$tmp/pk2"
+else
+  nix-store --generate-binary-cache-key test-key-1 "$tmp/sk" "$tmp/pk"
+  nix-store --generate-binary-cache-key test-key-2 "$tmp/sk2" "$tmp/pk2"
+fi
 
 cat >"$tmp/fixtures.nix" <<'NIX'
 let
@@ -81,16 +131,19 @@ narinfo() { # narinfo <cache dir> <store path>
   base=$(basename "$2")
   printf '%s/%s.narinfo' "$1" "${base%%-*}"
 }
-cp "$(narinfo "$tmp/cache" "$dep")" "$here/dep.narinfo"
-cp "$(narinfo "$tmp/cache" "$app")" "$here/app.narinfo"
-cp "$(narinfo "$tmp/cache" "$lone")" "$here/lone.narinfo"
-cp "$(narinfo "$tmp/cache" "$hello")" "$here/hello-ca.narinfo"
-cp "$(narinfo "$tmp/cache-xz" "$dep")" "$here/dep-xz.narinfo"
-cp "$tmp/sk" "$here/test-key-1.sk"
-cp "$tmp/pk" "$here/test-key-1.pk"
-cp "$tmp/sk2" "$here/test-key-2.sk"
-cp "$tmp/pk2" "$here/test-key-2.pk"
-chmod 644 "$here"/test-key-*.sk # test keys, meant to be committed
+mkdir -p "$out"
+cp "$(narinfo "$tmp/cache" "$dep")" "$out/dep.narinfo"
+cp "$(narinfo "$tmp/cache" "$app")" "$out/app.narinfo"
+cp "$(narinfo "$tmp/cache" "$lone")" "$out/lone.narinfo"
+cp "$(narinfo "$tmp/cache" "$hello")" "$out/hello-ca.narinfo"
+cp "$(narinfo "$tmp/cache-xz" "$dep")" "$out/dep-xz.narinfo"
+if [ -z "$keys" ]; then
+  cp "$tmp/sk" "$out/test-key-1.sk"
+  cp "$tmp/pk" "$out/test-key-1.pk"
+  cp "$tmp/sk2" "$out/test-key-2.sk"
+  cp "$tmp/pk2" "$out/test-key-2.pk"
+  chmod 644 "$out"/test-key-*.sk # test keys, meant to be committed
+fi
 
-echo "wrote fixtures to $here:"
-ls -l "$here"
+echo "wrote fixtures to $out:"
+ls -l "$out"
