@@ -22,7 +22,9 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
-// nixPathInfo is one element of nix path-info --json (Nix 2.8).
+// nixPathInfo is one path's entry in nix path-info --json: an element of a
+// list with its path in Nix 2.8, the value keyed by the path in an object
+// from Nix 2.19 on (2.26 here).
 type nixPathInfo struct {
 	Path             string   `json:"path"`
 	NarHash          string   `json:"narHash"` // SRI: sha256-<base64>
@@ -112,8 +114,30 @@ func pathInfoJSON(t *testing.T, n *testenv.Nix, derivation bool, paths []string)
 	}
 	out := n.Run(t, "nix", append(args, paths...)...)
 	var infos []nixPathInfo
-	if err := json.Unmarshal([]byte(out), &infos); err != nil {
-		t.Fatalf("nix path-info --json: %v\n%s", err, out)
+	list := strings.HasPrefix(strings.TrimSpace(out), "[")
+	if list {
+		if err := json.Unmarshal([]byte(out), &infos); err != nil {
+			t.Fatalf("nix path-info --json: %v\n%s", err, out)
+		}
+	} else {
+		var byPath map[string]*nixPathInfo
+		if err := json.Unmarshal([]byte(out), &byPath); err != nil {
+			t.Fatalf("nix path-info --json: %v\n%s", err, out)
+		}
+		for p, i := range byPath {
+			if i == nil { // an invalid path is null
+				t.Fatalf("nix path-info: %s is not valid", p)
+			}
+			i.Path = p
+			infos = append(infos, *i)
+		}
+	}
+	// The shape changed in Nix 2.19 (a list of objects with "path", then an
+	// object keyed by path): say which this version printed.
+	shape := map[bool]string{true: "a list of objects with a path field", false: "an object keyed by store path"}
+	t.Logf("Nix %s: nix path-info --json printed %s", n.Version, shape[list])
+	if wantList := n.Before("2.19"); list != wantList {
+		t.Errorf("Nix %s: nix path-info --json printed a list: %v, want %v", n.Version, list, wantList)
 	}
 	m := map[string]nixPathInfo{}
 	for _, i := range infos {
@@ -138,8 +162,22 @@ func lines(s string) []string {
 
 // TestAgainstNix compares QueryPathInfo with nix path-info --json and
 // Closure with nix-store -qR on paths real Nix built and signed.
+//
+// Once per Nix version: for the chroot's Nix 2.26, its database is opened
+// from the host at <root>/nix/var/nix/db/db.sqlite with store directory
+// /nix/store, as a chroot store is (see the package comment), which checks
+// the reader against that version's schema.
 func TestAgainstNix(t *testing.T) {
-	n := needNix(t)
+	testenv.ForEachNix(t, func(t *testing.T, n *testenv.Nix) {
+		testAgainstNix(t, n)
+	})
+}
+
+func testAgainstNix(t *testing.T, n *testenv.Nix) {
+	dbPath := filepath.Join(n.Root, DefaultDBPath)
+	if _, err := os.Stat(dbPath); err != nil {
+		testenv.Unavailable(t, "the Nix database: "+err.Error())
+	}
 	roles := buildTestPaths(t, n)
 
 	// Two signatures on a, so the sigs column holds a space-separated list.
@@ -171,7 +209,7 @@ func TestAgainstNix(t *testing.T) {
 		want[p] = i
 	}
 
-	d, err := OpenDB(DefaultDBPath, storepath.DefaultStoreDir)
+	d, err := OpenDB(dbPath, storepath.DefaultStoreDir)
 	if err != nil {
 		t.Fatal(err)
 	}

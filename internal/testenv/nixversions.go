@@ -118,3 +118,30 @@ func ForEachNix(t *testing.T, f func(t *testing.T, n *Nix)) {
 // post-build-hook with an empty OUT_PATHS (NixOS/nix#6446: 2.8.0, fixed in
 // 2.8.1).
 func (n *Nix) OutPathsEmpty() bool { return n.Version == "2.8.0" }
+
+// Before reports whether this Nix's version is older than v ("2.19"),
+// comparing the dotted numbers one by one (a missing number is 0).
+func (n *Nix) Before(v string) bool {
+	a, b := strings.Split(n.Version, "."), strings.Split(v, ".")
+	for i := 0; i < len(a) || i < len(b); i++ {
+		x, y := versionPart(a, i), versionPart(b, i)
+		if x != y {
+			return x < y
+		}
+	}
+	return false
+}
+
+func versionPart(p []string, i int) int {
+	if i >= len(p) {
+		return 0
+	}
+	n := 0
+	for _, c := range p[i] {
+		if c < '0' || c > '9' {
+			break // "3pre2024..." counts as 3
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
