@@ -135,7 +135,9 @@ func pathInfoJSON(t *testing.T, n *testenv.Nix, derivation bool, paths []string)
 	// The shape changed in Nix 2.19 (a list of objects with "path", then an
 	// object keyed by path): say which this version printed.
 	shape := map[bool]string{true: "a list of objects with a path field", false: "an object keyed by store path"}
-	t.Logf("Nix %s: nix path-info --json printed %s", n.Version, shape[list])
+	if !derivation {
+		t.Logf("Nix %s: nix path-info --json printed %s", n.Version, shape[list])
+	}
 	if wantList := n.Before("2.19"); list != wantList {
 		t.Errorf("Nix %s: nix path-info --json printed a list: %v, want %v", n.Version, list, wantList)
 	}
