@@ -1,6 +1,7 @@
 # nix-ipfs. `make demo` runs the whole story on one machine; `make test` runs
 # every test. Both install what is missing first (scripts/install-deps.sh:
-# Debian's nix-bin, kubo built from its Go module source).
+# Debian's nix-bin, kubo built from its Go module source; for make test also
+# Nix 2.26 in a Debian trixie chroot).
 
 GO       ?= go
 TOOLS    := $(shell echo $${NIX_IPFS_TOOLS:-$$HOME/.cache/nix-ipfs/bin})
@@ -14,13 +15,16 @@ build:
 	$(GO) build -o bin/ ./cmd/nix-ipfs-hook ./cmd/nix-ipfs
 
 deps:
-	scripts/install-deps.sh >/dev/null
+	scripts/install-deps.sh $(DEPSFLAGS) >/dev/null
 
 generate:
 	$(GO) generate ./...
 
 # Every test, integration tests included, against real NATS, kubo and Nix.
 # GOTESTFLAGS=-v lists every test (.ci/run does, to count them).
+# The tests run against two Nix versions: the host's and Nix 2.26 in a
+# trixie chroot (README, "Nix versions covered").
+test: DEPSFLAGS = --nix-2.26
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 60m $(GOTESTFLAGS) ./...

@@ -7,10 +7,11 @@
 #     `go install github.com/ipfs/kubo/cmd/ipfs@...` is refused by the module
 #     proxy (replace/exclude directives). The binary is cached under
 #     $NIX_IPFS_TOOLS (default ~/.cache/nix-ipfs/bin) so a second run is instant.
-#   - a second, current Nix: Debian trixie's nix-bin (Nix 2.26) in a chroot
-#     made by debootstrap from the Debian mirror apt already uses, cached as a
-#     directory ($NIX_IPFS_TRIXIE_ROOT, default ~/.cache/nix-ipfs/nix-trixie).
-#     As root only (chroot and mount need it); about 1.5 minutes once.
+#   - with --nix-2.26 (make test passes it): a second, current Nix, Debian
+#     trixie's nix-bin (Nix 2.26) in a chroot made by debootstrap from the
+#     Debian mirror apt already uses, cached as a directory
+#     ($NIX_IPFS_TRIXIE_ROOT, default ~/.cache/nix-ipfs/nix-trixie). As root
+#     only (chroot and mount need it); about 2 minutes once.
 #
 # Prints the directory holding `ipfs` on its last line of stdout so callers can
 # put it on PATH:  export PATH="$(scripts/install-deps.sh | tail -1):$PATH"
@@ -25,6 +26,15 @@ TOOLS="${NIX_IPFS_TOOLS:-$HOME/.cache/nix-ipfs/bin}"
 mkdir -p "$TOOLS"
 
 say() { echo "install-deps: $*" >&2; }
+
+# --nix-2.26: also the second Nix the tests run against (make test asks).
+want_trixie=
+for arg in "$@"; do
+	case "$arg" in
+	--nix-2.26) want_trixie=1 ;;
+	*) echo "usage: $0 [--nix-2.26]" >&2; exit 2 ;;
+	esac
+done
 
 LOG="${NIX_IPFS_DEPS_LOG:-$(dirname "$TOOLS")/install-deps.log}"
 
@@ -99,9 +109,9 @@ in_chroot() {
 }
 
 TRIXIE="${NIX_IPFS_TRIXIE_ROOT:-$(dirname "$TOOLS")/nix-trixie}"
-if [ "$(id -u)" -ne 0 ]; then
+if [ -n "$want_trixie" ] && [ "$(id -u)" -ne 0 ]; then
 	say "not root: no Nix 2.26 chroot (chroot and mount need root); its tests skip outside CI"
-elif [ ! -x "$TRIXIE/usr/bin/nix-build" ]; then
+elif [ -n "$want_trixie" ] && [ ! -x "$TRIXIE/usr/bin/nix-build" ]; then
 	mirror="$(debian_mirror)"
 	say "no Nix 2.26 chroot at $TRIXIE: making one (debootstrap trixie from $mirror, then Debian's nix-bin; about 2 minutes)"
 	export DEBIAN_FRONTEND=noninteractive
@@ -110,7 +120,8 @@ elif [ ! -x "$TRIXIE/usr/bin/nix-build" ]; then
 	fi
 	# Built beside its final place and renamed when complete, so a run that
 	# died half-way is started over, never taken for done. A leftover is
-	# removed without crossing into any other filesystem.
+	# removed without crossing into any other filesystem (and, every mount
+	# having been private, none can be left in it).
 	work="$TRIXIE.partial"
 	if [ -e "$work" ]; then
 		say "removing $work, left by an interrupted run"
@@ -129,7 +140,7 @@ elif [ ! -x "$TRIXIE/usr/bin/nix-build" ]; then
 	printf 'build-users-group =\nsandbox = false\nsubstituters =\n' > "$work/etc/nix/nix.conf"
 	mv "$work" "$TRIXIE"
 fi
-if [ -x "$TRIXIE/usr/bin/nix-build" ] && [ "$(id -u)" -eq 0 ]; then
+if [ -n "$want_trixie" ] && [ -x "$TRIXIE/usr/bin/nix-build" ] && [ "$(id -u)" -eq 0 ]; then
 	say "nix (chroot $TRIXIE): $(in_chroot "$TRIXIE" nix-build --version)"
 fi
 
