@@ -35,11 +35,12 @@ while [ "$1" != -- ]; do
 	shift
 done
 shift
-exec chroot "$root" "$@"`
+exec chroot "$root" /usr/bin/env PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"`
 
 // Command returns a command that runs name with args inside root, with each
 // directory of binds mounted at its own path inside. The program is looked
-// up on PATH inside the root; the process keeps the PID of the returned
+// up on the root's own PATH (/usr/sbin:/usr/bin:/sbin:/bin; the caller's
+// names host directories); the process keeps the PID of the returned
 // command (every step execs), so signals and process groups work as for a
 // direct command. Env, Stdin, Stdout and Stderr are the caller's to set;
 // the working directory inside is /.
