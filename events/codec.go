@@ -65,6 +65,9 @@ func ComputeID(e Event) string {
 		w(e.Subject)
 		w(strconv.FormatUint(e.StreamSeq, 10))
 		w(e.Consumer)
+	case *CacheRoot:
+		w(e.StoreDir)
+		w(e.Root)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -82,6 +85,8 @@ func currentType(e Event) string {
 		return TypeRetired
 	case *DeadLetter:
 		return TypeDeadLetter
+	case *CacheRoot:
+		return TypeCacheRoot
 	}
 	return ""
 }
@@ -234,6 +239,16 @@ func Validate(e Event) error {
 			if err := validateCID(e.CID); err != nil {
 				return err
 			}
+		}
+	case *CacheRoot:
+		if err := storepath.ValidateStoreDir(e.StoreDir); err != nil {
+			return err
+		}
+		if err := validateCID(e.Root); err != nil {
+			return fmt.Errorf("root: %w", err)
+		}
+		if err := validateNode(e.Publisher); err != nil {
+			return fmt.Errorf("publisher: %w", err)
 		}
 	case *DeadLetter:
 		if !strings.HasPrefix(e.Subject, SubjectPrefix) {

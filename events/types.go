@@ -20,6 +20,8 @@ const (
 	TypePinned     = "nixipfs.pinned.v2"
 	TypeRetired    = "nixipfs.retired.v1"
 	TypeDeadLetter = "nixipfs.deadletter.v1"
+	// TypeCacheRoot announces the cache's root CID as a UnixFS directory.
+	TypeCacheRoot = "nixipfs.cacheroot.v1"
 
 	TypeBuiltV1     = "nixipfs.built.v1"
 	TypePublishedV1 = "nixipfs.published.v1"
@@ -27,7 +29,7 @@ const (
 )
 
 // Types lists every event type this code writes, in the order the data flows.
-var Types = []string{TypeBuilt, TypePublished, TypePinned, TypeRetired, TypeDeadLetter}
+var Types = []string{TypeBuilt, TypePublished, TypePinned, TypeRetired, TypeCacheRoot, TypeDeadLetter}
 
 // OldTypes lists the superseded versions that are still read. Their schemas
 // in schemas/ are frozen: they are no longer generated, and never change.
@@ -47,6 +49,8 @@ func Current(typ string) string {
 		return TypeRetired
 	case TypeDeadLetter:
 		return TypeDeadLetter
+	case TypeCacheRoot:
+		return TypeCacheRoot
 	}
 	return ""
 }
@@ -62,6 +66,8 @@ const (
 	SubjectPinnedPrefix = "nixipfs.pinned."
 	// SubjectRetired carries Retired events from prune.
 	SubjectRetired = "nixipfs.retired"
+	// SubjectCacheRoot carries CacheRoot events from the publisher.
+	SubjectCacheRoot = "nixipfs.cacheroot"
 	// SubjectDeadPrefix + the original subject's last token carries DeadLetter
 	// events, e.g. nixipfs.dead.built.
 	SubjectDeadPrefix = "nixipfs.dead."
@@ -197,6 +203,23 @@ type Retired struct {
 	Reason string `json:"reason" jsonschema:"minLength=1,maxLength=1024"`
 }
 
+// CacheRoot says that the binary cache, kept as a UnixFS directory in the
+// publisher's kubo (MFS), now has this root CID: nix-cache-info,
+// <hashpart>.narinfo for every path, and nar/<filehash>.nar linking each
+// NAR's CID. Any IPFS gateway serves it to stock Nix as
+// http://GATEWAY/ipfs/<root>. Sent by the publisher, at most once per its
+// announce interval; mirrors pin the latest root.
+type CacheRoot struct {
+	Header
+	Host     string `json:"host" jsonschema:"minLength=1,maxLength=255"`
+	StoreDir string `json:"store_dir" jsonschema:"pattern=^/.+"`
+	// Root is the directory's CID.
+	Root string `json:"root" jsonschema:"minLength=1,maxLength=256"`
+	// Publisher is the kubo node that holds the directory, for mirrors to
+	// dial.
+	Publisher Node `json:"publisher"`
+}
+
 // DeadLetter carries an event that a worker gave up on, and why.
 type DeadLetter struct {
 	Header
@@ -230,6 +253,7 @@ var (
 	_ Event = (*Pinned)(nil)
 	_ Event = (*Retired)(nil)
 	_ Event = (*DeadLetter)(nil)
+	_ Event = (*CacheRoot)(nil)
 )
 
 // Head returns the event's header.
@@ -249,6 +273,8 @@ func New(typ string) Event {
 		return &Retired{}
 	case TypeDeadLetter:
 		return &DeadLetter{}
+	case TypeCacheRoot:
+		return &CacheRoot{}
 	}
 	return nil
 }

@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
@@ -119,4 +121,54 @@ func hashParts(paths []string) []string {
 func scrapeGauge(t *testing.T, url, name string, labels ...string) float64 {
 	t.Helper()
 	return scrapeCounter(t, url, name, labels...)
+}
+
+// TestCacheAsIPFSDirectory: with --mfs-dir the publisher keeps the cache as
+// a UnixFS directory in kubo's MFS and announces its root; mirror B pins
+// the latest root. With A gone (kubo, publisher, cache directory), stock
+// Nix uses B's plain kubo gateway as its substituter,
+// http://GATEWAY/ipfs/<root>, with nothing of nix-ipfs on the client, and
+// copies the whole closure trusting only A's key.
+func TestCacheAsIPFSDirectory(t *testing.T) {
+	a := newHostA(t)
+	a.startPublisher(t, "--mfs-dir", "/nix-cache", "--mfs-announce-every", "500ms")
+	b := testenv.StartKubo(t)
+	testenv.StartProc(t, filepath.Join(a.bin, "nix-ipfs"), []string{"mirror", "--name", "b", "--ack-wait", "10s"},
+		mirEnv(a.nats.URL, b.API)...)
+	_, js := a.nats.Connect(t)
+
+	top := a.nix.Build(t, richClosure(testenv.Nonce()))[0]
+	closure := closureOf(t, a.nix, top)
+	a.waitPublished(t, closure, 2*time.Minute)
+
+	// The latest announced root is A's current directory, and B pins it.
+	var root string
+	testenv.Eventually(t, 2*time.Minute, "B pins A's current cache root", func() bool {
+		evs := streamEvents(t, js, events.SubjectCacheRoot)
+		if len(evs) == 0 {
+			return false
+		}
+		root = evs[len(evs)-1].(*events.CacheRoot).Root
+		cur := strings.Fields(a.kubo.IPFS(t, "files", "stat", "--hash", "/nix-cache"))
+		if len(cur) == 0 || cur[0] != root {
+			return false
+		}
+		return strings.Contains(b.IPFS(t, "pin", "ls", "--type=recursive", "--names"), root+" recursive nix-ipfs-cache-root")
+	})
+
+	a.kubo.Stop(t)
+	a.pub.Signal(15)
+	a.pub.Wait(30 * time.Second)
+	if err := os.RemoveAll(a.cache); err != nil {
+		t.Fatal(err)
+	}
+	gw, err := os.ReadFile(filepath.Join(b.Repo, "gateway"))
+	if err != nil {
+		t.Fatalf("kubo B's gateway address: %v", err)
+	}
+	url := strings.TrimSpace(string(gw)) + "/ipfs/" + root
+	if code, body := httpGet(t, url+"/nix-cache-info"); code != 200 || string(body) != "StoreDir: /nix/store\n" {
+		t.Fatalf("nix-cache-info through B's gateway: %d %q", code, body)
+	}
+	checkStockNixCopy(t, a, top, url)
 }

@@ -112,3 +112,29 @@ func TestRetireRemovesNarinfo(t *testing.T) {
 		}
 	}
 }
+
+// TestPinRootFollowsLatest: each cacheroot event pins its root and lets
+// the previous one go; an older event arriving late changes nothing.
+func TestPinRootFollowsLatest(t *testing.T) {
+	node := newFakeNode()
+	w := &Worker{Pinner: NewPinner(node, PinnerOptions{}), order: newCIDOrder()}
+	r1, r2 := node.add([]byte("root one")), node.add([]byte("root two"))
+	ev := func(c string) *events.CacheRoot {
+		e := &events.CacheRoot{Host: "a", StoreDir: "/nix/store", Root: c, Publisher: events.Node{Addrs: []string{}}}
+		events.Seal(e)
+		return e
+	}
+	ctx := context.Background()
+	if err := w.PinRoot(ctx, ev(r1.String()), 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.PinRoot(ctx, ev(r2.String()), 9); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.PinRoot(ctx, ev(r1.String()), 7); err != nil {
+		t.Fatal(err)
+	}
+	if node.pinned(r1.String()) || !node.pinned(r2.String()) {
+		t.Errorf("pins: root 1 %v (want false), root 2 %v (want true)", node.pinned(r1.String()), node.pinned(r2.String()))
+	}
+}

@@ -75,6 +75,7 @@ type Worker struct {
 	// KeepRetired leaves retired CIDs pinned.
 	KeepRetired bool
 	order       *cidOrder
+	roots       rootState
 	closers     []func()
 }
 
@@ -130,9 +131,9 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 	return w, nil
 }
 
-// FilterSubjects are the events a mirror consumes: what to pin, and what
-// to let go.
-var FilterSubjects = []string{events.SubjectPublished, events.SubjectRetired}
+// FilterSubjects are the events a mirror consumes: what to pin, what to
+// let go, and the cache's root as a UnixFS directory.
+var FilterSubjects = []string{events.SubjectPublished, events.SubjectRetired, events.SubjectCacheRoot}
 
 // Run pins every published CID, and unpins every retired one, until ctx is
 // done.
@@ -165,6 +166,8 @@ func (w *Worker) Handle(ctx context.Context, d events.Delivery) error {
 				zap.String("cid", it.CID.String()), zap.String("store_path", it.StorePath))
 		}
 		return err
+	case *events.CacheRoot:
+		return w.PinRoot(ctx, ev, seq)
 	case *events.Retired:
 		if w.order == nil {
 			w.order = newCIDOrder()

@@ -52,6 +52,8 @@ type Config struct {
 	AckWait       time.Duration
 	MaxAttempts   int
 	LockTTL       time.Duration
+	MFSDir        string
+	MFSAnnounce   time.Duration
 }
 
 // Register adds the publisher's flags.
@@ -71,6 +73,8 @@ func (c *Config) Register(s *config.Set) {
 	s.StringVar(&c.Durable, "durable", DefaultDurable, "durable consumer name; publishers sharing it share the work")
 	s.DurationVar(&c.AckWait, "ack-wait", DefaultAckWait, "redeliver an event whose publisher went silent this long (a running publisher reports progress every third of it)")
 	s.IntVar(&c.MaxAttempts, "max-attempts", 10, "deliveries before an event failing with a non-transient error is dead-lettered")
+	s.StringVar(&c.MFSDir, "mfs-dir", "", "also keep the cache as a UnixFS directory at this path in kubo's MFS (e.g. /nix-cache): narinfos and nar/ links to the NAR CIDs, so any IPFS gateway serves it to stock Nix as http://GATEWAY/ipfs/<root>; each new root is announced in a cacheroot event, which mirrors pin (empty: off)")
+	s.DurationVar(&c.MFSAnnounce, "mfs-announce-every", DefaultMFSAnnounceEvery, "announce a changed --mfs-dir root at most this often")
 	s.DurationVar(&c.LockTTL, "lock-ttl", DefaultLockTTL, "lease on a path being published, refreshed every third of it; a publisher on the same machine takes over a dead holder's lease at once, one on another host after this long")
 }
 
@@ -102,9 +106,12 @@ type Worker struct {
 	JS        jetstream.JetStream
 	Consumer  events.ConsumerOptions
 	// Cache is the cache directory, whose mirror list Run keeps.
-	Cache   Cache
-	closers []func()
-	log     *zap.Logger
+	Cache Cache
+	// MFS is the cache as a UnixFS directory, nil without --mfs-dir.
+	MFS         *MFSCache
+	mfsAnnounce time.Duration
+	closers     []func()
+	log         *zap.Logger
 }
 
 // Open connects everything a publisher needs.
@@ -149,8 +156,17 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 	if err != nil {
 		log.Warn("cannot release dead publishers' leases; they expire by themselves", zap.Error(err))
 	}
+	if cfg.MFSDir != "" {
+		w.MFS, err = NewMFSCache(kubo, cfg.MFSDir, cfg.Store.Dir, host, log.Named("mfs"))
+		if err != nil {
+			w.Close()
+			return nil, err
+		}
+		w.mfsAnnounce = cfg.MFSAnnounce
+	}
 	m := defaultMetrics
 	p, err := New(Options{
+		MFS:         w.MFS,
 		Cache:       w.Cache,
 		CacheURL:    cfg.CacheURL,
 		Key:         key,
@@ -190,6 +206,19 @@ func (w *Worker) Run(ctx context.Context) error {
 		FollowMirrors(mctx, w.JS, w.Consumer.Stream, w.Cache, w.log.Named("mirrors"))
 	}()
 	defer func() { stop(); <-done }()
+	if w.MFS != nil {
+		mfsDone := make(chan struct{})
+		go func() {
+			defer close(mfsDone)
+			if n, err := w.MFS.Sync(mctx, w.Cache); err != nil && mctx.Err() == nil {
+				w.log.Warn("cannot add the existing cache to the MFS directory", zap.Error(err))
+			} else if n > 0 {
+				w.log.Info("existing cache added to the MFS directory", zap.Int("paths", n))
+			}
+			w.MFS.Announce(mctx, w.JS, w.mfsAnnounce)
+		}()
+		defer func() { stop(); <-mfsDone }()
+	}
 	return events.Consume(ctx, w.JS, w.Consumer, func(ctx context.Context, d events.Delivery) error {
 		ev, ok := d.Event.(*events.Built)
 		if !ok {

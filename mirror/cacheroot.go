@@ -1,0 +1,85 @@
+package mirror
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/ipfs/go-cid"
+	"go.uber.org/zap"
+
+	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/ipfs"
+)
+
+// RootPinName is the kubo pin name of the cache root a mirror holds.
+const RootPinName = "nix-ipfs-cache-root"
+
+// rootPins lists pins by name; *ipfs.Kubo has it. A node without it (the
+// unit tests' fake) is trusted to the roots this process pinned.
+type rootPins interface {
+	PinsNamed(ctx context.Context, name string) ([]cid.Cid, error)
+}
+
+var _ rootPins = (*ipfs.Kubo)(nil)
+
+// rootState is the latest cache root a mirror pinned.
+type rootState struct {
+	mu   sync.Mutex
+	seq  uint64
+	root cid.Cid
+}
+
+// PinRoot handles a "cacheroot" event: it pins the announced root of the
+// cache as a UnixFS directory (the narinfos and the links to every NAR, so
+// this node's gateway serves the whole cache at /ipfs/<root>) and then
+// unpins the roots it held before. An event older than the root pinned
+// last is skipped. The NARs are pinned already, one by one, so a new root
+// costs the blocks of the narinfos and directories that changed.
+func (w *Worker) PinRoot(ctx context.Context, ev *events.CacheRoot, seq uint64) error {
+	c, err := cid.Decode(ev.Root)
+	if err != nil {
+		return errs.Errorf(errs.Invalid, "cacheroot event %s: root %q: %v", ev.ID, ev.Root, err)
+	}
+	w.roots.mu.Lock()
+	defer w.roots.mu.Unlock()
+	log := w.Pinner.log.With(zap.String("root", ev.Root), zap.String("event_id", ev.ID))
+	if seq != 0 && seq < w.roots.seq {
+		log.Debug("cache root older than the one pinned; skipped")
+		return nil
+	}
+	var providers []ipfs.Node
+	if ev.Publisher.PeerID != "" {
+		providers = []ipfs.Node{{PeerID: ev.Publisher.PeerID, Addrs: ev.Publisher.Addrs}}
+	}
+	it := Item{CID: c, StorePath: "", Providers: providers, EventID: ev.ID}
+	pctx, cancel := context.WithTimeout(ctx, w.Pinner.opt.PinTimeout)
+	defer cancel()
+	for _, n := range providers {
+		w.Pinner.connect(pctx, log, n)
+	}
+	if err := w.Pinner.node.Pin(pctx, it.CID, RootPinName); err != nil {
+		w.Pinner.forget(providers)
+		return fmt.Errorf("pin cache root %s: %w", c, err)
+	}
+	old := []cid.Cid{}
+	if rp, ok := w.Pinner.node.(rootPins); ok {
+		if old, err = rp.PinsNamed(ctx, RootPinName); err != nil {
+			return err
+		}
+	} else if w.roots.root.Defined() {
+		old = append(old, w.roots.root)
+	}
+	for _, o := range old {
+		if o.Equals(c) {
+			continue
+		}
+		if err := w.Pinner.node.Unpin(ctx, o); err != nil {
+			return fmt.Errorf("unpin the previous cache root %s: %w", o, err)
+		}
+	}
+	w.roots.root, w.roots.seq = c, seq
+	log.Info("cache root pinned", zap.Int("previous_unpinned", len(old)))
+	return nil
+}

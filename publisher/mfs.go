@@ -1,0 +1,261 @@
+package publisher
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/storepath"
+)
+
+// MFSNode is what keeping the cache as a UnixFS directory needs from kubo.
+type MFSNode interface {
+	FilesWrite(ctx context.Context, p string, data []byte, flush bool) error
+	FilesLink(ctx context.Context, c cid.Cid, p string, flush bool) error
+	FilesRm(ctx context.Context, p string, flush bool) error
+	FilesMkdir(ctx context.Context, p string) error
+	FilesStat(ctx context.Context, p string) (cid.Cid, error)
+	Self(ctx context.Context) (ipfs.Node, error)
+}
+
+var _ MFSNode = (*ipfs.Kubo)(nil)
+
+// DefaultMFSAnnounceEvery is how often, at most, a new cache root is
+// announced (docs/BENCHMARKS.md, "mfs").
+const DefaultMFSAnnounceEvery = 10 * time.Second
+
+// MFSCache keeps the binary cache as a UnixFS directory in kubo's MFS:
+//
+//	DIR/nix-cache-info
+//	DIR/<hashpart>.narinfo        the narinfo, as in the cache directory
+//	DIR/nar/<filehash>.nar        a link to the NAR's CID (no copy)
+//
+// so that any IPFS gateway serves the cache to stock Nix as
+// http://GATEWAY/ipfs/<root>. kubo shards the directories (HAMT) once
+// they grow large. Every change is flushed to the MFS root at once, which
+// costs little (docs/BENCHMARKS.md, "mfs") and means a kubo restart loses
+// nothing acknowledged; the root CID is announced debounced (Announce).
+//
+// The NAR link is made before the narinfo, so the directory never names a
+// NAR it lacks. A path is added before its "published" event is sent; a
+// failure here fails the publish, which is retried, so every announced
+// path is in the directory.
+type MFSCache struct {
+	node     MFSNode
+	dir      string
+	storeDir string
+	host     string
+	log      *zap.Logger
+
+	initOnce sync.Mutex
+	inited   bool
+
+	mu      sync.Mutex
+	changed chan struct{} // signalled on every change
+	last    cid.Cid       // last root announced
+}
+
+// NewMFSCache keeps the cache under the MFS directory dir (absolute).
+func NewMFSCache(node MFSNode, dir, storeDir, host string, log *zap.Logger) (*MFSCache, error) {
+	if !path.IsAbs(dir) || path.Clean(dir) != dir || dir == "/" {
+		return nil, errs.Errorf(errs.Invalid, "--mfs-dir %q: want an absolute, clean MFS path other than /", dir)
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &MFSCache{node: node, dir: dir, storeDir: storeDir, host: host, log: log, changed: make(chan struct{}, 1)}, nil
+}
+
+// Dir is the MFS directory.
+func (m *MFSCache) Dir() string { return m.dir }
+
+func (m *MFSCache) init(ctx context.Context) error {
+	m.initOnce.Lock()
+	defer m.initOnce.Unlock()
+	if m.inited {
+		return nil
+	}
+	if err := m.node.FilesMkdir(ctx, m.dir+"/nar"); err != nil {
+		return fmt.Errorf("mfs %s: %w", m.dir, err)
+	}
+	if err := m.node.FilesWrite(ctx, m.dir+"/nix-cache-info", []byte("StoreDir: "+m.storeDir+"\n"), true); err != nil {
+		return fmt.Errorf("mfs %s: %w", m.dir, err)
+	}
+	m.inited = true
+	m.signal()
+	return nil
+}
+
+// Add puts ni (signed, with its IPFSHash) into the directory.
+func (m *MFSCache) Add(ctx context.Context, ni *narinfo.NarInfo) error {
+	if err := m.init(ctx); err != nil {
+		return err
+	}
+	c, err := cid.Decode(ni.IPFSHash)
+	if err != nil {
+		return errs.Errorf(errs.Invalid, "mfs: narinfo of %s: IPFSHash %q: %w", ni.StorePath, ni.IPFSHash, err)
+	}
+	if !strings.HasPrefix(ni.URL, "nar/") || strings.Contains(ni.URL[4:], "/") {
+		return errs.Errorf(errs.Invalid, "mfs: narinfo of %s: URL %q", ni.StorePath, ni.URL)
+	}
+	if err := m.node.FilesLink(ctx, c, m.dir+"/"+ni.URL, true); err != nil {
+		return fmt.Errorf("mfs: link NAR of %s: %w", ni.StorePath, err)
+	}
+	hp := storepath.HashPart(ni.StorePath)
+	if err := m.node.FilesWrite(ctx, m.dir+"/"+hp+".narinfo", []byte(ni.String()), true); err != nil {
+		return fmt.Errorf("mfs: narinfo of %s: %w", ni.StorePath, err)
+	}
+	m.signal()
+	return nil
+}
+
+// Remove takes a path's narinfo out of the directory (its NAR link stays
+// while another narinfo may name the same NAR; a new root no longer
+// reachable from any narinfo costs only the link).
+func (m *MFSCache) Remove(ctx context.Context, storePath string) error {
+	hp := storepath.HashPart(storePath)
+	if err := m.node.FilesRm(ctx, m.dir+"/"+hp+".narinfo", true); err != nil {
+		return fmt.Errorf("mfs: remove narinfo of %s: %w", storePath, err)
+	}
+	m.signal()
+	return nil
+}
+
+func (m *MFSCache) signal() {
+	select {
+	case m.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Announce sends a "cacheroot" event whenever the directory changed, at
+// most once per every, until ctx ends: a burst of publishes gives one
+// announcement at its start and one after it, and a quiet cache none. The
+// root announced last is announced again at start, so a mirror that missed
+// it (or a publisher restart) converges.
+func (m *MFSCache) Announce(ctx context.Context, js jetstream.JetStream, every time.Duration) {
+	if every <= 0 {
+		every = DefaultMFSAnnounceEvery
+	}
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.changed:
+		}
+		if wait := every - time.Since(last); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		// Changes made while waiting are in this root.
+		select {
+		case <-m.changed:
+		default:
+		}
+		last = time.Now()
+		if err := m.announceOnce(ctx, js); err != nil && ctx.Err() == nil {
+			m.log.Warn("cannot announce the cache root; will retry", zap.Error(err))
+			m.signal()
+		}
+	}
+}
+
+// AnnounceNow announces the current root if it differs from the last one
+// announced, and returns it.
+func (m *MFSCache) AnnounceNow(ctx context.Context, js jetstream.JetStream) (cid.Cid, error) {
+	if err := m.announceOnce(ctx, js); err != nil {
+		return cid.Undef, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.last, nil
+}
+
+func (m *MFSCache) announceOnce(ctx context.Context, js jetstream.JetStream) error {
+	if err := m.init(ctx); err != nil {
+		return err
+	}
+	root, err := m.node.FilesStat(ctx, m.dir)
+	if err != nil {
+		return fmt.Errorf("mfs stat %s: %w", m.dir, err)
+	}
+	m.mu.Lock()
+	same := m.last.Equals(root)
+	m.mu.Unlock()
+	if same {
+		return nil
+	}
+	self, err := m.node.Self(ctx)
+	if err != nil {
+		return fmt.Errorf("kubo identity: %w", err)
+	}
+	ev := &events.CacheRoot{Host: m.host, StoreDir: m.storeDir, Root: root.String(),
+		Publisher: events.Node{PeerID: self.PeerID, Addrs: append([]string{}, self.Addrs...)}}
+	if ev.Host == "" {
+		ev.Host = "unknown"
+	}
+	events.Seal(ev)
+	if js != nil {
+		if _, err := events.Publish(ctx, js, events.SubjectCacheRoot, ev); err != nil {
+			return err
+		}
+	}
+	m.mu.Lock()
+	m.last = root
+	m.mu.Unlock()
+	m.log.Info("cache root announced", zap.String("root", root.String()), zap.String("mfs_dir", m.dir))
+	return nil
+}
+
+// Sync adds every narinfo of cache that the directory lacks: for a cache
+// that existed before --mfs-dir was set, or paths published while kubo
+// lost its MFS. It runs in the background at start; new paths are added as
+// they are published meanwhile.
+func (m *MFSCache) Sync(ctx context.Context, cache Cache) (added int, err error) {
+	if err := m.init(ctx); err != nil {
+		return 0, err
+	}
+	names, err := filepath.Glob(filepath.Join(cache.Dir, "*.narinfo"))
+	if err != nil {
+		return 0, err
+	}
+	for _, name := range names {
+		if ctx.Err() != nil {
+			return added, ctx.Err()
+		}
+		hp := strings.TrimSuffix(filepath.Base(name), ".narinfo")
+		if _, err := m.node.FilesStat(ctx, m.dir+"/"+hp+".narinfo"); err == nil {
+			continue
+		} else if !ipfs.IsNotExist(err) {
+			return added, err
+		}
+		ni, err := cache.ReadNarInfo(hp)
+		if err != nil {
+			return added, err
+		}
+		if ni == nil || ni.IPFSHash == "" {
+			continue
+		}
+		if err := m.Add(ctx, ni); err != nil {
+			return added, err
+		}
+		added++
+	}
+	return added, nil
+}
