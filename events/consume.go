@@ -41,6 +41,9 @@ type ConsumerOptions struct {
 	FilterSubject string
 	// FilterSubjects, if set, is used instead of FilterSubject.
 	FilterSubjects []string
+	// Replicas of the consumer's state on a NATS cluster; 0 takes the
+	// stream's (StreamReplicas), so that a lost server loses no acks.
+	Replicas int
 	// DeliverPolicy applies when the durable consumer is first created.
 	DeliverPolicy jetstream.DeliverPolicy
 	OptStartSeq   uint64
@@ -125,6 +128,7 @@ func (o ConsumerOptions) ConsumerConfig() jetstream.ConsumerConfig {
 		DeliverPolicy: o.DeliverPolicy,
 		OptStartSeq:   o.OptStartSeq,
 		OptStartTime:  o.OptStartTime,
+		Replicas:      o.Replicas,
 	}
 }
 
@@ -148,6 +152,13 @@ func BackoffFor(backoff []time.Duration, n uint64) time.Duration {
 func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, h Handler) error {
 	o.defaults()
 	log := o.Logger.With(zap.String("consumer", o.Durable))
+	if o.Replicas == 0 {
+		r, err := StreamReplicas(ctx, js, o.Stream)
+		if err != nil {
+			return err
+		}
+		o.Replicas = r
+	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, o.Stream, o.ConsumerConfig())
 	if err != nil {
 		return errs.E(errs.Transient, fmt.Errorf("consumer %s on stream %s: %w", o.Durable, o.Stream, err))

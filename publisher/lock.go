@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 )
 
@@ -146,12 +147,12 @@ type KVLocker struct {
 const LockBucket = "nixipfs_publish_locks"
 
 // NewKVLocker creates or opens the lock bucket, with replicas copies on a
-// NATS cluster (0 means 1).
+// NATS cluster (0: as many as the default stream has, events.StreamReplicas).
 func NewKVLocker(ctx context.Context, js jetstream.JetStream, self Holder, ttl time.Duration, replicas int, log *zap.Logger) (*KVLocker, error) {
 	if ttl <= 0 {
 		ttl = DefaultLockTTL
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := events.EnsureKeyValue(ctx, js, events.DefaultStream, jetstream.KeyValueConfig{
 		Bucket:      LockBucket,
 		Description: "nix-ipfs publisher leases, one per store path hash being published",
 		TTL:         ttl,
@@ -159,7 +160,7 @@ func NewKVLocker(ctx context.Context, js jetstream.JetStream, self Holder, ttl t
 		Replicas:    replicas,
 	})
 	if err != nil {
-		return nil, errs.E(errs.Transient, fmt.Errorf("lock bucket %s: %w", LockBucket, err))
+		return nil, fmt.Errorf("lock bucket: %w", err)
 	}
 	if log == nil {
 		log = zap.NewNop()

@@ -145,7 +145,15 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 	w.closers = append(w.closers, func() { nc.Drain() })
 	w.JS = js
 	host, _ := os.Hostname()
-	locker, err := NewKVLocker(ctx, js, Self(), cfg.LockTTL, cfg.NATS.StreamReplicas, log)
+	// The leases live as long as the events do: as many replicas as the
+	// stream has (which an explicit --stream-replicas has just set), so a
+	// publisher started with the defaults never scales the bucket down.
+	replicas, err := events.StreamReplicas(ctx, js, cfg.NATS.Stream)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	locker, err := NewKVLocker(ctx, js, Self(), cfg.LockTTL, replicas, log)
 	if err != nil {
 		w.Close()
 		return nil, err
