@@ -21,7 +21,11 @@ import (
 
 // Report is the status of one stream.
 type Report struct {
-	Stream      string            `json:"stream"`
+	Stream string `json:"stream"`
+	// Replicas is the stream's configured replica count; Cluster is where
+	// they are, absent on a server that is not clustered.
+	Replicas    int               `json:"replicas"`
+	Cluster     *Cluster          `json:"cluster,omitempty"`
 	Messages    uint64            `json:"messages"`
 	Bytes       uint64            `json:"bytes"`
 	FirstSeq    uint64            `json:"first_seq"`
@@ -32,6 +36,60 @@ type Report struct {
 	LastDead    []DeadLetter      `json:"last_dead_letters,omitempty"`
 	// Retention, with --cache-dir: the cache and what a prune would free.
 	Retention *Retention `json:"retention,omitempty"`
+}
+
+// Cluster is the Raft group of a clustered stream or consumer.
+type Cluster struct {
+	Name string `json:"name,omitempty"`
+	// Leader is the server that takes writes; empty while none is elected.
+	Leader string `json:"leader"`
+	// Peers are the other replicas, as the leader sees them.
+	Peers []Peer `json:"peers,omitempty"`
+}
+
+// Peer is one replica that is not the leader.
+type Peer struct {
+	Name    string `json:"name"`
+	Current bool   `json:"current"`
+	Offline bool   `json:"offline,omitempty"`
+	// Lag is how many operations the peer is behind the leader.
+	Lag uint64 `json:"lag,omitempty"`
+	// Active is how long ago the leader last heard from it.
+	Active time.Duration `json:"active_ns"`
+}
+
+// Lagging reports whether the peer is offline or behind the leader.
+func (p Peer) Lagging() bool { return p.Offline || !p.Current || p.Lag > 0 }
+
+// Lagging returns the peers that are offline or behind.
+func (c *Cluster) Lagging() []Peer {
+	if c == nil {
+		return nil
+	}
+	var out []Peer
+	for _, p := range c.Peers {
+		if p.Lagging() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func clusterOf(ci *jetstream.ClusterInfo) *Cluster {
+	// A server that is not clustered still names itself leader; only a
+	// cluster has a name.
+	if ci == nil || ci.Name == "" {
+		return nil
+	}
+	c := &Cluster{Name: ci.Name, Leader: ci.Leader}
+	for _, p := range ci.Replicas {
+		if p == nil {
+			continue
+		}
+		c.Peers = append(c.Peers, Peer{Name: p.Name, Current: p.Current, Offline: p.Offline, Lag: p.Lag, Active: p.Active})
+	}
+	sort.Slice(c.Peers, func(i, j int) bool { return c.Peers[i].Name < c.Peers[j].Name })
+	return c
 }
 
 // Consumer is one durable consumer's state.
@@ -45,6 +103,9 @@ type Consumer struct {
 	Redelivered int    `json:"redelivered"`
 	// AckFloor is the stream sequence up to which everything is acked.
 	AckFloor uint64 `json:"ack_floor_stream_seq"`
+	// Replicas of the consumer's state (0: the stream's).
+	Replicas int      `json:"replicas"`
+	Cluster  *Cluster `json:"cluster,omitempty"`
 }
 
 // DeadLetter summarises a dead letter.
@@ -70,7 +131,7 @@ func Collect(ctx context.Context, js jetstream.JetStream, stream string, lastDea
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", stream, err)
 	}
-	r := &Report{Stream: stream, Messages: info.State.Msgs, Bytes: info.State.Bytes,
+	r := &Report{Stream: stream, Replicas: info.Config.Replicas, Cluster: clusterOf(info.Cluster), Messages: info.State.Msgs, Bytes: info.State.Bytes,
 		FirstSeq: info.State.FirstSeq, LastSeq: info.State.LastSeq, Subjects: map[string]uint64{}}
 	for subj, n := range info.State.Subjects {
 		r.Subjects[subj] = n
@@ -81,7 +142,8 @@ func Collect(ctx context.Context, js jetstream.JetStream, stream string, lastDea
 	lister := s.ListConsumers(ctx)
 	for ci := range lister.Info() {
 		c := Consumer{Name: ci.Name, Filter: ci.Config.FilterSubject, Pending: ci.NumPending,
-			AckPending: ci.NumAckPending, Redelivered: ci.NumRedelivered, AckFloor: ci.AckFloor.Stream}
+			AckPending: ci.NumAckPending, Redelivered: ci.NumRedelivered, AckFloor: ci.AckFloor.Stream,
+			Replicas: ci.Config.Replicas, Cluster: clusterOf(ci.Cluster)}
 		if c.Filter == "" && len(ci.Config.FilterSubjects) > 0 {
 			c.Filter = strings.Join(ci.Config.FilterSubjects, ",")
 		}
@@ -125,9 +187,22 @@ func lastDeadLetters(ctx context.Context, js jetstream.JetStream, stream string,
 	if err != nil {
 		return nil, err
 	}
+	if ci.NumPending == 0 {
+		return nil, nil
+	}
+	// One pull subscription for all of them: an ordered consumer's Next
+	// makes a new consumer per message, which a NATS cluster may not have
+	// placed yet when the pull arrives ("no responders").
+	it, err := c.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		return nil, err
+	}
+	defer it.Stop()
 	var out []DeadLetter
 	for i := uint64(0); i < ci.NumPending; i++ {
-		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		m, err := it.Next(jetstream.NextContext(nctx))
+		cancel()
 		if err != nil {
 			return nil, err
 		}
@@ -164,6 +239,7 @@ func (r *Report) WriteJSON(w io.Writer) error {
 // WriteText writes the report for a person.
 func (r *Report) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "stream %s: %d events, %s, seq %d..%d\n", r.Stream, r.Messages, human(r.Bytes), r.FirstSeq, r.LastSeq)
+	fmt.Fprintf(w, "  replicas %d%s\n", max(r.Replicas, 1), r.Cluster.describe())
 	var subs []string
 	for s := range r.Subjects {
 		subs = append(subs, s)
@@ -174,9 +250,16 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CONSUMER\tROLE\tFILTER\tPENDING (lag)\tIN FLIGHT\tREDELIVERED")
+	fmt.Fprintln(tw, "CONSUMER\tROLE\tFILTER\tPENDING (lag)\tIN FLIGHT\tREDELIVERED\tREPLICAS")
 	for _, c := range r.Consumers {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\n", c.Name, c.Role, c.Filter, c.Pending, c.AckPending, c.Redelivered)
+		reps := "-"
+		if c.Replicas > 0 {
+			reps = fmt.Sprint(c.Replicas)
+		}
+		if c.Cluster != nil {
+			reps += c.Cluster.describe()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", c.Name, c.Role, c.Filter, c.Pending, c.AckPending, c.Redelivered, reps)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\ndead letters: %d\n", r.DeadLetters)
@@ -187,6 +270,35 @@ func (r *Report) WriteText(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  seq %d  %s  %s%s  %s: %s\n", d.Seq, d.Time.Format(time.RFC3339), d.Subject, job, d.Kind, d.Reason)
 	}
+}
+
+// describe is ", leader n1, lagging: n3 (offline)", or "" when not
+// clustered.
+func (c *Cluster) describe() string {
+	if c == nil {
+		return ""
+	}
+	leader := c.Leader
+	if leader == "" {
+		leader = "NONE (no leader elected: writes wait)"
+	}
+	s := ", leader " + leader
+	var lag []string
+	for _, p := range c.Lagging() {
+		what := fmt.Sprintf("%d behind", p.Lag)
+		if p.Offline {
+			what = "offline"
+		} else if !p.Current && p.Lag == 0 {
+			what = "not current"
+		}
+		lag = append(lag, fmt.Sprintf("%s (%s, seen %s ago)", p.Name, what, p.Active.Round(time.Millisecond)))
+	}
+	if len(lag) > 0 {
+		s += ", lagging: " + strings.Join(lag, ", ")
+	} else if len(c.Peers) > 0 {
+		s += ", peers current"
+	}
+	return s
 }
 
 func human(b uint64) string {

@@ -76,6 +76,16 @@ func TestCollect(t *testing.T) {
 	if roles["publisher"] != "publisher" || roles["mirror-b"] != "mirror" {
 		t.Errorf("consumers %+v", r.Consumers)
 	}
+	// One server: R1 everywhere, no cluster. Consume gave its durable the
+	// stream's replicas.
+	if r.Replicas != 1 || r.Cluster != nil {
+		t.Errorf("single server: replicas %d, cluster %+v", r.Replicas, r.Cluster)
+	}
+	for _, c := range r.Consumers {
+		if c.Name == "publisher" && c.Replicas != 1 {
+			t.Errorf("publisher consumer replicas %d, want the stream's 1", c.Replicas)
+		}
+	}
 	var text, js2 bytes.Buffer
 	r.WriteText(&text)
 	if err := r.WriteJSON(&js2); err != nil {
@@ -85,5 +95,39 @@ func TestCollect(t *testing.T) {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text lacks %q:\n%s", want, text.String())
 		}
+	}
+}
+
+// TestClusterText: the text report names the leader and every lagging
+// peer with why, and a leaderless group says so.
+func TestClusterText(t *testing.T) {
+	r := &Report{Stream: "NIXIPFS", Replicas: 3, Cluster: &Cluster{Name: "c", Leader: "n1", Peers: []Peer{
+		{Name: "n2", Current: true, Active: 100 * time.Millisecond},
+		{Name: "n3", Offline: true, Active: 31 * time.Second},
+	}}, Consumers: []Consumer{{Name: "publisher", Role: "publisher", Replicas: 3, Cluster: &Cluster{Leader: "n2"}}}}
+	var b bytes.Buffer
+	r.WriteText(&b)
+	for _, want := range []string{"replicas 3, leader n1, lagging: n3 (offline, seen 31s ago)", "3, leader n2"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, b.String())
+		}
+	}
+	if l := r.Cluster.Lagging(); len(l) != 1 || l[0].Name != "n3" {
+		t.Errorf("lagging = %+v", l)
+	}
+	r.Cluster = &Cluster{Peers: []Peer{{Name: "n2", Current: true}, {Name: "n3", Current: false, Lag: 7}}}
+	b.Reset()
+	r.WriteText(&b)
+	for _, want := range []string{"leader NONE", "n3 (7 behind"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, b.String())
+		}
+	}
+	// Not clustered: no cluster line beyond the replicas.
+	r.Cluster, r.Replicas = nil, 1
+	b.Reset()
+	r.WriteText(&b)
+	if !strings.Contains(b.String(), "replicas 1\n") {
+		t.Errorf("single server text:\n%s", b.String())
 	}
 }
