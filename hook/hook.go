@@ -238,6 +238,12 @@ func (h *Hook) connect(ctx context.Context, timeout time.Duration) (jetstream.Je
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
+	// nats.go tries the servers of a comma-separated list one after
+	// another, each with the whole dial timeout: share the budget, so
+	// that a list of unreachable servers still spools within --timeout.
+	if n := len(strings.Split(h.Config.NATS.URL, ",")); n > 1 {
+		timeout /= time.Duration(n)
+	}
 	opts = append(opts, nats.Timeout(timeout), nats.MaxReconnects(0), nats.NoReconnect())
 	nc, err := nats.Connect(h.Config.NATS.URL, opts...)
 	if err != nil {
