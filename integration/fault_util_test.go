@@ -142,8 +142,15 @@ func consumerState(t *testing.T, js jetstream.JetStream, durable string) (pendin
 func waitDrained(t *testing.T, js jetstream.JetStream, durable string, timeout time.Duration) {
 	t.Helper()
 	testenv.Eventually(t, timeout, "consumer "+durable+" drained", func() bool {
-		p, ap := consumerState(t, js, durable)
-		return p == 0 && ap == 0
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		// Errors are retried: a NATS cluster may be electing a leader.
+		c, err := js.Consumer(ctx, events.DefaultStream, durable)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
 	})
 }
 

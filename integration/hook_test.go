@@ -60,29 +60,59 @@ func builtEvents(t *testing.T, js jetstream.JetStream) []*events.Built {
 
 func streamEvents(t *testing.T, js jetstream.JetStream, subject string) []events.Event {
 	t.Helper()
+	// A NATS cluster that just lost or regained a server may answer "no
+	// responders" for a moment while its clients reconnect: retry a while.
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Second) {
+		var out []events.Event
+		out, err = tryStreamEvents(js, subject)
+		if err == nil {
+			return out
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	t.Fatalf("read %s: %v", subject, err)
+	return nil
+}
+
+func tryStreamEvents(js jetstream.JetStream, subject string) ([]events.Event, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := js.OrderedConsumer(ctx, events.DefaultStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}, InactiveThreshold: 5 * time.Second})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	info, err := c.Info(ctx)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	var out []events.Event
+	if info.NumPending == 0 {
+		return nil, nil
+	}
+	// One pull subscription, not Next: an ordered consumer's Next makes a
+	// consumer per message, which a NATS cluster may not have placed yet.
+	it, err := c.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		return nil, err
+	}
+	defer it.Stop()
 	for pending := info.NumPending; pending > 0; pending-- {
-		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		nctx, ncancel := context.WithTimeout(ctx, 10*time.Second)
+		m, err := it.Next(jetstream.NextContext(nctx))
+		ncancel()
 		if err != nil {
-			t.Fatalf("read %s: %v", subject, err)
+			return nil, err
 		}
 		ev, err := events.Decode(m.Data())
 		if err != nil {
-			t.Fatalf("invalid event on the stream: %v", err)
+			return nil, fmt.Errorf("invalid event on the stream: %w", err)
 		}
 		out = append(out, ev)
 	}
-	return out
+	return out, nil
 }
 
 func multiOutput(nonce string) string {

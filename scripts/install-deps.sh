@@ -12,6 +12,9 @@
 #     Debian mirror apt already uses, cached as a directory
 #     ($NIX_IPFS_TRIXIE_ROOT, default ~/.cache/nix-ipfs/nix-trixie). As root
 #     only (chroot and mount need it); about 2 minutes once.
+#   - nats-server (go install), for the tests and benchmarks that run a
+#     three-node JetStream cluster and a leaf node as real processes; cached
+#     in the same directory.
 #
 # Prints the directory holding `ipfs` on its last line of stdout so callers can
 # put it on PATH:  export PATH="$(scripts/install-deps.sh | tail -1):$PATH"
@@ -22,6 +25,7 @@
 set -euo pipefail
 
 KUBO_VERSION="${KUBO_VERSION:-v0.42.0}"
+NATS_SERVER_VERSION="${NATS_SERVER_VERSION:-v2.15.2}"
 TOOLS="${NIX_IPFS_TOOLS:-$HOME/.cache/nix-ipfs/bin}"
 mkdir -p "$TOOLS"
 
@@ -165,5 +169,21 @@ if [ ! -x "$ipfs_bin" ]; then
 fi
 ln -sf "$ipfs_bin" "$TOOLS/ipfs"
 say "ipfs: $("$TOOLS/ipfs" version)"
+
+nats_bin="$TOOLS/nats-server-$NATS_SERVER_VERSION"
+install_nats() {
+	local gobin
+	gobin="$(mktemp -d)" || return
+	GOBIN="$gobin" go install "github.com/nats-io/nats-server/v2@$NATS_SERVER_VERSION" &&
+		mv "$gobin/nats-server" "$nats_bin"
+	local rc=$?
+	rm -rf "$gobin"
+	return $rc
+}
+if [ ! -x "$nats_bin" ]; then
+	step "nats-server $NATS_SERVER_VERSION not cached: go install github.com/nats-io/nats-server/v2@$NATS_SERVER_VERSION" install_nats
+fi
+ln -sf "$nats_bin" "$TOOLS/nats-server"
+say "nats-server: $("$TOOLS/nats-server" --version)"
 say "nix: $(nix-build --version)"
 echo "$TOOLS"
