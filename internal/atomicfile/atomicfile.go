@@ -89,6 +89,32 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	return f.Commit()
 }
 
+// WriteHint writes data to path atomically for readers (temp file, rename)
+// but without the fsyncs: for records whose loss in a crash of the machine
+// costs only work done again, never a wrong answer. A reader sees the old
+// file, no file or the whole new one while the machine runs; after a power
+// loss the file may be missing or empty, and must be treated as absent.
+func WriteHint(path string, data []byte, perm os.FileMode) error {
+	f, err := Create(path, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Abort()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	f.done = true
+	if err := f.File.Close(); err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("close %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("rename into %s: %w", path, err)
+	}
+	return nil
+}
+
 // SyncDir fsyncs a directory, making renames in it durable.
 func SyncDir(dir string) error {
 	d, err := os.Open(dir)
