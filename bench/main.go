@@ -29,7 +29,7 @@ import (
 )
 
 // sections in the order they run and appear.
-var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup"}
+var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small"}
 
 var (
 	outFile    = flag.String("out", "", "write the figures into this Markdown file (between bench markers; other text is kept)")
@@ -54,16 +54,18 @@ type sizes struct {
 	hookRuns    int   // hook runs per variant (NATS up, down, /bin/true)
 	hookHung    int   // runs against a NATS that accepts and never answers
 	hookNix     int   // runs of the Nix manual's nix copy recipe
+	stormEvents int   // hook runs in the hook storm, 50 at a time
+	smallPaths  int   // few-KB paths for the small-path rate
 }
 
 var (
 	fullSizes = sizes{
 		parts: 10, partBytes: 32 << 20, bigBytes: 1 << 30, mirrorPaths: 500, dedupBytes: 100 << 20,
-		hookRuns: 200, hookHung: 20, hookNix: 20,
+		hookRuns: 200, hookHung: 20, hookNix: 20, stormEvents: 5000, smallPaths: 2000,
 	}
 	quickSizes = sizes{
 		parts: 10, partBytes: 2 << 20, bigBytes: 64 << 20, mirrorPaths: 40, dedupBytes: 8 << 20,
-		hookRuns: 40, hookHung: 3, hookNix: 4,
+		hookRuns: 40, hookHung: 3, hookNix: 4, stormEvents: 500, smallPaths: 200,
 	}
 )
 
@@ -186,6 +188,8 @@ var sections = map[string]func(b *Bench, s *scope, sec *Section){
 	"mirror":  benchMirror,
 	"fetch":   benchFetch,
 	"dedup":   benchDedup,
+	"storm":   benchStorm,
+	"small":   benchSmall,
 }
 
 func (b *Bench) setup(s *scope) {

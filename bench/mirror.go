@@ -102,14 +102,17 @@ func (b *Bench) setupMirrorRound(s *scope) (*hostA, *testenv.Kubo) {
 	return a, kb
 }
 
-func (b *Bench) runMirror(s *scope, paths []string) mirrorRun {
+func (b *Bench) runMirror(s *scope, paths []string) mirrorRun { return b.runMirrorOf(s, paths, false) }
+
+// runMirrorOf is runMirror; with each, one built event per path.
+func (b *Bench) runMirrorOf(s *scope, paths []string, each bool) mirrorRun {
 	a, kb := b.setupMirrorRound(s)
 	m := testenv.StartProc(s, filepath.Join(b.bins, "nix-ipfs"), []string{"mirror", "--name", mirrorName},
 		"NIX_IPFS_NATS_URL="+a.nats.URL, "NIX_IPFS_KUBO_API="+kb.API, "NIX_IPFS_LOG_FORMAT=json", "NIX_IPFS_LOG_LEVEL=warn")
 	b.waitConsumer(s, a.js, func(c *jetstream.ConsumerInfo) bool { return c.Name == "mirror-"+mirrorName }, "the mirror's consumer", m)
 
 	start := time.Now()
-	b.publishBuilt(s, a.js, paths)
+	b.publishBuiltAll(s, a.js, paths, each)
 	subject := events.SubjectPinned(mirrorName)
 	s.waitFor(b.ctx, 10*time.Minute, 20*time.Millisecond, fmt.Sprintf("%d pinned events", len(paths)), func() bool {
 		if m.Wait(0) {
@@ -134,10 +137,13 @@ func (b *Bench) runMirror(s *scope, paths []string) mirrorRun {
 	return run
 }
 
-func (b *Bench) runBatchPin(s *scope, paths []string) mirrorRun {
+func (b *Bench) runBatchPin(s *scope, paths []string) mirrorRun { return b.runBatchPinOf(s, paths, false) }
+
+// runBatchPinOf is runBatchPin; with each, one built event per path.
+func (b *Bench) runBatchPinOf(s *scope, paths []string, each bool) mirrorRun {
 	a, kb := b.setupMirrorRound(s)
 	start := time.Now()
-	b.publishBuilt(s, a.js, paths)
+	b.publishBuiltAll(s, a.js, paths, each)
 	cids := b.waitNarinfos(s, a.cache, paths, 10*time.Minute, 5*time.Millisecond, a.pub)
 	self, err := a.kubo.Client.Self(b.ctx)
 	s.check(err, "kubo A identity")
@@ -162,6 +168,15 @@ func (b *Bench) runBatchPin(s *scope, paths []string) mirrorRun {
 	return run
 }
 
+// publishBuiltAll sends paths in one built event, or one per path.
+func (b *Bench) publishBuiltAll(s *scope, js jetstream.JetStream, paths []string, each bool) {
+	if each {
+		b.publishBuiltEach(s, js, paths)
+		return
+	}
+	b.publishBuilt(s, js, paths)
+}
+
 // publishedTimes returns each published path's event time.
 func publishedTimes(ctx context.Context, s *scope, js jetstream.JetStream) map[string]time.Time {
 	out := map[string]time.Time{}
@@ -181,8 +196,18 @@ func readEvents(ctx context.Context, s *scope, js jetstream.JetStream, subject s
 	info, err := c.Info(ctx)
 	s.check(err, "consumer info")
 	var out []events.Event
+	if info.NumPending == 0 {
+		return nil
+	}
+	// One pull subscription, not Next: an ordered consumer's Next makes a
+	// consumer per message, which a NATS cluster may not have placed yet.
+	it, err := c.Messages(jetstream.PullMaxMessages(256))
+	s.check(err, "read "+subject)
+	defer it.Stop()
 	for pending := info.NumPending; pending > 0; pending-- {
-		m, err := c.Next(jetstream.FetchMaxWait(10 * time.Second))
+		nctx, ncancel := context.WithTimeout(ctx, 10*time.Second)
+		m, err := it.Next(jetstream.NextContext(nctx))
+		ncancel()
 		s.check(err, "read "+subject)
 		ev, err := events.Decode(m.Data())
 		if err != nil {

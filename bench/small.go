@@ -1,0 +1,164 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
+)
+
+// smallPubArgs are the publisher settings for many small paths, the
+// publisher's side of the small-path rate besides its defaults.
+var smallPubArgs = []string{"--events=64", "--concurrency=16"}
+
+// benchSmall: the rate a build farm needs, in paths per second, on the
+// paths it mostly publishes: thousands of outputs of a few KB, each from
+// its own build (one built event each, as the hook sends them). The
+// publisher against the original workflow; then how soon a mirror pins
+// the same paths, against the batch way.
+func benchSmall(b *Bench, s *scope, sec *Section) {
+	sec.Title = "7. Small-path rate"
+	paths := b.fewKBPaths(s, b.sz.smallPaths)
+	n := len(paths)
+	total := b.narSize(s, paths)
+	t := &pubTarget{key: "small", outs: paths, paths: paths, bytes: total}
+
+	sides := []*pubSide{
+		{key: "pub", name: "publisher (defaults)", pub: true,
+			run: func(s *scope, ts []*pubTarget) map[string]pubMeasure { return b.runPublisherEach(s, ts) }},
+		{key: "pub-tuned", name: "publisher " + strings.Join(smallPubArgs, " "), pub: true,
+			run: func(s *scope, ts []*pubTarget) map[string]pubMeasure { return b.runPublisherEach(s, ts, smallPubArgs...) }},
+		{key: "workflow", name: "original workflow: nix copy, then ipfs add of each NAR, then IPFSHash appended",
+			run: b.runWorkflow},
+	}
+	// One round at full size: the workflow alone takes minutes.
+	rounds := 1
+	res := map[string][]pubMeasure{}
+	for r := 0; r < rounds; r++ {
+		for _, sd := range rotate(sides, r) {
+			progress("small: %s, %d paths", sd.name, n)
+			var got map[string]pubMeasure
+			err := runScope("small/"+sd.key, func(s *scope) { got = sd.run(s, []*pubTarget{t}) })
+			s.check(err, sd.name)
+			res[sd.key] = append(res[sd.key], got["small"])
+			logf("small %s: %s, %.0f paths/s", sd.key, fmtDur(got["small"].took), float64(n)/got["small"].took.Seconds())
+		}
+	}
+	rate := func(key string) float64 {
+		var xs []float64
+		for _, m := range res[key] {
+			xs = append(xs, float64(n)/m.took.Seconds())
+		}
+		return median(xs)
+	}
+	wf := rate("workflow")
+	for _, key := range []string{"pub", "pub-tuned"} {
+		name := map[string]string{"pub": "defaults", "pub-tuned": strings.Join(smallPubArgs, " ")}[key]
+		sec.add(Row{What: fmt.Sprintf("Small paths (%d of a few KB, one built event each): publisher (%s) vs original workflow", n, name),
+			Ratio: rate(key) / wf, Ours: fmt.Sprintf("%.0f paths/s", rate(key)), Base: fmt.Sprintf("%.0f paths/s", wf),
+			Aim: ">= 10x", Verdict: verdictOf(rate(key)/wf, rate(key)/wf >= 10)})
+	}
+
+	// Mirror rate on the same paths.
+	msides := []struct {
+		key, name string
+		run       func(s *scope, paths []string) mirrorRun
+	}{
+		{"mirror", "nix-ipfs mirror (pins as each path is published)", func(s *scope, p []string) mirrorRun { return b.runMirrorOf(s, p, true) }},
+		{"batch", "batch: wait for the whole batch, then ipfs pin add of each CID in turn", func(s *scope, p []string) mirrorRun { return b.runBatchPinOf(s, p, true) }},
+	}
+	mres := map[string]mirrorRun{}
+	for _, sd := range msides {
+		progress("small: %s, %d paths", sd.name, n)
+		var got mirrorRun
+		err := runScope("small/"+sd.key, func(s *scope) { got = sd.run(s, paths) })
+		s.check(err, sd.name)
+		mres[sd.key] = got
+		logf("small %s: all pinned after %s, p99 %s", sd.key, fmtDur(got.allPinned), fmtDur(percentile(got.latency, 99)))
+	}
+	mm, bm := mres["mirror"], mres["batch"]
+	sec.add(Row{What: fmt.Sprintf("Small paths: all %d pinned on B, mirror vs the batch way", n), Ratio: float64(bm.allPinned) / float64(mm.allPinned),
+		Ours: fmtDur(mm.allPinned), Base: fmtDur(bm.allPinned)})
+	sec.add(Row{What: "Small paths: per path, published to pinned", Ratio: float64(percentile(bm.latency, 99)) / float64(percentile(mm.latency, 99)),
+		Ours: fmt.Sprintf("p50 %s, p99 %s", fmtDur(percentile(mm.latency, 50)), fmtDur(percentile(mm.latency, 99))),
+		Base: fmt.Sprintf("p50 %s, p99 %s", fmtDur(percentile(bm.latency, 50)), fmtDur(percentile(bm.latency, 99)))})
+
+	sec.detailf("%d store paths of 1-8 KiB (one file each, %s of NAR in all), built once with nix-build, one derivation each. "+
+		"The publisher gets one `built` event per path, all sent at once as a farm's hooks would send them; the clock runs from the first event until the last narinfo with an `IPFSHash` is on disk (fresh NATS, kubo and cache directory per side). "+
+		"The original workflow is one `nix copy --to 'file://DIR?compression=none&secret-key=KEY'` of all the paths, then `ipfs add --cid-version=1 -Q` (CLI) of each NAR in turn, then an `IPFSHash:` line appended to each narinfo. One round at full size.\n\n",
+		n, fmtBytes(total))
+	sec.detailf("| Side | took | paths/s | publisher CPU | kubo CPU |\n|---|---|---|---|---|\n")
+	for _, sd := range sides {
+		m := res[sd.key][0]
+		cp := ""
+		if sd.pub {
+			cp = fmtDur(m.cpuPub)
+		}
+		sec.detailf("| %s | %s | %.0f | %s | %s |\n", sd.name, fmtDur(m.took), float64(n)/m.took.Seconds(), cp, fmtDur(m.cpuKubo))
+	}
+	sec.detailf("\nMirror rate on the same paths, one built event each, publisher with defaults; the mirror side runs `nix-ipfs mirror --name %s` (defaults) on B; the batch side waits for every narinfo, then `ipfs pin add` (CLI) of each CID in turn on B. Latency is from a path's `published` event to its `pinned` event (mirror) or its pin add returning (batch).\n\n", mirrorName)
+	sec.detailf("| Side | all pinned | all published | per-path p50 | p99 | max |\n|---|---|---|---|---|---|\n")
+	for _, sd := range msides {
+		r := mres[sd.key]
+		sec.detailf("| %s | %s | %s | %s | %s | %s |\n", sd.name, fmtDur(r.allPinned), fmtDur(r.allPublished),
+			fmtDur(percentile(r.latency, 50)), fmtDur(percentile(r.latency, 99)), fmtDur(maxDur(r.latency)))
+	}
+}
+
+// fewKBPaths returns n independent paths of 1 to 8 KiB each.
+func (b *Bench) fewKBPaths(s *scope, n int) []string {
+	var items []string
+	for i := 0; i < n; i++ {
+		size := 1024 + (i*7919)%(7*1024)
+		items = append(items, "("+testenv.Drv(fmt.Sprintf("bench-kb-%d-%s", i, b.nonce),
+			fmt.Sprintf("head -c %d /dev/urandom > $out", size), "")+")")
+	}
+	return b.buildOnce(s, fmt.Sprintf("kb-%d", n), fmt.Sprintf("%d paths of a few KB", n), "[\n"+strings.Join(items, "\n")+"\n]")
+}
+
+// publishBuiltEach publishes one built event per path, as many hooks
+// would, pipelined (asynchronous publishes, then every ack).
+func (b *Bench) publishBuiltEach(s *scope, js jetstream.JetStream, paths []string) {
+	var acks []jetstream.PubAckFuture
+	for _, p := range paths {
+		ev := &events.Built{Host: "bench", StoreDir: "/nix/store", OutPaths: []string{p}}
+		events.Seal(ev)
+		data, err := events.Encode(ev)
+		s.check(err, "encode built event")
+		f, err := js.PublishAsync(events.SubjectBuilt, data, jetstream.WithMsgID(ev.ID))
+		s.check(err, "publish built event")
+		acks = append(acks, f)
+	}
+	for _, f := range acks {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			s.check(err, "built event ack")
+		case <-time.After(time.Minute):
+			s.Fatalf("no ack for a built event in a minute")
+		}
+	}
+}
+
+// runPublisherEach is runPublisher with one built event per path.
+func (b *Bench) runPublisherEach(s *scope, ts []*pubTarget, args ...string) map[string]pubMeasure {
+	a := b.newHostA(s)
+	b.startPublisher(s, a, args...)
+	pid := a.pub.Cmd.Process.Pid
+	kpid := kuboPID(a.kubo.Repo)
+	out := map[string]pubMeasure{}
+	for _, t := range ts {
+		c0, k0 := cpuOf(pid), cpuOf(kpid)
+		start := time.Now()
+		b.publishBuiltEach(s, a.js, t.outs)
+		b.waitNarinfos(s, a.cache, t.paths, pubTimeout, 20*time.Millisecond, a.pub)
+		m := pubMeasure{took: time.Since(start)}
+		m.cpuPub, m.cpuKubo = cpuOf(pid)-c0, cpuOf(kpid)-k0
+		out[t.key] = m
+	}
+	return out
+}
