@@ -29,7 +29,7 @@ import (
 )
 
 // sections in the order they run and appear.
-var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small"}
+var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small", "provide"}
 
 var (
 	outFile    = flag.String("out", "", "write the figures into this Markdown file (between bench markers; other text is kept)")
@@ -190,6 +190,7 @@ var sections = map[string]func(b *Bench, s *scope, sec *Section){
 	"dedup":   benchDedup,
 	"storm":   benchStorm,
 	"small":   benchSmall,
+	"provide": benchProvide,
 }
 
 func (b *Bench) setup(s *scope) {
