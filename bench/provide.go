@@ -24,6 +24,7 @@ type provideChoice struct {
 var provideChoices = []provideChoice{
 	{"all", `Provide.Strategy "all" (kubo's default)`, [][2]string{{"Provide.Strategy", `"all"`}}, ""},
 	{"pinned", `Provide.Strategy "pinned"`, [][2]string{{"Provide.Strategy", `"pinned"`}}, ""},
+	{"entities", `Provide.Strategy "pinned+entities"`, [][2]string{{"Provide.Strategy", `"pinned+entities"`}}, ""},
 	{"roots", `Provide.Strategy "roots"`, [][2]string{{"Provide.Strategy", `"roots"`}}, "A and B (up, compose)"},
 	{"none", `Provide.Enabled false`, [][2]string{{"Provide.Enabled", `false`}}, "C (clients peer with the mirrors)"},
 }
