@@ -208,6 +208,7 @@ func ensureKubo(ctx context.Context, api, repo, profile string, log *zap.Logger)
 		Profile: profile,
 		API:     "/ip4/127.0.0.1/tcp/0", Gateway: "/ip4/127.0.0.1/tcp/0",
 		Swarm: []string{"/ip4/0.0.0.0/tcp/0", "/ip6/::/tcp/0"}, Log: logf,
+		Settings: kubod.Settings(kubod.Origin),
 	})
 	if err != nil {
 		logf.Close()

@@ -31,6 +31,8 @@ type Options struct {
 	Gateway string
 	// Filestore enables Experimental.FilestoreEnabled (for --ipfs-nocopy).
 	Filestore bool
+	// Settings are set in the config after init (see Settings).
+	Settings []Setting
 	// Offline starts the daemon without networking.
 	Offline bool
 	// Log receives the daemon's output; nil discards it.
@@ -83,6 +85,9 @@ func Start(ctx context.Context, bin, repo string, o Options) (*Daemon, error) {
 		}
 		if o.Filestore {
 			err = errors.Join(err, set("Experimental.FilestoreEnabled", true))
+		}
+		for _, st := range o.Settings {
+			err = errors.Join(err, d.run(ctx, bin, "config", "--json", st.Key, st.JSON))
 		}
 		if err != nil {
 			return nil, err
