@@ -32,7 +32,7 @@ var provideChoices = []provideChoice{
 // benchProvide: how many CIDs each provide setting announces to the DHT
 // for a cache of 1,000 paths, as kubo's own sweep provider counts them.
 func benchProvide(b *Bench, s *scope, sec *Section) {
-	sec.Title = "6. Provider records"
+	sec.Title = "8. Provider records"
 	ctx := b.ctx
 	paths := 1000
 	if b.quick {
