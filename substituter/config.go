@@ -27,6 +27,7 @@ type Config struct {
 	Listen          string
 	KuboAPI         string
 	Gateway         string
+	GatewayBlocks   bool
 	NarinfoTTL      time.Duration
 	NegativeTTL     time.Duration
 	IPFSTimeout     time.Duration
@@ -48,7 +49,8 @@ func (c *Config) Register(s *config.Set) {
 	s.DurationVar(&c.FailoverTimeout, "failover-timeout", DefaultFailoverTimeout, "with several upstreams: give one this long to connect and answer before asking the next, and leave it out (probed in the background) until it answers again")
 	s.StringVar(&c.Listen, "listen", DefaultListen, "address to serve the cache on (host:port; port 0 picks one, logged at start)")
 	s.StringVar(&c.KuboAPI, "kubo-api", "", "read NARs through this kubo daemon's RPC API: http URL or multiaddr (default, unless --gateway: $IPFS_PATH/api, else ~/.ipfs/api)")
-	s.StringVar(&c.Gateway, "gateway", "", "read NARs from this IPFS HTTP gateway instead of kubo, as trustless raw blocks each checked against its CID (e.g. http://127.0.0.1:8080)")
+	s.StringVar(&c.Gateway, "gateway", "", "read NARs from this IPFS HTTP gateway instead of kubo, trustless: one CAR per NAR (or raw blocks), every block checked against its CID (e.g. http://127.0.0.1:8080)")
+	s.BoolVar(&c.GatewayBlocks, "gateway-blocks", false, "with --gateway, ask for every block separately instead of one CAR per NAR")
 	s.DurationVar(&c.NarinfoTTL, "narinfo-ttl", DefaultNarinfoTTL, "serve narinfos and nix-cache-info from memory this long (negative: do not cache)")
 	s.DurationVar(&c.NegativeTTL, "negative-ttl", DefaultNegativeTTL, "remember upstream 404s for narinfos this long (negative: do not cache)")
 	s.DurationVar(&c.IPFSTimeout, "ipfs-timeout", DefaultIPFSTimeout, "give up IPFS for a NAR, and use upstream, after this long without receiving a byte")
@@ -134,6 +136,10 @@ func (c *Config) Options(log *zap.Logger, reg prometheus.Registerer) (Options, e
 		g, err := NewGateway(c.Gateway, nil)
 		if err != nil {
 			return o, err
+		}
+		g.Blocks = c.GatewayBlocks
+		if log != nil {
+			g.SetLogger(log)
 		}
 		o.IPFS = g
 		return o, nil

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/boxo/ipld/merkledag"
@@ -15,6 +16,7 @@ import (
 	"github.com/ipfs/go-cid"
 	format "github.com/ipfs/go-ipld-format"
 	mh "github.com/multiformats/go-multihash"
+	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 )
@@ -45,7 +47,22 @@ type Gateway struct {
 	base     string // without a trailing slash
 	client   *http.Client
 	prefetch int
+	// Blocks, if set, makes Cat ask for every block separately; by
+	// default it asks for the whole file as one CAR first
+	// (?format=car&dag-scope=entity) and checks every block of it the
+	// same way, going block by block only where the CAR goes wrong.
+	Blocks bool
+	log    *zap.Logger
+
+	carFallbacks atomic.Int64
 }
+
+// SetLogger sets where abandoned CARs are logged (default: nowhere).
+func (g *Gateway) SetLogger(l *zap.Logger) { g.log = l }
+
+// CARFallbacks is how many CARs went wrong, so that the walk continued
+// block by block.
+func (g *Gateway) CARFallbacks() int64 { return g.carFallbacks.Load() }
 
 // NewGateway returns a client of the gateway at base (http(s)://host[:port]
 // [/prefix], the part before /ipfs/). A nil client gets one with timeouts
@@ -74,7 +91,7 @@ func NewGateway(base string, client *http.Client) (*Gateway, error) {
 			DisableCompression:    true,
 		}}
 	}
-	return &Gateway{base: strings.TrimSuffix(u.String(), "/"), client: client, prefetch: DefaultPrefetch}, nil
+	return &Gateway{base: strings.TrimSuffix(u.String(), "/"), client: client, prefetch: DefaultPrefetch, log: zap.NewNop()}, nil
 }
 
 // String is the gateway's URL, for logs.
@@ -124,10 +141,13 @@ func (g *Gateway) Block(ctx context.Context, c cid.Cid) ([]byte, error) {
 	return data, nil
 }
 
-// Cat streams the UnixFS file c, fetching and checking block by block in
-// file order, with a few leaf blocks fetched ahead. Memory stays bounded by
-// (prefetch + DAG depth) blocks of at most MaxBlockSize. Closing the reader
-// stops the walk.
+// Cat streams the UnixFS file c in file order: from one CAR of its DAG,
+// each block checked against its CID as it arrives, or block by block
+// with a few leaf blocks fetched ahead (with Blocks set, or from where the
+// CAR went wrong: truncated, a block other than the next one needed, a
+// block that does not hash to its CID). Memory stays bounded by (prefetch +
+// DAG depth) blocks of at most MaxBlockSize. Closing the reader stops the
+// walk.
 func (g *Gateway) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 	switch c.Type() {
 	case cid.Raw, cid.DagProtobuf:
@@ -138,9 +158,30 @@ func (g *Gateway) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 	pr, pw := io.Pipe()
 	wk := &walker{g: g, ctx: ctx, w: pw, ahead: make(chan struct{}, g.prefetch)}
 	go func() {
-		data, err := g.Block(ctx, c)
+		if !g.Blocks && c.Prefix().MhType != mh.IDENTITY {
+			cs, err := g.openCAR(ctx, c)
+			if err != nil {
+				if ctx.Err() == nil {
+					g.carFallbacks.Add(1)
+					g.log.Warn("gateway gave no usable CAR; fetching the NAR block by block", zap.String("gateway", g.base), zap.Error(err))
+				}
+			} else {
+				wk.car = cs
+			}
+		}
+		data, err := wk.block(c)
 		if err == nil {
 			err = wk.node(c, data, 0)
+		}
+		if err == nil && wk.car != nil {
+			// Every byte was checked already; an extra block is only
+			// worth a line in the log.
+			if end := wk.car.end(); end != nil {
+				g.log.Warn("gateway CAR has more than the file's DAG; ignored", zap.String("gateway", g.base), zap.String("cid", c.String()), zap.Error(end))
+			}
+		}
+		if wk.car != nil {
+			wk.car.close()
 		}
 		pw.CloseWithError(err) // nil: EOF
 		cancel()
@@ -164,6 +205,16 @@ type walker struct {
 	ctx   context.Context
 	w     io.Writer
 	ahead chan struct{} // a token per leaf block fetched ahead and not yet written
+	car   *carStream    // nil: block by block
+}
+
+// block returns c's checked bytes: from the CAR while there is one, else
+// fetched alone.
+func (wk *walker) block(c cid.Cid) ([]byte, error) {
+	if data, ok := wk.blockFromCAR(c); ok {
+		return data, nil
+	}
+	return wk.g.Block(wk.ctx, c)
 }
 
 func (wk *walker) node(c cid.Cid, data []byte, depth int) error {
@@ -223,6 +274,16 @@ func (wk *walker) children(links []*format.Link, depth int) error {
 	for i, l := range links {
 		if next <= i {
 			next = i + 1
+		}
+		if wk.car != nil {
+			data, err := wk.block(l.Cid)
+			if err != nil {
+				return err
+			}
+			if err := wk.node(l.Cid, data, depth); err != nil {
+				return err
+			}
+			continue
 		}
 	prefetch:
 		for next < len(links) && links[next].Cid.Type() == cid.Raw {

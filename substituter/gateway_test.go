@@ -3,6 +3,7 @@ package substituter
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net/http"
@@ -35,7 +36,67 @@ type fakeGateway struct {
 	corrupt  map[cid.Cid]bool // send these blocks with a flipped byte
 	whole    bool             // ignore the raw block request and send the file
 	requests int
+	raws     int // requests for raw blocks
 	accepts  map[string]int
+	// car, if set, turns the CAR of a DAG into what is sent for
+	// ?format=car (nil: a 400, as a gateway without CAR support).
+	car func(good []byte) []byte
+}
+
+// carOf is the CARv1 a trustless gateway sends for root with
+// order=dfs&dups=y: a header naming root, then every block in depth-first
+// order, repeats included.
+func carOf(ctx context.Context, dag ipld.DAGService, root cid.Cid, corrupt map[cid.Cid]bool) ([]byte, error) {
+	var out bytes.Buffer
+	out.Write(carHeader(root))
+	var walk func(c cid.Cid) error
+	walk = func(c cid.Cid) error {
+		n, err := dag.Get(ctx, c)
+		if err != nil {
+			return err
+		}
+		data := bytes.Clone(n.RawData())
+		if corrupt[c] && len(data) > 0 {
+			data[len(data)-1] ^= 0x80
+		}
+		out.Write(carSection(c, data))
+		for _, l := range n.Links() {
+			if err := walk(l.Cid); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(root); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// carHeader is a CARv1 header naming root: the dag-cbor map
+// {"roots": [root], "version": 1}, length-prefixed.
+func carHeader(root cid.Cid) []byte {
+	cb := append([]byte{0}, root.Bytes()...)
+	var h []byte
+	h = append(h, 0xa2, 0x65)
+	h = append(h, "roots"...)
+	h = append(h, 0x81, 0xd8, 0x2a)
+	if len(cb) < 24 {
+		h = append(h, 0x40+byte(len(cb)))
+	} else {
+		h = append(h, 0x58, byte(len(cb)))
+	}
+	h = append(h, cb...)
+	h = append(h, 0x67)
+	h = append(h, "version"...)
+	h = append(h, 0x01)
+	return append(binary.AppendUvarint(nil, uint64(len(h))), h...)
+}
+
+func carSection(c cid.Cid, data []byte) []byte {
+	cb := c.Bytes()
+	out := binary.AppendUvarint(nil, uint64(len(cb)+len(data)))
+	return append(append(out, cb...), data...)
 }
 
 func newFakeGateway(t *testing.T) *fakeGateway {
@@ -49,7 +110,11 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 	g.mu.Lock()
 	g.requests++
 	g.accepts[r.Header.Get("Accept")+" format="+r.URL.Query().Get("format")]++
-	corrupt, whole := g.corrupt, g.whole
+	corrupt, whole, carf := g.corrupt, g.whole, g.car
+	isCAR := r.URL.Query().Get("format") == "car"
+	if !isCAR {
+		g.raws++
+	}
 	g.mu.Unlock()
 	c, err := cid.Decode(strings.TrimPrefix(r.URL.Path, "/ipfs/"))
 	if err != nil {
@@ -59,6 +124,20 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 	n, err := g.dag.Get(r.Context(), c)
 	if err != nil {
 		http.Error(w, err.Error(), 404)
+		return
+	}
+	if isCAR {
+		if carf == nil || r.URL.Query().Get("dag-scope") != "entity" {
+			http.Error(w, "no CAR here", 400)
+			return
+		}
+		good, err := carOf(r.Context(), g.dag, c, corrupt)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		w.Header().Set("Content-Type", "application/vnd.ipld.car; version=1; order=dfs; dups=y")
+		w.Write(carf(good))
 		return
 	}
 	if whole {
@@ -80,7 +159,7 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // add imports data with the given layout and returns the root.
-func (g *fakeGateway) add(t *testing.T, data []byte, chunkSize int64, maxLinks int, rawLeaves bool, v1 bool, useTrickle bool) cid.Cid {
+func (g *fakeGateway) add(t testing.TB, data []byte, chunkSize int64, maxLinks int, rawLeaves bool, v1 bool, useTrickle bool) cid.Cid {
 	t.Helper()
 	p := helpers.DagBuilderParams{Maxlinks: maxLinks, RawLeaves: rawLeaves, Dagserv: g.dag}
 	if v1 {
@@ -165,6 +244,7 @@ func TestGatewayCat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	g.Blocks = true
 	data := payload("gateway", 300000)
 	for _, tc := range []struct {
 		name             string
@@ -217,6 +297,7 @@ func TestGatewayCat(t *testing.T) {
 func TestGatewayDetectsBadBlocks(t *testing.T) {
 	fg := newFakeGateway(t)
 	g, _ := NewGateway(fg.URL+"/", nil)
+	g.Blocks = true
 	data := payload("bad-blocks", 20000)
 	root := fg.add(t, data, 1024, 4, true, true, false)
 	leaves := fg.leaves(t, root)
