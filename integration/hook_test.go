@@ -194,6 +194,63 @@ func TestHookRealNixBuild(t *testing.T) {
 	})
 }
 
+// TestHookUnderNixDaemon: as on a multi-user builder, Nix's daemon runs the
+// build and the hook, with the daemon's environment and nix.conf settings
+// (here its command line); the client that asks for the build has neither
+// the hook nor any NIX_IPFS_* setting. One built event with every output
+// must still arrive, for each Nix version. The daemon listens on a socket
+// of the test's own (NIX_DAEMON_SOCKET_PATH), not the machine's. The test
+// logs what each client says of its daemon (nix store ping).
+func TestHookUnderNixDaemon(t *testing.T) {
+	testenv.ForEachNix(t, func(t *testing.T, n *testenv.Nix) {
+		b := newBuilderWith(t, n)
+		_, js := b.nats.Connect(t)
+		socket := filepath.Join(t.TempDir(), "daemon.socket")
+		daemon := n.StartProc(t, "nix-daemon", []string{
+			"--option", "post-build-hook", b.nix.Hook,
+			"--option", "substituters", "",
+		}, append([]string{"NIX_DAEMON_SOCKET_PATH=" + socket}, b.nix.Env...)...)
+		testenv.Eventually(t, 30*time.Second, "the nix-daemon's socket", func() bool {
+			_, err := os.Stat(socket)
+			return err == nil
+		})
+
+		client := *b.nix
+		client.Hook = ""
+		client.Env = []string{"NIX_REMOTE=daemon", "NIX_DAEMON_SOCKET_PATH=" + socket}
+		pingOut, err := client.Command("nix", "store", "ping").CombinedOutput() // it writes to stderr
+		if err != nil {
+			t.Fatalf("nix store ping: %v\n%s", err, pingOut)
+		}
+		ping := string(pingOut)
+		t.Logf("Nix %s client, nix store ping:\n%s", n.Version, strings.TrimSpace(ping))
+		if !strings.Contains(ping, "daemon") || !strings.Contains(ping, n.Version) {
+			t.Errorf("nix store ping does not name the daemon and its version %s: %q", n.Version, ping)
+		}
+
+		built := client.Build(t, multiOutput(testenv.Nonce()))
+		drv := strings.TrimSpace(client.Run(t, "nix-store", "--query", "--deriver", built[0]))
+		outs := sorted(strings.Fields(client.Run(t, "nix-store", "--query", "--outputs", drv)))
+		if len(outs) != 3 {
+			t.Fatalf("derivation %s has outputs %v, want 3", drv, outs)
+		}
+		var got []*events.Built
+		testenv.Eventually(t, 30*time.Second, "a built event", func() bool {
+			got = builtEvents(t, js)
+			return len(got) > 0
+		})
+		if len(got) != 1 {
+			t.Fatalf("%d built events, want exactly 1", len(got))
+		}
+		if strings.Join(got[0].OutPaths, " ") != strings.Join(outs, " ") || got[0].DrvPath != drv {
+			t.Errorf("event %v from %s, want %v from %s", got[0].OutPaths, got[0].DrvPath, outs, drv)
+		}
+		if !strings.Contains(daemon.Tail(200), "accepted connection") {
+			t.Errorf("the daemon's log shows no connection:\n%s", daemon.Tail(20))
+		}
+	})
+}
+
 // TestHookNATSDownSpoolsThenFlushes: with NATS stopped every build still
 // succeeds, each hook run returns, the events wait in the spool, and a flush
 // after NATS returns publishes each exactly once.
