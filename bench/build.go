@@ -34,9 +34,15 @@ func (b *Bench) buildOnce(s *scope, key, what, expr string) []string {
 // closure returns the publish workload: a top path referring to parts
 // paths of many small files, and the top path first.
 func (b *Bench) closure(s *scope) (top string, all []string) {
+	return b.closureSized(s, "closure", b.sz.parts, b.sz.partBytes)
+}
+
+// closureSized is a closure like the publish workload's, of parts paths of
+// partBytes each, built once per run under key.
+func (b *Bench) closureSized(s *scope, key string, nparts int, partBytes int64) (top string, all []string) {
 	// A mix like a real package's: many small files, fewer large ones.
 	part := func(i int) string {
-		return testenv.Drv(fmt.Sprintf("bench-files-%d-%s", i, b.nonce), fmt.Sprintf(`
+		return testenv.Drv(fmt.Sprintf("bench-%s-files-%d-%s", key, i, b.nonce), fmt.Sprintf(`
 P=%d
 gen() {
   mkdir -p $out/$1
@@ -45,21 +51,21 @@ gen() {
 gen small 1024 $((P / 32))
 gen medium 8192 $((P * 3 / 32))
 gen large 65536 $((P / 4))
-gen huge 1048576 $((P * 5 / 8))`, b.sz.partBytes), "")
+gen huge 1048576 $((P * 5 / 8))`, partBytes), "")
 	}
 	var parts []string
-	for i := 0; i < b.sz.parts; i++ {
+	for i := 0; i < nparts; i++ {
 		parts = append(parts, "("+part(i)+")")
 	}
-	expr := testenv.Drv("bench-closure-"+b.nonce, `mkdir -p $out; for p in $parts; do echo $p; done > $out/parts`,
+	expr := testenv.Drv("bench-"+key+"-"+b.nonce, `mkdir -p $out; for p in $parts; do echo $p; done > $out/parts`,
 		"parts = [\n"+strings.Join(parts, "\n")+"\n];")
-	top = b.buildOnce(s, "closure", fmt.Sprintf("the publish closure (%d paths of %s of small files)", b.sz.parts, fmtBytes(b.sz.partBytes)), expr)[0]
-	if all, ok := b.data["closure-all"]; ok {
+	top = b.buildOnce(s, key, fmt.Sprintf("the %s (%d paths of %s of small files)", key, nparts, fmtBytes(partBytes)), expr)[0]
+	if all, ok := b.data[key+"-all"]; ok {
 		return top, all
 	}
 	all, err := b.db.Closure(b.ctx, []string{top})
 	s.check(err, "closure of "+top)
-	b.data["closure-all"] = all
+	b.data[key+"-all"] = all
 	for _, p := range all {
 		if p != top {
 			b.built = append(b.built, p)

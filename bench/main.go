@@ -29,7 +29,7 @@ import (
 )
 
 // sections in the order they run and appear.
-var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small", "provide"}
+var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small", "provide", "slowlink"}
 
 var (
 	outFile    = flag.String("out", "", "write the figures into this Markdown file (between bench markers; other text is kept)")
@@ -56,16 +56,22 @@ type sizes struct {
 	hookNix     int   // runs of the Nix manual's nix copy recipe
 	stormEvents int   // hook runs in the hook storm, 50 at a time
 	smallPaths  int   // few-KB paths for the small-path rate
+	// The slow-link closure and the link's rate (bytes/s per direction).
+	slowParts     int
+	slowPartBytes int64
+	slowRate      float64
 }
 
 var (
 	fullSizes = sizes{
 		parts: 10, partBytes: 32 << 20, bigBytes: 1 << 30, mirrorPaths: 500, dedupBytes: 100 << 20,
 		hookRuns: 200, hookHung: 20, hookNix: 20, stormEvents: 5000, smallPaths: 2000,
+		slowParts: 10, slowPartBytes: 8 << 20, slowRate: 12.5e6,
 	}
 	quickSizes = sizes{
 		parts: 10, partBytes: 2 << 20, bigBytes: 64 << 20, mirrorPaths: 40, dedupBytes: 8 << 20,
 		hookRuns: 40, hookHung: 3, hookNix: 4, stormEvents: 500, smallPaths: 200,
+		slowParts: 4, slowPartBytes: 1 << 20, slowRate: 12.5e6,
 	}
 )
 
@@ -183,14 +189,15 @@ func main() {
 }
 
 var sections = map[string]func(b *Bench, s *scope, sec *Section){
-	"hook":    benchHook,
-	"publish": benchPublish,
-	"mirror":  benchMirror,
-	"fetch":   benchFetch,
-	"dedup":   benchDedup,
-	"storm":   benchStorm,
-	"small":   benchSmall,
-	"provide": benchProvide,
+	"hook":     benchHook,
+	"publish":  benchPublish,
+	"mirror":   benchMirror,
+	"fetch":    benchFetch,
+	"dedup":    benchDedup,
+	"slowlink": benchSlowLink,
+	"storm":    benchStorm,
+	"small":    benchSmall,
+	"provide":  benchProvide,
 }
 
 func (b *Bench) setup(s *scope) {
