@@ -38,6 +38,10 @@ const (
 	peeringCall  = 10 * time.Second
 )
 
+// peeringFirstWait bounds how long StartPeering waits for its first round
+// (a variable for tests).
+var peeringFirstWait = 15 * time.Second
+
 // Private says whether a mirror list may send the client to non-public
 // addresses (loopback, private, link-local).
 type Private string
@@ -78,9 +82,10 @@ type peering struct {
 }
 
 // StartPeering peers the substituter's kubo with the mirrors of its
-// upstream cache: once now, before it returns (bounded by the upstream
-// timeout and kubo calls of 10 s, and never fatal), then every Refresh
-// until ctx is done. The returned function waits for the loop to end.
+// upstream cache: once now, returning when that round is done or after
+// 15 s, whichever comes first (a failure is logged, never fatal), then
+// every Refresh until ctx is done. The returned function waits for the
+// loop to end.
 func (s *Server) StartPeering(ctx context.Context) (wait func()) {
 	o := s.opts.Peering
 	if o.Kubo == nil {
@@ -100,10 +105,11 @@ func (s *Server) StartPeering(ctx context.Context) (wait func()) {
 	if s.opts.Registerer != nil {
 		s.peers.gauge = register(s.opts.Registerer, s.peers.gauge)
 	}
-	ok := s.peerRound(ctx)
-	done := make(chan struct{})
+	done, first := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
+		ok := s.peerRound(ctx)
+		close(first)
 		for {
 			next := o.Refresh
 			if o.Refresh < 0 {
@@ -122,6 +128,15 @@ func (s *Server) StartPeering(ctx context.Context) (wait func()) {
 			ok = s.peerRound(ctx)
 		}
 	}()
+	// The first round is waited for, so the first NARs already come from
+	// the mirrors, but not for long: a hung upstream or kubo must not keep
+	// the substituter from serving.
+	select {
+	case <-first:
+	case <-ctx.Done():
+	case <-time.After(peeringFirstWait):
+		s.log.Warn("mirror peering: first round still running; serving meanwhile", zap.Duration("waited", peeringFirstWait))
+	}
 	return func() { <-done }
 }
 

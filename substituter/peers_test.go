@@ -299,3 +299,34 @@ func TestMirrorConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestPeeringDoesNotWaitForAHungUpstream: StartPeering returns after its
+// bound when the upstream never answers, and the loop ends with ctx.
+func TestPeeringDoesNotWaitForAHungUpstream(t *testing.T) {
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer up.Close()
+	defer close(release)
+	old := peeringFirstWait
+	peeringFirstWait = 200 * time.Millisecond
+	defer func() { peeringFirstWait = old }()
+	kubo := &fakePeering{peering: map[string][]string{}}
+	srv, err := New(Options{Upstream: up.URL, IPFS: newFakeIPFS(), SpoolDir: t.TempDir(), UpstreamTimeout: time.Minute,
+		Peering: PeeringOptions{Kubo: kubo, Refresh: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	start := time.Now()
+	wait := srv.StartPeering(ctx)
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("StartPeering waited %v for a hung upstream", d)
+	}
+	cancel()
+	wait()
+}
