@@ -29,7 +29,7 @@ import (
 )
 
 // sections in the order they run and appear.
-var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small", "provide", "slowlink"}
+var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small", "provide", "slowlink", "mfs"}
 
 var (
 	outFile    = flag.String("out", "", "write the figures into this Markdown file (between bench markers; other text is kept)")
@@ -198,6 +198,7 @@ var sections = map[string]func(b *Bench, s *scope, sec *Section){
 	"storm":    benchStorm,
 	"small":    benchSmall,
 	"provide":  benchProvide,
+	"mfs":      benchMFS,
 }
 
 func (b *Bench) setup(s *scope) {
