@@ -104,14 +104,6 @@ func (k *Kubo) FilesStat(ctx context.Context, p string) (cid.Cid, error) {
 	return c, nil
 }
 
-// PinUpdate moves a recursive pin from one DAG to another, fetching only
-// what differs (a new cache root shares nearly everything with the last).
-func (k *Kubo) PinUpdate(ctx context.Context, from, to cid.Cid) error {
-	err := k.api.Request("pin/update", path.FromCid(from).String(), path.FromCid(to).String()).
-		Option("unpin", true).Exec(ctx, nil)
-	return k.fail(ctx, err, "pin update %s %s", from, to)
-}
-
 // IsNotExist reports whether err says an MFS path does not exist.
 func IsNotExist(err error) bool { return isNotExist(err) }
 
