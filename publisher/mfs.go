@@ -2,6 +2,7 @@ package publisher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/mirrorcache"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
@@ -48,10 +50,12 @@ const DefaultMFSAnnounceEvery = 10 * time.Second
 // costs little (docs/BENCHMARKS.md, "mfs") and means a kubo restart loses
 // nothing acknowledged; the root CID is announced debounced (Announce).
 //
-// The NAR link is made before the narinfo, so the directory never names a
-// NAR it lacks. A path is added before its "published" event is sent; a
-// failure here fails the publish, which is retried, so every announced
-// path is in the directory.
+// The directory follows the stream (Follow): "published" events add paths,
+// with the narinfo rebuilt from the event byte for byte
+// (mirrorcache.NarInfo), "retired" events remove them, in stream order and
+// acked once done, so it holds what every publisher of the cache published
+// and nothing prune retired. The NAR link is made before the narinfo, so
+// the directory never names a NAR it lacks.
 type MFSCache struct {
 	node     MFSNode
 	dir      string
@@ -121,16 +125,56 @@ func (m *MFSCache) Add(ctx context.Context, ni *narinfo.NarInfo) error {
 	return nil
 }
 
-// Remove takes a path's narinfo out of the directory (its NAR link stays
-// while another narinfo may name the same NAR; a new root no longer
-// reachable from any narinfo costs only the link).
-func (m *MFSCache) Remove(ctx context.Context, storePath string) error {
-	hp := storepath.HashPart(storePath)
+// Remove takes a retired path out of the directory: its narinfo, and its
+// NAR link when the event names a CID (prune leaves the CID out when
+// another path in the cache shares the NAR, whose link must stay).
+func (m *MFSCache) Remove(ctx context.Context, ev *events.Retired) error {
+	hp := storepath.HashPart(ev.StorePath)
 	if err := m.node.FilesRm(ctx, m.dir+"/"+hp+".narinfo", true); err != nil {
-		return fmt.Errorf("mfs: remove narinfo of %s: %w", storePath, err)
+		return fmt.Errorf("mfs: remove narinfo of %s: %w", ev.StorePath, err)
+	}
+	if h, ok := strings.CutPrefix(ev.NarHash, "sha256:"); ok && ev.CID != "" {
+		if err := m.node.FilesRm(ctx, m.dir+"/nar/"+h+".nar", true); err != nil {
+			return fmt.Errorf("mfs: remove NAR link of %s: %w", ev.StorePath, err)
+		}
 	}
 	m.signal()
 	return nil
+}
+
+// MFSDurable is the durable consumer that keeps the MFS directory.
+const MFSDurable = "mfs"
+
+// Follow keeps the directory in step with the stream until ctx ends: one
+// event at a time, in stream order, so a path retired and published again
+// ends in the directory. A published.v1 event (no signature) adds nothing.
+func (m *MFSCache) Follow(ctx context.Context, js jetstream.JetStream, stream string) error {
+	return events.Consume(ctx, js, events.ConsumerOptions{
+		Stream:         stream,
+		Durable:        MFSDurable,
+		FilterSubjects: []string{events.SubjectPublished, events.SubjectRetired},
+		Concurrency:    1,
+		Logger:         m.log,
+	}, func(ctx context.Context, d events.Delivery) error {
+		switch ev := d.Event.(type) {
+		case *events.Published:
+			if ev.StoreDir != m.storeDir {
+				return errs.Errorf(errs.Invalid, "mfs: event for store %s; this directory is for %s", ev.StoreDir, m.storeDir)
+			}
+			ni, err := mirrorcache.NarInfo(ev)
+			if errors.Is(err, mirrorcache.ErrUnsigned) {
+				m.log.Warn("published.v1 event: no narinfo for the MFS directory", zap.String("store_path", ev.StorePath))
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			return m.Add(ctx, ni)
+		case *events.Retired:
+			return m.Remove(ctx, ev)
+		}
+		return errs.Errorf(errs.Invalid, "mfs: a %s event on %s", events.Head(d.Event).Type, d.Msg.Subject())
+	})
 }
 
 func (m *MFSCache) signal() {
@@ -223,11 +267,18 @@ func (m *MFSCache) announceOnce(ctx context.Context, js jetstream.JetStream) err
 	return nil
 }
 
-// Sync adds every narinfo of cache that the directory lacks: for a cache
-// that existed before --mfs-dir was set, or paths published while kubo
-// lost its MFS. It runs in the background at start; new paths are added as
-// they are published meanwhile.
+// Sync fills a directory that does not exist yet with every narinfo of
+// cache: for a cache that existed before --mfs-dir was set (or whose
+// stream no longer holds its whole history), or a kubo that lost its MFS.
+// It runs at start, before Follow.
 func (m *MFSCache) Sync(ctx context.Context, cache Cache) (added int, err error) {
+	// Only into a new directory: afterwards Follow keeps it, and a stat
+	// per path at every start would cost minutes for a large cache.
+	if _, err := m.node.FilesStat(ctx, m.dir); err == nil {
+		return 0, nil
+	} else if !ipfs.IsNotExist(err) {
+		return 0, err
+	}
 	if err := m.init(ctx); err != nil {
 		return 0, err
 	}

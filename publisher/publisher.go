@@ -66,9 +66,6 @@ type Options struct {
 	Locker Locker
 	// OnPath, if set, is called after each path with its outcome.
 	OnPath func(p *events.Published, fresh bool, took time.Duration, err error)
-	// MFS, if set, also keeps the cache as a UnixFS directory in kubo:
-	// each path is added before it is announced.
-	MFS *MFSCache
 }
 
 // Publisher publishes store paths.
@@ -264,9 +261,6 @@ func (p *Publisher) publishPath(ctx context.Context, sp string) (*events.Publish
 	if err := atomicfile.WriteFile(p.opt.Cache.NarInfoPath(hashPart), []byte(ni.String()), 0o644); err != nil {
 		return nil, errs.E(errs.Transient, fmt.Errorf("write narinfo of %s: %w", sp, err))
 	}
-	if err := p.addToMFS(ctx, ni); err != nil {
-		return nil, err
-	}
 	ev, err := p.eventFor(ctx, ni)
 	if err != nil {
 		return nil, err
@@ -300,9 +294,6 @@ func (p *Publisher) doneAlready(ctx context.Context, sp, hashPart string, start 
 	if p.opt.Cache.Announced(hashPart, ni.IPFSHash) {
 		return ev, true, nil
 	}
-	if err := p.addToMFS(ctx, ni); err != nil {
-		return nil, false, err
-	}
 	err = p.announce(ctx, ev, hashPart)
 	p.report(ev, false, start, err)
 	return ev, true, err
@@ -316,14 +307,6 @@ func lockRetryDelay(n int) time.Duration {
 		return steps[n]
 	}
 	return 2 * time.Second
-}
-
-// addToMFS adds the path to the cache's UnixFS directory, if kept.
-func (p *Publisher) addToMFS(ctx context.Context, ni *narinfo.NarInfo) error {
-	if p.opt.MFS == nil {
-		return nil
-	}
-	return p.opt.MFS.Add(ctx, ni)
 }
 
 func (p *Publisher) report(ev *events.Published, fresh bool, start time.Time, err error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -174,7 +175,6 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 	}
 	m := defaultMetrics
 	p, err := New(Options{
-		MFS:         w.MFS,
 		Cache:       w.Cache,
 		CacheURL:    cfg.CacheURL,
 		Key:         key,
@@ -215,17 +215,24 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 	defer func() { stop(); <-done }()
 	if w.MFS != nil {
-		mfsDone := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(2)
 		go func() {
-			defer close(mfsDone)
+			defer wg.Done()
+			w.MFS.Announce(mctx, w.JS, w.mfsAnnounce)
+		}()
+		go func() {
+			defer wg.Done()
 			if n, err := w.MFS.Sync(mctx, w.Cache); err != nil && mctx.Err() == nil {
 				w.log.Warn("cannot add the existing cache to the MFS directory", zap.Error(err))
 			} else if n > 0 {
 				w.log.Info("existing cache added to the MFS directory", zap.Int("paths", n))
 			}
-			w.MFS.Announce(mctx, w.JS, w.mfsAnnounce)
+			if err := w.MFS.Follow(mctx, w.JS, w.Consumer.Stream); err != nil && mctx.Err() == nil {
+				w.log.Error("the MFS copy of the cache stopped following the stream", zap.Error(err))
+			}
 		}()
-		defer func() { stop(); <-mfsDone }()
+		defer func() { stop(); wg.Wait() }()
 	}
 	return events.Consume(ctx, w.JS, w.Consumer, func(ctx context.Context, d events.Delivery) error {
 		ev, ok := d.Event.(*events.Built)
