@@ -22,7 +22,7 @@ import (
 // mirror fetches per announcement: the figures behind the announce
 // interval.
 func benchMFS(b *Bench, s *scope, sec *Section) {
-	sec.Title = "9. The cache as an IPFS directory (--mfs-dir)"
+	sec.Title = "10. The cache as an IPFS directory (--mfs-dir)"
 	ctx := b.ctx
 	small, large, adds := 1000, 100000, 30
 	if b.quick {
