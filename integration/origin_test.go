@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -94,6 +95,31 @@ func TestCacheWithoutOrigin(t *testing.T) {
 
 	t.Run("FromMirror", func(t *testing.T) {
 		checkStockNixCopy(t, a, top, bURL)
+	})
+
+	// A new mirror C, from the stream alone: replay pins every CID (from
+	// B, A being gone) and keeps every narinfo, A's byte for byte.
+	t.Run("ReplayFillsNewMirror", func(t *testing.T) {
+		c := testenv.StartKubo(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		selfB, err := b.Client.Self(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Client.Connect(ctx, selfB); err != nil {
+			t.Fatal(err)
+		}
+		cDir := filepath.Join(t.TempDir(), "cache-c")
+		mirMustRun(t, a.bin, mirEnv(a.nats.URL, c.API), "replay", "--mirror", "c", "--all", "--progress", "none",
+			"--state-file", filepath.Join(t.TempDir(), "c.seq"), "--cache-dir", cDir)
+		for _, f := range hashParts(closure) {
+			want, _ := os.ReadFile(filepath.Join(bDir, f))
+			got, err := os.ReadFile(filepath.Join(cDir, f))
+			if err != nil || !bytes.Equal(got, want) {
+				t.Errorf("%s in C's cache (%v) differs from B's (A's)", f, err)
+			}
+		}
 	})
 
 	t.Run("SubstituterDeadOriginFirst", func(t *testing.T) {
