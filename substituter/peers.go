@@ -75,10 +75,11 @@ type PeeringOptions struct {
 
 // peering is the state of the peering loop.
 type peering struct {
-	mu     sync.Mutex
-	listed map[string]bool // peers from the list that kubo was given
-	last   []mirrorlist.Peer
-	gauge  prometheus.Gauge
+	mu       sync.Mutex
+	listed   map[string]bool   // peers from the list that kubo was given
+	fromList []mirrorlist.Peer // what the last list read gave
+	last     []mirrorlist.Peer
+	gauge    prometheus.Gauge
 }
 
 // StartPeering peers the substituter's kubo with the mirrors of its
@@ -161,7 +162,16 @@ func (s *Server) peerRound(ctx context.Context) bool {
 	}
 	var listed []mirrorlist.Peer
 	if o.Refresh >= 0 {
-		listed = s.listedPeers(ctx, self.PeerID, log)
+		var read bool
+		listed, read = s.listedPeers(ctx, self.PeerID, log)
+		if !read {
+			// No list this time (an upstream down, or answering without
+			// one, or a list refused): the mirrors of the last list stay.
+			// Only a list that says otherwise drops them.
+			s.peers.mu.Lock()
+			listed = s.peers.fromList
+			s.peers.mu.Unlock()
+		}
 	}
 	all := mirrorlist.MergePeers(append(append([]mirrorlist.Peer{}, o.Manual...), listed...))
 	var addrs []string
@@ -198,7 +208,7 @@ func (s *Server) peerRound(ctx context.Context) bool {
 			gone = append(gone, id)
 		}
 	}
-	s.peers.listed, s.peers.last = now, all
+	s.peers.listed, s.peers.last, s.peers.fromList = now, all, listed
 	s.peers.mu.Unlock()
 	if len(gone) > 0 {
 		if err := o.Kubo.PeeringRemove(cctx, gone...); err != nil {
@@ -243,18 +253,19 @@ func (s *Server) connectAll(ctx context.Context, peers []mirrorlist.Peer, self s
 }
 
 // listedPeers fetches the upstream's mirror list and returns what the
-// policy accepts of it, logging what it refuses. Any failure gives none.
-func (s *Server) listedPeers(ctx context.Context, self string, log *zap.Logger) []mirrorlist.Peer {
+// policy accepts of it, logging what it refuses; read is false when no
+// list was read (none there, the upstream failed, or it was refused whole).
+func (s *Server) listedPeers(ctx context.Context, self string, log *zap.Logger) (peers []mirrorlist.Peer, read bool) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.UpstreamTimeout)
 	defer cancel()
 	l, err := s.fetchMirrorList(ctx)
 	if err != nil {
 		log.Warn("mirror list refused", zap.Error(err))
-		return nil
+		return nil, false
 	}
 	if l == nil {
 		log.Debug("upstream has no mirror list")
-		return nil
+		return nil, false
 	}
 	allow := s.opts.Peering.Private == PrivateAllow ||
 		(s.opts.Peering.Private == PrivateAuto && upstreamsArePrivate(ctx, s.up))
@@ -263,7 +274,7 @@ func (s *Server) listedPeers(ctx context.Context, self string, log *zap.Logger) 
 		log.Warn("mirror list: entries or addresses refused", zap.Bool("private_allowed", allow),
 			zap.Int("entries", len(l.Mirrors)), zap.Strings("refused", dropped))
 	}
-	return peers
+	return peers, true
 }
 
 // fetchMirrorList returns the upstream's list, nil when it has none.

@@ -36,6 +36,7 @@ type fakePeering struct {
 	peering map[string][]string // peer ID -> addresses
 	removed []string
 	dialled []string
+	lastAdd []string
 	rounds  int
 }
 
@@ -52,6 +53,7 @@ func (f *fakePeering) PeeringAdd(_ context.Context, addrs []string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rounds++
+	f.lastAdd = slices.Clone(addrs)
 	for _, a := range addrs {
 		i := strings.LastIndex(a, "/p2p/")
 		id := a[i+len("/p2p/"):]
@@ -184,21 +186,26 @@ func TestPeeringFollowsTheList(t *testing.T) {
 		t.Errorf("hand-given peer dropped: %v removed %v", got, removed)
 	}
 
-	// Hostile lists: too large, garbage, thousands of entries, a server
-	// error. None stops the loop or drops the hand-given peer.
+	// b comes back; then hostile lists: too large, garbage, thousands of
+	// entries, a server error, none at all. None stops the loop or drops
+	// the hand-given peer, and only a list read whole changes the listed
+	// ones: a failing or missing list keeps b.
+	ls.set(200, listJSON(t, mirrorlist.Mirror{Name: "b", PeerID: peerB, Addrs: []string{"/ip4/127.0.0.1/tcp/4001"}}))
+	waitPeering(t, "b back", func() bool { got, _, _ := kubo.snapshot(); _, ok := got[peerB]; return ok })
 	var many []mirrorlist.Mirror
-	for i := 0; i < 5000; i++ {
+	for i := 0; i < 3000; i++ { // under 1 MiB, so it is read and trimmed
 		many = append(many, mirrorlist.Mirror{Name: fmt.Sprint("m", i), PeerID: peerB, Addrs: []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", 1000+i)}})
 	}
 	for _, bad := range []struct {
-		code int
-		body []byte
+		code    int
+		body    []byte
+		trimmed bool // read, and cut to the bounds
 	}{
-		{200, []byte(`{"type":"nixipfs.mirrors.v1","pad":"` + strings.Repeat("x", mirrorlist.MaxSize) + `"}`)},
-		{200, []byte("\x00\xff garbage")},
-		{200, listJSON(t, many...)},
-		{500, []byte("oops")},
-		{404, nil},
+		{200, []byte(`{"type":"nixipfs.mirrors.v1","pad":"` + strings.Repeat("x", mirrorlist.MaxSize) + `"}`), false},
+		{200, []byte("\x00\xff garbage"), false},
+		{200, listJSON(t, many...), true},
+		{500, []byte("oops"), false},
+		{404, nil, false},
 	} {
 		ls.set(bad.code, bad.body)
 		_, _, r0 := kubo.snapshot()
@@ -207,8 +214,19 @@ func TestPeeringFollowsTheList(t *testing.T) {
 		if _, ok := got[peerM]; !ok {
 			t.Errorf("after a %d list of %d bytes: hand-given peer gone", bad.code, len(bad.body))
 		}
-		if len(got[peerB]) > mirrorlist.DefaultMaxAddrs {
-			t.Errorf("a hostile list got %d addresses of one peer into kubo", len(got[peerB]))
+		if _, ok := got[peerB]; !ok {
+			t.Errorf("after a %d list of %d bytes: b, from the last good list, dropped", bad.code, len(bad.body))
+		}
+		kubo.mu.Lock()
+		n := 0
+		for _, a := range kubo.lastAdd {
+			if strings.HasSuffix(a, "/p2p/"+peerB) {
+				n++
+			}
+		}
+		kubo.mu.Unlock()
+		if n > mirrorlist.DefaultMaxAddrs || (bad.trimmed && n != mirrorlist.DefaultMaxAddrs) {
+			t.Errorf("a list of %d bytes got %d addresses of one peer into kubo (cap %d)", len(bad.body), n, mirrorlist.DefaultMaxAddrs)
 		}
 	}
 	if logs.FilterMessage("mirror list refused").Len() == 0 {
