@@ -125,15 +125,25 @@ type bucket struct {
 	rate   float64
 	tokens float64
 	last   time.Time
+	total  int64 // bytes passed
+}
+
+// bytes is how many bytes have passed.
+func (b *bucket) bytes() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.total
 }
 
 func newBucket(rate float64) *bucket { return &bucket{rate: rate, last: time.Now()} }
 
 func (b *bucket) take(n int) {
+	b.mu.Lock()
+	b.total += int64(n)
 	if b.rate <= 0 {
+		b.mu.Unlock()
 		return
 	}
-	b.mu.Lock()
 	now := time.Now()
 	b.tokens += now.Sub(b.last).Seconds() * b.rate
 	// At most 10 ms of burst.

@@ -29,7 +29,7 @@ import (
 )
 
 // sections in the order they run and appear.
-var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small", "provide", "slowlink", "mfs"}
+var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small", "provide", "slowlink", "mfs", "fanout"}
 
 var (
 	outFile    = flag.String("out", "", "write the figures into this Markdown file (between bench markers; other text is kept)")
@@ -60,6 +60,9 @@ type sizes struct {
 	slowParts     int
 	slowPartBytes int64
 	slowRate      float64
+	// The fan-out closure.
+	fanParts     int
+	fanPartBytes int64
 }
 
 var (
@@ -67,11 +70,13 @@ var (
 		parts: 10, partBytes: 32 << 20, bigBytes: 1 << 30, mirrorPaths: 500, dedupBytes: 100 << 20,
 		hookRuns: 200, hookHung: 20, hookNix: 20, stormEvents: 5000, smallPaths: 2000,
 		slowParts: 10, slowPartBytes: 8 << 20, slowRate: 12.5e6,
+		fanParts: 10, fanPartBytes: 10 << 20,
 	}
 	quickSizes = sizes{
 		parts: 10, partBytes: 2 << 20, bigBytes: 64 << 20, mirrorPaths: 40, dedupBytes: 8 << 20,
 		hookRuns: 40, hookHung: 3, hookNix: 4, stormEvents: 500, smallPaths: 200,
 		slowParts: 4, slowPartBytes: 1 << 20, slowRate: 12.5e6,
+		fanParts: 4, fanPartBytes: 2 << 20,
 	}
 )
 
@@ -195,6 +200,7 @@ var sections = map[string]func(b *Bench, s *scope, sec *Section){
 	"fetch":    benchFetch,
 	"dedup":    benchDedup,
 	"slowlink": benchSlowLink,
+	"fanout":   benchFanout,
 	"storm":    benchStorm,
 	"small":    benchSmall,
 	"provide":  benchProvide,

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
+)
+
+// bitswapStats is what `ipfs stats bitswap` says, the fields used here.
+type bitswapStats struct {
+	BlocksReceived   uint64
+	DataReceived     uint64
+	BlocksSent       uint64
+	DataSent         uint64
+	DupBlksReceived  uint64
+	DupDataReceived  uint64
+	MessagesReceived uint64
+}
+
+func statsOf(s *scope, k *testenv.Kubo) bitswapStats {
+	var st bitswapStats
+	s.check(json.Unmarshal([]byte(k.IPFS(s, "stats", "bitswap", "--enc=json")), &st), "bitswap stats")
+	return st
+}
+
+// benchFanout: six clients, each with its own kubo and substituter, peered
+// with B and with each other, fetch the same closure at once. What B sends
+// is the figure: plain HTTP sends the closure once per client.
+func benchFanout(b *Bench, s *scope, sec *Section) {
+	sec.Title = "11. Fan-out: six clients fetch one closure at once"
+	if !b.hasCommand("substituter") {
+		sec.NotRun = "`nix-ipfs substituter` is not in this tree yet"
+		return
+	}
+	ctx := b.ctx
+	const clients = 6
+	top, closure := b.closureSized(s, "fanout-closure", b.sz.fanParts, b.sz.fanPartBytes)
+	total := b.narSize(s, closure)
+
+	progress("fanout: publishing the closure and pinning it on B")
+	a := b.newHostA(s)
+	b.startPublisher(s, a)
+	b.publishBuilt(s, a.js, []string{top})
+	cids := b.waitNarinfos(s, a.cache, closure, pubTimeout, 20*time.Millisecond, a.pub)
+	kb := testenv.StartKubo(s)
+	self, err := a.kubo.Client.Self(ctx)
+	s.check(err, "kubo A identity")
+	s.check(kb.Client.Connect(ctx, self), "connect B to A")
+	var dagBytes uint64
+	for _, p := range closure {
+		c, err := cid.Decode(cids[p])
+		s.check(err, "CID")
+		s.check(kb.Client.Pin(ctx, c, filepath.Base(p)), "pin on B")
+		var st struct{ TotalSize uint64 }
+		if json.Unmarshal([]byte(kb.IPFS(s, "dag", "stat", "--progress=false", "--enc=json", c.String())), &st) == nil {
+			dagBytes += st.TotalSize
+		}
+	}
+	a.kubo.Stop(s)
+
+	bin := filepath.Join(b.bins, "nix-ipfs")
+	plainAddr := freeAddr(s)
+	plainProc := testenv.StartProc(s, bin, []string{"serve", "--cache-dir", a.cache, "--listen", plainAddr},
+		"NIX_IPFS_LOG_FORMAT=json", "NIX_IPFS_LOG_LEVEL=warn")
+	waitCacheInfo(ctx, s, "http://"+plainAddr, plainProc)
+	// A link without delay or limit, to count what A's HTTP server sends.
+	plainLink := newLink(s, plainAddr, 0, 0)
+
+	progress("fanout: starting %d client kubos, peered with B and with each other", clients)
+	addr := func(k *testenv.Kubo) string {
+		id := strings.TrimSpace(k.IPFS(s, "id", "-f", "<id>"))
+		for _, a := range strings.Fields(k.IPFS(s, "swarm", "addrs", "listen")) {
+			if strings.HasPrefix(a, "/ip4/127.0.0.1/tcp/") {
+				return a + "/p2p/" + id
+			}
+		}
+		s.Fatalf("kubo has no loopback TCP address")
+		return ""
+	}
+	var ks []*testenv.Kubo
+	for i := 0; i < clients; i++ {
+		ks = append(ks, testenv.StartKubo(s, testenv.KuboConfig("Routing.Type", `"none"`)))
+	}
+	bAddr := addr(kb)
+	for i, k := range ks {
+		// Kept and redialled, as the substituter's discovery does.
+		k.IPFS(s, "swarm", "peering", "add", bAddr)
+		k.IPFS(s, "swarm", "connect", bAddr)
+		for _, o := range ks[i+1:] {
+			oa := addr(o)
+			k.IPFS(s, "swarm", "peering", "add", oa)
+			k.IPFS(s, "swarm", "connect", oa)
+		}
+	}
+
+	copyAll := func(urls []string) time.Duration {
+		var wg sync.WaitGroup
+		errs := make([]error, len(urls))
+		start := time.Now()
+		for i, url := range urls {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				dest := filepath.Join(destDir(s), "store")
+				// Each client its own narinfo cache database: six Nix
+				// processes sharing one collide on its inserts.
+				cmd := b.nix.Command("nix", "copy", "--from", url, "--to", dest,
+					"--option", "trusted-public-keys", b.nix.PublicKey, "--option", "require-sigs", "true",
+					"--option", "narinfo-cache-positive-ttl", "0", "--option", "narinfo-cache-negative-ttl", "0", top)
+				cmd.Env = append(cmd.Env, "XDG_CACHE_HOME="+filepath.Join(filepath.Dir(dest), "cache"))
+				if out, err := cmd.CombinedOutput(); err != nil {
+					errs[i] = fmt.Errorf("%v\n%s", err, out)
+				}
+				if errs[i] == nil {
+					if ents, _ := os.ReadDir(filepath.Join(dest, "nix", "store")); len(ents) < len(closure) {
+						errs[i] = fmt.Errorf("%d of %d paths in the new store", len(ents), len(closure))
+					}
+				}
+				removeAll(filepath.Dir(dest))
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			s.check(err, "nix copy")
+		}
+		return time.Since(start)
+	}
+
+	type variant struct{ key, name string }
+	variants := []variant{
+		{"plain", "plain HTTP: six `nix copy` from `nix-ipfs serve` on A"},
+		{"sub", "substituters (defaults: 4 NARs read ahead)"},
+		{"sub-serial", "substituters with `--prefetch 0` (NARs read only when Nix asks)"},
+		{"sub-two", "substituters, only two of the six clients peered with B (all with each other)"},
+	}
+	bID := strings.TrimSpace(kb.IPFS(s, "id", "-f", "<id>"))
+	// onlyTwo leaves clients 2-5 without a connection to B (or restores it).
+	onlyTwo := func(on bool) {
+		for _, k := range ks[2:] {
+			if on {
+				k.IPFS(s, "swarm", "peering", "rm", bID)
+				k.IPFS(s, "swarm", "disconnect", bAddr)
+			} else {
+				k.IPFS(s, "swarm", "peering", "add", bAddr)
+				k.IPFS(s, "swarm", "connect", bAddr)
+			}
+		}
+		if on {
+			// B must not have dialled back in the meantime.
+			peers := kb.IPFS(s, "swarm", "peers")
+			for _, k := range ks[2:] {
+				if id := strings.TrimSpace(k.IPFS(s, "id", "-f", "<id>")); strings.Contains(peers, id) {
+					s.Fatalf("client %s still connected to B", id)
+				}
+			}
+		}
+	}
+	type result struct {
+		sentRatio float64
+		took      time.Duration
+		dups      uint64 // duplicate blocks received by the clients
+		recv      uint64 // blocks received by the clients
+		fromPeers uint64 // bytes the clients received beyond what B sent
+		upstream  int64  // NAR bytes the substituters sent from upstream
+	}
+	res := map[string][]result{}
+	for r := 0; r < b.rounds; r++ {
+		for _, v := range rotate(variants, r) {
+			progress("fanout: round %d/%d: %s", r+1, b.rounds, v.key)
+			if v.key == "plain" {
+				before := plainLink.down.bytes()
+				took := copyAll([]string{"http://" + plainLink.Addr(), "http://" + plainLink.Addr(), "http://" + plainLink.Addr(),
+					"http://" + plainLink.Addr(), "http://" + plainLink.Addr(), "http://" + plainLink.Addr()})
+				sent := plainLink.down.bytes() - before
+				res[v.key] = append(res[v.key], result{sentRatio: float64(sent) / float64(total), took: took})
+				continue
+			}
+			var urls []string
+			var procs []*testenv.Proc
+			var beforeC []bitswapStats
+			for _, k := range ks {
+				k.IPFS(s, "repo", "gc")
+				listen := freeAddr(s)
+				args := []string{"substituter", "--listen", listen, "--upstream", "http://" + plainAddr, "--kubo-api", k.API}
+				if v.key == "sub-serial" {
+					args = append(args, "--prefetch", "0")
+				}
+				// A NAR whose blocks are slow to come from a peer falls
+				// back to upstream only after this long.
+				args = append(args, "--ipfs-timeout", "2m")
+				p := testenv.StartProc(s, bin, args, "NIX_IPFS_LOG_FORMAT=json", "NIX_IPFS_LOG_LEVEL=info")
+				waitCacheInfo(ctx, s, "http://"+listen, p)
+				urls = append(urls, "http://"+listen)
+				procs = append(procs, p)
+				beforeC = append(beforeC, statsOf(s, k))
+			}
+			if v.key == "sub-two" {
+				onlyTwo(true)
+			}
+			before := statsOf(s, kb)
+			took := copyAll(urls)
+			after := statsOf(s, kb)
+			if v.key == "sub-two" {
+				onlyTwo(false)
+			}
+			out := result{sentRatio: float64(after.DataSent-before.DataSent) / float64(total), took: took}
+			var recvData uint64
+			for i, k := range ks {
+				st := statsOf(s, k)
+				out.dups += st.DupBlksReceived - beforeC[i].DupBlksReceived
+				out.recv += st.BlocksReceived - beforeC[i].BlocksReceived
+				recvData += st.DataReceived - beforeC[i].DataReceived
+			}
+			if sent := after.DataSent - before.DataSent; recvData > sent {
+				out.fromPeers = recvData - sent
+			}
+			for _, p := range procs {
+				for _, l := range narLines(p.Log) {
+					if l.Source != SourceIPFS {
+						out.upstream += l.Bytes
+					}
+				}
+				p.Signal(syscall.SIGTERM)
+				p.Wait(10 * time.Second)
+			}
+			res[v.key] = append(res[v.key], out)
+		}
+	}
+
+	for _, v := range variants {
+		var ratios []float64
+		for _, x := range res[v.key] {
+			ratios = append(ratios, x.sentRatio)
+		}
+		row := Row{What: fmt.Sprintf("Fan-out, %d clients at once: what the origin sends ÷ closure size, %s", clients, v.name),
+			Ratio: nan, RatioText: fmt.Sprintf("%.2fx", median(ratios))}
+		if v.key != "plain" {
+			row.Aim, row.Verdict = "<= 2x", verdict(median(ratios) <= 2)
+		}
+		sec.add(row)
+	}
+	sec.detailf("Six client hosts, each with its own kubo (`Routing.Type none`) peered (`swarm peering add` and `swarm connect`) with B and with every other client, and its own `nix-ipfs substituter --kubo-api <its kubo> --upstream <A>`, run stock Nix `nix copy` of the same closure (%d paths, %s of NAR, %s of DAG on B) at the same moment. B holds the closure pinned; A's kubo is stopped. "+
+		"B's share is `ipfs stats bitswap` DataSent on B over the copies; plain HTTP's is the bytes A's `nix-ipfs serve` sent (counted by a pass-through proxy). Each client's kubo is garbage-collected and its substituter restarted before every round. Variants rotate, %d rounds.\n\n",
+		len(closure), fmtBytes(total), fmtBytes(int64(dagBytes)), b.rounds)
+	sec.detailf("| Variant | sent ÷ closure per round | wall clock per round | blocks the clients received (duplicates) | bytes clients had from each other | NAR bytes from upstream |\n|---|---|---|---|---|---|\n")
+	for _, v := range variants {
+		var rs, ts, bl, fp, up []string
+		for _, x := range res[v.key] {
+			rs = append(rs, fmt.Sprintf("%.2fx", x.sentRatio))
+			ts = append(ts, fmtDur(x.took))
+			bl = append(bl, fmt.Sprintf("%d (%d)", x.recv, x.dups))
+			fp = append(fp, fmtBytes(int64(x.fromPeers)))
+			up = append(up, fmtBytes(x.upstream))
+		}
+		if v.key == "plain" {
+			bl, fp, up = []string{"-"}, []string{"-"}, []string{"-"}
+		}
+		sec.detailf("| %s | %s | %s | %s | %s | %s |\n", v.name, strings.Join(rs, ", "), strings.Join(ts, ", "), strings.Join(bl, ", "), strings.Join(fp, ", "), strings.Join(up, ", "))
+	}
+}
