@@ -1,16 +1,15 @@
-# The nix-ipfs image: both binaries on a small Debian. The publisher needs
-# the host's /nix/store and Nix database mounted read-only (docker-compose.yml).
+# The nix-ipfs image: both binaries, static, on nothing else (FROM scratch:
+# no shell, no package manager). scripts/image-root.sh writes the image's
+# whole file system; the publisher needs the host's /nix/store and Nix
+# database mounted (docker-compose.yml).
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -o /out/ ./cmd/nix-ipfs ./cmd/nix-ipfs-hook
+RUN scripts/image-root.sh /out
 
-FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --home /var/lib/nix-ipfs nix-ipfs
-COPY --from=build /out/nix-ipfs /out/nix-ipfs-hook /usr/local/bin/
+FROM scratch
+COPY --from=build /out/ /
 ENTRYPOINT ["/usr/local/bin/nix-ipfs"]
 CMD ["help"]

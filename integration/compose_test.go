@@ -87,6 +87,69 @@ func TestComposeFile(t *testing.T) {
 	if len(pub.Secrets) == 0 {
 		t.Error("publisher gets the signing key other than as a secret")
 	}
+	checkComposeNocopy(t, project)
+	checkComposeV1(t, root)
+}
+
+// checkComposeNocopy: the publisher adds NARs by reference, so kubo-a must
+// have its filestore enabled and see the cache at the path the publisher
+// wrote it, under the parent of its IPFS_PATH (/data/ipfs in the ipfs/kubo
+// image), the only place kubo's filestore takes files from.
+func checkComposeNocopy(t *testing.T, project *types.Project) {
+	t.Helper()
+	pub, kubo := project.Services["publisher"], project.Services["kubo-a"]
+	cacheDir := ""
+	for _, a := range pub.Command {
+		if v, ok := strings.CutPrefix(a, "--cache-dir="); ok {
+			cacheDir = v
+		}
+	}
+	if !slices.Contains([]string(pub.Command), "--ipfs-nocopy") {
+		t.Error("publisher does not add NARs by reference (--ipfs-nocopy)")
+	}
+	source := func(svc types.ServiceConfig, target string) string {
+		for _, v := range svc.Volumes {
+			if v.Target == target {
+				return v.Source
+			}
+		}
+		return ""
+	}
+	if cacheDir == "" || source(pub, cacheDir) == "" || source(pub, cacheDir) != source(kubo, cacheDir) {
+		t.Errorf("the publisher's cache dir %q is not the same volume at the same path in kubo-a (%q vs %q)",
+			cacheDir, source(pub, cacheDir), source(kubo, cacheDir))
+	}
+	if !strings.HasPrefix(cacheDir, "/data/") {
+		t.Errorf("cache dir %q is outside /data, the parent of kubo's IPFS_PATH: the filestore would refuse it", cacheDir)
+	}
+	init := source(kubo, "/container-init.d/010-nix-ipfs.sh")
+	b, err := os.ReadFile(init)
+	if err != nil || !strings.Contains(string(b), "Experimental.FilestoreEnabled true") {
+		t.Errorf("kubo-a's init script %q does not enable the filestore: %v", init, err)
+	}
+}
+
+// checkComposeV1: Debian's docker-compose (1.29) accepts the file too, for
+// every profile. It needs no engine for `config`.
+func checkComposeV1(t *testing.T, root string) {
+	t.Helper()
+	dc := testenv.NeedProgram(t, "docker-compose")
+	for _, profile := range []string{"", "mirror"} {
+		args := []string{"-f", filepath.Join(root, "docker-compose.yml")}
+		if profile != "" {
+			args = append(args, "--profile", profile)
+		}
+		cmd := exec.Command(dc, append(args, "config", "--quiet")...)
+		cmd.Env = cleanEnv()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("docker-compose 1.x (%s) refuses docker-compose.yml (profile %q): %v\n%s", dcVersion(dc), profile, err, out)
+		}
+	}
+}
+
+func dcVersion(dc string) string {
+	out, _ := exec.Command(dc, "version", "--short").Output()
+	return strings.TrimSpace(string(out))
 }
 
 // checkPort: kubo's RPC API (5001) is never published, and everything but

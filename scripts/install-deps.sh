@@ -148,6 +148,30 @@ if [ -n "$want_trixie" ] && [ -x "$TRIXIE/usr/bin/nix-build" ] && [ "$(id -u)" -
 	say "nix (chroot $TRIXIE): $(in_chroot "$TRIXIE" nix-build --version)"
 fi
 
+# The compose test (integration/compose_docker_test.go): a Docker engine
+# (Debian's docker.io), Debian's docker-compose 1.29, and what its stand-in
+# for the ipfs/kubo image holds besides kubo (busybox for the image's shell
+# entrypoint, gosu, tini). Nothing here starts a daemon: the test starts its
+# own dockerd, in a network namespace of its own.
+for pkg in docker.io:dockerd docker-compose:docker-compose busybox:busybox gosu:gosu tini:tini-static; do
+	p="${pkg%%:*}"; c="${pkg##*:}"
+	if ! command -v "$c" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$c" ]; then
+		step "$c not found: installing Debian's $p" apt_install "$p"
+	fi
+done
+
+# nats-server of the release the nats:2.11 image in docker-compose.yml
+# holds, for the compose test's stand-in of that image (only under its
+# versioned name: it is not the nats-server other tests run).
+COMPOSE_NATS_VERSION="${COMPOSE_NATS_VERSION:-v2.11.17}"
+compose_nats="$TOOLS/nats-server-$COMPOSE_NATS_VERSION"
+if [ ! -x "$compose_nats" ]; then
+	step "nats-server $COMPOSE_NATS_VERSION not cached: go install, static (about a minute)" \
+		env GOBIN="$TOOLS/.gobin-compose" CGO_ENABLED=0 go install "github.com/nats-io/nats-server/v2@$COMPOSE_NATS_VERSION"
+	mv "$TOOLS/.gobin-compose/nats-server" "$compose_nats"
+	rmdir "$TOOLS/.gobin-compose"
+fi
+
 ipfs_bin="$TOOLS/ipfs-$KUBO_VERSION"
 build_kubo() {
 	local dir work

@@ -4,6 +4,9 @@
 # docs/OPERATIONS.md ("kubo on each host") explains each. The same settings
 # are in internal/kubod/roles.go (nix-ipfs up), and a test keeps them equal.
 set -e
+# The publisher adds NARs by reference (--ipfs-nocopy): the cache's NAR is
+# the only copy on this host.
+ipfs config --json Experimental.FilestoreEnabled 'true'
 ipfs config --json Provide.Strategy '"roots"'
 ipfs config --json Provide.DHT.SweepEnabled 'true'
 ipfs config --json Swarm.ResourceMgr.MaxMemory '"1GiB"'

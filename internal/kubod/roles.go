@@ -30,6 +30,9 @@ type Setting struct{ Key, JSON string }
 // cache's mirror list and peer with them (docs/BENCHMARKS.md counts the
 // records each choice makes).
 //
+// Filestore: the publisher adds NARs to the origin by reference
+// (--ipfs-nocopy), so the cache's NAR is the only copy on host A.
+//
 // Resources: Swarm.ResourceMgr.MaxMemory bounds the libp2p stack only
 // (kubo's default is half of the machine's memory); bound the whole
 // process with GOMEMLIMIT, above it. A mirror keeps more connections
@@ -38,6 +41,7 @@ func Settings(r Role) []Setting {
 	switch r {
 	case Origin:
 		return []Setting{
+			{"Experimental.FilestoreEnabled", `true`},
 			{"Provide.Strategy", `"roots"`},
 			{"Provide.DHT.SweepEnabled", `true`},
 			{"Swarm.ResourceMgr.MaxMemory", `"1GiB"`},
