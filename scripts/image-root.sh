@@ -12,7 +12,7 @@ set -eu
 out="${1:?usage: image-root.sh OUT}"
 cd "$(dirname "$0")/.."
 mkdir -p "$out/usr/local/bin" "$out/etc/ssl/certs" "$out/tmp"
-CGO_ENABLED=0 go build -trimpath -o "$out/usr/local/bin/" ./cmd/nix-ipfs ./cmd/nix-ipfs-hook
+CGO_ENABLED=0 go build -o "$out/usr/local/bin/" ./cmd/nix-ipfs ./cmd/nix-ipfs-hook
 cp /etc/ssl/certs/ca-certificates.crt "$out/etc/ssl/certs/ca-certificates.crt"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnix-ipfs:x:999:999:nix-ipfs:/var/lib/nix-ipfs:/sbin/nologin\n' >"$out/etc/passwd"
 printf 'root:x:0:\nnix-ipfs:x:999:\n' >"$out/etc/group"
