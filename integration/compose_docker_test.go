@@ -85,7 +85,7 @@ ipfs config Addresses.Gateway /ip4/127.0.0.1/tcp/8081
 			t.Logf("docker-compose logs:\n%s", out)
 		}
 		out, err := compose("down", "--volumes", "--timeout", "20").CombinedOutput()
-		if err != nil {
+		if err != nil && !t.Failed() {
 			t.Errorf("docker-compose down: %v\n%s", err, out)
 		}
 	})
@@ -133,18 +133,23 @@ ipfs config Addresses.Gateway /ip4/127.0.0.1/tcp/8081
 	n.Hook = filepath.Join(bin, "nix-ipfs-hook")
 	empty := filepath.Join(work, "hook.conf")
 	os.WriteFile(empty, nil, 0o644)
-	n.Env = []string{"NIX_IPFS_NATS_URL=nats://127.0.0.1:4222", "NIX_IPFS_CONFIG=" + empty,
+	// A generous timeout: on a loaded machine the default 500 ms can pass
+	// before JetStream acks, and the hook (rightly) spools instead.
+	n.Env = []string{"NIX_IPFS_NATS_URL=nats://127.0.0.1:4222", "NIX_IPFS_CONFIG=" + empty, "NIX_IPFS_TIMEOUT=10s",
 		"NIX_IPFS_SPOOL_DIR=" + filepath.Join(work, "spool")}
 	expr := filepath.Join(work, "closure.nix")
 	os.WriteFile(expr, []byte(richClosure(testenv.Nonce())), 0o644)
-	out, err := e.inNS(n.Command("nix-build", expr, "--no-out-link")).Output()
+	build := e.inNS(n.Command("nix-build", expr, "--no-out-link"))
+	var stderr strings.Builder
+	build.Stderr = &stderr
+	out, err := build.Output()
 	if err != nil {
-		t.Fatalf("nix-build through the hook: %v", err)
+		t.Fatalf("nix-build through the hook: %v\n%s", err, stderr.String())
 	}
 	top := strings.TrimSpace(string(out))
 	closure := closureOf(t, n, top)
 	if ents, _ := os.ReadDir(filepath.Join(work, "spool")); len(ents) > 0 {
-		t.Errorf("the hook spooled %d events: it did not reach the stack's NATS", len(ents))
+		t.Errorf("the hook spooled %d events: it did not reach the stack's NATS\n%s", len(ents), grepLines(stderr.String(), "spool"))
 	}
 
 	infos := map[string]*narinfo.NarInfo{}
