@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -93,6 +94,10 @@ ipfs config Addresses.Gateway /ip4/127.0.0.1/tcp/8081
 	if out, err := compose("up", "--detach", "--no-build").CombinedOutput(); err != nil {
 		t.Fatalf("docker-compose up: %v\n%s", err, out)
 	}
+	// Traffic only on loopback: the engine's namespace has no other link.
+	if out, err := e.inNS(exec.Command("ip", "-o", "link")).Output(); err != nil || strings.Count(string(out), "\n") != 1 {
+		t.Errorf("the engine's namespace has links besides lo (%v):\n%s", err, out)
+	}
 	step("stack up")
 	ps, _ := compose("ps", "--services", "--filter", "status=running").Output()
 	t.Logf("running: %s", strings.Join(strings.Fields(string(ps)), " "))
@@ -153,6 +158,14 @@ ipfs config Addresses.Gateway /ip4/127.0.0.1/tcp/8081
 		// On a loaded machine the hook may give up on NATS in time and
 		// spool, as it must; the flush a timer runs in production sends on.
 		t.Logf("the hook spooled %d events; flushing them as deploy/'s timer would:\n%s", len(spooled), grepLines(stderr.String(), "post-build-hook"))
+		if os.Getenv("NIXIPFS_DEBUG") != "" {
+			c, err := e.dial(context.Background(), "tcp", "127.0.0.1:4222")
+			t.Logf("dial from test: %v %v", c, err)
+			out, _ := e.inNS(exec.Command("ss", "-ltnp")).CombinedOutput()
+			t.Logf("ss: %s", out)
+			out, _ = e.inNS(exec.Command("readlink", "/proc/self/ns/net")).CombinedOutput()
+			t.Logf("ns: %s", out)
+		}
 		flush := exec.Command(n.Hook, "flush")
 		flush.Env = append(cleanEnv(), n.Env...)
 		if out, err := e.inNS(flush).CombinedOutput(); err != nil {
@@ -257,6 +270,14 @@ func hostNetworkCompose(t *testing.T, root, work, hostnet string) string {
 		t.Fatal("kubo-a has no volumes")
 	}
 	vols.Content = append(vols.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: hostnet + ":/container-init.d/099-host-network.sh:ro"})
+	// No project network either: compose would make a bridge for it.
+	mapSet(doc.Content[0], "networks", &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{
+		{Kind: yaml.ScalarNode, Value: "default"},
+		{Kind: yaml.MappingNode, Content: []*yaml.Node{
+			{Kind: yaml.ScalarNode, Value: "name"}, {Kind: yaml.ScalarNode, Value: "host"},
+			{Kind: yaml.ScalarNode, Value: "external"}, {Kind: yaml.ScalarNode, Value: "true", Tag: "!!bool"},
+		}},
+	}})
 	out, err := yaml.Marshal(&doc)
 	if err != nil {
 		t.Fatal(err)

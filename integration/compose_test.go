@@ -124,7 +124,7 @@ func checkComposeNocopy(t *testing.T, project *types.Project) {
 	}
 	init := source(kubo, "/container-init.d/010-nix-ipfs.sh")
 	b, err := os.ReadFile(init)
-	if err != nil || !strings.Contains(string(b), "Experimental.FilestoreEnabled true") {
+	if err != nil || !strings.Contains(strings.ReplaceAll(string(b), "'", ""), "Experimental.FilestoreEnabled true") {
 		t.Errorf("kubo-a's init script %q does not enable the filestore: %v", init, err)
 	}
 }

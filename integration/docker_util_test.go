@@ -79,7 +79,10 @@ func startDockerEngine(t *testing.T) *dockerEngine {
 		"--data-root="+filepath.Join(dir, "root"), "--exec-root="+filepath.Join(dir, "exec"),
 		"--pidfile="+filepath.Join(dir, "dockerd.pid"), "--host=unix://"+e.sock)
 	e.cmd.Stdout, e.cmd.Stderr = logf, logf
-	e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	// No parent-death signal: it follows the thread that started dockerd,
+	// not the test process, and Go ends threads when it likes. Cleanup
+	// stops dockerd.
+	e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := e.cmd.Start(); err != nil {
 		t.Fatalf("start dockerd: %v", err)
 	}
@@ -160,21 +163,34 @@ func (e *dockerEngine) dial(ctx context.Context, network, addr string) (net.Conn
 	}
 	ch := make(chan result, 1)
 	go func() {
-		// This thread never leaves the namespace: it ends with the
-		// goroutine, which still holds it locked.
+		// Back to the test's namespace before the thread is unlocked, so
+		// no thread ends here (a parent-death signal of a process started
+		// on it, such as a test's kubo, would fire).
 		runtime.LockOSThread()
+		own, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{nil, err}
+			return
+		}
+		defer own.Close()
 		f, err := os.Open(e.nsPath())
 		if err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{nil, err}
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{nil, fmt.Errorf("setns %s: %w", e.nsPath(), err)}
 			return
 		}
 		var d net.Dialer
 		c, err := d.DialContext(ctx, network, addr)
+		if unix.Setns(int(own.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
 		ch <- result{c, err}
 	}()
 	r := <-ch
