@@ -23,7 +23,9 @@ import (
 // (Routing.Type none, no bootstrap peers) and no connection to anyone.
 // With A's NAR files deleted and A's kubo stopped, stock Nix copies the
 // closure through C's substituter, every NAR from IPFS: the substituter
-// read the list and peered C's kubo with B.
+// read the list and peered C's kubo with B. Then A's cache server stops
+// too, and a second such client whose upstreams are the dead A and B's own
+// cache (mirror --cache-dir, which keeps the list as well) does the same.
 func TestDiscoveryWithoutDHT(t *testing.T) {
 	a := newHostA(t)
 	a.startPublisher(t)
@@ -31,7 +33,18 @@ func TestDiscoveryWithoutDHT(t *testing.T) {
 	selfB, _ := peerAddr(t, b)
 	announce := selfB.Addrs[0]
 	bin := filepath.Join(a.bin, "nix-ipfs")
-	mir := testenv.StartProc(t, bin, []string{"mirror", "--name", "b", "--announce-addr", announce}, mirEnv(a.nats.URL, b.API)...)
+	bDir := filepath.Join(t.TempDir(), "cache-b")
+	mir := testenv.StartProc(t, bin, []string{"mirror", "--name", "b", "--announce-addr", announce,
+		"--cache-dir", bDir, "--listen", "127.0.0.1:0"}, mirEnv(a.nats.URL, b.API)...)
+	bURLRE := regexp.MustCompile(`mirror cache listening\s.*"addr": "([^"]+)"`)
+	var bURL string
+	testenv.Eventually(t, 30*time.Second, "B's cache listening", func() bool {
+		data, _ := os.ReadFile(mir.Log)
+		if m := bURLRE.FindSubmatch(data); m != nil {
+			bURL = "http://" + string(m[1])
+		}
+		return bURL != "" && httpOK(bURL+"/nix-cache-info")
+	})
 
 	top := a.nix.Build(t, richClosure(testenv.Nonce()))[0]
 	closure := closureOf(t, a.nix, top)
@@ -45,22 +58,22 @@ func TestDiscoveryWithoutDHT(t *testing.T) {
 	})
 
 	// The publisher lists B with the address it announced, not the ones
-	// its node reports.
-	listFile := filepath.Join(a.cache, mirrorlist.FileName)
-	testenv.Eventually(t, time.Minute, "B in the cache's mirror list", func() bool {
-		data, err := os.ReadFile(listFile)
-		if err != nil {
-			return false
-		}
-		l, err := mirrorlist.Parse(data)
-		if err != nil {
-			t.Fatalf("the publisher's mirror list does not parse: %v\n%s", err, data)
-		}
-		return len(l.Mirrors) == 1 && l.Mirrors[0].Name == "b" && l.Mirrors[0].PeerID == selfB.PeerID &&
-			l.Mirrors[0].Announced && len(l.Mirrors[0].Addrs) == 1 && l.Mirrors[0].Addrs[0] == announce
-	})
-	mir.Signal(syscall.SIGTERM)
-	mir.Wait(30 * time.Second)
+	// its node reports; B's own cache keeps the same list.
+	for _, dir := range []string{a.cache, bDir} {
+		listFile := filepath.Join(dir, mirrorlist.FileName)
+		testenv.Eventually(t, time.Minute, "B in "+listFile, func() bool {
+			data, err := os.ReadFile(listFile)
+			if err != nil {
+				return false
+			}
+			l, err := mirrorlist.Parse(data)
+			if err != nil {
+				t.Fatalf("mirror list %s does not parse: %v\n%s", listFile, err, data)
+			}
+			return len(l.Mirrors) == 1 && l.Mirrors[0].Name == "b" && l.Mirrors[0].PeerID == selfB.PeerID &&
+				l.Mirrors[0].Announced && len(l.Mirrors[0].Addrs) == 1 && l.Mirrors[0].Addrs[0] == announce
+		})
+	}
 
 	// Only B has the NARs now.
 	nars, _ := filepath.Glob(filepath.Join(a.cache, "nar", "*"))
@@ -75,7 +88,7 @@ func TestDiscoveryWithoutDHT(t *testing.T) {
 	a.kubo.Stop(t)
 
 	serveAddr := freeAddr(t)
-	testenv.StartProc(t, bin, []string{"serve", "--cache-dir", a.cache, "--listen", serveAddr})
+	serve := testenv.StartProc(t, bin, []string{"serve", "--cache-dir", a.cache, "--listen", serveAddr})
 	upstream := "http://" + serveAddr
 	testenv.Eventually(t, 30*time.Second, "nix-ipfs serve answering", func() bool { return httpOK(upstream + "/" + mirrorlist.FileName) })
 
@@ -115,4 +128,16 @@ func TestDiscoveryWithoutDHT(t *testing.T) {
 	if got := scrapeCounter(t, s.metrics, "nixipfs_substituter_mirror_peers"); got != 1 {
 		t.Errorf("nixipfs_substituter_mirror_peers = %v, want 1", got)
 	}
+
+	t.Run("ListFromMirrorCache", func(t *testing.T) {
+		serve.Signal(syscall.SIGTERM)
+		serve.Wait(30 * time.Second)
+		c2 := testenv.StartKubo(t, testenv.KuboConfig("Routing.Type", `"none"`), testenv.KuboConfig("Bootstrap", `[]`))
+		s2 := startSubstituterProc(t, a.bin, upstream, "--upstream", bURL, "--kubo-api", c2.API)
+		if !s2.logHas(t, `mirror peering.*"peers": 1.*`+regexp.QuoteMeta(selfB.PeerID)) {
+			t.Fatalf("the substituter did not peer with B through B's cache:\n%s", s2.Tail(30))
+		}
+		checkStockNixCopy(t, a, top, s2.URL)
+		s2.waitNars(t, float64(len(closure)), `source="ipfs"`)
+	})
 }

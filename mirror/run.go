@@ -15,6 +15,7 @@ import (
 	sharedmetrics "github.com/nix-ipfs/nix-ipfs/internal/metrics"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/mirrorcache"
+	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
 )
 
 // Config is the mirror worker's settings.
@@ -136,8 +137,19 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 var FilterSubjects = []string{events.SubjectPublished, events.SubjectRetired, events.SubjectCacheRoot}
 
 // Run pins every published CID, and unpins every retired one, until ctx is
-// done.
+// done. A mirror with a cache of its own keeps the cache's mirror list
+// meanwhile, as the publisher does, so clients that fail over to this
+// cache still find the mirrors.
 func (w *Worker) Run(ctx context.Context) error {
+	if w.Cache != nil {
+		mctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			mirrorlist.Follow(mctx, w.JS, w.Consumer.Stream, w.Cache.Dir(), w.Pinner.log.Named("mirrors"))
+		}()
+		defer func() { stop(); <-done }()
+	}
 	return events.Consume(ctx, w.JS, w.Consumer, w.Handle)
 }
 

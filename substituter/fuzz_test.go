@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
 )
 
 // FuzzClassify: whatever the request target, a path that is served is one
@@ -30,7 +32,7 @@ func FuzzClassify(f *testing.F) {
 		if strings.Contains(p, "..") || strings.ContainsAny(p, "\\%\x00") || u.RawPath != "" {
 			t.Fatalf("%q served as %v (path %q)", target, k, p)
 		}
-		if !(p == cacheInfoPath || narinfoPath.MatchString(p) || narPath.MatchString(p)) {
+		if !(p == cacheInfoPath || narinfoPath.MatchString(p) || narPath.MatchString(p) || p == "/"+mirrorlist.FileName) {
 			t.Fatalf("%q served as %v", target, k)
 		}
 	})

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+
+	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
 )
 
 // The only paths served. Nix's base-32 alphabet has no e, o, u or t, so a
@@ -22,6 +24,7 @@ const (
 	kindCacheInfo
 	kindNarinfo
 	kindNar
+	kindMirrorList
 )
 
 // classify says what r asks for, or why it is refused: 400 for a path no
@@ -45,6 +48,8 @@ func classify(r *http.Request) (kind, int) {
 		return kindNarinfo, 0
 	case narPath.MatchString(p):
 		return kindNar, 0
+	case p == "/"+mirrorlist.FileName:
+		return kindMirrorList, 0
 	}
 	return kindNone, http.StatusNotFound
 }

@@ -348,3 +348,35 @@ func TestPeeringDoesNotWaitForAHungUpstream(t *testing.T) {
 	cancel()
 	wait()
 }
+
+// TestServesTheMirrorList: the substituter passes the upstream's mirror
+// list on, so it (or a mirror's cache built on it) can be another's
+// upstream; without one it answers 404 like any missing file.
+func TestServesTheMirrorList(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
+	srv, err := New(Options{Upstream: "file://" + dir, IPFS: newFakeIPFS(), SpoolDir: t.TempDir(), NegativeTTL: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func() (int, string, string) {
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/"+mirrorlist.FileName, nil))
+		return rec.Code, rec.Header().Get("Content-Type"), rec.Body.String()
+	}
+	if code, _, _ := get(); code != http.StatusNotFound {
+		t.Errorf("no list upstream: %d", code)
+	}
+	want := listJSON(t, mirrorlist.Mirror{Name: "b", PeerID: peerB, Addrs: []string{"/ip4/1.2.3.4/tcp/4001"}})
+	os.WriteFile(filepath.Join(dir, mirrorlist.FileName), want, 0o644)
+	if code, ctype, body := get(); code != 200 || ctype != "application/json" || body != string(want) {
+		t.Errorf("list: %d %s %q", code, ctype, body)
+	}
+	for _, p := range []string{"/nix-ipfs-mirrors.json/", "/x/nix-ipfs-mirrors.json", "/NIX-IPFS-MIRRORS.JSON", "/nix-ipfs-mirrors.jsonx"} {
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, p, nil))
+		if rec.Code == 200 {
+			t.Errorf("%s served", p)
+		}
+	}
+}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
@@ -260,6 +261,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveMeta(w, r, "narinfo", MaxNarinfoSize, "text/x-nix-narinfo")
 	case kindNar:
 		s.serveNar(w, r)
+	case kindMirrorList:
+		// Passed on as upstream has it, so a substituter (or a mirror's
+		// cache) can be another's upstream.
+		s.serveMeta(w, r, "mirror_list", mirrorlist.MaxSize, "application/json")
 	default:
 		s.m.rejected.WithLabelValues(strconv.Itoa(code)).Inc()
 		s.log.Debug("request refused", zap.String("path", r.URL.EscapedPath()), zap.Int("status", code))
