@@ -81,6 +81,9 @@ func traversalTargets(hashPart string) []string {
 		"http://evil.invalid/../../etc/passwd",
 		"/?../../etc/passwd",
 		"/nix-cache-info?/../../etc/passwd",
+		"/nix-ipfs-mirrors.json/../../../etc/passwd",
+		"/nix-ipfs-mirrors.json%00",
+		"/nar/../nix-ipfs-mirrors.json/../../secret.key",
 		"*",
 		long,
 	}
@@ -170,11 +173,15 @@ func TestHostileHTTPPaths(t *testing.T) {
 			t.Errorf("%s: %s after the hostile requests: %d %v", ep.name, ep.health, code, err)
 		}
 	}
-	// And the cache itself is still served where it should be.
+	// And the cache itself is still served where it should be, the
+	// publisher's mirror list (empty: no mirror confirmed) included.
 	for _, ep := range eps {
 		if ep.name == "serve" || ep.name == "substituter" {
 			if code, body, err := rawGet(t, ep.addr, "/"+hp+".narinfo"); err != nil || code != 200 || !bytes.Contains(body, []byte(top)) {
 				t.Errorf("%s: narinfo of %s: %d %v", ep.name, top, code, err)
+			}
+			if code, body, err := rawGet(t, ep.addr, "/nix-ipfs-mirrors.json"); err != nil || code != 200 || !bytes.Contains(body, []byte(`"nixipfs.mirrors.v1"`)) {
+				t.Errorf("%s: mirror list: %d %v %.200s", ep.name, code, err, body)
 			}
 		}
 	}
