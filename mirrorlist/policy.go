@@ -84,6 +84,8 @@ func (p Policy) Peers(l *List) (peers []Peer, dropped []string) {
 		}
 		var addrs []ma.Multiaddr
 		for k, s := range m.Addrs {
+			// A writer keeps MaxAddrs; a reader looks a little further (some
+			// may be dropped) but not through thousands.
 			if k >= MaxAddrs*4 {
 				drop("entry %d (%.64q): addresses from %d on ignored", i, m.Name, k)
 				break
