@@ -29,7 +29,7 @@ import (
 )
 
 // sections in the order they run and appear.
-var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small", "provide", "slowlink", "mfs", "fanout"}
+var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small", "provide", "slowlink", "mfs", "fanout", "prune"}
 
 var (
 	outFile    = flag.String("out", "", "write the figures into this Markdown file (between bench markers; other text is kept)")
@@ -205,6 +205,7 @@ var sections = map[string]func(b *Bench, s *scope, sec *Section){
 	"small":    benchSmall,
 	"provide":  benchProvide,
 	"mfs":      benchMFS,
+	"prune":    benchPrune,
 }
 
 func (b *Bench) setup(s *scope) {

@@ -114,6 +114,12 @@ func (x *Executor) Run(ctx context.Context, p *Plan) (Result, error) {
 		if err != nil {
 			return res, err
 		}
+		// A's kubo lets go before the NAR file does: with --ipfs-nocopy
+		// the pinned blocks are that file.
+		moved, err = x.unpin(ctx, moved, &res)
+		if err != nil {
+			errsSeen = append(errsSeen, err)
+		}
 		if err := x.removeNARs(moved, &res); err != nil {
 			return res, err
 		}
@@ -251,21 +257,76 @@ func (x *Executor) removeNARs(moved []Retirement, res *Result) error {
 	return nil
 }
 
-// announce publishes a "retired" event for each path and unpins its CID,
-// then forgets the path: its journal entry and the publisher's record of
+// unpin unpins the CIDs of the moved paths on this host's kubo, and returns
+// the paths to carry on with: a path whose unpin failed stays in the
+// journal, its NAR in place, for the next prune.
+func (x *Executor) unpin(ctx context.Context, moved []Retirement, res *Result) ([]Retirement, error) {
+	if x.Kubo == nil {
+		return moved, nil
+	}
+	type outcome struct {
+		ok  bool
+		err error
+	}
+	outs := make([]outcome, len(moved))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, x.Concurrency)
+	for i, r := range moved {
+		if r.CID == "" {
+			outs[i].ok = true
+			continue
+		}
+		c, err := cid.Decode(r.CID)
+		if err != nil {
+			x.Log.Warn("retired path's IPFSHash does not parse; nothing to unpin", zap.String("store_path", r.StorePath), zap.Error(err))
+			outs[i].ok = true
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := x.Kubo.Unpin(ctx, c); err != nil {
+				outs[i].err = fmt.Errorf("unpin %s (%s) on this host's kubo: %w", r.CID, r.StorePath, err)
+				return
+			}
+			outs[i].ok = true
+		}()
+	}
+	wg.Wait()
+	var keep []Retirement
+	var failed []error
+	for i, o := range outs {
+		switch {
+		case o.ok:
+			keep = append(keep, moved[i])
+			if moved[i].CID != "" {
+				res.Unpinned++
+			}
+		default:
+			res.Unfinished++
+			if len(failed) < 5 {
+				failed = append(failed, o.err)
+			}
+		}
+	}
+	return keep, errors.Join(failed...)
+}
+
+// announce publishes a "retired" event for each path, then forgets the path: its journal entry and the publisher's record of
 // its announcement.
 func (x *Executor) announce(ctx context.Context, moved []Retirement, res *Result) error {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var failed []error
-	var announced, unpinned, unfinished atomic.Int64
+	var announced, unfinished atomic.Int64
 	sem := make(chan struct{}, x.Concurrency)
 	for _, r := range moved {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if err := x.finish(ctx, r, &announced, &unpinned); err != nil {
+			if err := x.finish(ctx, r, &announced); err != nil {
 				unfinished.Add(1)
 				mu.Lock()
 				if len(failed) < 5 {
@@ -277,12 +338,11 @@ func (x *Executor) announce(ctx context.Context, moved []Retirement, res *Result
 	}
 	wg.Wait()
 	res.Announced += int(announced.Load())
-	res.Unpinned += int(unpinned.Load())
 	res.Unfinished += int(unfinished.Load())
 	return errors.Join(failed...)
 }
 
-func (x *Executor) finish(ctx context.Context, r Retirement, announced, unpinned *atomic.Int64) error {
+func (x *Executor) finish(ctx context.Context, r Retirement, announced *atomic.Int64) error {
 	log := x.Log.With(zap.String("store_path", r.StorePath), zap.String("cid", r.CID))
 	if x.JS != nil {
 		reason := r.Reason
@@ -296,17 +356,6 @@ func (x *Executor) finish(ctx context.Context, r Retirement, announced, unpinned
 			return fmt.Errorf("announce retirement of %s: %w", r.StorePath, err)
 		}
 		announced.Add(1)
-	}
-	if x.Kubo != nil && r.CID != "" {
-		c, err := cid.Decode(r.CID)
-		if err == nil {
-			if err := x.Kubo.Unpin(ctx, c); err != nil {
-				return fmt.Errorf("unpin %s (%s) on this host's kubo: %w", r.CID, r.StorePath, err)
-			}
-			unpinned.Add(1)
-		} else {
-			log.Warn("retired path's IPFSHash does not parse; nothing to unpin", zap.Error(err))
-		}
 	}
 	_ = os.Remove(filepath.Join(x.Dir, announcedDir, r.HashPart))
 	if err := os.Remove(filepath.Join(x.Dir, journalDir, r.HashPart+".narinfo")); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -404,3 +404,42 @@ func TestPins(t *testing.T) {
 		t.Error("removing a missing pin succeeded")
 	}
 }
+
+// TestPruneSharedNAR: two paths with byte-identical NARs share the NAR
+// file and the CID. Retiring one while the other is kept removes neither,
+// and its retired event names no CID, so no host unpins what the kept one
+// needs.
+func TestPruneSharedNAR(t *testing.T) {
+	w := newWorld(t)
+	old := time.Now().Add(-48 * time.Hour)
+	keep := synthcache.Path{StorePath: synthcache.StorePath("twin-a", "twin-1"), Size: 300}
+	ni, err := synthcache.Write(w.dir, keep, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := synthcache.StorePath("twin-b", "twin-1")
+	ni2 := *ni
+	ni2.StorePath = gone
+	p2 := filepath.Join(w.dir, storepath.HashPart(gone)+".narinfo")
+	if err := os.WriteFile(p2, []byte(ni2.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(p2, old, old)
+	pins, _ := OpenPins(context.Background(), w.js, 1, true)
+	if _, err := pins.Add(context.Background(), "twin", keep.StorePath, 0, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	plan, res := w.prune(Policy{Grace: time.Hour}, false)
+	if len(plan.Retire) != 1 || plan.Retire[0].StorePath != gone || plan.Retire[0].RemoveNAR || plan.Retire[0].CID != "" {
+		t.Fatalf("plan %+v", plan.Retire)
+	}
+	if res.NARsRemoved != 0 {
+		t.Errorf("removed %d NARs", res.NARsRemoved)
+	}
+	if _, err := os.Stat(filepath.Join(w.dir, ni.URL)); err != nil {
+		t.Errorf("the shared NAR went: %v", err)
+	}
+	if ev := retiredEvents(t, w.js)[gone]; ev == nil || ev.CID != "" {
+		t.Errorf("retired event %+v: want one, without CID", ev)
+	}
+}
