@@ -114,7 +114,8 @@ func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Pla
 		liveOrder = append(liveOrder, k)
 	}
 	perJob := map[string]int{}
-	for _, r := range roots.All() { // newest first
+	allRoots := roots.All() // newest first
+	for _, r := range allRoots {
 		inCache := false
 		for _, o := range r.Outputs {
 			if present(o) {
@@ -215,7 +216,7 @@ func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Pla
 		}
 	}
 	rootOf := map[string]Root{}
-	for _, r := range roots.All() {
+	for _, r := range allRoots {
 		for _, o := range r.Outputs {
 			h := storepath.HashPart(o)
 			if _, ok := rootOf[h]; !ok {

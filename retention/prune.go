@@ -9,7 +9,6 @@ import (
 	"path"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -73,7 +72,9 @@ func (x *Executor) Run(ctx context.Context, p *Plan) (Result, error) {
 		x.Concurrency = 16
 	}
 	if x.BatchSize <= 0 {
-		x.BatchSize = 1000
+		// Each batch costs a few directory syncs, whose latency on a busy
+		// disk is that of the whole file system's pending writes.
+		x.BatchSize = 5000
 	}
 	var res Result
 	jdir := filepath.Join(x.Dir, journalDir)
@@ -213,48 +214,93 @@ func (x *Executor) moveOut(batch []Retirement, res *Result) ([]Retirement, error
 	return moved, nil
 }
 
-// removeNARs removes the NARs of paths already out of the cache; a NAR
-// written again meanwhile (a publish of the same bytes) stays.
+// removeNARs removes the NARs of paths already out of the cache, several
+// at once (each removal waits on the disk); a NAR written again meanwhile
+// (a publish of the same bytes) stays.
 func (x *Executor) removeNARs(moved []Retirement, res *Result) error {
-	removed := false
-	for _, r := range moved {
+	type outcome struct {
+		bytes int64
+		done  bool
+		err   error
+	}
+	outs := make([]outcome, len(moved))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for w := 0; w < x.Concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				outs[i].bytes, outs[i].done, outs[i].err = x.removeNAR(moved[i])
+			}
+		}()
+	}
+	for i, r := range moved {
 		res.Retired++
 		res.FreedBytes += r.InfoSize
-		if !r.RemoveNAR {
-			continue
+		if r.RemoveNAR {
+			next <- i
 		}
-		np := filepath.Join(x.Dir, filepath.FromSlash(r.URL))
-		// Moved out first and then checked, like the narinfo: if the
-		// publisher put the same NAR in place again just before the move,
-		// the moved file is fresh and goes back; if just after, the moved
-		// file is the old one.
-		tp := filepath.Join(x.Dir, journalDir, path.Base(r.URL))
-		if err := os.Rename(np, tp); errors.Is(err, fs.ErrNotExist) {
-			continue
-		} else if err != nil {
-			return fmt.Errorf("prune %s: NAR %s: %w", r.StorePath, r.URL, err)
+	}
+	close(next)
+	wg.Wait()
+	removed := false
+	for _, o := range outs {
+		if o.err != nil {
+			return o.err
 		}
-		fi, err := os.Lstat(tp)
-		if err != nil {
-			return fmt.Errorf("prune %s: NAR %s: %w", r.StorePath, r.URL, err)
+		if o.done {
+			res.NARsRemoved++
+			res.FreedBytes += o.bytes
+			removed = true
 		}
-		if x.fresh(fi.ModTime()) {
-			if err := os.Rename(tp, np); err != nil {
-				return fmt.Errorf("prune %s: put NAR %s back: %w", r.StorePath, r.URL, err)
-			}
-			continue
-		}
-		if err := os.Remove(tp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("prune %s: NAR %s: %w", r.StorePath, r.URL, err)
-		}
-		res.NARsRemoved++
-		res.FreedBytes += fi.Size()
-		removed = true
 	}
 	if removed {
 		return atomicfile.SyncDir(filepath.Join(x.Dir, "nar"))
 	}
 	return nil
+}
+
+// removeNAR removes one retired path's NAR and reports its size.
+func (x *Executor) removeNAR(r Retirement) (int64, bool, error) {
+	np := filepath.Join(x.Dir, filepath.FromSlash(r.URL))
+	if x.Grace <= 0 {
+		// Nothing counts as fresh: no need to look before removing.
+		fi, err := os.Lstat(np)
+		if errors.Is(err, fs.ErrNotExist) {
+			return 0, false, nil
+		}
+		if err == nil {
+			err = os.Remove(np)
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return 0, false, fmt.Errorf("prune %s: NAR %s: %w", r.StorePath, r.URL, err)
+		}
+		return fi.Size(), err == nil, nil
+	}
+	// Moved out first and then checked, like the narinfo: if the publisher
+	// put the same NAR in place again just before the move, the moved file
+	// is fresh and goes back; if just after, the moved file is the old one.
+	tp := filepath.Join(x.Dir, journalDir, path.Base(r.URL))
+	if err := os.Rename(np, tp); errors.Is(err, fs.ErrNotExist) {
+		return 0, false, nil
+	} else if err != nil {
+		return 0, false, fmt.Errorf("prune %s: NAR %s: %w", r.StorePath, r.URL, err)
+	}
+	fi, err := os.Lstat(tp)
+	if err != nil {
+		return 0, false, fmt.Errorf("prune %s: NAR %s: %w", r.StorePath, r.URL, err)
+	}
+	if x.fresh(fi.ModTime()) {
+		if err := os.Rename(tp, np); err != nil {
+			return 0, false, fmt.Errorf("prune %s: put NAR %s back: %w", r.StorePath, r.URL, err)
+		}
+		return 0, false, nil
+	}
+	if err := os.Remove(tp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return 0, false, fmt.Errorf("prune %s: NAR %s: %w", r.StorePath, r.URL, err)
+	}
+	return fi.Size(), true, nil
 }
 
 // unpin unpins the CIDs of the moved paths on this host's kubo, and returns
@@ -313,54 +359,63 @@ func (x *Executor) unpin(ctx context.Context, moved []Retirement, res *Result) (
 	return keep, errors.Join(failed...)
 }
 
-// announce publishes a "retired" event for each path, then forgets the path: its journal entry and the publisher's record of
-// its announcement.
+// announce publishes a "retired" event for each path (all of a batch at
+// once, then waits for the stream's acks), then forgets each announced
+// path: its journal entry and the publisher's record of its announcement.
+// A path whose event was not stored stays in the journal for the next run.
 func (x *Executor) announce(ctx context.Context, moved []Retirement, res *Result) error {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var failed []error
-	var announced, unfinished atomic.Int64
-	sem := make(chan struct{}, x.Concurrency)
-	for _, r := range moved {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if err := x.finish(ctx, r, &announced); err != nil {
-				unfinished.Add(1)
-				mu.Lock()
-				if len(failed) < 5 {
-					failed = append(failed, err)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	res.Announced += int(announced.Load())
-	res.Unfinished += int(unfinished.Load())
-	return errors.Join(failed...)
-}
-
-func (x *Executor) finish(ctx context.Context, r Retirement, announced *atomic.Int64) error {
-	log := x.Log.With(zap.String("store_path", r.StorePath), zap.String("cid", r.CID))
+	errsOf := make([]error, len(moved))
 	if x.JS != nil {
-		reason := r.Reason
-		if len(reason) > 1000 {
-			reason = reason[:1000] + "..."
+		futures := make([]jetstream.PubAckFuture, len(moved))
+		for i, r := range moved {
+			reason := r.Reason
+			if len(reason) > 1000 {
+				reason = reason[:1000] + "..."
+			}
+			ev := &events.Retired{Host: x.Host, StoreDir: path.Dir(r.StorePath), StorePath: r.StorePath,
+				NarHash: r.NarHash, NarSize: int64(r.NarSize), CID: r.CID, Reason: reason}
+			events.Seal(ev)
+			data, err := events.Encode(ev)
+			if err == nil {
+				futures[i], err = x.JS.PublishAsync(events.SubjectRetired, data, jetstream.WithMsgID(ev.ID))
+			}
+			if err != nil {
+				errsOf[i] = fmt.Errorf("announce retirement of %s: %w", r.StorePath, err)
+			}
 		}
-		ev := &events.Retired{Host: x.Host, StoreDir: path.Dir(r.StorePath), StorePath: r.StorePath,
-			NarHash: r.NarHash, NarSize: int64(r.NarSize), CID: r.CID, Reason: reason}
-		events.Seal(ev)
-		if _, err := events.Publish(ctx, x.JS, events.SubjectRetired, ev); err != nil {
-			return fmt.Errorf("announce retirement of %s: %w", r.StorePath, err)
+		deadline := time.After(time.Minute)
+		for i, f := range futures {
+			if f == nil {
+				continue
+			}
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				errsOf[i] = fmt.Errorf("announce retirement of %s: %w", moved[i].StorePath, err)
+			case <-deadline:
+				errsOf[i] = fmt.Errorf("announce retirement of %s: no ack from the stream within a minute", moved[i].StorePath)
+			case <-ctx.Done():
+				errsOf[i] = ctx.Err()
+			}
 		}
-		announced.Add(1)
 	}
-	_ = os.Remove(filepath.Join(x.Dir, announcedDir, r.HashPart))
-	if err := os.Remove(filepath.Join(x.Dir, journalDir, r.HashPart+".narinfo")); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("prune journal: %w", err)
+	var failed []error
+	for i, r := range moved {
+		if errsOf[i] == nil {
+			if x.JS != nil {
+				res.Announced++
+			}
+			_ = os.Remove(filepath.Join(x.Dir, announcedDir, r.HashPart))
+			if err := os.Remove(filepath.Join(x.Dir, journalDir, r.HashPart+".narinfo")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errsOf[i] = fmt.Errorf("prune journal: %w", err)
+			}
+		}
+		if errsOf[i] != nil {
+			res.Unfinished++
+			if len(failed) < 5 {
+				failed = append(failed, errsOf[i])
+			}
+		}
 	}
-	log.Debug("retired", zap.String("reason", r.Reason))
-	return nil
+	return errors.Join(failed...)
 }
