@@ -4,11 +4,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
+	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
@@ -45,6 +47,7 @@ func TestUpServesCacheStockNixSubstitutesFrom(t *testing.T) {
 		}
 		return true
 	})
+	checkUpZeroCopy(t, data, closure)
 	a := &hostA{builder: &builder{nix: n}}
 	checkStockNixCopy(t, a, top, base)
 	checkStockNixCopy(t, a, top, base+"/substituter")
@@ -82,5 +85,76 @@ func TestUpExitsWhenAPartFails(t *testing.T) {
 	}
 	if code := up.Cmd.ProcessState.ExitCode(); code == 0 {
 		t.Error("nix-ipfs up exited 0 with its HTTP address taken")
+	}
+}
+
+// checkUpZeroCopy: up's default adds NARs by reference, so up's kubo holds
+// every NAR of the closure as filestore references to the cache's file,
+// and every reference checks out.
+func checkUpZeroCopy(t *testing.T, data string, closure []string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(data, "ipfs", "api"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, err := ipfs.ResolveAPI(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ipfs.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs, err := k.FilestoreVerify(t.Context(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byPath := map[string]int{}
+	for _, r := range refs {
+		if r.Status != "ok" {
+			t.Errorf("filestore reference %s to %s: %s %s", r.CID, r.Path, r.Status, r.Err)
+		}
+		byPath[r.Path]++
+	}
+	cache := filepath.Join(data, "cache")
+	infos, bad := checkCache(cache, closure)
+	for _, b := range bad {
+		t.Error(b)
+	}
+	for p, ni := range infos {
+		if ni.NarSize > 0 && byPath[filepath.Join(cache, ni.URL)] == 0 {
+			t.Errorf("%s: NAR %s is not referenced by up's kubo (copied?)", p, ni.URL)
+		}
+	}
+}
+
+// TestUpNocopyOutsideFilestoreRoot: with --cache-dir outside its data
+// directory, up's kubo cannot reference the NARs. By default up says so
+// and adds by copy; with --ipfs-nocopy given, it refuses to start.
+func TestUpNocopyOutsideFilestoreRoot(t *testing.T) {
+	testenv.NeedProgram(t, "ipfs")
+	n := testenv.NewNix(t)
+	bin := testenv.Binaries(t)
+	for _, explicit := range []bool{false, true} {
+		args := []string{"up", "--data-dir", t.TempDir(), "--cache-dir", t.TempDir(), "--secret-key-file", n.SecretKey,
+			"--nats-listen", freeAddr(t), "--listen", freeAddr(t), "--kubo-init-profile", "test", "--log-format", "console"}
+		if explicit {
+			args = append(args, "--ipfs-nocopy")
+		}
+		up := n.StartProc(t, filepath.Join(bin, "nix-ipfs"), args, "IPFS_PATH="+filepath.Join(t.TempDir(), "no-kubo-here"))
+		if explicit {
+			if !up.Wait(90 * time.Second) {
+				t.Fatal("up --ipfs-nocopy kept running with a cache its kubo cannot reference")
+			}
+			if code := up.Cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(up.Tail(20), "cannot add files under") {
+				t.Errorf("up --ipfs-nocopy exited %d:\n%s", code, up.Tail(20))
+			}
+			continue
+		}
+		testenv.Eventually(t, 90*time.Second, "up falling back to copying", func() bool {
+			return strings.Contains(up.Tail(50), "adding NARs by copy")
+		})
+		up.Signal(syscall.SIGTERM)
+		up.Wait(60 * time.Second)
 	}
 }

@@ -42,12 +42,24 @@ type Config struct {
 	MirrorKuboAPI          string
 	SubstituterIPFSTimeout time.Duration
 	KuboProfile            string
+	// NocopyGiven: --ipfs-nocopy was set by the user (flag, environment or
+	// file), not up's default; then a kubo that cannot add by reference is
+	// an error instead of a fallback to copying.
+	NocopyGiven bool
 }
 
 // Register adds up's flags. The publisher's flags come along, less the
 // ones up decides itself.
 func (c *Config) Register(s *config.Set) {
 	c.Publisher.Register(s)
+	// Zero-copy by default: up's own kubo has its filestore enabled and the
+	// cache under its data directory, so NARs are added by reference.
+	if f := s.Lookup("ipfs-nocopy"); f != nil {
+		c.Publisher.Nocopy = true
+		f.DefValue = "true"
+		f.Usage = "add NARs by reference (kubo filestore): the cache's NAR is the only copy; up checks that its kubo can, " +
+			"and copies instead (with a warning) when not (docs/OPERATIONS.md, \"Zero-copy\")"
+	}
 	s.StringVar(&c.DataDir, "data-dir", "", "where up keeps NATS's store, its kubo repo and the cache (required)")
 	s.StringVar(&c.Listen, "listen", "127.0.0.1:8484", "serve the cache (at /) and the substituter (at /substituter/) here; empty: no HTTP")
 	s.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "the embedded NATS server's client address (used when --nats-url is not set on the command line, env or file)")
@@ -103,6 +115,9 @@ func Run(ctx context.Context, c Config, natsURLGiven bool, log *zap.Logger) erro
 		stops = append(stops, func() { daemon.Stop(30 * time.Second) })
 	}
 	c.Publisher.KuboAPI = api
+	if err := c.decideNocopy(ctx, api, log); err != nil {
+		return err
+	}
 
 	pw, err := publisher.Open(ctx, c.Publisher, log.Named("publisher"))
 	if err != nil {
@@ -155,6 +170,38 @@ func Run(ctx context.Context, c Config, natsURLGiven bool, log *zap.Logger) erro
 	}
 	wg.Wait()
 	return runErr
+}
+
+// decideNocopy keeps --ipfs-nocopy only where kubo can reference the
+// cache's files: its filestore enabled, the cache under its filestore root
+// (the parent of its repository) and visible to it at the same path. up's
+// own kubo can (its repository is <data-dir>/ipfs), unless --cache-dir is
+// outside the data directory.
+func (c *Config) decideNocopy(ctx context.Context, api string, log *zap.Logger) error {
+	if !c.Publisher.Nocopy {
+		log.Info("NARs added to kubo by copy (--ipfs-nocopy=false): kubo keeps a second copy of every NAR")
+		return nil
+	}
+	k, err := ipfs.Dial(api)
+	if err != nil {
+		return err
+	}
+	params, err := c.Publisher.Params()
+	if err != nil {
+		return err
+	}
+	if err := k.CheckNocopy(ctx, c.Publisher.CacheDir, params); err != nil {
+		if c.NocopyGiven {
+			return fmt.Errorf("--ipfs-nocopy: kubo at %s cannot add files under %s by reference: %w", api, c.Publisher.CacheDir, err)
+		}
+		log.Warn("adding NARs by copy: kubo cannot reference the cache's files (set --ipfs-nocopy=false to say so)",
+			zap.String("cache_dir", c.Publisher.CacheDir), zap.String("kubo", api), zap.Error(err))
+		c.Publisher.Nocopy = false
+		return nil
+	}
+	log.Info("zero-copy: NARs added to kubo by reference (filestore); the cache's NAR is the only copy, keep it where it is",
+		zap.String("cache_dir", c.Publisher.CacheDir))
+	return nil
 }
 
 func startNATS(storeDir, listen string) (*server.Server, string, error) {

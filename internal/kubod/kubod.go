@@ -31,7 +31,7 @@ type Options struct {
 	Gateway string
 	// Filestore enables Experimental.FilestoreEnabled (for --ipfs-nocopy).
 	Filestore bool
-	// Settings are set in the config after init (see Settings).
+	// Settings are set in the config before every start (see Settings).
 	Settings []Setting
 	// Offline starts the daemon without networking.
 	Offline bool
@@ -86,12 +86,19 @@ func Start(ctx context.Context, bin, repo string, o Options) (*Daemon, error) {
 		if o.Filestore {
 			err = errors.Join(err, set("Experimental.FilestoreEnabled", true))
 		}
-		for _, st := range o.Settings {
-			err = errors.Join(err, d.run(ctx, bin, "config", "--json", st.Key, st.JSON))
-		}
 		if err != nil {
 			return nil, err
 		}
+	}
+	// nix-ipfs's settings for the node's role, at every start: a repository
+	// made by an earlier release gets the ones added since (the compose
+	// file's init scripts do the same).
+	var err error
+	for _, st := range o.Settings {
+		err = errors.Join(err, d.run(ctx, bin, "config", "--json", st.Key, st.JSON))
+	}
+	if err != nil {
+		return nil, err
 	}
 	apiFile := filepath.Join(repo, "api")
 	os.Remove(apiFile) // a killed daemon leaves it behind
