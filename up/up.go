@@ -56,9 +56,7 @@ func (c *Config) Register(s *config.Set) {
 	// cache under its data directory, so NARs are added by reference.
 	if f := s.Lookup("ipfs-nocopy"); f != nil {
 		c.Publisher.Nocopy = true
-		f.DefValue = "true"
-		f.Usage = "add NARs by reference (kubo filestore): the cache's NAR is the only copy; up checks that its kubo can, " +
-			"and copies instead (with a warning) when not (docs/OPERATIONS.md, \"Zero-copy\")"
+		f.DefValue = "true" // the meaning stays the publisher's; decideNocopy checks kubo can
 	}
 	s.StringVar(&c.DataDir, "data-dir", "", "where up keeps NATS's store, its kubo repo and the cache (required)")
 	s.StringVar(&c.Listen, "listen", "127.0.0.1:8484", "serve the cache (at /) and the substituter (at /substituter/) here; empty: no HTTP")
