@@ -44,6 +44,7 @@
 // a database that belongs to another store would be wrong. A local
 // chroot store (nix --store /some/root) works if its database,
 // /some/root/nix/var/nix/db/db.sqlite, is opened with store directory
-// /nix/store: the database records logical paths. The [Store] interface
+// /nix/store: the database records logical paths. The tests read Nix 2.26's
+// database that way, from its chroot (TestAgainstNix). The [Store] interface
 // leaves room for a nix-daemon worker-protocol client later.
 package nixstore

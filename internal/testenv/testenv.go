@@ -1,6 +1,7 @@
 // Package testenv starts the real parts that nix-ipfs's tests run against:
 // an embedded NATS JetStream server, kubo daemons, and Nix configured for
-// tests. It is imported only from tests.
+// tests, in two versions (ForEachNix: the host's Nix 2.8.0 and Nix 2.26 in
+// a Debian trixie chroot). It is imported only from tests.
 //
 // A test that needs an external program calls NeedProgram. On a developer's
 // machine a missing program skips the test with the reason; under CI
