@@ -80,6 +80,10 @@ type Publisher struct {
 	mu       sync.Mutex
 	inflight map[string]*call
 
+	// dirs shares directory fsyncs between paths published at once
+	// (group commit): for small paths they were a quarter of the work.
+	dirs atomicfile.DirSyncer
+
 	selfMu   sync.Mutex
 	self     ipfs.Node
 	selfTime time.Time
@@ -258,7 +262,7 @@ func (p *Publisher) publishPath(ctx context.Context, sp string) (*events.Publish
 	if err := ni.Sign(p.opt.Key); err != nil {
 		return nil, errs.E(errs.Invalid, fmt.Errorf("sign %s: %w", sp, err))
 	}
-	if err := atomicfile.WriteFile(p.opt.Cache.NarInfoPath(hashPart), []byte(ni.String()), 0o644); err != nil {
+	if err := atomicfile.WriteFileGrouped(p.opt.Cache.NarInfoPath(hashPart), []byte(ni.String()), 0o644, &p.dirs); err != nil {
 		return nil, errs.E(errs.Transient, fmt.Errorf("write narinfo of %s: %w", sp, err))
 	}
 	ev, err := p.eventFor(ctx, ni)
@@ -393,7 +397,7 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 	}
 	url := "nar/" + narHash[len("sha256:"):] + ".nar"
 	// Rename into place; an existing file of this name has these very bytes.
-	if err := tmp.CommitTo(p.opt.Cache.NarPath(url)); err != nil {
+	if err := tmp.CommitGrouped(p.opt.Cache.NarPath(url), &p.dirs); err != nil {
 		return nil, classifyIOErr(fmt.Errorf("write NAR of %s: %w", info.Path, err))
 	}
 	if p.opt.Params.Nocopy {

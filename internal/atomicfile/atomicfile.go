@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -43,6 +44,14 @@ func (f *File) Commit() error { return f.CommitTo(f.path) }
 // CommitTo commits to another path in the same directory: for files named
 // by their content's hash, known only once the content is written.
 func (f *File) CommitTo(path string) error {
+	if err := f.commitFile(path); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(f.path))
+}
+
+// commitFile fsyncs the data and renames the temp file to path.
+func (f *File) commitFile(path string) error {
 	f.path = path
 	if f.done {
 		return fmt.Errorf("%s: already committed or aborted", f.path)
@@ -60,7 +69,7 @@ func (f *File) CommitTo(path string) error {
 		os.Remove(f.Name())
 		return fmt.Errorf("rename into %s: %w", f.path, err)
 	}
-	return SyncDir(filepath.Dir(f.path))
+	return nil
 }
 
 // Abort removes the temp file. It is safe after Commit (then it does nothing).
@@ -115,6 +124,9 @@ func WriteHint(path string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
+// syncDir is SyncDir; tests count its calls.
+var syncDir = SyncDir
+
 // SyncDir fsyncs a directory, making renames in it durable.
 func SyncDir(dir string) error {
 	d, err := os.Open(dir)
@@ -146,4 +158,82 @@ func Clean(dir string, age time.Duration) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// DirSyncer makes renames durable with fewer directory fsyncs when many
+// goroutines commit into the same directories at once (group commit):
+// a caller waits for a directory fsync that began after its rename, and
+// one fsync serves every caller waiting for it. Each file's own data is
+// still fsynced before its rename, so what a caller is promised is
+// unchanged: once its commit returns, its file survives a crash.
+type DirSyncer struct {
+	mu   sync.Mutex
+	dirs map[string]*dirSync
+}
+
+type dirSync struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	started uint64 // generations of fsync begun
+	done    uint64 // the last generation finished
+	running bool
+	err     error // of generation done
+}
+
+// Sync returns once an fsync of dir that began after the call has
+// finished, with that fsync's error.
+func (s *DirSyncer) Sync(dir string) error {
+	s.mu.Lock()
+	if s.dirs == nil {
+		s.dirs = map[string]*dirSync{}
+	}
+	d := s.dirs[dir]
+	if d == nil {
+		d = &dirSync{}
+		d.cond = sync.NewCond(&d.mu)
+		s.dirs[dir] = d
+	}
+	s.mu.Unlock()
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// A running fsync may have begun before our rename: we need the next.
+	want := d.started + 1
+	for d.done < want {
+		if d.running {
+			d.cond.Wait()
+			continue
+		}
+		d.running = true
+		d.started++
+		gen := d.started
+		d.mu.Unlock()
+		err := syncDir(dir)
+		d.mu.Lock()
+		d.running = false
+		d.done, d.err = gen, err
+		d.cond.Broadcast()
+	}
+	return d.err
+}
+
+// CommitGrouped is CommitTo with the directory fsync shared through s.
+func (f *File) CommitGrouped(path string, s *DirSyncer) error {
+	if err := f.commitFile(path); err != nil {
+		return err
+	}
+	return s.Sync(filepath.Dir(f.path))
+}
+
+// WriteFileGrouped is WriteFile with the directory fsync shared through s.
+func WriteFileGrouped(path string, data []byte, perm os.FileMode, s *DirSyncer) error {
+	f, err := Create(path, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Abort()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.CommitGrouped(path, s)
 }
