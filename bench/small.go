@@ -13,7 +13,7 @@ import (
 
 // smallPubArgs are the publisher settings for many small paths, the
 // publisher's side of the small-path rate besides its defaults.
-var smallPubArgs = []string{"--events=64", "--concurrency=16"}
+var smallPubArgs = []string{"--events=16", "--concurrency=8"}
 
 // benchSmall: the rate a build farm needs, in paths per second, on the
 // paths it mostly publishes: thousands of outputs of a few KB, each from

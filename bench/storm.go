@@ -23,6 +23,7 @@ type stormResult struct {
 	flushed  uint64          // built events on the stream after flushing the spool
 	distinct int             // distinct event ids among them
 	failed   int             // runs that exited non-zero
+	said     int             // runs that exited 0 with a message (spooled, or worse)
 }
 
 // benchStorm: a build farm's worth of hooks at once. 50 hook processes run
@@ -95,6 +96,7 @@ func (b *Bench) runStorm(s *scope, nodes, procs, total int) stormResult {
 		wg     sync.WaitGroup
 		tag    = fmt.Sprintf("storm%d-%s", nodes, b.nonce)
 		failed []string
+		said   []string
 	)
 	start := time.Now()
 	for w := 0; w < procs; w++ {
@@ -110,7 +112,9 @@ func (b *Bench) runStorm(s *scope, nodes, procs, total int) stormResult {
 					return
 				}
 				cmd := exec.Command(hookBin)
-				cmd.Env = append(env, "OUT_PATHS="+fakeStorePath(tag, i))
+				// A fresh slice per run: appending to the shared one from 50
+				// goroutines would hand two runs the same OUT_PATHS.
+				cmd.Env = append(append([]string(nil), env...), "OUT_PATHS="+fakeStorePath(tag, i))
 				t0 := time.Now()
 				out, err := cmd.CombinedOutput()
 				d := time.Since(t0)
@@ -121,6 +125,11 @@ func (b *Bench) runStorm(s *scope, nodes, procs, total int) stormResult {
 					if len(failed) < 3 {
 						failed = append(failed, fmt.Sprintf("%v: %s", err, out))
 					}
+				} else if len(out) > 0 {
+					res.said++
+					if len(said) < 5 {
+						said = append(said, strings.TrimSpace(string(out)))
+					}
 				}
 				mu.Unlock()
 			}
@@ -130,6 +139,9 @@ func (b *Bench) runStorm(s *scope, nodes, procs, total int) stormResult {
 	res.wall = time.Since(start)
 	if len(failed) > 0 {
 		logf("storm: failed runs: %s", strings.Join(failed, "; "))
+	}
+	if len(said) > 0 {
+		progress("storm: %d runs said something, e.g.: %s", res.said, strings.Join(said, " | "))
 	}
 	res.stored = streamCount(ctx, s, js, events.SubjectBuilt)
 	files, _ := hook.Spool{Dir: spool}.List()
