@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"strings"
 	"time"
@@ -13,7 +14,24 @@ import (
 
 // smallPubArgs are the publisher settings for many small paths, the
 // publisher's side of the small-path rate besides its defaults.
-var smallPubArgs = []string{"--events=16", "--concurrency=8"}
+var smallPubArgs = []string{"--events=64", "--concurrency=32"}
+
+var smallN = flag.Int("small-paths", 0, "small section: paths to build and publish (default 2,000; 200 with -quick)")
+
+var smallArgsF = flag.String("small-args", "", "small section: publisher flags of its tuned side, space-separated (default: "+strings.Join(smallPubArgs, " ")+"); with -sides pub,pub-tuned,workflow,mirror,batch to run only some sides")
+
+// keepSide reports whether -sides (when set) lists key.
+func keepSide(key string) bool {
+	if *sidesF == "" {
+		return true
+	}
+	for _, k := range strings.Split(*sidesF, ",") {
+		if strings.TrimSpace(k) == key {
+			return true
+		}
+	}
+	return false
+}
 
 // benchSmall: the rate a build farm needs, in paths per second, on the
 // paths it mostly publishes: thousands of outputs of a few KB, each from
@@ -22,6 +40,12 @@ var smallPubArgs = []string{"--events=16", "--concurrency=8"}
 // the same paths, against the batch way.
 func benchSmall(b *Bench, s *scope, sec *Section) {
 	sec.Title = "7. Small-path rate"
+	if *smallArgsF != "" {
+		smallPubArgs = strings.Fields(*smallArgsF)
+	}
+	if *smallN > 0 {
+		b.sz.smallPaths = *smallN
+	}
 	paths := b.fewKBPaths(s, b.sz.smallPaths)
 	n := len(paths)
 	total := b.narSize(s, paths)
@@ -35,6 +59,13 @@ func benchSmall(b *Bench, s *scope, sec *Section) {
 		{key: "workflow", name: "original workflow: nix copy, then ipfs add of each NAR, then IPFSHash appended",
 			run: b.runWorkflow},
 	}
+	var kept []*pubSide
+	for _, sd := range sides {
+		if keepSide(sd.key) {
+			kept = append(kept, sd)
+		}
+	}
+	sides = kept
 	// One round at full size: the workflow alone takes minutes.
 	rounds := 1
 	res := map[string][]pubMeasure{}
@@ -57,6 +88,9 @@ func benchSmall(b *Bench, s *scope, sec *Section) {
 	}
 	wf := rate("workflow")
 	for _, key := range []string{"pub", "pub-tuned"} {
+		if len(res[key]) == 0 {
+			continue
+		}
 		name := map[string]string{"pub": "defaults", "pub-tuned": strings.Join(smallPubArgs, " ")}[key]
 		sec.add(Row{What: fmt.Sprintf("Small paths (%d of a few KB, one built event each): publisher (%s) vs original workflow", n, name),
 			Ratio: rate(key) / wf, Ours: fmt.Sprintf("%.0f paths/s", rate(key)), Base: fmt.Sprintf("%.0f paths/s", wf),
@@ -73,6 +107,9 @@ func benchSmall(b *Bench, s *scope, sec *Section) {
 	}
 	mres := map[string]mirrorRun{}
 	for _, sd := range msides {
+		if !keepSide(sd.key) {
+			continue
+		}
 		progress("small: %s, %d paths", sd.name, n)
 		var got mirrorRun
 		err := runScope("small/"+sd.key, func(s *scope) { got = sd.run(s, paths) })
@@ -81,6 +118,9 @@ func benchSmall(b *Bench, s *scope, sec *Section) {
 		logf("small %s: all pinned after %s, p99 %s", sd.key, fmtDur(got.allPinned), fmtDur(percentile(got.latency, 99)))
 	}
 	mm, bm := mres["mirror"], mres["batch"]
+	if len(mm.latency) == 0 || len(bm.latency) == 0 {
+		return // an experiment with -sides
+	}
 	sec.add(Row{What: fmt.Sprintf("Small paths: all %d pinned on B, mirror vs the batch way", n), Ratio: float64(bm.allPinned) / float64(mm.allPinned),
 		Ours: fmtDur(mm.allPinned), Base: fmtDur(bm.allPinned)})
 	sec.add(Row{What: "Small paths: per path, published to pinned", Ratio: float64(percentile(bm.latency, 99)) / float64(percentile(mm.latency, 99)),
@@ -93,6 +133,9 @@ func benchSmall(b *Bench, s *scope, sec *Section) {
 		n, fmtBytes(total))
 	sec.detailf("| Side | took | paths/s | publisher CPU | kubo CPU |\n|---|---|---|---|---|\n")
 	for _, sd := range sides {
+		if len(res[sd.key]) == 0 {
+			continue
+		}
 		m := res[sd.key][0]
 		cp := ""
 		if sd.pub {
