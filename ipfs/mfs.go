@@ -149,3 +149,13 @@ func (k *Kubo) PinsNamed(ctx context.Context, name string) ([]cid.Cid, error) {
 		out = append(out, c)
 	}
 }
+
+// PinUpdate moves a recursive pin, and its name, from one DAG to another,
+// walking only what differs: for a new cache root that shares nearly
+// everything with the last, a fraction of a second where pinning it anew
+// walks the whole directory (docs/BENCHMARKS.md, "mfs").
+func (k *Kubo) PinUpdate(ctx context.Context, from, to cid.Cid) error {
+	err := k.api.Request("pin/update", path.FromCid(from).String(), path.FromCid(to).String()).
+		Option("unpin", true).Exec(ctx, nil)
+	return k.fail(ctx, err, "pin update %s %s", from, to)
+}

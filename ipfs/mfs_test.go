@@ -12,7 +12,8 @@ import (
 
 // TestMFSOps: the MFS calls the publisher's --mfs-dir makes, against a
 // real daemon: write, link a CID (twice: no error, no change), stat, read
-// back through the directory's CID, remove (twice), named pins.
+// back through the directory's CID, remove (twice), named pins, pin
+// update.
 func TestMFSOps(t *testing.T) {
 	k := testenv.StartKubo(t, testenv.KuboOffline())
 	ctx := context.Background()
@@ -62,6 +63,14 @@ func TestMFSOps(t *testing.T) {
 	named, err := c.PinsNamed(ctx, "root")
 	if err != nil || len(named) != 1 || !named[0].Equals(root) {
 		t.Errorf("pins named root: %v %v, want [%v]", named, err, root)
+	}
+	// pin update moves the pin and keeps its name.
+	if err := c.PinUpdate(ctx, root, root2); err != nil {
+		t.Fatal(err)
+	}
+	named, err = c.PinsNamed(ctx, "root")
+	if err != nil || len(named) != 1 || !named[0].Equals(root2) {
+		t.Errorf("pins named root after pin update: %v %v, want [%v]", named, err, root2)
 	}
 	rc, err := c.Cat(ctx, nar)
 	if err != nil {
