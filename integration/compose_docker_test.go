@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -158,14 +157,6 @@ ipfs config Addresses.Gateway /ip4/127.0.0.1/tcp/8081
 		// On a loaded machine the hook may give up on NATS in time and
 		// spool, as it must; the flush a timer runs in production sends on.
 		t.Logf("the hook spooled %d events; flushing them as deploy/'s timer would:\n%s", len(spooled), grepLines(stderr.String(), "post-build-hook"))
-		if os.Getenv("NIXIPFS_DEBUG") != "" {
-			c, err := e.dial(context.Background(), "tcp", "127.0.0.1:4222")
-			t.Logf("dial from test: %v %v", c, err)
-			out, _ := e.inNS(exec.Command("ss", "-ltnp")).CombinedOutput()
-			t.Logf("ss: %s", out)
-			out, _ = e.inNS(exec.Command("readlink", "/proc/self/ns/net")).CombinedOutput()
-			t.Logf("ns: %s", out)
-		}
 		flush := exec.Command(n.Hook, "flush")
 		flush.Env = append(cleanEnv(), n.Env...)
 		if out, err := e.inNS(flush).CombinedOutput(); err != nil {
