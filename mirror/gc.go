@@ -27,6 +27,7 @@ type GCConfig struct {
 	MinMirrors      int
 	RequireVerified bool
 	DryRun          bool
+	VerifyFilestore bool
 }
 
 // Register adds gc's flags.
@@ -37,6 +38,7 @@ func (c *GCConfig) Register(s *config.Set) {
 	s.IntVar(&c.MinMirrors, "min-mirrors", 0, "unpin a CID only once at least this many distinct mirror nodes (other than this one) have confirmed it with a pinned event (required, at least 1)")
 	s.BoolVar(&c.RequireVerified, "require-verified", false, "count only confirmations from mirrors that read the bytes back (mirror --verify)")
 	s.BoolVar(&c.DryRun, "dry-run", false, "list what would be unpinned, and unpin nothing")
+	s.BoolVar(&c.VerifyFilestore, "verify-filestore", false, "after repo gc, check every filestore reference (--ipfs-nocopy) against its NAR file and fail if one is broken (reads every referenced file)")
 }
 
 // Validate checks the settings that need no network.
@@ -235,5 +237,41 @@ func RunGC(ctx context.Context, cfg GCConfig, log *zap.Logger, out io.Writer) er
 		Stream: cfg.NATS.Stream, MinMirrors: cfg.MinMirrors, RequireVerified: cfg.RequireVerified,
 		DryRun: cfg.DryRun, Logger: log,
 	}, out)
+	if err == nil && cfg.VerifyFilestore {
+		err = VerifyFilestore(ctx, kubo, out)
+	}
 	return err
+}
+
+// VerifyFilestore checks every filestore reference of host A's kubo (the
+// NARs the publisher added with --ipfs-nocopy) against its file, prints a
+// summary and the broken ones, and fails if any is broken. After repo GC
+// every reference left belongs to a pinned NAR, so a broken one is a NAR
+// that was moved, changed or deleted while still pinned: A cannot serve it
+// over IPFS (docs/OPERATIONS.md, "Zero-copy", says what to do).
+func VerifyFilestore(ctx context.Context, k *ipfs.Kubo, out io.Writer) error {
+	refs, err := k.FilestoreVerify(ctx, "")
+	if err != nil {
+		return err
+	}
+	bad := map[string]string{} // file -> status
+	for _, r := range refs {
+		if r.Status != "ok" {
+			bad[r.Path] = r.Status
+		}
+	}
+	if len(bad) == 0 {
+		fmt.Fprintf(out, "filestore: %d references, all ok\n", len(refs))
+		return nil
+	}
+	files := make([]string, 0, len(bad))
+	for f := range bad {
+		files = append(files, f)
+	}
+	sort.Strings(files)
+	fmt.Fprintf(out, "filestore: %d references, broken ones in %d files (paths relative to kubo's filestore root):\n", len(refs), len(files))
+	for _, f := range files {
+		fmt.Fprintf(out, "  %s: %s\n", bad[f], f)
+	}
+	return fmt.Errorf("filestore: %d referenced files are missing, changed or unreadable, so kubo cannot serve their blocks: put the files back, or unpin their NARs' CIDs and run gc again", len(files))
 }
