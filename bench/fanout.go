@@ -194,9 +194,10 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 				if v.key == "sub-serial" {
 					args = append(args, "--prefetch", "0")
 				}
-				// A NAR whose blocks are slow to come from a peer falls
-				// back to upstream only after this long.
-				args = append(args, "--ipfs-timeout", "2m")
+				// Bitswap sometimes leaves one NAR's read without a byte
+				// (see docs/BENCHMARKS.md); it then comes from upstream
+				// after this long, counted in the table.
+				args = append(args, "--ipfs-timeout", "15s")
 				p := testenv.StartProc(s, bin, args, "NIX_IPFS_LOG_FORMAT=json", "NIX_IPFS_LOG_LEVEL=info")
 				waitCacheInfo(ctx, s, "http://"+listen, p)
 				urls = append(urls, "http://"+listen)
@@ -249,7 +250,7 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 		sec.add(row)
 	}
 	sec.detailf("Six client hosts, each with its own kubo (`Routing.Type none`) peered (`swarm peering add` and `swarm connect`) with B and with every other client, and its own `nix-ipfs substituter --kubo-api <its kubo> --upstream <A>`, run stock Nix `nix copy` of the same closure (%d paths, %s of NAR, %s of DAG on B) at the same moment. B holds the closure pinned; A's kubo is stopped. "+
-		"B's share is `ipfs stats bitswap` DataSent on B over the copies; plain HTTP's is the bytes A's `nix-ipfs serve` sent (counted by a pass-through proxy). Each client's kubo is garbage-collected and its substituter restarted before every round. Variants rotate, %d rounds.\n\n",
+		"B's share is `ipfs stats bitswap` DataSent on B over the copies; plain HTTP's is the bytes A's `nix-ipfs serve` sent (counted by a pass-through proxy). Each client's kubo is garbage-collected and its substituter (`--ipfs-timeout 15s`) restarted before every round. Variants rotate, %d rounds.\n\n",
 		len(closure), fmtBytes(total), fmtBytes(int64(dagBytes)), b.rounds)
 	sec.detailf("| Variant | sent ÷ closure per round | wall clock per round | blocks the clients received (duplicates) | bytes clients had from each other | NAR bytes from upstream |\n|---|---|---|---|---|---|\n")
 	for _, v := range variants {
