@@ -167,43 +167,26 @@ func (x *Executor) restore(h string) error {
 // and syncs both directories. It returns the retirements to carry on with.
 func (x *Executor) moveOut(batch []Retirement, res *Result) ([]Retirement, error) {
 	jdir := filepath.Join(x.Dir, journalDir)
+	type outcome struct {
+		moved, spared bool
+		err           error
+	}
+	outs := make([]outcome, len(batch))
+	x.parallel(len(batch), func(i int) {
+		o := &outs[i]
+		o.moved, o.spared, o.err = x.moveOne(batch[i])
+	})
 	var moved []Retirement
-	for _, r := range batch {
-		if r.Journal {
-			moved = append(moved, r)
-			continue
+	for i, o := range outs {
+		if o.err != nil {
+			return moved, o.err
 		}
-		cp := filepath.Join(x.Dir, r.HashPart+".narinfo")
-		jp := filepath.Join(jdir, r.HashPart+".narinfo")
-		fi, err := os.Lstat(cp)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // gone meanwhile
-		}
-		if err != nil {
-			return moved, fmt.Errorf("prune %s: %w", r.StorePath, err)
-		}
-		if x.fresh(fi.ModTime()) {
+		if o.spared {
 			res.Spared++
-			continue
 		}
-		if err := os.Rename(cp, jp); err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			return moved, fmt.Errorf("prune %s: %w", r.StorePath, err)
+		if o.moved {
+			moved = append(moved, batch[i])
 		}
-		// The publisher refreshes a narinfo it finds present before it
-		// relies on it: one refreshed between the check above and the
-		// rename goes back. (One refreshed after the rename is gone for
-		// the publisher, which then publishes the path again.)
-		if fi, err := os.Lstat(jp); err == nil && x.fresh(fi.ModTime()) {
-			if err := x.restore(r.HashPart); err != nil {
-				return moved, err
-			}
-			res.Spared++
-			continue
-		}
-		moved = append(moved, r)
 	}
 	if err := atomicfile.SyncDir(x.Dir); err != nil {
 		return moved, err
@@ -212,6 +195,66 @@ func (x *Executor) moveOut(batch []Retirement, res *Result) ([]Retirement, error
 		return moved, err
 	}
 	return moved, nil
+}
+
+// moveOne moves one narinfo out of the cache into the journal, unless it
+// is fresh.
+func (x *Executor) moveOne(r Retirement) (moved, spared bool, err error) {
+	if r.Journal {
+		return true, false, nil
+	}
+	cp := filepath.Join(x.Dir, r.HashPart+".narinfo")
+	jp := filepath.Join(x.Dir, journalDir, r.HashPart+".narinfo")
+	fi, err := os.Lstat(cp)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, false, nil // gone meanwhile
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("prune %s: %w", r.StorePath, err)
+	}
+	if x.fresh(fi.ModTime()) {
+		return false, true, nil
+	}
+	if err := os.Rename(cp, jp); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, false, nil
+		}
+		return false, false, fmt.Errorf("prune %s: %w", r.StorePath, err)
+	}
+	// The publisher refreshes a narinfo it finds present before it relies
+	// on it: one refreshed between the check above and the rename goes
+	// back. (One refreshed after the rename is gone for the publisher,
+	// which then publishes the path again.)
+	if x.Grace > 0 {
+		if fi, err := os.Lstat(jp); err == nil && x.fresh(fi.ModTime()) {
+			if err := x.restore(r.HashPart); err != nil {
+				return false, false, err
+			}
+			return false, true, nil
+		}
+	}
+	return true, false, nil
+}
+
+// parallel runs fn(0..n-1) on x.Concurrency goroutines: file system
+// operations that each wait on the disk overlap.
+func (x *Executor) parallel(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for w := 0; w < min(x.Concurrency, max(n, 1)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				fn(i)
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
 }
 
 // removeNARs removes the NARs of paths already out of the cache, several
@@ -224,26 +267,16 @@ func (x *Executor) removeNARs(moved []Retirement, res *Result) error {
 		err   error
 	}
 	outs := make([]outcome, len(moved))
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for w := 0; w < x.Concurrency; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				outs[i].bytes, outs[i].done, outs[i].err = x.removeNAR(moved[i])
-			}
-		}()
-	}
-	for i, r := range moved {
+	for _, r := range moved {
 		res.Retired++
 		res.FreedBytes += r.InfoSize
-		if r.RemoveNAR {
-			next <- i
-		}
 	}
-	close(next)
-	wg.Wait()
+	x.parallel(len(moved), func(i int) {
+		if moved[i].RemoveNAR {
+			o := &outs[i]
+			o.bytes, o.done, o.err = x.removeNAR(moved[i])
+		}
+	})
 	removed := false
 	for _, o := range outs {
 		if o.err != nil {
@@ -399,16 +432,20 @@ func (x *Executor) announce(ctx context.Context, moved []Retirement, res *Result
 			}
 		}
 	}
+	x.parallel(len(moved), func(i int) {
+		if errsOf[i] != nil {
+			return
+		}
+		r := moved[i]
+		_ = os.Remove(filepath.Join(x.Dir, announcedDir, r.HashPart))
+		if err := os.Remove(filepath.Join(x.Dir, journalDir, r.HashPart+".narinfo")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errsOf[i] = fmt.Errorf("prune journal: %w", err)
+		}
+	})
 	var failed []error
-	for i, r := range moved {
-		if errsOf[i] == nil {
-			if x.JS != nil {
-				res.Announced++
-			}
-			_ = os.Remove(filepath.Join(x.Dir, announcedDir, r.HashPart))
-			if err := os.Remove(filepath.Join(x.Dir, journalDir, r.HashPart+".narinfo")); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				errsOf[i] = fmt.Errorf("prune journal: %w", err)
-			}
+	for i := range moved {
+		if errsOf[i] == nil && x.JS != nil {
+			res.Announced++
 		}
 		if errsOf[i] != nil {
 			res.Unfinished++
