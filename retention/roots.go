@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -113,6 +115,29 @@ func (rs *Roots) ReadBuilt(ctx context.Context, js jetstream.JetStream, stream s
 		return errs.E(errs.Transient, fmt.Errorf("read built events from %s: %w", stream, err))
 	}
 	defer it.Stop()
+	// Decoding (a schema check per event) is the costly part: spread it
+	// over the CPUs while the stream is read in order. Add does not depend
+	// on the order of events.
+	data := make(chan []byte, 1024)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range data {
+				if ev, err := events.Decode(d); err == nil {
+					if b, ok := ev.(*events.Built); ok {
+						mu.Lock()
+						rs.AddBuilt(b)
+						mu.Unlock()
+					}
+				}
+			}
+		}()
+	}
+	defer wg.Wait()
+	defer close(data)
 	for got := uint64(0); got < total; {
 		nctx, cancel := context.WithTimeout(ctx, scanIdle)
 		m, err := it.Next(jetstream.NextContext(nctx))
@@ -130,11 +155,7 @@ func (rs *Roots) ReadBuilt(ctx context.Context, js jetstream.JetStream, stream s
 			return errs.E(errs.Transient, fmt.Errorf("read built events from %s: %w", stream, err))
 		}
 		got++
-		if ev, err := events.Decode(m.Data()); err == nil {
-			if b, ok := ev.(*events.Built); ok {
-				rs.AddBuilt(b)
-			}
-		}
+		data <- m.Data()
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -147,6 +148,10 @@ func Load(ctx context.Context, js jetstream.JetStream, stream, cacheDir string) 
 
 // RunPrune runs prune as the CLI does.
 func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writer) error {
+	// Prune holds the whole cache's index, the roots and the plan at once;
+	// a tighter GC target keeps its peak near what is live (a run over
+	// 100,000 paths, docs/BENCHMARKS.md) at little CPU cost.
+	defer debug.SetGCPercent(debug.SetGCPercent(40))
 	nc, js, err := Connect(&cfg.NATS, "nix-ipfs prune")
 	if err != nil {
 		return err
