@@ -17,7 +17,8 @@ import (
 
 // TestReplayFillsCache: a new mirror replaying the stream becomes a
 // complete cache: every signed path pinned has its narinfo, as the origin
-// wrote it; an unsigned (v1-like) event is pinned and gets no narinfo.
+// wrote it; an unsigned (v1-like) event is pinned and gets no narinfo; the
+// last cache root announced is pinned.
 func TestReplayFillsCache(t *testing.T) {
 	js := streamJS(t)
 	node := newFakeNode()
@@ -47,6 +48,17 @@ func TestReplayFillsCache(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Two cache roots announced: replay pins the last.
+	var roots []string
+	for i := 0; i < 2; i++ {
+		r := node.add([]byte(fmt.Sprintf("cache root %d", i)))
+		ev := &events.CacheRoot{Host: "a", StoreDir: "/nix/store", Root: r.String(), Publisher: events.Node{PeerID: "12D3KooWPublisher", Addrs: []string{}}}
+		events.Seal(ev)
+		if _, err := events.Publish(context.Background(), js, events.SubjectCacheRoot, ev); err != nil {
+			t.Fatal(err)
+		}
+		roots = append(roots, r.String())
+	}
 	cache, err := mirrorcache.Open(t.TempDir(), "/nix/store")
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +73,9 @@ func TestReplayFillsCache(t *testing.T) {
 		if err != nil || string(b) != ni.String() {
 			t.Errorf("%s: narinfo %q (%v), want %q", ni.StorePath, b, err, ni.String())
 		}
+	}
+	if node.pinned(roots[0]) || !node.pinned(roots[1]) {
+		t.Errorf("cache roots pinned: first %v (want false), last %v (want true)", node.pinned(roots[0]), node.pinned(roots[1]))
 	}
 	if !node.pinned(unsigned.CID) {
 		t.Errorf("the unsigned event's CID is not pinned")

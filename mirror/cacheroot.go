@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/events"
@@ -103,4 +105,44 @@ func (w *Worker) PinRoot(ctx context.Context, ev *events.CacheRoot, seq uint64) 
 	w.roots.root, w.roots.seq = c, seq
 	log.Info("cache root pinned", zap.Bool("pin_updated", moved))
 	return nil
+}
+
+// pinLatestRoot pins the last cache root the stream announced, if any, as
+// the mirror worker would: a node filled by replay then serves the cache
+// as a directory too.
+func pinLatestRoot(ctx context.Context, js jetstream.JetStream, stream string, p *Pinner, log *zap.Logger) error {
+	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.SubjectCacheRoot},
+		DeliverPolicy:  jetstream.DeliverLastPolicy,
+	})
+	if err != nil {
+		return errs.E(errs.Transient, fmt.Errorf("read the last cache root: %w", err))
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return errs.E(errs.Transient, fmt.Errorf("read the last cache root: %w", err))
+	}
+	if info.NumPending == 0 {
+		return nil
+	}
+	m, err := c.Next(jetstream.FetchMaxWait(10 * time.Second))
+	if err != nil {
+		return errs.E(errs.Transient, fmt.Errorf("read the last cache root: %w", err))
+	}
+	ev, err := events.Decode(m.Data())
+	if err != nil {
+		log.Warn("the last cacheroot event is invalid; no root pinned", zap.Error(err))
+		return nil
+	}
+	root, ok := ev.(*events.CacheRoot)
+	if !ok {
+		return nil
+	}
+	meta, _ := m.Metadata()
+	var seq uint64
+	if meta != nil {
+		seq = meta.Sequence.Stream
+	}
+	w := &Worker{Pinner: p}
+	return w.PinRoot(ctx, root, seq)
 }

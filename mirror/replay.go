@@ -250,6 +250,9 @@ func Replay(ctx context.Context, js jetstream.JetStream, p *Pinner, o ReplayOpti
 	case sum.Failed > 0:
 		return sum, fmt.Errorf("%d of %d CIDs could not be pinned (see the log); run again with --resume to retry them", sum.Failed, sum.Total)
 	}
+	if err := pinLatestRoot(ctx, js, o.Stream, p, o.Logger); err != nil {
+		return sum, err
+	}
 	return sum, nil
 }
 
