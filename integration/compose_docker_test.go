@@ -38,9 +38,10 @@ const (
 // the NATS and kubo images, the default profile started by Debian's
 // docker-compose on a dockerd of the test's own. The containers use host
 // networking inside the engine's own network namespace (loopback only), so
-// the override file the test adds changes only what host networking
-// changes: no service names to resolve, and kubo's gateway off the port
-// cache-http uses. A real nix-build on the host (in that namespace) runs
+// the test's copy of the compose file changes only what host networking
+// changes (hostNetworkCompose): no port mappings and no project network,
+// no service names to resolve, and kubo's gateway off the port cache-http
+// uses. A real nix-build on the host (in that namespace) runs
 // the real hook into the stack's NATS; the stack's publisher publishes the
 // closure into the cache volume and, by reference, into kubo-a's
 // filestore; stock Nix then copies the closure from the stack's cache-http,
