@@ -14,7 +14,7 @@ import (
 // TestReplicasFollowTheStream: on one server everything is R1; a bucket
 // asked for more replicas than the server can hold is refused with the
 // count in the error, and a missing stream counts as R1. (Three real
-// servers and an R3 stream: integration TestClusterR3.)
+// servers and an R3 stream: integration TestFaultNATSCluster.)
 func TestReplicasFollowTheStream(t *testing.T) {
 	n := testenv.StartNATS(t)
 	_, js := n.Connect(t)

@@ -274,7 +274,7 @@ func (h *clusterHost) settle(t *testing.T, fault string, paths []string, extra .
 			nonZero++
 		}
 	}
-	kv := append([]any{"runs", len(codes), "in", len(paths), "spooled_at_end", spooled,
+	kv := append([]any{"hook_runs_so_far", len(codes), "in", len(paths), "spooled_at_end", spooled,
 		"out", len(paths) - lost - len(bad), "pinned", len(cids), "lost", lost + builtLost + len(bad),
 		"dup", dup + builtDup, "dead", len(dead), "hook_nonzero", nonZero, "hook_spooled_total", h.hookSpooled(), "hook_max_ms", maxDur(took).Milliseconds()}, extra...)
 	reliability(t, fault, kv...)
@@ -304,7 +304,7 @@ func (h *clusterHost) statusReport(t *testing.T) *status.Report {
 	return &r
 }
 
-// TestClusterR3 runs the pipeline on three clustered nats-server processes
+// TestFaultNATSCluster runs the pipeline on three clustered nats-server processes
 // with the stream, its consumers and the publisher's lease bucket at R3,
 // and takes servers away in the middle of publishing and mirroring:
 //
@@ -320,7 +320,7 @@ func (h *clusterHost) statusReport(t *testing.T) *status.Report {
 // exactly one built event, every path is published exactly once and pinned
 // on the mirror, nothing is dead-lettered. The scenarios share one cluster
 // and run one after another.
-func TestClusterR3(t *testing.T) {
+func TestFaultNATSCluster(t *testing.T) {
 	h := newClusterHost(t)
 	ctx := context.Background()
 
