@@ -146,7 +146,10 @@ func (d *demo) kubo(ctx context.Context, name string) (*kubod.Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	k, err := kubod.Start(ctx, "", filepath.Join(d.dir, "kubo-"+name), kubod.Options{Profile: "test", Log: logf})
+	// A's kubo references the NARs of up's cache in place (up publishes
+	// with --ipfs-nocopy by default): the cache is under its filestore
+	// root, the demo's directory.
+	k, err := kubod.Start(ctx, "", filepath.Join(d.dir, "kubo-"+name), kubod.Options{Profile: "test", Log: logf, Filestore: name == "A"})
 	if err != nil {
 		return nil, fmt.Errorf("kubo %s: %w", name, err)
 	}
