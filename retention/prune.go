@@ -8,7 +8,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -392,43 +394,69 @@ func (x *Executor) unpin(ctx context.Context, moved []Retirement, res *Result) (
 	return keep, errors.Join(failed...)
 }
 
-// announce publishes a "retired" event for each path (all of a batch at
-// once, then waits for the stream's acks), then forgets each announced
+// announce publishes a "retired" event for each path (a thousand at a
+// time, then waits for the stream's acks), then forgets each announced
 // path: its journal entry and the publisher's record of its announcement.
 // A path whose event was not stored stays in the journal for the next run.
 func (x *Executor) announce(ctx context.Context, moved []Retirement, res *Result) error {
 	errsOf := make([]error, len(moved))
 	if x.JS != nil {
 		futures := make([]jetstream.PubAckFuture, len(moved))
-		for i, r := range moved {
-			reason := r.Reason
-			if len(reason) > 1000 {
-				reason = reason[:1000] + "..."
-			}
-			ev := &events.Retired{Host: x.Host, StoreDir: path.Dir(r.StorePath), StorePath: r.StorePath,
-				NarHash: r.NarHash, NarSize: int64(r.NarSize), CID: r.CID, Reason: reason}
-			events.Seal(ev)
-			data, err := events.Encode(ev)
-			if err == nil {
-				futures[i], err = x.JS.PublishAsync(events.SubjectRetired, data, jetstream.WithMsgID(ev.ID))
-			}
-			if err != nil {
-				errsOf[i] = fmt.Errorf("announce retirement of %s: %w", r.StorePath, err)
-			}
+		datas := make([][]byte, len(moved))
+		ids := make([]string, len(moved))
+		// Encoding checks each event against its schema: CPU work, spread
+		// over the CPUs.
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := int(next.Add(1) - 1); i < len(moved); i = int(next.Add(1) - 1) {
+					r := moved[i]
+					reason := r.Reason
+					if len(reason) > 1000 {
+						reason = reason[:1000] + "..."
+					}
+					ev := &events.Retired{Host: x.Host, StoreDir: path.Dir(r.StorePath), StorePath: r.StorePath,
+						NarHash: r.NarHash, NarSize: int64(r.NarSize), CID: r.CID, Reason: reason}
+					events.Seal(ev)
+					datas[i], errsOf[i] = events.Encode(ev)
+					ids[i] = ev.ID
+				}
+			}()
 		}
-		deadline := time.After(time.Minute)
-		for i, f := range futures {
-			if f == nil {
-				continue
+		wg.Wait()
+		// At most asyncWindow unacknowledged at once: the client refuses
+		// more than its pending limit (4,000 by default).
+		const asyncWindow = 1000
+		dctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		for start := 0; start < len(moved); start += asyncWindow {
+			end := min(start+asyncWindow, len(moved))
+			for i := start; i < end; i++ {
+				var err error
+				if errsOf[i] == nil {
+					futures[i], err = x.JS.PublishAsync(events.SubjectRetired, datas[i], jetstream.WithMsgID(ids[i]))
+				} else {
+					err = errsOf[i]
+				}
+				if err != nil {
+					errsOf[i] = fmt.Errorf("announce retirement of %s: %w", moved[i].StorePath, err)
+				}
 			}
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				errsOf[i] = fmt.Errorf("announce retirement of %s: %w", moved[i].StorePath, err)
-			case <-deadline:
-				errsOf[i] = fmt.Errorf("announce retirement of %s: no ack from the stream within a minute", moved[i].StorePath)
-			case <-ctx.Done():
-				errsOf[i] = ctx.Err()
+			for i := start; i < end; i++ {
+				f := futures[i]
+				if f == nil {
+					continue
+				}
+				select {
+				case <-f.Ok():
+				case err := <-f.Err():
+					errsOf[i] = fmt.Errorf("announce retirement of %s: %w", moved[i].StorePath, err)
+				case <-dctx.Done():
+					errsOf[i] = fmt.Errorf("announce retirement of %s: no ack from the stream: %w", moved[i].StorePath, dctx.Err())
+				}
 			}
 		}
 	}
