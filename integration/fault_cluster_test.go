@@ -552,3 +552,20 @@ func mustGlob(dir, pattern string) []string {
 	m, _ := filepath.Glob(filepath.Join(dir, pattern))
 	return m
 }
+
+// TestDeployNATSClusterExamples: the cluster member and leaf node examples
+// in deploy/nats/ are configurations nats-server accepts (`-t`), with the
+// variables their comments say to set.
+func TestDeployNATSClusterExamples(t *testing.T) {
+	bin := testenv.NeedProgram(t, "nats-server")
+	env := append(os.Environ(), "NATS_SERVER_NAME=nats1",
+		"NIXIPFS_HOOK_PASSWORD=h", "NIXIPFS_PUBLISHER_PASSWORD=p", "NIXIPFS_MIRROR_B_PASSWORD=m",
+		"NIXIPFS_STATUS_PASSWORD=s", "NIXIPFS_ADMIN_PASSWORD=a")
+	for _, f := range []string{"deploy/nats/cluster-node.conf", "deploy/nats/leaf.conf"} {
+		cmd := exec.Command(bin, "-t", "-c", repoFile(t, f))
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "is valid") {
+			t.Errorf("nats-server -t -c %s: %v\n%s", f, err, out)
+		}
+	}
+}
