@@ -52,6 +52,9 @@ type Index struct {
 	// They are left alone: what they reference is unknown.
 	Unreadable  []string
 	journalNARs []string
+	// RecentlyPublished are store paths with a "published" event within
+	// the grace period (Load fills it).
+	RecentlyPublished map[string]bool
 	// Shadowed are journal entries whose path is in the cache again.
 	Shadowed []string
 	// NarInfoBytes is the total size of the narinfos.

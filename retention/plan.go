@@ -15,8 +15,9 @@ type Policy struct {
 	// KeepLastPerJob keeps the last N roots of each job (0: none by job).
 	KeepLastPerJob int
 	// Grace keeps every path whose narinfo or NAR was written (or, for
-	// the publisher, found present again) within this long, with its
-	// closure: what is being published right now.
+	// the publisher, found present again), or whose "published" event was
+	// stored, within this long, with its closure: what is being published
+	// right now.
 	Grace time.Duration
 }
 
@@ -166,7 +167,7 @@ func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Pla
 	if pol.Grace > 0 {
 		cut := now.Add(-pol.Grace)
 		for h, e := range ix.Entries {
-			if !e.Retiring && (e.ModTime.After(cut) || e.NarModTime.After(cut)) {
+			if !e.Retiring && (e.ModTime.After(cut) || e.NarModTime.After(cut) || ix.RecentlyPublished[e.StorePath]) {
 				if !kept[h] {
 					graceSeeds++
 				}

@@ -124,7 +124,7 @@ func (w *world) inCache(sp string) bool {
 func (w *world) prune(pol Policy, dry bool) (*Plan, Result) {
 	w.t.Helper()
 	ctx := context.Background()
-	ix, roots, pins, err := Load(ctx, w.js, events.DefaultStream, w.dir)
+	ix, roots, pins, err := Load(ctx, w.js, events.DefaultStream, w.dir, pol.Grace)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -441,5 +441,43 @@ func TestPruneSharedNAR(t *testing.T) {
 	}
 	if ev := retiredEvents(t, w.js)[gone]; ev == nil || ev.CID != "" {
 		t.Errorf("retired event %+v: want one, without CID", ev)
+	}
+}
+
+// TestPruneGraceByPublishedEvent: a path whose files look old (a cache
+// restored from a copy) but whose "published" event is within --grace is
+// kept, with its closure.
+func TestPruneGraceByPublishedEvent(t *testing.T) {
+	w := newWorld(t)
+	old := time.Now().Add(-48 * time.Hour)
+	dep := synthcache.Path{StorePath: synthcache.StorePath("restored-dep", "dep-1"), Size: 100}
+	top := synthcache.Path{StorePath: synthcache.StorePath("restored-top", "top-1"), Refs: []string{dep.StorePath}, Size: 100}
+	other := synthcache.Path{StorePath: synthcache.StorePath("other", "other-1"), Size: 100}
+	var tni *narinfo.NarInfo
+	for _, p := range []synthcache.Path{dep, top, other} {
+		ni, err := synthcache.Write(w.dir, p, old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.StorePath == top.StorePath {
+			tni = ni
+		}
+		w.paths[p.StorePath] = p
+	}
+	ev := &events.Published{Host: "a", StoreDir: "/nix/store", StorePath: top.StorePath, NarHash: tni.NarHash,
+		NarSize: int64(tni.NarSize), References: []string{filepath.Base(dep.StorePath)}, CacheURL: "file:///cache",
+		NarURL: tni.URL, CID: tni.IPFSHash,
+		Import:    events.ImportParams{CIDVersion: 1, Chunker: "size-262144", RawLeaves: true, HashFunction: "sha2-256", MaxFileLinks: 174},
+		Publisher: events.Node{PeerID: "12D3KooWPublisher", Addrs: []string{"/ip4/127.0.0.1/tcp/4001"}}}
+	events.Seal(ev)
+	if _, err := events.Publish(context.Background(), w.js, events.SubjectPublished, ev); err != nil {
+		t.Fatal(err)
+	}
+	w.prune(Policy{Grace: time.Hour}, false)
+	keep := w.closure(top.StorePath)
+	for sp := range w.paths {
+		if in := w.inCache(sp); in != keep[sp] {
+			t.Errorf("%s in cache %v, want %v", sp, in, keep[sp])
+		}
 	}
 }

@@ -91,20 +91,54 @@ const scanIdle = 15 * time.Second
 // ReadBuilt adds the roots of every "built" event in the stream. Events
 // that do not decode are skipped: they name no outputs anyone can trust.
 func (rs *Roots) ReadBuilt(ctx context.Context, js jetstream.JetStream, stream string) error {
+	var mu sync.Mutex
+	return readEvents(ctx, js, stream, events.SubjectBuilt, time.Time{}, func(ev events.Event) {
+		if b, ok := ev.(*events.Built); ok {
+			mu.Lock()
+			rs.AddBuilt(b)
+			mu.Unlock()
+		}
+	})
+}
+
+// ReadPublishedSince returns the store paths of the "published" events
+// stored since the given time: paths published within the grace period,
+// whatever their files' modification times say (a cache restored from a
+// copy, a clock set back).
+func ReadPublishedSince(ctx context.Context, js jetstream.JetStream, stream string, since time.Time) (map[string]bool, error) {
+	out := map[string]bool{}
+	var mu sync.Mutex
+	err := readEvents(ctx, js, stream, events.SubjectPublished, since, func(ev events.Event) {
+		if p, ok := ev.(*events.Published); ok {
+			mu.Lock()
+			out[p.StorePath] = true
+			mu.Unlock()
+		}
+	})
+	return out, err
+}
+
+// readEvents calls fn, from several goroutines, with every valid event on
+// subject in the stream (those stored since since, if it is set) that was
+// there when it began.
+func readEvents(ctx context.Context, js jetstream.JetStream, stream, subject string, since time.Time, fn func(events.Event)) error {
 	if _, err := js.Stream(ctx, stream); err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return errs.Errorf(errs.Invalid, "stream %s does not exist on this NATS: no roots to keep anything by (check --stream and --nats-url)", stream)
 		}
 		return errs.E(errs.Transient, fmt.Errorf("stream %s: %w", stream, err))
 	}
-	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.SubjectBuilt}, DeliverPolicy: jetstream.DeliverAllPolicy})
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if !since.IsZero() {
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	c, err := js.OrderedConsumer(ctx, stream, cfg)
 	if err != nil {
-		return errs.E(errs.Transient, fmt.Errorf("read built events from %s: %w", stream, err))
+		return errs.E(errs.Transient, fmt.Errorf("read %s events from %s: %w", subject, stream, err))
 	}
 	info, err := c.Info(ctx)
 	if err != nil {
-		return errs.E(errs.Transient, fmt.Errorf("read built events from %s: %w", stream, err))
+		return errs.E(errs.Transient, fmt.Errorf("read %s events from %s: %w", subject, stream, err))
 	}
 	total := info.NumPending
 	if total == 0 {
@@ -112,14 +146,12 @@ func (rs *Roots) ReadBuilt(ctx context.Context, js jetstream.JetStream, stream s
 	}
 	it, err := c.Messages(jetstream.PullMaxMessages(512))
 	if err != nil {
-		return errs.E(errs.Transient, fmt.Errorf("read built events from %s: %w", stream, err))
+		return errs.E(errs.Transient, fmt.Errorf("read %s events from %s: %w", subject, stream, err))
 	}
 	defer it.Stop()
 	// Decoding (a schema check per event) is the costly part: spread it
-	// over the CPUs while the stream is read in order. Add does not depend
-	// on the order of events.
+	// over the CPUs while the stream is read in order.
 	data := make(chan []byte, 1024)
-	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
 		wg.Add(1)
@@ -127,11 +159,7 @@ func (rs *Roots) ReadBuilt(ctx context.Context, js jetstream.JetStream, stream s
 			defer wg.Done()
 			for d := range data {
 				if ev, err := events.Decode(d); err == nil {
-					if b, ok := ev.(*events.Built); ok {
-						mu.Lock()
-						rs.AddBuilt(b)
-						mu.Unlock()
-					}
+					fn(ev)
 				}
 			}
 		}()
@@ -152,7 +180,7 @@ func (rs *Roots) ReadBuilt(ctx context.Context, js jetstream.JetStream, stream s
 				}
 				continue
 			}
-			return errs.E(errs.Transient, fmt.Errorf("read built events from %s: %w", stream, err))
+			return errs.E(errs.Transient, fmt.Errorf("read %s events from %s: %w", subject, stream, err))
 		}
 		got++
 		data <- m.Data()

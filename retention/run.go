@@ -38,7 +38,7 @@ func (f *PolicyFlags) Register(s *config.Set) {
 	s.StringVar(&f.CacheDir, "cache-dir", "", "the publisher's binary cache directory")
 	s.DurationVar(&f.KeepFor, "keep-for", 0, "keep every root built within this long, with its closure, e.g. 720h (prune: required)")
 	s.IntVar(&f.KeepLastPerJob, "keep-last-per-job", 0, "also keep the last N roots of each job (Hydra's project:jobset:job, else the derivation's name without its version)")
-	s.DurationVar(&f.Grace, "grace", 6*time.Hour, "never remove a path whose narinfo or NAR was written, or found present by the publisher, within this long (what is being published now)")
+	s.DurationVar(&f.Grace, "grace", 6*time.Hour, "never remove a path whose narinfo or NAR was written, or found present by the publisher, or whose published event was stored, within this long (what is being published now)")
 }
 
 // Policy returns the policy.
@@ -122,8 +122,9 @@ func Connect(n *config.NATS, name string) (*nats.Conn, jetstream.JetStream, erro
 }
 
 // Load reads what a plan needs: the roots (the cache's roots file and the
-// stream's "built" events), the pins and the cache.
-func Load(ctx context.Context, js jetstream.JetStream, stream, cacheDir string) (*Index, *Roots, []Pin, error) {
+// stream's "built" events), the pins, the cache, and (grace > 0) the paths
+// published within grace.
+func Load(ctx context.Context, js jetstream.JetStream, stream, cacheDir string, grace time.Duration) (*Index, *Roots, []Pin, error) {
 	roots := NewRoots()
 	if err := roots.LoadFile(filepath.Join(cacheDir, RootsFile)); err != nil {
 		return nil, nil, nil, err
@@ -139,10 +140,17 @@ func Load(ctx context.Context, js jetstream.JetStream, stream, cacheDir string) 
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	var recent map[string]bool
+	if grace > 0 {
+		if recent, err = ReadPublishedSince(ctx, js, stream, time.Now().Add(-grace)); err != nil {
+			return nil, nil, nil, err
+		}
+	}
 	ix, err := ReadIndex(cacheDir)
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	ix.RecentlyPublished = recent
 	return ix, roots, list, nil
 }
 
@@ -158,7 +166,7 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 	}
 	defer nc.Close()
 	start := time.Now()
-	ix, roots, pins, err := Load(ctx, js, cfg.NATS.Stream, cfg.Policy.CacheDir)
+	ix, roots, pins, err := Load(ctx, js, cfg.NATS.Stream, cfg.Policy.CacheDir, cfg.Policy.Grace)
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ type Retention struct {
 // CollectRetention reads the cache, the roots and the pins and computes the
 // plan for pol.
 func CollectRetention(ctx context.Context, js jetstream.JetStream, stream, cacheDir string, pol retention.Policy) (*Retention, error) {
-	ix, roots, pins, err := retention.Load(ctx, js, stream, cacheDir)
+	ix, roots, pins, err := retention.Load(ctx, js, stream, cacheDir, pol.Grace)
 	if err != nil {
 		return nil, err
 	}
