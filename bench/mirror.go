@@ -137,7 +137,9 @@ func (b *Bench) runMirrorOf(s *scope, paths []string, each bool) mirrorRun {
 	return run
 }
 
-func (b *Bench) runBatchPin(s *scope, paths []string) mirrorRun { return b.runBatchPinOf(s, paths, false) }
+func (b *Bench) runBatchPin(s *scope, paths []string) mirrorRun {
+	return b.runBatchPinOf(s, paths, false)
+}
 
 // runBatchPinOf is runBatchPin; with each, one built event per path.
 func (b *Bench) runBatchPinOf(s *scope, paths []string, each bool) mirrorRun {

@@ -55,7 +55,9 @@ func benchSmall(b *Bench, s *scope, sec *Section) {
 		{key: "pub", name: "publisher (defaults)", pub: true,
 			run: func(s *scope, ts []*pubTarget) map[string]pubMeasure { return b.runPublisherEach(s, ts) }},
 		{key: "pub-tuned", name: "publisher " + strings.Join(smallPubArgs, " "), pub: true,
-			run: func(s *scope, ts []*pubTarget) map[string]pubMeasure { return b.runPublisherEach(s, ts, smallPubArgs...) }},
+			run: func(s *scope, ts []*pubTarget) map[string]pubMeasure {
+				return b.runPublisherEach(s, ts, smallPubArgs...)
+			}},
 		{key: "workflow", name: "original workflow: nix copy, then ipfs add of each NAR, then IPFSHash appended",
 			run: b.runWorkflow},
 	}

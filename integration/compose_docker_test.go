@@ -512,4 +512,3 @@ func grepLines(text, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
-

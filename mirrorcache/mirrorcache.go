@@ -135,7 +135,7 @@ func Open(dir, storeDir string) (*Cache, error) {
 		}
 	}
 	for _, d := range []string{dir, c.indexDir()} {
-		atomicfile.Clean(d, 0)
+		atomicfile.Clean(d, atomicfile.StaleAfter) // younger ones may be a live writer's
 	}
 	return c, nil
 }

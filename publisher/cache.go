@@ -51,11 +51,17 @@ func (c Cache) Open() error {
 			}
 		}
 	}
-	// Whatever a crash left half-written is removed; it was never visible.
-	for _, d := range []string{c.Dir, c.narDir()} {
-		atomicfile.Clean(d, 0)
-	}
+	c.CleanStale()
 	return nil
+}
+
+// CleanStale removes what a crashed writer left half-written: temp files
+// not written for atomicfile.StaleAfter. They were never visible. Younger
+// ones may be another live publisher's, sharing this cache.
+func (c Cache) CleanStale() {
+	for _, d := range []string{c.Dir, c.narDir()} {
+		atomicfile.Clean(d, atomicfile.StaleAfter)
+	}
 }
 
 func (c Cache) narDir() string       { return filepath.Join(c.Dir, "nar") }

@@ -1,10 +1,12 @@
 package publisher
 
 import (
+	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 )
@@ -40,6 +42,11 @@ func TestCacheOpen(t *testing.T) {
 	os.MkdirAll(filepath.Join(dir, "nar"), 0o755)
 	stale := filepath.Join(dir, "nar", ".tmp-incoming.nar-123")
 	os.WriteFile(stale, []byte("half a NAR"), 0o644)
+	old := time.Now().Add(-atomicfile.StaleAfter - time.Minute)
+	os.Chtimes(stale, old, old)
+	// Another live publisher sharing the cache is writing this one.
+	live := filepath.Join(dir, "nar", ".tmp-incoming.nar-456")
+	os.WriteFile(live, []byte("a NAR being written"), 0o644)
 	if err := c.Open(); err != nil {
 		t.Fatal(err)
 	}
@@ -48,6 +55,9 @@ func TestCacheOpen(t *testing.T) {
 	}
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Error("a crashed writer's temp file survived Open")
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Error("Open removed a temp file a live writer may be writing")
 	}
 	other := Cache{Dir: dir, StoreDir: "/gnu/store"}
 	if err := other.Open(); err == nil {

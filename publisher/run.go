@@ -12,6 +12,7 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	sharedmetrics "github.com/nix-ipfs/nix-ipfs/internal/metrics"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
@@ -214,6 +215,20 @@ func (w *Worker) Run(ctx context.Context) error {
 		FollowMirrors(mctx, w.JS, w.Consumer.Stream, w.Cache, w.log.Named("mirrors"))
 	}()
 	defer func() { stop(); <-done }()
+	// A crashed publisher's temp files (a NAR half-written when it was
+	// killed) go once they are stale; at start they may be a live one's.
+	go func() {
+		t := time.NewTicker(atomicfile.StaleAfter)
+		defer t.Stop()
+		for {
+			select {
+			case <-mctx.Done():
+				return
+			case <-t.C:
+				w.Cache.CleanStale()
+			}
+		}
+	}()
 	if w.MFS != nil {
 		var wg sync.WaitGroup
 		wg.Add(2)

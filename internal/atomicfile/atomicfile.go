@@ -140,7 +140,15 @@ func SyncDir(dir string) error {
 	return nil
 }
 
-// Clean removes temp files in dir older than age: what a crashed writer left.
+// StaleAfter is how long a temp file goes unwritten before Clean may take
+// it for a dead writer's. A live writer writes more often; several
+// processes may share a directory (publishers sharing a cache), so a temp
+// file is never removed just because this process did not create it.
+const StaleAfter = 10 * time.Minute
+
+// Clean removes temp files in dir not written for age: what a crashed
+// writer left. Where other processes may be writing, age must be at least
+// StaleAfter.
 func Clean(dir string, age time.Duration) (int, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
