@@ -152,6 +152,27 @@ func (n *NATS) Connect(name string, log *zap.Logger, extra ...nats.Option) (*nat
 	return nc, nil
 }
 
+// ConnectOnce connects for a command that runs once (prune, pin, replay,
+// backfill, gc): it fails at once when NATS is down, instead of waiting
+// for it like a worker.
+func (n *NATS) ConnectOnce(name string) (*nats.Conn, jetstream.JetStream, error) {
+	opts, err := n.Options(name)
+	if err != nil {
+		return nil, nil, errs.E(errs.Invalid, err)
+	}
+	opts = append(opts, nats.Timeout(10*time.Second))
+	nc, err := nats.Connect(n.URL, opts...)
+	if err != nil {
+		return nil, nil, errs.E(errs.Transient, fmt.Errorf("connect to NATS at %s: %w", n.URL, err))
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
 // JetStream connects like Connect and makes sure the stream exists: what
 // every worker does before its first event.
 func (n *NATS) JetStream(ctx context.Context, name string, log *zap.Logger) (*nats.Conn, jetstream.JetStream, error) {

@@ -224,7 +224,7 @@ func GC(ctx context.Context, js jetstream.JetStream, node GCIPFS, o GCOptions, o
 
 // RunGC runs gc as the CLI does.
 func RunGC(ctx context.Context, cfg GCConfig, log *zap.Logger, out io.Writer) error {
-	nc, js, err := connectOnce(&cfg.NATS, "nix-ipfs gc")
+	nc, js, err := cfg.NATS.ConnectOnce("nix-ipfs gc")
 	if err != nil {
 		return err
 	}

@@ -260,7 +260,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, p *Pinner, o ReplayOpti
 // start from the flags and the state file, shows progress on progressOut,
 // and writes the summary to out.
 func RunReplay(ctx context.Context, cfg ReplayConfig, log *zap.Logger, out, progressOut io.Writer) error {
-	nc, js, err := connectOnce(&cfg.NATS, "nix-ipfs replay "+cfg.Mirror)
+	nc, js, err := cfg.NATS.ConnectOnce("nix-ipfs replay "+cfg.Mirror)
 	if err != nil {
 		return err
 	}

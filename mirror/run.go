@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -195,26 +194,6 @@ func (w *Worker) Close() {
 		w.closers[i]()
 	}
 	w.closers = nil
-}
-
-// connectOnce connects to NATS for a command that runs once: it fails at
-// once when NATS is down, instead of waiting for it like a worker.
-func connectOnce(n *config.NATS, name string) (*nats.Conn, jetstream.JetStream, error) {
-	opts, err := n.Options(name)
-	if err != nil {
-		return nil, nil, errs.E(errs.Invalid, err)
-	}
-	opts = append(opts, nats.Timeout(10*time.Second))
-	nc, err := nats.Connect(n.URL, opts...)
-	if err != nil {
-		return nil, nil, errs.E(errs.Transient, fmt.Errorf("connect to NATS at %s: %w", n.URL, err))
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return nc, js, nil
 }
 
 // dialKubo dials a node for a command that runs once, and checks that it

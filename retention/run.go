@@ -13,7 +13,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -101,26 +100,6 @@ func (c *PruneConfig) Validate() error {
 	return nil
 }
 
-// Connect connects to NATS for a command that runs once: it fails at once
-// when NATS is down.
-func Connect(n *config.NATS, name string) (*nats.Conn, jetstream.JetStream, error) {
-	opts, err := n.Options(name)
-	if err != nil {
-		return nil, nil, errs.E(errs.Invalid, err)
-	}
-	opts = append(opts, nats.Timeout(10*time.Second))
-	nc, err := nats.Connect(n.URL, opts...)
-	if err != nil {
-		return nil, nil, errs.E(errs.Transient, fmt.Errorf("connect to NATS at %s: %w", n.URL, err))
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return nc, js, nil
-}
-
 // Load reads what a plan needs: the roots (the cache's roots file and the
 // stream's "built" events), the pins, the cache, and (grace > 0) the paths
 // published within grace.
@@ -160,7 +139,7 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 	// a tighter GC target keeps its peak near what is live (a run over
 	// 100,000 paths, docs/BENCHMARKS.md) at little CPU cost.
 	defer debug.SetGCPercent(debug.SetGCPercent(40))
-	nc, js, err := Connect(&cfg.NATS, "nix-ipfs prune")
+	nc, js, err := cfg.NATS.ConnectOnce("nix-ipfs prune")
 	if err != nil {
 		return err
 	}
@@ -336,7 +315,7 @@ func RunPin(ctx context.Context, cfg PinConfig, args []string, out io.Writer) er
 			return err
 		}
 	}
-	nc, js, err := Connect(&cfg.NATS, "nix-ipfs pin")
+	nc, js, err := cfg.NATS.ConnectOnce("nix-ipfs pin")
 	if err != nil {
 		return err
 	}
