@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ipfs/go-cid"
-
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
 )
 
@@ -47,25 +45,14 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 	total := b.narSize(s, closure)
 
 	progress("fanout: publishing the closure and pinning it on B")
-	a := b.newHostA(s)
-	b.startPublisher(s, a)
-	b.publishBuilt(s, a.js, []string{top})
-	cids := b.waitNarinfos(s, a.cache, closure, pubTimeout, 20*time.Millisecond, a.pub)
-	kb := testenv.StartKubo(s)
-	self, err := a.kubo.Client.Self(ctx)
-	s.check(err, "kubo A identity")
-	s.check(kb.Client.Connect(ctx, self), "connect B to A")
+	a, kb, cids := b.mirrorOnB(s, []string{top}, closure)
 	var dagBytes uint64
 	for _, p := range closure {
-		c, err := cid.Decode(cids[p])
-		s.check(err, "CID")
-		s.check(kb.Client.Pin(ctx, c, filepath.Base(p)), "pin on B")
 		var st struct{ TotalSize uint64 }
-		if json.Unmarshal([]byte(kb.IPFS(s, "dag", "stat", "--progress=false", "--enc=json", c.String())), &st) == nil {
+		if json.Unmarshal([]byte(kb.IPFS(s, "dag", "stat", "--progress=false", "--enc=json", cids[p])), &st) == nil {
 			dagBytes += st.TotalSize
 		}
 	}
-	a.kubo.Stop(s)
 
 	bin := filepath.Join(b.bins, "nix-ipfs")
 	plainAddr := freeAddr(s)

@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ipfs/go-cid"
-
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
@@ -39,20 +37,7 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 	// Host A publishes both; host B pins every CID, as a mirror would;
 	// then A's kubo stops, so NARs can only come from B.
 	progress("fetch: publishing the closure and the big path, pinning them on B")
-	a := b.newHostA(s)
-	b.startPublisher(s, a)
-	b.publishBuilt(s, a.js, []string{top, big})
-	cids := b.waitNarinfos(s, a.cache, all, pubTimeout, 20*time.Millisecond, a.pub)
-	kb := testenv.StartKubo(s)
-	self, err := a.kubo.Client.Self(ctx)
-	s.check(err, "kubo A identity")
-	s.check(kb.Client.Connect(ctx, self), "connect B to A")
-	for _, p := range all {
-		c, err := cid.Decode(cids[p])
-		s.check(err, "CID")
-		s.check(kb.Client.Pin(ctx, c, filepath.Base(p)), "pin on B")
-	}
-	a.kubo.Stop(s)
+	a, kb, _ := b.mirrorOnB(s, []string{top, big}, all)
 
 	bin := filepath.Join(b.bins, "nix-ipfs")
 	plainAddr := freeAddr(s)

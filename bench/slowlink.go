@@ -8,8 +8,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ipfs/go-cid"
-
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
 )
 
@@ -28,20 +26,7 @@ func benchSlowLink(b *Bench, s *scope, sec *Section) {
 	total := b.narSize(s, closure)
 
 	progress("slowlink: publishing the closure and pinning it on B")
-	a := b.newHostA(s)
-	b.startPublisher(s, a)
-	b.publishBuilt(s, a.js, []string{top})
-	cids := b.waitNarinfos(s, a.cache, closure, pubTimeout, 20*time.Millisecond, a.pub)
-	kb := testenv.StartKubo(s)
-	self, err := a.kubo.Client.Self(ctx)
-	s.check(err, "kubo A identity")
-	s.check(kb.Client.Connect(ctx, self), "connect B to A")
-	for _, p := range closure {
-		c, err := cid.Decode(cids[p])
-		s.check(err, "CID")
-		s.check(kb.Client.Pin(ctx, c, filepath.Base(p)), "pin on B")
-	}
-	a.kubo.Stop(s)
+	a, kb, _ := b.mirrorOnB(s, []string{top}, closure)
 
 	bin := filepath.Join(b.bins, "nix-ipfs")
 	plainAddr := freeAddr(s)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nix-ipfs/nix-ipfs/events"
@@ -159,4 +160,27 @@ func narFile(cache, path string) (string, error) {
 		return "", errors.New("narinfo of " + path + ": unexpected URL " + ni.URL)
 	}
 	return filepath.Join(cache, ni.URL), nil
+}
+
+// mirrorOnB publishes tops through a publisher on a new host A, pins every
+// path of paths (their closure) on a new kubo B connected to A, as a mirror
+// would, then stops A's kubo, so NARs can only come from B. A's cache
+// directory stays for plain HTTP. It returns A, B and each path's CID.
+func (b *Bench) mirrorOnB(s *scope, tops, paths []string) (*hostA, *testenv.Kubo, map[string]string) {
+	ctx := b.ctx
+	a := b.newHostA(s)
+	b.startPublisher(s, a)
+	b.publishBuilt(s, a.js, tops)
+	cids := b.waitNarinfos(s, a.cache, paths, pubTimeout, 20*time.Millisecond, a.pub)
+	kb := testenv.StartKubo(s)
+	self, err := a.kubo.Client.Self(ctx)
+	s.check(err, "kubo A identity")
+	s.check(kb.Client.Connect(ctx, self), "connect B to A")
+	for _, p := range paths {
+		c, err := cid.Decode(cids[p])
+		s.check(err, "CID")
+		s.check(kb.Client.Pin(ctx, c, filepath.Base(p)), "pin on B")
+	}
+	a.kubo.Stop(s)
+	return a, kb, cids
 }
