@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/retention"
 )
 
 // Report is the status of one stream.
@@ -238,7 +239,7 @@ func (r *Report) WriteJSON(w io.Writer) error {
 
 // WriteText writes the report for a person.
 func (r *Report) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "stream %s: %d events, %s, seq %d..%d\n", r.Stream, r.Messages, human(r.Bytes), r.FirstSeq, r.LastSeq)
+	fmt.Fprintf(w, "stream %s: %d events, %s, seq %d..%d\n", r.Stream, r.Messages, retention.Bytes(int64(r.Bytes)), r.FirstSeq, r.LastSeq)
 	fmt.Fprintf(w, "  replicas %d%s\n", max(r.Replicas, 1), r.Cluster.describe())
 	var subs []string
 	for s := range r.Subjects {
@@ -299,17 +300,4 @@ func (c *Cluster) describe() string {
 		s += ", peers current"
 	}
 	return s
-}
-
-func human(b uint64) string {
-	const unit = 1024
-	if b < unit {
-		return fmt.Sprintf("%d B", b)
-	}
-	div, exp := uint64(unit), 0
-	for n := b / unit; n >= unit; n /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
 }
