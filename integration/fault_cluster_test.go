@@ -303,17 +303,29 @@ func maxDur(d []time.Duration) time.Duration {
 // statusReport runs `nix-ipfs status --json` against the cluster.
 func (h *clusterHost) statusReport(t *testing.T) *status.Report {
 	t.Helper()
+	r, err := h.tryStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// tryStatus is statusReport for a cluster that may be electing leaders,
+// where one run of status can time out and the next succeed.
+func (h *clusterHost) tryStatus() (*status.Report, error) {
 	cmd := exec.Command(filepath.Join(h.bin, "nix-ipfs"), "status", "--json")
 	cmd.Env = append(os.Environ(), "NIX_IPFS_NATS_URL="+h.c.URLs())
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("nix-ipfs status: %v\n%s", err, out)
+		return nil, fmt.Errorf("nix-ipfs status: %v\n%s%s", err, out, stderr.String())
 	}
 	var r status.Report
 	if err := json.Unmarshal(out, &r); err != nil {
-		t.Fatalf("status --json: %v\n%s", err, out)
+		return nil, fmt.Errorf("status --json: %v\n%s", err, out)
 	}
-	return &r
+	return &r, nil
 }
 
 // TestFaultNATSCluster runs the pipeline on three clustered nats-server processes
@@ -423,7 +435,15 @@ func TestFaultNATSCluster(t *testing.T) {
 		t.Logf("non-leader %s stopped (leader %s)", follower.Name, leader.Name)
 		// status names the stopped server among the lagging peers.
 		testenv.Eventually(t, 25*time.Second, "status to show "+follower.Name+" lagging", func() bool {
-			r := h.statusReport(t)
+			r, err := h.tryStatus()
+			if err != nil {
+				t.Logf("%v after the stop: %v", time.Since(stopped).Round(time.Millisecond), err)
+				return false
+			}
+			if r.Cluster == nil {
+				t.Logf("status shows no cluster: %+v", r)
+				return false
+			}
 			for _, p := range r.Cluster.Lagging() {
 				if p.Name == follower.Name {
 					return true

@@ -3,7 +3,6 @@ package testenv
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -89,11 +88,17 @@ func StartKubo(t testing.TB, opts ...KuboOption) *Kubo {
 	})
 
 	k.IPFS(t, "init", "--profile=test")
+	// Fixed ports rather than the test profile's port 0, so that a restart
+	// comes back at the same addresses (clients hold the API URL, peers
+	// the swarm address), from below the ephemeral range, so that nothing
+	// takes them while the daemon is down.
+	k.IPFS(t, "config", "--json", "Addresses", fmt.Sprintf(
+		`{"API": "/ip4/127.0.0.1/tcp/%d", "Gateway": "/ip4/127.0.0.1/tcp/%d", "Swarm": ["/ip4/127.0.0.1/tcp/%d"], "Announce": [], "AppendAnnounce": [], "NoAnnounce": []}`,
+		StablePort(t), StablePort(t), StablePort(t)))
 	for _, kv := range k.conf.config {
 		k.IPFS(t, "config", "--json", kv[0], kv[1])
 	}
 	k.Start(t)
-	k.pinAddresses(t)
 	return k
 }
 
@@ -101,36 +106,6 @@ func StartKubo(t testing.TB, opts ...KuboOption) *Kubo {
 // add: kubo's filestore refuses references outside the parent directory of
 // IPFS_PATH.
 func (k *Kubo) FilestoreRoot() string { return filepath.Dir(k.Repo) }
-
-// pinAddresses writes the ports the daemon picked at its first start into
-// the config, so that a restart comes back at the same addresses: clients
-// hold the API URL and peers hold the swarm addresses.
-func (k *Kubo) pinAddresses(t testing.TB) {
-	t.Helper()
-	api, err := os.ReadFile(filepath.Join(k.Repo, "api"))
-	if err != nil {
-		t.Fatalf("kubo: %v", err)
-	}
-	k.IPFS(t, "config", "--json", "Addresses.API", kuboJSONString(strings.TrimSpace(string(api))))
-	if k.conf.offline {
-		return
-	}
-	var swarm []string
-	for _, a := range strings.Fields(k.IPFS(t, "swarm", "addrs", "listen")) {
-		if strings.HasPrefix(a, "/ip4/") || strings.HasPrefix(a, "/ip6/") {
-			swarm = append(swarm, a)
-		}
-	}
-	if len(swarm) > 0 {
-		b, _ := json.Marshal(swarm)
-		k.IPFS(t, "config", "--json", "Addresses.Swarm", string(b))
-	}
-}
-
-func kuboJSONString(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
-}
 
 // env is the environment of every ipfs process: the caller's, with this
 // repository, and without the telemetry that kubo would otherwise send

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -53,6 +54,65 @@ func FreePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// StablePort returns a free loopback TCP port for a server that a test
+// stops and starts again on the same port. FreePort's ports come from the
+// kernel's ephemeral range, where any listener on port 0 and any outgoing
+// connection of any process (the test packages run in parallel) can take
+// the port while the server is down, and the restart then fails with
+// "address already in use". StablePort picks below that range instead,
+// where the kernel hands nothing out, and holds a lock on the port until
+// the test ends, so that no other test, in this process or another, is
+// given it meanwhile.
+func StablePort(t testing.TB) int {
+	t.Helper()
+	lo := ephemeralLow()
+	const base = 10000
+	if lo-base < 1000 {
+		return FreePort(t) // a range that leaves no room below it
+	}
+	dir := filepath.Join(os.TempDir(), "nix-ipfs-test-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	for try := 0; try < 200; try++ {
+		p := base + rand.IntN(lo-base)
+		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprint(p)), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The lock goes with the file descriptor: when the test ends, or
+		// the process dies.
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			f.Close()
+			continue
+		}
+		l.Close()
+		t.Cleanup(func() { f.Close() })
+		return p
+	}
+	t.Fatalf("no free port between %d and %d", base, lo)
+	return 0
+}
+
+// ephemeralLow is the bottom of the kernel's ephemeral port range
+// (32768 when it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil || lo <= 0 {
+		return 32768
+	}
+	return lo
+}
+
 // StartNATSCluster starts n clustered nats-server processes with JetStream
 // and waits until the cluster has a meta leader, so streams can be created.
 // They are killed when the test ends. With n = 1 it is one standalone
@@ -64,7 +124,7 @@ func StartNATSCluster(t testing.TB, n int) *NATSCluster {
 	type ports struct{ client, route, leaf int }
 	ps := make([]ports, n)
 	for i := range ps {
-		ps[i] = ports{FreePort(t), FreePort(t), FreePort(t)}
+		ps[i] = ports{StablePort(t), StablePort(t), StablePort(t)}
 	}
 	for i := 0; i < n; i++ {
 		var routes []string
