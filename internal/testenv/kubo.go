@@ -23,7 +23,11 @@ type Kubo struct {
 	Repo   string     // IPFS_PATH
 	API    string     // RPC API base URL, http://127.0.0.1:<port>; stable across Stop/Start
 	Client *ipfs.Kubo // a client of API
-	Log    string     // the daemon's stdout and stderr, across restarts
+	// Gateway is the daemon's HTTP gateway base URL,
+	// http://127.0.0.1:<port> ("" if it has none), stable across
+	// Stop/Start like API.
+	Gateway string
+	Log     string // the daemon's stdout and stderr, across restarts
 
 	bin  string
 	conf kuboConfig
@@ -100,6 +104,17 @@ func StartKubo(t testing.TB, opts ...KuboOption) *Kubo {
 	}
 	k.Start(t)
 	return k
+}
+
+// PID is the running daemon's process ID, 0 when it is not running (the
+// bench reads its CPU time).
+func (k *Kubo) PID() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.cmd == nil {
+		return 0
+	}
+	return k.cmd.Process.Pid
 }
 
 // FilestoreRoot is the directory under which files must lie for a nocopy
@@ -212,6 +227,11 @@ func (k *Kubo) ready(apiFile string) error {
 		return err
 	}
 	k.API, k.Client = url, c
+	// Written before the api file; absent when the daemon has no gateway
+	// (a test may configure none).
+	if gw, err := os.ReadFile(filepath.Join(k.Repo, "gateway")); err == nil {
+		k.Gateway = strings.TrimSpace(string(gw))
+	}
 	return nil
 }
 
