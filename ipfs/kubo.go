@@ -39,6 +39,7 @@ type Node struct {
 // Kubo survives daemon restarts.
 type Kubo struct {
 	addr string // what Dial resolved, for messages
+	ep   endpoint
 	api  *rpc.HttpApi
 }
 
@@ -66,6 +67,7 @@ func ResolveAPI(api string) (string, error) {
 type endpoint struct {
 	url  string // base URL, without /api/v0
 	unix string // socket path when the API listens on a unix socket
+	repo string // the repository whose api file named it, if one did
 }
 
 func resolve(api string) (endpoint, error) {
@@ -115,7 +117,9 @@ func resolveRepo() (endpoint, error) {
 			"kubo API: no address given and cannot read %s (is `ipfs daemon` running with IPFS_PATH=%s? or pass the API address): %w",
 			file, dir, err)
 	}
-	return resolveMultiaddr(strings.TrimSpace(string(b)), file)
+	ep, err := resolveMultiaddr(strings.TrimSpace(string(b)), file)
+	ep.repo = dir
+	return ep, err
 }
 
 func resolveMultiaddr(s, from string) (endpoint, error) {
@@ -174,7 +178,7 @@ func Dial(api string) (*Kubo, error) {
 	if err != nil {
 		return nil, errs.Errorf(errs.Invalid, "kubo API %s: %w", addr, err)
 	}
-	return &Kubo{addr: addr, api: client}, nil
+	return &Kubo{addr: addr, ep: ep, api: client}, nil
 }
 
 // String is the API address, for logs.
