@@ -8,6 +8,7 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/internal/httpserve"
+	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/substituter"
 )
 
@@ -36,6 +37,11 @@ func init() {
 				stop := serveMetrics(ctx, *metrics, log)
 				defer stop()
 				log.Info("substituter starting", zap.String("upstream", srv.Upstream()), cfg.Source())
+				if rd, ok := opts.IPFS.(*ipfs.Reader); ok {
+					// Logs whether NARs come through kubo's gateway or
+					// RPC cat, and why, before the first request.
+					rd.Discover(ctx)
+				}
 				// Peered before the first request, so the first NARs
 				// already come from the mirrors.
 				pctx, stopPeering := context.WithCancel(ctx)

@@ -26,6 +26,7 @@ type Config struct {
 	FailoverTimeout time.Duration
 	Listen          string
 	KuboAPI         string
+	KuboGateway     string
 	Gateway         string
 	GatewayBlocks   bool
 	NarinfoTTL      time.Duration
@@ -49,6 +50,7 @@ func (c *Config) Register(s *config.Set) {
 	s.DurationVar(&c.FailoverTimeout, "failover-timeout", DefaultFailoverTimeout, "with several upstreams: give one this long to connect and answer before asking the next, and leave it out (probed in the background) until it answers again")
 	s.StringVar(&c.Listen, "listen", DefaultListen, "address to serve the cache on (host:port; port 0 picks one, logged at start)")
 	s.StringVar(&c.KuboAPI, "kubo-api", "", "read NARs through this kubo daemon's RPC API: http URL or multiaddr (default, unless --gateway: $IPFS_PATH/api, else ~/.ipfs/api)")
+	s.StringVar(&c.KuboGateway, "kubo-gateway", "", "read NAR bytes through this HTTP gateway of the --kubo-api daemon (http URL, host:port or multiaddr; off: RPC cat only). Default: the address in the daemon's $IPFS_PATH/gateway, else its Addresses.Gateway; RPC cat, with the reason logged, when there is none, it does not answer, or the daemon's Gateway.NoFetch is set (it would not fetch missing blocks from peers). Same daemon, same trust as RPC cat, about half its CPU")
 	s.StringVar(&c.Gateway, "gateway", "", "read NARs from this IPFS HTTP gateway instead of kubo, trustless: one CAR per NAR (or raw blocks), every block checked against its CID (e.g. http://127.0.0.1:8080)")
 	s.BoolVar(&c.GatewayBlocks, "gateway-blocks", false, "with --gateway, ask for every block separately instead of one CAR per NAR")
 	s.DurationVar(&c.NarinfoTTL, "narinfo-ttl", DefaultNarinfoTTL, "serve narinfos and nix-cache-info from memory this long (negative: do not cache)")
@@ -75,8 +77,8 @@ func (c *Config) Validate() error {
 	if c.FailoverTimeout <= 0 {
 		return errors.New("--failover-timeout must be positive")
 	}
-	if c.Gateway != "" && c.KuboAPI != "" {
-		return errors.New("--kubo-api and --gateway exclude each other: NARs come from one of them")
+	if c.Gateway != "" && (c.KuboAPI != "" || c.KuboGateway != "") {
+		return errors.New("--kubo-api/--kubo-gateway and --gateway exclude each other: NARs come from one of them")
 	}
 	if c.Listen == "" {
 		return errors.New("--listen is empty")
@@ -92,6 +94,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Prefetch < 0 || c.PrefetchBytes < 0 || c.PrefetchTTL < 0 || c.VerifiedCIDs < 0 {
 		return errors.New("--prefetch, --prefetch-max-bytes, --prefetch-ttl and --verified-cids must not be negative")
+	}
+	if _, err := ipfs.NewReader(nil, c.KuboGateway, nil); err != nil {
+		return fmt.Errorf("--kubo-gateway: %w", err)
 	}
 	if err := c.Mirrors.Validate(c.Gateway != ""); err != nil {
 		return err
@@ -148,7 +153,11 @@ func (c *Config) Options(log *zap.Logger, reg prometheus.Registerer) (Options, e
 	if err != nil {
 		return o, err
 	}
-	o.IPFS = k
+	rd, err := ipfs.NewReader(k, c.KuboGateway, log)
+	if err != nil {
+		return o, err
+	}
+	o.IPFS = rd
 	o.Peering = c.Mirrors.options(k)
 	return o, nil
 }
@@ -165,5 +174,5 @@ func (c *Config) Source() zap.Field {
 	if c.Gateway != "" {
 		return zap.String("gateway", c.Gateway)
 	}
-	return zap.String("kubo_api", c.KuboAPI)
+	return zap.Dict("kubo", zap.String("api", c.KuboAPI), zap.String("gateway", c.KuboGateway))
 }

@@ -129,6 +129,11 @@ func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap
 		return false
 	}
 	defer rc.Close()
+	if n := announcedSize(rc); n >= 0 && uint64(n) != ref.narSize {
+		s.ipfsFailed(log, ReasonSizeMismatch, fmt.Errorf("ipfs %s has %d bytes, the narinfo's NarSize is %d", c, n, ref.narSize))
+		s.verified.put(verifiedKey(c, ref), struct{}{}, time.Unix(1, 0))
+		return false
+	}
 	kr := kwd.reader(rc)
 	first := make([]byte, copyBuf)
 	n, err := kr.Read(first)
@@ -282,6 +287,11 @@ func (s *Server) fetchIPFS(ctx context.Context, c cid.Cid, ref *narRef) (_ *os.F
 		return fail(err)
 	}
 	defer rc.Close()
+	if n := announcedSize(rc); n >= 0 && uint64(n) != ref.narSize {
+		// kubo's gateway says the file's size before its bytes: no need
+		// to read a wrong CID's content to find out.
+		return nil, ReasonSizeMismatch, fmt.Errorf("ipfs %s has %d bytes, the narinfo's NarSize is %d", c, n, ref.narSize)
+	}
 
 	f, err := os.CreateTemp(s.opts.SpoolDir, "nar-*.spool")
 	if err != nil {
@@ -317,6 +327,15 @@ func (s *Server) fetchIPFS(ctx context.Context, c cid.Cid, ref *narRef) (_ *os.F
 		return nil, ReasonIPFSError, fmt.Errorf("spool: %w", err)
 	}
 	return f, "", nil
+}
+
+// announcedSize is the size of the file rc reads, if its source said it
+// before the bytes (kubo's gateway does: Content-Length), else -1.
+func announcedSize(rc io.Reader) int64 {
+	if s, ok := rc.(interface{ Size() int64 }); ok {
+		return s.Size()
+	}
+	return -1
 }
 
 type spoolWriter struct {

@@ -26,8 +26,9 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
-// IPFS is where NARs are read by CID: a kubo daemon (*ipfs.Kubo) or a
-// trustless gateway (*Gateway). What it returns is checked against the
+// IPFS is where NARs are read by CID: a kubo daemon (*ipfs.Reader, through
+// the daemon's gateway or RPC cat; *ipfs.Kubo, RPC cat) or a trustless
+// gateway (*Gateway). What it returns is checked against the
 // narinfo either way; an error or a stall makes the request fall back to
 // upstream.
 type IPFS interface {
@@ -36,6 +37,7 @@ type IPFS interface {
 
 var (
 	_ IPFS = (*ipfs.Kubo)(nil)
+	_ IPFS = (*ipfs.Reader)(nil)
 	_ IPFS = (*Gateway)(nil)
 )
 
