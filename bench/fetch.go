@@ -54,7 +54,13 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 		{"mid", fmt.Sprintf("many mid-sized paths (%d paths, %s of NAR)", len(closure), fmtBytes(b.narSize(s, closure))), top, closure},
 		{"big", fmt.Sprintf("one large path (%s of NAR)", fmtBytes(b.narSize(s, []string{big}))), big, []string{big}},
 	}
-	copyFrom := func(url string, sh shape) float64 {
+	// CPU time of the processes serving a copy, per GiB of NAR: wall
+	// clock on a shared 2-core machine moves with the neighbours' load,
+	// CPU time much less.
+	type cpuUse struct{ sub, kubo float64 }
+	var lastCPU cpuUse
+	copyFrom := func(url string, sh shape, subPID int) float64 {
+		k0, s0 := procCPU(kb.PID()), procCPU(subPID)
 		dest := filepath.Join(destDir(s), "store")
 		// Earlier rounds' and sections' writes are flushed first, so that
 		// no round pays for another's writeback.
@@ -64,6 +70,8 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 			"--option", "trusted-public-keys", b.nix.PublicKey, "--option", "require-sigs", "true",
 			"--option", "narinfo-cache-positive-ttl", "0", "--option", "narinfo-cache-negative-ttl", "0", sh.top)
 		took := time.Since(start)
+		gib := float64(b.narSize(s, sh.paths)) / (1 << 30)
+		lastCPU = cpuUse{sub: (procCPU(subPID) - s0) / gib, kubo: (procCPU(kb.PID()) - k0) / gib}
 		s.check(err, "nix copy from "+url)
 		ents, _ := os.ReadDir(filepath.Join(dest, "nix", "store"))
 		got := 0
@@ -80,10 +88,10 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 	}
 	// A fresh substituter for every cold copy: nothing read ahead or
 	// remembered from an earlier round.
-	startSub := func() (string, *testenv.Proc) {
+	startSub := func(extra ...string) (string, *testenv.Proc) {
 		listen := freeAddr(s)
-		p := testenv.StartProc(s, bin, []string{"substituter",
-			"--upstream", plainURL, "--listen", listen, "--kubo-api", kb.API},
+		p := testenv.StartProc(s, bin, append([]string{"substituter",
+			"--upstream", plainURL, "--listen", listen, "--kubo-api", kb.API}, extra...),
 			"NIX_IPFS_LOG_FORMAT=json", "NIX_IPFS_LOG_LEVEL=info")
 		url := "http://" + listen
 		waitCacheInfo(ctx, s, url, p)
@@ -94,24 +102,37 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 	rates := map[key][]float64{}
 	ttfbs := map[key][]time.Duration{}
 	served := map[key]map[string]int64{} // source -> bytes
+	cpus := map[key][]cpuUse{}
 	for r := 0; r < b.rounds; r++ {
 		for _, sh := range shapes {
-			for _, side := range rotate([]string{"plain", "sub"}, r) {
+			for _, side := range rotate([]string{"plain", "sub", "rpc"}, r) {
 				if side == "plain" {
 					progress("fetch: round %d/%d: %s: plain HTTP", r+1, b.rounds, sh.key)
-					rates[key{sh.key, "plain"}] = append(rates[key{sh.key, "plain"}], copyFrom(plainURL, sh))
+					rates[key{sh.key, "plain"}] = append(rates[key{sh.key, "plain"}], copyFrom(plainURL, sh, plainProc.Cmd.Process.Pid))
+					cpus[key{sh.key, "plain"}] = append(cpus[key{sh.key, "plain"}], lastCPU)
 					continue
 				}
-				progress("fetch: round %d/%d: %s: substituter, cold then warm", r+1, b.rounds, sh.key)
-				url, p := startSub()
-				rates[key{sh.key, "cold"}] = append(rates[key{sh.key, "cold"}], copyFrom(url, sh))
+				cold, warm := "cold", "warm"
+				var extra []string
+				if side == "rpc" {
+					// The same, reading through kubo's RPC cat rather
+					// than its gateway: what the gateway saves.
+					cold, warm = "rpc-cold", "rpc-warm"
+					extra = []string{"--kubo-gateway", "off"}
+				}
+				progress("fetch: round %d/%d: %s: substituter %s, cold then warm", r+1, b.rounds, sh.key, strings.Join(extra, " "))
+				url, p := startSub(extra...)
+				pid := p.Cmd.Process.Pid
+				rates[key{sh.key, cold}] = append(rates[key{sh.key, cold}], copyFrom(url, sh, pid))
+				cpus[key{sh.key, cold}] = append(cpus[key{sh.key, cold}], lastCPU)
 				seen := len(narLines(p.Log))
-				rates[key{sh.key, "warm"}] = append(rates[key{sh.key, "warm"}], copyFrom(url, sh))
+				rates[key{sh.key, warm}] = append(rates[key{sh.key, warm}], copyFrom(url, sh, pid))
+				cpus[key{sh.key, warm}] = append(cpus[key{sh.key, warm}], lastCPU)
 				lines := narLines(p.Log)
 				for i, l := range lines {
-					k := key{sh.key, "cold"}
+					k := key{sh.key, cold}
 					if i >= seen {
-						k.side = "warm"
+						k.side = warm
 					}
 					if l.Bytes >= 1<<20 {
 						ttfbs[k] = append(ttfbs[k], time.Duration(l.TTFB*float64(time.Second)))
@@ -148,6 +169,8 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 		{"plain", "plain HTTP (`nix-ipfs serve` of the cache directory)"},
 		{"cold", "substituter, cold (fresh process: NARs read from kubo B and checked before sending)"},
 		{"warm", "substituter, warm (same process again: CIDs already checked stream from kubo B)"},
+		{"rpc-cold", "substituter with `--kubo-gateway off`, cold (NARs through kubo's RPC cat, not its gateway)"},
+		{"rpc-warm", "substituter with `--kubo-gateway off`, warm"},
 	}
 	for _, sh := range shapes {
 		pr := median(rates[key{sh.key, "plain"}])
@@ -159,9 +182,9 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 	}
 	sec.detailf("Stock Nix (`nix copy --from URL --to FRESH_DIR`, `require-sigs = true`, trusting only the publisher's key, narinfo disk cache TTLs 0) copies a closure into a fresh chroot store (on tmpfs, /dev/shm: see below), from `nix-ipfs substituter --upstream <plain HTTP> --kubo-api <B>` (defaults: 4 NARs read ahead, verified CIDs remembered) or straight from `nix-ipfs serve` on the publisher's cache directory. "+
 		"B holds every NAR pinned (as a mirror leaves it), and A's kubo is stopped, so the substituter's NARs come from B. Two shapes: %s; %s. "+
-		"Each round runs plain HTTP and the substituter in alternating order; the substituter side starts a fresh process, copies once (cold) and once more (warm). `sync` runs before every copy (not timed). %d rounds. Throughput is NAR bytes over the whole `nix copy`, narinfo fetches and store registration included.\n\n",
+		"Each round runs plain HTTP, the substituter (NARs through kubo B's HTTP gateway, found by itself), and the substituter with `--kubo-gateway off` (NARs through kubo's RPC cat) in rotating order; a substituter side starts a fresh process, copies once (cold) and once more (warm). `sync` runs before every copy (not timed). %d rounds. Throughput is NAR bytes over the whole `nix copy`, narinfo fetches and store registration included. CPU-s per GiB: user and system time of the serving process (`nix-ipfs serve` or the substituter) and of kubo B during the copy, from /proc, less sensitive than wall clock to the other load on the machine.\n\n",
 		shapes[0].name, shapes[1].name, b.rounds)
-	sec.detailf("| Shape | Side | median | MB/s per round | time to first byte per NAR (median, max) | NAR bytes by source |\n|---|---|---|---|---|---|\n")
+	sec.detailf("| Shape | Side | median | MB/s per round | time to first byte per NAR (median, max) | NAR bytes by source | CPU-s per GiB: server, kubo B (medians) |\n|---|---|---|---|---|---|---|\n")
 	for _, sh := range shapes {
 		for _, sd := range sides {
 			k := key{sh.key, sd.key}
@@ -169,13 +192,47 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 			if sd.key != "plain" {
 				src = fmt.Sprintf("IPFS %s, upstream %s", fmtBytes(served[k][SourceIPFS]), fmtBytes(served[k]["upstream"]))
 			}
-			sec.detailf("| %s | %s | %s | %s | %s, %s | %s |\n", sh.key, sd.name, fmtMBps(median(rates[k])), fmtRates(rates[k]),
-				fmtDur(medianDur(ttfbs[k])), fmtDur(maxDur(ttfbs[k])), src)
+			var subCPU, kuboCPU []float64
+			for _, c := range cpus[k] {
+				subCPU, kuboCPU = append(subCPU, c.sub), append(kuboCPU, c.kubo)
+			}
+			sec.detailf("| %s | %s | %s | %s | %s, %s | %s | %.2f, %.2f |\n", sh.key, sd.name, fmtMBps(median(rates[k])), fmtRates(rates[k]),
+				fmtDur(medianDur(ttfbs[k])), fmtDur(maxDur(ttfbs[k])), src, median(subCPU), median(kuboCPU))
 		}
 	}
 	sec.detailf("\nWhy the store is on tmpfs: writing the closure's 15,000 files to this machine's shared disk took 2.2-4.0 s even from a `file://` cache (no HTTP), against 0.6-0.85 s on tmpfs, and a plain HTTP copy varied from 200 to 9 MB/s between rounds of one run, with the other writers' load. On disk, every side measured mostly the disk.\n")
 	sec.detailf("\nTime to first byte: the substituter's own `ttfb` per NAR of at least 1 MiB (request to response headers, logged with every NAR) during the copies above; for plain HTTP, each NAR fetched once more by a Go client after the rounds.\n")
 }
+
+// procCPU is the CPU time (user and system) process pid has used, in
+// seconds; 0 if it cannot be read.
+func procCPU(pid int) float64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces; fields after it are
+	// counted from its closing parenthesis: utime and stime are the
+	// 14th and 15th fields.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on every
+// Linux architecture Go runs on.
+const clockTicks = 100
 
 // destDir is a fresh directory for a client's Nix store: on tmpfs where
 // there is one. Writing 15,000 files to this machine's shared disk took
