@@ -190,6 +190,10 @@ func TestSubstituterStockNix(t *testing.T) {
 			if !s.logHas(t, `NAR served.*"source": "ipfs"`) {
 				t.Errorf("log does not say the NARs came from IPFS")
 			}
+			// Through B's HTTP gateway, found over B's RPC API.
+			if !s.logHas(t, `reading from kubo through its gateway.*"gateway": "`+regexp.QuoteMeta(b.Gateway)+`"`) {
+				t.Errorf("log does not say the NARs were read through kubo B's gateway %s", b.Gateway)
+			}
 			// The narinfo text is upstream's, byte for byte, IPFSHash included.
 			for _, p := range closure {
 				want, _ := os.ReadFile(filepath.Join(a.cache, storepath.HashPart(p)+".narinfo"))
@@ -202,6 +206,15 @@ func TestSubstituterStockNix(t *testing.T) {
 				if !bytes.Equal(got, want) {
 					t.Errorf("%s: narinfo differs from upstream's:\n%s\n---\n%s", p, got, want)
 				}
+			}
+		})
+
+		t.Run("FromIPFSThroughRPC", func(t *testing.T) {
+			s := startSubstituterProc(t, a.bin, upstream.URL, "--kubo-api", b.API, "--kubo-gateway", "off")
+			checkStockNixCopy(t, a, top, s.URL)
+			s.waitNars(t, total, `source="ipfs"`)
+			if !s.logHas(t, `using RPC cat.*"reason": "--kubo-gateway=off"`) || s.logHas(t, `reading from kubo through its gateway`) {
+				t.Errorf("log does not say the NARs were read through RPC cat")
 			}
 		})
 
