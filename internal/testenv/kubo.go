@@ -227,8 +227,13 @@ func (k *Kubo) ready(apiFile string) error {
 		return err
 	}
 	k.API, k.Client = url, c
-	// Written before the api file; absent when the daemon has no gateway
-	// (a test may configure none).
+	// kubo writes the api file before it starts its gateway, and says
+	// "Daemon is ready" once every server is up.
+	log, _ := os.ReadFile(k.Log)
+	if i := bytes.LastIndex(log, []byte("ipfs daemon start\n")); i < 0 || !bytes.Contains(log[i:], []byte("Daemon is ready")) {
+		return errors.New("daemon not ready yet")
+	}
+	// Absent when the daemon has no gateway (a test may configure none).
 	if gw, err := os.ReadFile(filepath.Join(k.Repo, "gateway")); err == nil {
 		k.Gateway = strings.TrimSpace(string(gw))
 	}
