@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,6 +32,9 @@ const (
 	composeKuboImage    = "ipfs/kubo:v0.42.0"
 	composeKuboVersion  = "0.42.0"
 	composeProjectImage = "nix-ipfs:latest"
+	// composeUID is the user and group the nix-ipfs image runs as (the
+	// Dockerfile's USER, scripts/image-root.sh).
+	composeUID = 65532
 )
 
 // TestComposeRunsTheDefaultProfile runs docker-compose.yml for real: the
@@ -46,6 +50,10 @@ const (
 // closure into the cache volume and, by reference, into kubo-a's
 // filestore; stock Nix then copies the closure from the stack's cache-http,
 // and through a substituter that reads the NARs from kubo-a over IPFS.
+// The publisher and cache-http run as nix-ipfs (uid 65532), not root: the
+// cache volume, which kubo-a mounts too, is nix-ipfs's (Docker's copy-up
+// of the image's /data/cache), the signing key is chowned to that uid as
+// docs/OPERATIONS.md tells operators, and nothing under /nix is writable.
 func TestComposeRunsTheDefaultProfile(t *testing.T) {
 	testenv.NeedProgram(t, "ipfs")
 	dc := testenv.NeedProgram(t, "docker-compose")
@@ -75,10 +83,18 @@ ipfs config Addresses.Gateway /ip4/127.0.0.1/tcp/8081
 `), 0o755)
 	composeFile := hostNetworkCompose(t, root, work, hostnet)
 
+	// The signing key as docs/OPERATIONS.md has the operator keep it: in a
+	// directory only root enters, owned by the image's user, mode 400.
+	secrets := filepath.Join(work, "secrets")
+	must(t, os.Mkdir(secrets, 0o700))
+	key := filepath.Join(secrets, "signing-key")
+	copyFile(t, n.SecretKey, key, 0o400)
+	must(t, os.Chown(key, composeUID, composeUID))
+
 	compose := func(args ...string) *exec.Cmd {
 		cmd := exec.Command(dc, append([]string{"--project-directory", root, "-f", composeFile}, args...)...)
 		cmd.Dir = root
-		cmd.Env = append(e.env(), "SIGNING_KEY_FILE="+n.SecretKey, "CACHE_URL=http://127.0.0.1:8080")
+		cmd.Env = append(e.env(), "SIGNING_KEY_FILE="+key, "CACHE_URL=http://127.0.0.1:8080")
 		return cmd
 	}
 	t.Cleanup(func() {
@@ -91,8 +107,13 @@ ipfs config Addresses.Gateway /ip4/127.0.0.1/tcp/8081
 			t.Errorf("docker-compose down: %v\n%s", err, out)
 		}
 	})
-	if out, err := compose("up", "--detach", "--no-build").CombinedOutput(); err != nil {
-		t.Fatalf("docker-compose up: %v\n%s", err, out)
+	// kubo-a first, then the rest: the cache volume is first mounted by an
+	// image without /data/cache, the case that left it root's before the
+	// nix-ipfs image brought its own /data/cache for Docker to copy up.
+	for _, svcs := range [][]string{{"kubo-a"}, nil} {
+		if out, err := compose(append([]string{"up", "--detach", "--no-build"}, svcs...)...).CombinedOutput(); err != nil {
+			t.Fatalf("docker-compose up %v: %v\n%s", svcs, err, out)
+		}
 	}
 	// Traffic only on loopback: the engine's namespace has no other link.
 	if out, err := e.inNS(exec.Command("ip", "-o", "link")).Output(); err != nil || strings.Count(string(out), "\n") != 1 {
@@ -185,6 +206,35 @@ ipfs config Addresses.Gateway /ip4/127.0.0.1/tcp/8081
 	})
 
 	step("closure published")
+	// Unprivileged: the workers run as nix-ipfs, and what the publisher
+	// wrote into the cache volume is nix-ipfs's.
+	container := func(svc string) string {
+		out, err := compose("ps", "-q", svc).Output()
+		id := strings.TrimSpace(string(out))
+		if err != nil || id == "" {
+			t.Fatalf("docker-compose ps -q %s: %v %q", svc, err, out)
+		}
+		return id
+	}
+	pub := container("publisher")
+	checkRunsAs(t, e, pub, "publisher", composeUID)
+	checkRunsAs(t, e, container("cache-http"), "cache-http", composeUID)
+	checkPublisherMounts(t, e, pub, composeUID)
+	checkCacheOwner(t, e, pub, composeUID, len(closure))
+	created := func(svc string) time.Time {
+		s := strings.TrimSpace(e.run(t, "inspect", "-f", "{{.Created}}", container(svc)))
+		c, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Fatalf("%s created at %q: %v", svc, s, err)
+		}
+		return c
+	}
+	for _, svc := range []string{"cache-http", "publisher"} {
+		if a, b := created("kubo-a"), created(svc); a.After(b) {
+			t.Errorf("kubo-a was created at %v, after %s (%v): the volume was not mounted by kubo-a first", a, svc, b)
+		}
+	}
+
 	// Zero-copy: every NAR's blocks are filestore references to the cache
 	// volume at /data/cache, and every reference checks out.
 	checkFilestore(t, client, infos)
@@ -328,13 +378,18 @@ func buildProjectImage(t *testing.T, e *dockerEngine, root, ctx string) {
 	if !strings.HasPrefix(final, "FROM scratch") {
 		t.Fatalf("the Dockerfile's final stage is not FROM scratch:\n%s", final)
 	}
-	final = strings.Replace(final, "COPY --from=build /out/ /", "COPY out/ /", 1)
+	// ADD of a tar, not COPY: COPY --from keeps the owners of the build
+	// stage's files (nix-ipfs's /data/cache), COPY from a context does not.
+	final = strings.Replace(final, "COPY --from=build /out/ /", "ADD out.tar /", 1)
 	if strings.Contains(final, "--from=") || strings.Contains(final, "\nRUN ") {
 		t.Fatalf("the Dockerfile's final stage takes more than /out from the build stage:\n%s", final)
 	}
 	cmd := exec.Command(filepath.Join(root, "scripts/image-root.sh"), filepath.Join(ctx, "out"))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("scripts/image-root.sh: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("tar", "-C", filepath.Join(ctx, "out"), "--numeric-owner", "-cf", filepath.Join(ctx, "out.tar"), ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar the image's file system: %v\n%s", err, out)
 	}
 	os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte(final), 0o644)
 	e.run(t, "build", "-q", "-t", composeProjectImage, ctx)
@@ -428,6 +483,98 @@ ENTRYPOINT ["/sbin/tini", "--", "/usr/local/bin/start_ipfs"]
 CMD ["daemon", "--migrate=true", "--agent-version-suffix=docker"]
 `), 0o644)
 	e.run(t, "build", "-q", "-t", composeKuboImage, ctx)
+}
+
+// checkRunsAs checks that the container's process (its pid 1, the worker
+// itself: the image has no init) runs with uid and gid, every one of its
+// real, effective, saved and file-system ids, and in no group of root's.
+func checkRunsAs(t *testing.T, e *dockerEngine, id, svc string, uid int) {
+	t.Helper()
+	pid := strings.TrimSpace(e.run(t, "inspect", "-f", "{{.State.Pid}}", id))
+	b, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		t.Fatalf("%s: %v", svc, err)
+	}
+	status := string(b)
+	ids := fmt.Sprintf("\t%d\t%d\t%d\t%d\n", uid, uid, uid, uid)
+	if !strings.Contains(status, "\nUid:"+ids) || !strings.Contains(status, "\nGid:"+ids) {
+		t.Errorf("%s (pid %s) does not run as uid and gid %d:\n%s", svc, pid, uid, grepLines(status, "id:"))
+	}
+	for _, g := range strings.Fields(strings.TrimPrefix(grepLines(status, "Groups:"), "Groups:")) {
+		if g == "0" {
+			t.Errorf("%s (pid %s) is in group 0: %s", svc, pid, grepLines(status, "Groups:"))
+		}
+	}
+	t.Logf("%s runs as %s", svc, strings.Join(strings.Fields(grepLines(status, "Uid:")), " "))
+}
+
+// checkPublisherMounts checks the publisher's view: its signing key is
+// uid's alone (mode 400: readable by it, by no other user in the
+// container), and /nix, the store and the database, is mounted read-only.
+func checkPublisherMounts(t *testing.T, e *dockerEngine, id string, uid int) {
+	t.Helper()
+	pid := strings.TrimSpace(e.run(t, "inspect", "-f", "{{.State.Pid}}", id))
+	var st syscall.Stat_t
+	key := "/proc/" + pid + "/root/run/secrets/signing-key"
+	if err := syscall.Stat(key, &st); err != nil {
+		t.Fatalf("the publisher's signing key: %v", err)
+	}
+	if int(st.Uid) != uid || st.Mode&0o7777 != 0o400 {
+		t.Errorf("the publisher's /run/secrets/signing-key is uid %d mode %04o, want uid %d mode 0400", st.Uid, st.Mode&0o7777, uid)
+	}
+	b, err := os.ReadFile("/proc/" + pid + "/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nix := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || !strings.HasPrefix(f[4], "/nix/") {
+			continue
+		}
+		nix++
+		if !strings.HasPrefix(f[5], "ro,") && f[5] != "ro" {
+			t.Errorf("the publisher's %s is mounted %s, not read-only", f[4], f[5])
+		}
+	}
+	if nix < 2 {
+		t.Errorf("the publisher has %d mounts under /nix, want the store and the database:\n%s", nix, b)
+	}
+}
+
+// checkCacheOwner checks the cache volume as the host sees it: the volume
+// itself and every file the publisher wrote there belong to uid, and the
+// closure's narinfos are among them.
+func checkCacheOwner(t *testing.T, e *dockerEngine, id string, uid, paths int) {
+	t.Helper()
+	dir := strings.TrimSpace(e.run(t, "inspect", "-f", `{{range .Mounts}}{{if eq .Destination "/data/cache"}}{{.Source}}{{end}}{{end}}`, id))
+	if dir == "" {
+		t.Fatal("the publisher has no mount at /data/cache")
+	}
+	narinfos, wrong := 0, 0
+	err := filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if st := info.Sys().(*syscall.Stat_t); int(st.Uid) != uid || int(st.Gid) != uid {
+			if wrong++; wrong <= 5 {
+				t.Errorf("cache volume: %s is owned by %d:%d, want %d:%d", strings.TrimPrefix(p, dir), st.Uid, st.Gid, uid, uid)
+			}
+		}
+		if strings.HasSuffix(p, ".narinfo") {
+			narinfos++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk the cache volume: %v", err)
+	}
+	if wrong > 5 {
+		t.Errorf("cache volume: %d files in all are not owned by %d", wrong, uid)
+	}
+	if narinfos < paths {
+		t.Errorf("the cache volume has %d narinfos, want at least %d", narinfos, paths)
+	}
 }
 
 // checkFilestore asks kubo-a to verify its whole filestore: every NAR of

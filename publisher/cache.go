@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
@@ -29,14 +30,14 @@ type Cache struct {
 func (c Cache) Open() error {
 	for _, d := range []string{c.Dir, c.narDir(), c.announcedDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("cache %s: %w", c.Dir, err)
+			return fmt.Errorf("cache %s: %w", c.Dir, notPermitted(c.Dir, "write", err))
 		}
 	}
 	info := filepath.Join(c.Dir, "nix-cache-info")
 	if _, err := os.Stat(info); errors.Is(err, fs.ErrNotExist) {
 		// Exactly what Nix's BinaryCacheStore::init writes.
 		if err := atomicfile.WriteFile(info, []byte("StoreDir: "+c.StoreDir+"\n"), 0o644); err != nil {
-			return fmt.Errorf("cache %s: %w", c.Dir, err)
+			return fmt.Errorf("cache %s: %w", c.Dir, notPermitted(c.Dir, "write", err))
 		}
 	} else if err != nil {
 		return fmt.Errorf("cache %s: %w", c.Dir, err)
@@ -135,7 +136,7 @@ func LoadSecretKey(path string) (signature.SecretKey, error) {
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return zero, fmt.Errorf("secret key: %w", err)
+		return zero, fmt.Errorf("secret key: %w", notPermitted(path, "read", err))
 	}
 	sk, err := signature.LoadSecretKey(strings.TrimSpace(string(data)))
 	if err != nil {
@@ -143,4 +144,21 @@ func LoadSecretKey(path string) (signature.SecretKey, error) {
 		return zero, fmt.Errorf("secret key %s: not a Nix binary cache secret key (name:base64)", path)
 	}
 	return sk, nil
+}
+
+// notPermitted adds to a permission error what an operator needs to fix
+// it: which uid this process is and who owns path. Under Compose the
+// publisher runs as uid 65532, and a key file or a cache volume left from a
+// root-run stack is root's (docs/OPERATIONS.md, Compose).
+func notPermitted(path, what string, err error) error {
+	if !errors.Is(err, fs.ErrPermission) {
+		return err
+	}
+	owner := ""
+	if fi, serr := os.Stat(path); serr == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			owner = fmt.Sprintf(", which is uid %d's, mode %04o", st.Uid, fi.Mode().Perm())
+		}
+	}
+	return fmt.Errorf("%w (uid %d may not %s %s%s: chown it to uid %d)", err, os.Geteuid(), what, path, owner, os.Geteuid())
 }

@@ -1,14 +1,19 @@
 package publisher
 
 import (
-	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+
+	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
 )
 
 func TestLoadSecretKeyRefusesReadableKey(t *testing.T) {
@@ -62,5 +67,25 @@ func TestCacheOpen(t *testing.T) {
 	other := Cache{Dir: dir, StoreDir: "/gnu/store"}
 	if err := other.Open(); err == nil {
 		t.Error("a cache for another store dir was opened")
+	}
+}
+
+// TestNotPermittedNamesUIDAndOwner: a permission error says which uid was
+// refused and whose the file is (a test running as root is never refused,
+// so the error is made here), and other errors pass unchanged.
+func TestNotPermittedNamesUIDAndOwner(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "signing-key")
+	if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	denied := &fs.PathError{Op: "open", Path: f, Err: syscall.EACCES}
+	err := notPermitted(f, "read", denied)
+	want := fmt.Sprintf("uid %d may not read %s, which is uid %d's, mode 0600: chown it to uid %d", os.Geteuid(), f, os.Getuid(), os.Geteuid())
+	if !errors.Is(err, fs.ErrPermission) || !strings.Contains(err.Error(), want) {
+		t.Errorf("notPermitted = %v, want it to wrap the error and say %q", err, want)
+	}
+	other := &fs.PathError{Op: "open", Path: f, Err: syscall.ENOENT}
+	if got := notPermitted(f, "read", other); got != error(other) {
+		t.Errorf("notPermitted changed a non-permission error: %v", got)
 	}
 }
