@@ -193,29 +193,16 @@ func publishedTimes(ctx context.Context, s *scope, js jetstream.JetStream) map[s
 func readEvents(ctx context.Context, s *scope, js jetstream.JetStream, subject string) []events.Event {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	c, err := js.OrderedConsumer(ctx, events.DefaultStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
-	s.check(err, "ordered consumer")
-	info, err := c.Info(ctx)
-	s.check(err, "consumer info")
 	var out []events.Event
-	if info.NumPending == 0 {
-		return nil
-	}
-	// One pull subscription, not Next: an ordered consumer's Next makes a
-	// consumer per message, which a NATS cluster may not have placed yet.
-	it, err := c.Messages(jetstream.PullMaxMessages(256))
+	err := events.Scan(ctx, js, events.DefaultStream, events.ScanOptions{Consumer: jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}},
+		func(m jetstream.Msg) error {
+			ev, err := events.Decode(m.Data())
+			if err != nil {
+				s.Fatalf("invalid event on %s: %v (%s)", subject, err, strings.TrimSpace(string(m.Data())))
+			}
+			out = append(out, ev)
+			return nil
+		})
 	s.check(err, "read "+subject)
-	defer it.Stop()
-	for pending := info.NumPending; pending > 0; pending-- {
-		nctx, ncancel := context.WithTimeout(ctx, 10*time.Second)
-		m, err := it.Next(jetstream.NextContext(nctx))
-		ncancel()
-		s.check(err, "read "+subject)
-		ev, err := events.Decode(m.Data())
-		if err != nil {
-			s.Fatalf("invalid event on %s: %v (%s)", subject, err, strings.TrimSpace(string(m.Data())))
-		}
-		out = append(out, ev)
-	}
 	return out
 }

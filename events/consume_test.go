@@ -3,6 +3,7 @@ package events_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,22 +20,22 @@ func deadLetters(t *testing.T, js jetstream.JetStream) []*events.DeadLetter {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := js.OrderedConsumer(ctx, events.DefaultStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectDeadPrefix + ">"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, _ := c.Info(ctx)
 	var out []*events.DeadLetter
-	for i := uint64(0); i < info.NumPending; i++ {
-		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
+	err := events.Scan(ctx, js, events.DefaultStream, events.ScanOptions{Consumer: jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.SubjectDeadPrefix + ">"}}}, func(m jetstream.Msg) error {
 		e, err := events.Decode(m.Data())
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		out = append(out, e.(*events.DeadLetter))
+		dl, ok := e.(*events.DeadLetter)
+		if !ok {
+			return fmt.Errorf("a %s event on %s", events.Head(e).Type, m.Subject())
+		}
+		out = append(out, dl)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

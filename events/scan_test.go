@@ -207,77 +207,63 @@ func TestScanWildcardOnDirectGetStream(t *testing.T) {
 // Messages removed while a scan runs are not waited for: not the last
 // (deleted), not everything up to the end (purged as limits would).
 func TestScanMessagesRemovedMeanwhile(t *testing.T) {
-	filter := []string{events.SubjectPublished}
-	t.Run("end deleted", func(t *testing.T) {
+	// removeAtFirst publishes 200 events and scans them, pulling 8 at a
+	// time; at the first, remove is given the stream and the sequences.
+	removeAtFirst := func(t *testing.T, remove func(context.Context, jetstream.JetStream, jetstream.Stream, []uint64)) ([]uint64, []uint64) {
 		js, s := scanStream(t)
 		seqs := put(t, js, events.SubjectPublished, 200)
-		o := events.ScanOptions{Consumer: jetstream.OrderedConsumerConfig{FilterSubjects: filter}, Batch: 8, Idle: 300 * time.Millisecond}
+		o := events.ScanOptions{Consumer: jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectPublished}},
+			Batch: 8, Idle: 300 * time.Millisecond}
 		r, err := runScan(t, js, o, func(_ jetstream.Msg, n int) {
-			if n != 1 {
-				return
+			if n == 1 {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				remove(ctx, js, s, seqs)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seqs, r.seqs
+	}
+	// What the client had pulled before a purge still arrives.
+	aPull := func(t *testing.T, got []uint64) {
+		if len(got) == 0 || len(got) > 1+8+1 {
+			t.Fatalf("scanned %d messages after a purge at the first, want the first and at most a pull's worth", len(got))
+		}
+	}
+	t.Run("end deleted", func(t *testing.T) {
+		seqs, got := removeAtFirst(t, func(ctx context.Context, _ jetstream.JetStream, s jetstream.Stream, seqs []uint64) {
 			for _, q := range seqs[150:] {
 				if err := s.DeleteMsg(ctx, q); err != nil {
 					t.Fatal(err)
 				}
 			}
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sameSeqs(t, r.seqs, seqs[:150])
+		sameSeqs(t, got, seqs[:150])
 	})
 	t.Run("all up to the end purged", func(t *testing.T) {
-		js, s := scanStream(t)
-		seqs := put(t, js, events.SubjectPublished, 200)
-		o := events.ScanOptions{Consumer: jetstream.OrderedConsumerConfig{FilterSubjects: filter}, Batch: 8, Idle: 300 * time.Millisecond}
-		r, err := runScan(t, js, o, func(_ jetstream.Msg, n int) {
-			if n != 1 {
-				return
-			}
+		seqs, got := removeAtFirst(t, func(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, _ []uint64) {
 			later := put(t, js, events.SubjectPublished, 20)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
 			// The stream's first sequence moves past the scan's end.
 			if err := s.Purge(ctx, jetstream.WithPurgeSequence(later[10])); err != nil {
 				t.Fatal(err)
 			}
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		// What the client had pulled before the purge still arrives.
-		if len(r.seqs) == 0 || len(r.seqs) > 1+8+1 {
-			t.Fatalf("scanned %d messages after a purge at the first, want the first and at most a pull's worth", len(r.seqs))
-		}
-		for _, q := range r.seqs {
+		aPull(t, got)
+		for _, q := range got {
 			if q > seqs[len(seqs)-1] {
 				t.Fatalf("scanned sequence %d, published after the scan began (end %d)", q, seqs[len(seqs)-1])
 			}
 		}
 	})
 	t.Run("stream purged", func(t *testing.T) {
-		js, s := scanStream(t)
-		put(t, js, events.SubjectPublished, 200)
-		o := events.ScanOptions{Consumer: jetstream.OrderedConsumerConfig{FilterSubjects: filter}, Batch: 8, Idle: 300 * time.Millisecond}
-		r, err := runScan(t, js, o, func(_ jetstream.Msg, n int) {
-			if n != 1 {
-				return
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
+		_, got := removeAtFirst(t, func(ctx context.Context, _ jetstream.JetStream, s jetstream.Stream, _ []uint64) {
 			if err := s.Purge(ctx); err != nil {
 				t.Fatal(err)
 			}
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(r.seqs) == 0 || len(r.seqs) > 1+8+1 {
-			t.Fatalf("scanned %d messages after a purge at the first, want the first and at most a pull's worth", len(r.seqs))
-		}
+		aPull(t, got)
 	})
 }
 

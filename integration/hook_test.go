@@ -80,39 +80,19 @@ func streamEvents(t *testing.T, js jetstream.JetStream, subject string) []events
 func tryStreamEvents(js jetstream.JetStream, subject string) ([]events.Event, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := js.OrderedConsumer(ctx, events.DefaultStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}, InactiveThreshold: 5 * time.Second})
-	if err != nil {
-		return nil, err
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var out []events.Event
-	if info.NumPending == 0 {
-		return nil, nil
-	}
-	// One pull subscription, not Next: an ordered consumer's Next makes a
-	// consumer per message, which a NATS cluster may not have placed yet.
-	it, err := c.Messages(jetstream.PullMaxMessages(256))
-	if err != nil {
-		return nil, err
-	}
-	defer it.Stop()
-	for pending := info.NumPending; pending > 0; pending-- {
-		nctx, ncancel := context.WithTimeout(ctx, 10*time.Second)
-		m, err := it.Next(jetstream.NextContext(nctx))
-		ncancel()
-		if err != nil {
-			return nil, err
-		}
+	// events.Scan, as the commands read: to the end the stream leader
+	// knows, even when the reader is placed on a member catching up.
+	err := events.Scan(ctx, js, events.DefaultStream, events.ScanOptions{Consumer: jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject}, InactiveThreshold: 5 * time.Second}}, func(m jetstream.Msg) error {
 		ev, err := events.Decode(m.Data())
 		if err != nil {
-			return nil, fmt.Errorf("invalid event on the stream: %w", err)
+			return fmt.Errorf("invalid event on the stream: %w", err)
 		}
 		out = append(out, ev)
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 func multiOutput(nonce string) string {

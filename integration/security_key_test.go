@@ -46,21 +46,12 @@ func rawStream(t *testing.T, js jetstream.JetStream) [][]byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := js.OrderedConsumer(ctx, events.DefaultStream, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out [][]byte
-	for i := uint64(0); i < info.NumPending; i++ {
-		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
+	if err := events.Scan(ctx, js, events.DefaultStream, events.ScanOptions{}, func(m jetstream.Msg) error {
 		out = append(out, m.Data())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

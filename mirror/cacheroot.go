@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/nats-io/nats.go/jetstream"
@@ -109,27 +108,17 @@ func (w *Worker) PinRoot(ctx context.Context, ev *events.CacheRoot, seq uint64) 
 
 // pinLatestRoot pins the last cache root the stream announced, if any, as
 // the mirror worker would: a node filled by replay then serves the cache
-// as a directory too.
+// as a directory too. The stream leader answers, so a cluster member still
+// catching up cannot hand back an older root.
 func pinLatestRoot(ctx context.Context, js jetstream.JetStream, stream string, p *Pinner, log *zap.Logger) error {
-	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.SubjectCacheRoot},
-		DeliverPolicy:  jetstream.DeliverLastPolicy,
-	})
+	m, err := events.LastMsg(ctx, js, stream, events.SubjectCacheRoot)
 	if err != nil {
-		return errs.E(errs.Transient, fmt.Errorf("read the last cache root: %w", err))
+		return fmt.Errorf("read the last cache root: %w", err)
 	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return errs.E(errs.Transient, fmt.Errorf("read the last cache root: %w", err))
-	}
-	if info.NumPending == 0 {
+	if m == nil {
 		return nil
 	}
-	m, err := c.Next(jetstream.FetchMaxWait(10 * time.Second))
-	if err != nil {
-		return errs.E(errs.Transient, fmt.Errorf("read the last cache root: %w", err))
-	}
-	ev, err := events.Decode(m.Data())
+	ev, err := events.Decode(m.Data)
 	if err != nil {
 		log.Warn("the last cacheroot event is invalid; no root pinned", zap.Error(err))
 		return nil
@@ -138,11 +127,6 @@ func pinLatestRoot(ctx context.Context, js jetstream.JetStream, stream string, p
 	if !ok {
 		return nil
 	}
-	meta, _ := m.Metadata()
-	var seq uint64
-	if meta != nil {
-		seq = meta.Sequence.Stream
-	}
 	w := &Worker{Pinner: p}
-	return w.PinRoot(ctx, root, seq)
+	return w.PinRoot(ctx, root, m.Sequence)
 }

@@ -114,7 +114,7 @@ func ReadPinned(ctx context.Context, js jetstream.JetStream, stream string, log 
 	var out []*events.Pinned
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectPinnedPrefix + ">"}, DeliverPolicy: jetstream.DeliverAllPolicy,
 		InactiveThreshold: 30 * time.Second}
-	err := scan(ctx, js, stream, cfg, func(uint64) {}, func(m jetstream.Msg) error {
+	err := events.Scan(ctx, js, stream, events.ScanOptions{Consumer: cfg}, func(m jetstream.Msg) error {
 		ev, err := events.Decode(m.Data())
 		if err != nil {
 			log.Warn("ignoring an invalid event", zap.String("subject", m.Subject()), zap.Error(err))

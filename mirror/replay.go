@@ -188,11 +188,16 @@ func Replay(ctx context.Context, js jetstream.JetStream, p *Pinner, o ReplayOpti
 
 	var sum ReplaySummary
 	started := false
-	scanErr := scan(ctx, js, o.Stream, cfg, func(total uint64) {
+	onTotal := func(total uint64) {
+		// A later call raises the estimate (events.ScanOptions.OnTotal):
+		// the summary takes it, the display keeps its first.
 		sum.Total = total
-		o.Progress.Start(int64(total))
-		started = true
-	}, func(m jetstream.Msg) error {
+		if !started {
+			o.Progress.Start(int64(total))
+			started = true
+		}
+	}
+	scanErr := events.Scan(ctx, js, o.Stream, events.ScanOptions{Consumer: cfg, OnTotal: onTotal}, func(m jetstream.Msg) error {
 		meta, err := m.Metadata()
 		if err != nil {
 			return errs.E(errs.Transient, fmt.Errorf("message without metadata: %w", err))
@@ -260,7 +265,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, p *Pinner, o ReplayOpti
 // start from the flags and the state file, shows progress on progressOut,
 // and writes the summary to out.
 func RunReplay(ctx context.Context, cfg ReplayConfig, log *zap.Logger, out, progressOut io.Writer) error {
-	nc, js, err := cfg.NATS.ConnectOnce("nix-ipfs replay "+cfg.Mirror)
+	nc, js, err := cfg.NATS.ConnectOnce("nix-ipfs replay " + cfg.Mirror)
 	if err != nil {
 		return err
 	}
@@ -319,7 +324,7 @@ func RunReplay(ctx context.Context, cfg ReplayConfig, log *zap.Logger, out, prog
 func RetiredCIDs(ctx context.Context, js jetstream.JetStream, stream string) (map[string]uint64, error) {
 	out := map[string]uint64{}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectRetired}, DeliverPolicy: jetstream.DeliverAllPolicy}
-	err := scan(ctx, js, stream, cfg, func(uint64) {}, func(m jetstream.Msg) error {
+	err := events.Scan(ctx, js, stream, events.ScanOptions{Consumer: cfg}, func(m jetstream.Msg) error {
 		meta, err := m.Metadata()
 		if err != nil {
 			return errs.E(errs.Transient, fmt.Errorf("message without metadata: %w", err))

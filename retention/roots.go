@@ -84,10 +84,6 @@ func (rs *Roots) All() []Root {
 	return out
 }
 
-// scanIdle is how long ReadBuilt waits for the next message before it asks
-// the server whether any are left (some may have aged out meanwhile).
-const scanIdle = 15 * time.Second
-
 // ReadBuilt adds the roots of every "built" event in the stream. Events
 // that do not decode are skipped: they name no outputs anyone can trust.
 func (rs *Roots) ReadBuilt(ctx context.Context, js jetstream.JetStream, stream string) error {
@@ -119,36 +115,13 @@ func ReadPublishedSince(ctx context.Context, js jetstream.JetStream, stream stri
 }
 
 // readEvents calls fn, from several goroutines, with every valid event on
-// subject in the stream (those stored since since, if it is set) that was
-// there when it began.
+// subject in the stream (those stored since since, if it is set) that the
+// stream held when it began.
 func readEvents(ctx context.Context, js jetstream.JetStream, stream, subject string, since time.Time, fn func(events.Event)) error {
-	if _, err := js.Stream(ctx, stream); err != nil {
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			return errs.Errorf(errs.Invalid, "stream %s does not exist on this NATS: no roots to keep anything by (check --stream and --nats-url)", stream)
-		}
-		return errs.E(errs.Transient, fmt.Errorf("stream %s: %w", stream, err))
-	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverAllPolicy}
 	if !since.IsZero() {
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	}
-	c, err := js.OrderedConsumer(ctx, stream, cfg)
-	if err != nil {
-		return errs.E(errs.Transient, fmt.Errorf("read %s events from %s: %w", subject, stream, err))
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return errs.E(errs.Transient, fmt.Errorf("read %s events from %s: %w", subject, stream, err))
-	}
-	total := info.NumPending
-	if total == 0 {
-		return nil
-	}
-	it, err := c.Messages(jetstream.PullMaxMessages(512))
-	if err != nil {
-		return errs.E(errs.Transient, fmt.Errorf("read %s events from %s: %w", subject, stream, err))
-	}
-	defer it.Stop()
 	// Decoding (a schema check per event) is the costly part: spread it
 	// over the CPUs while the stream is read in order.
 	data := make(chan []byte, 1024)
@@ -164,28 +137,16 @@ func readEvents(ctx context.Context, js jetstream.JetStream, stream, subject str
 			}
 		}()
 	}
-	defer wg.Wait()
-	defer close(data)
-	for got := uint64(0); got < total; {
-		nctx, cancel := context.WithTimeout(ctx, scanIdle)
-		m, err := it.Next(jetstream.NextContext(nctx))
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-				if info, ierr := c.Info(ctx); ierr == nil && info.NumPending == 0 {
-					return nil
-				}
-				continue
-			}
-			return errs.E(errs.Transient, fmt.Errorf("read %s events from %s: %w", subject, stream, err))
-		}
-		got++
+	err := events.Scan(ctx, js, stream, events.ScanOptions{Consumer: cfg, Batch: 512}, func(m jetstream.Msg) error {
 		data <- m.Data()
+		return nil
+	})
+	close(data)
+	wg.Wait()
+	if errs.Is(err, errs.Invalid) {
+		return fmt.Errorf("%w: no roots to keep anything by (check --stream and --nats-url)", err)
 	}
-	return nil
+	return err
 }
 
 // rootsFile is the roots a cache remembers, so that roots outlive the

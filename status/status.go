@@ -175,42 +175,20 @@ func Collect(ctx context.Context, js jetstream.JetStream, stream string, lastDea
 }
 
 func lastDeadLetters(ctx context.Context, js jetstream.JetStream, stream string, n int) ([]DeadLetter, error) {
-	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+	var out []DeadLetter
+	err := events.Scan(ctx, js, stream, events.ScanOptions{Consumer: jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.SubjectDeadPrefix + ">"},
 		// A reader that polls must not leave a consumer per call for
 		// the server's default five minutes.
 		InactiveThreshold: 10 * time.Second,
-	})
-	if err != nil {
-		return nil, err
-	}
-	ci, err := c.Info(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if ci.NumPending == 0 {
-		return nil, nil
-	}
-	// One pull subscription for all of them: an ordered consumer's Next
-	// makes a new consumer per message, which a NATS cluster may not have
-	// placed yet when the pull arrives ("no responders").
-	it, err := c.Messages(jetstream.PullMaxMessages(256))
-	if err != nil {
-		return nil, err
-	}
-	defer it.Stop()
-	var out []DeadLetter
-	for i := uint64(0); i < ci.NumPending; i++ {
-		nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		m, err := it.Next(jetstream.NextContext(nctx))
-		cancel()
+	}}, func(m jetstream.Msg) error {
+		meta, err := m.Metadata()
 		if err != nil {
-			return nil, err
+			return err
 		}
-		meta, _ := m.Metadata()
 		d := DeadLetter{Seq: meta.Sequence.Stream}
-		if e, err := events.Decode(m.Data()); err == nil {
-			dl := e.(*events.DeadLetter)
+		e, err := events.Decode(m.Data())
+		if dl, ok := e.(*events.DeadLetter); err == nil && ok {
 			d.Time, d.Subject, d.Kind, d.Reason = dl.Time, dl.Subject, dl.Kind, dl.Reason
 			// The payload may be cut or invalid (that is often why it
 			// is here): the job is shown only when it decodes.
@@ -219,13 +197,19 @@ func lastDeadLetters(ctx context.Context, js jetstream.JetStream, stream string,
 					d.Job, d.HydraBuild = b.Job, b.HydraBuild
 				}
 			}
-		} else {
+		} else if err != nil {
 			d.Reason = "(undecodable: " + err.Error() + ")"
+		} else {
+			d.Reason = fmt.Sprintf("(a %s event on %s, not a dead letter)", events.Head(e).Type, m.Subject())
 		}
 		out = append(out, d)
 		if len(out) > n {
 			out = out[1:]
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the dead letters: %w", err)
 	}
 	return out, nil
 }
