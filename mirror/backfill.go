@@ -349,7 +349,7 @@ func RunBackfill(ctx context.Context, cfg BackfillConfig, log *zap.Logger, out, 
 	}
 	popt := PinnerOptions{Verify: cfg.Pin.Verify, PinTimeout: cfg.Pin.PinTimeout, Logger: log, OnPin: defaultMetrics.onPin, QuietPins: true, Cache: cache}
 	if cfg.Mirror != "" {
-		nc, js, err := cfg.NATS.ConnectOnce("nix-ipfs backfill "+cfg.Mirror)
+		nc, js, err := cfg.NATS.ConnectOnce("nix-ipfs backfill " + cfg.Mirror)
 		if err != nil {
 			return err
 		}
