@@ -26,6 +26,7 @@ generate:
 # trixie chroot (README, "Nix versions covered").
 test: DEPSFLAGS = --nix-2.26
 test: deps
+	@unformatted=$$($$($(GO) env GOROOT)/bin/gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "not gofmt-clean: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 60m $(GOTESTFLAGS) ./...
 	$(MAKE) fuzz FUZZTIME=10s
