@@ -339,9 +339,8 @@ func newGateway(ep endpoint, from string) *gateway {
 		IdleConnTimeout:     90 * time.Second,
 		MaxIdleConnsPerHost: 16,
 		DisableCompression:  true,
-		// Larger than the 4 KiB default: fewer reads for a stream of
-		// gigabytes.
-		ReadBufferSize: 64 << 10,
+		// The default (4 KiB) read buffer is bypassed by a reader's
+		// larger reads: the body goes straight into the caller's buffer.
 	}
 	addr := ep.url
 	if ep.unix != "" {

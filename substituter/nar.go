@@ -302,7 +302,9 @@ func (s *Server) fetchIPFS(ctx context.Context, c cid.Cid, ref *narRef) (_ *os.F
 	os.Remove(f.Name())
 	h := sha256.New()
 	sw := &spoolWriter{f: f, h: h}
-	n, err := io.Copy(sw, wd.reader(io.LimitReader(rc, int64(ref.narSize)+1)))
+	// Large reads: a stream of gigabytes in fewer system calls, and read
+	// straight into buf past the HTTP client's own small buffer.
+	n, err := io.CopyBuffer(sw, wd.reader(io.LimitReader(rc, int64(ref.narSize)+1)), make([]byte, spoolBuf))
 	if err != nil {
 		f.Close()
 		if sw.err != nil {
@@ -465,6 +467,9 @@ type mismatchError struct{ msg string }
 func (e *mismatchError) Error() string { return e.msg }
 
 const copyBuf = 64 << 10
+
+// spoolBuf is the buffer of a read from IPFS into the spool.
+const spoolBuf = 256 << 10
 
 // copyBody copies r to w, counting reads as progress and not counting the
 // time w takes.
