@@ -40,6 +40,7 @@ type gatewayProxy struct {
 	*httptest.Server
 	mu     sync.Mutex
 	ranges []string // Range header of every /ipfs/ request but the probe's
+	codes  []int    // and the status it was answered with
 	cut    int64
 	sent   int64 // bytes sent before the cut
 }
@@ -63,11 +64,29 @@ func newGatewayProxy(t *testing.T, target string, cut int64) *gatewayProxy {
 				return
 			}
 		}
-		rp.ServeHTTP(w, r)
+		rec := &statusRecorder{ResponseWriter: w}
+		rp.ServeHTTP(rec, r)
+		if !strings.HasSuffix(r.URL.Path, "/bafkqaaa") {
+			p.mu.Lock()
+			p.codes = append(p.codes, rec.code)
+			p.mu.Unlock()
+		}
 	}))
 	t.Cleanup(p.Close)
 	return p
 }
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Flush() { s.ResponseWriter.(http.Flusher).Flush() }
 
 func (p *gatewayProxy) cutAfter(t *testing.T, w http.ResponseWriter, r *http.Request, u *url.URL, cut int64) {
 	resp, err := http.Get(u.String() + r.URL.Path)
@@ -292,12 +311,14 @@ func TestReaderGatewayFetchesFromPeers(t *testing.T) {
 	if err := b.Client.Connect(ctx, self); err != nil {
 		t.Fatal(err)
 	}
-	r, err := ipfs.NewReader(b.Client, "", nil)
+	// B's gateway behind a proxy that sees what it answers.
+	p := newGatewayProxy(t, b.Gateway, 0)
+	r, err := ipfs.NewReader(b.Client, p.URL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if gw, why := r.Discover(ctx); gw != b.Gateway {
-		t.Fatalf("Discover = %q (%s), want %s", gw, why, b.Gateway)
+	if gw, why := r.Discover(ctx); gw != p.URL {
+		t.Fatalf("Discover = %q (%s), want %s", gw, why, p.URL)
 	}
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -305,7 +326,9 @@ func TestReaderGatewayFetchesFromPeers(t *testing.T) {
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("Cat on B of A's file: %d bytes, %v", len(got), err)
 	}
-	if r.Gateway() != b.Gateway {
-		t.Fatalf("read went through RPC cat, not B's gateway")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.codes) != 1 || p.codes[0] != http.StatusOK {
+		t.Fatalf("B's gateway answered %v, want one 200 (not RPC cat after a refusal)", p.codes)
 	}
 }
