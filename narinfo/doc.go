@@ -17,9 +17,15 @@
 //	References (always, "References: " when empty), Deriver, System,
 //	Sig (one line each), CA
 //
-// followed by our IPFSHash and then the unknown keys. A signature covers only
-// StorePath, NarHash, NarSize and References (see Fingerprint), so adding
-// lines never invalidates a Sig.
+// followed by our IPFSHash and IPFSSig lines and then the unknown keys. A
+// signature covers only StorePath, NarHash, NarSize and References (see
+// Fingerprint), so adding lines never invalidates a Sig.
+//
+// IPFSSig is the publisher's signature, with its Nix cache key, of the
+// binding "this CID holds this NAR" (CIDFingerprint): a different,
+// domain-separated fingerprint, so neither signature can stand for the
+// other. Nix ignores the line like IPFSHash; the substituter trusts a CID it
+// verifies to stream at once (docs/SUBSTITUTER.md).
 //
 // Parse checks syntax only (lines, duplicates, numbers, required keys);
 // Validate checks what Nix would refuse or what could not be signed. A

@@ -26,6 +26,8 @@ func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		minimal,
 		minimal + "IPFSHash: bafy\nX-Extra: a: b\n",
+		minimal + "IPFSHash: bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy\nIPFSSig: test-key-1:2wpWl8b4cLC4K6/ne8p7BI63VCvmuAHO0oeYaxMZ3wqo+WLp2pJmcDuJvPRUHi/hG0JJhM7hn5fzXAsPzl8dCA==\n",
+		minimal + "IPFSSig: b:c\nIPFSSig: a:b\nIPFSSig: \n",
 		minimal + "References:  a  b \nSig: \nSig: \nFileSize: 0\n",
 		"StorePath: /nix/store/x\r\nURL: u\r\nNarHash: h\r\nNarSize: 1",
 		minimal + "NarHash: dup\n",
@@ -50,6 +52,8 @@ func FuzzParse(f *testing.F) {
 		_, _ = n.Fingerprint()
 		_, _ = n.NarHashNix32()
 		_ = n.Verify(nil)
+		_, _ = n.CIDFingerprint()
+		_ = n.VerifyCID(nil)
 
 		s := n.String()
 		m, err := ParseBytes([]byte(s))

@@ -36,7 +36,11 @@ type NarInfo struct {
 	// duplicates and sort; Sign does both.
 	Sigs     []string
 	CA       string
-	IPFSHash string  // this project's extension: the CID of the NAR
+	IPFSHash string // this project's extension: the CID of the NAR
+	// "keyname:base64", one per IPFSSig line, as written: the publisher's
+	// signatures binding IPFSHash to StorePath, NarHash and NarSize (see
+	// CIDFingerprint). SignCID sorts them and drops duplicates.
+	IPFSSigs []string
 	Extra    []Field // unknown keys, in order of appearance
 }
 
@@ -152,6 +156,7 @@ var known = map[string]bool{
 	"StorePath": true, "URL": true, "Compression": true, "FileHash": true,
 	"FileSize": true, "NarHash": true, "NarSize": true, "References": true,
 	"Deriver": true, "System": true, "Sig": true, "CA": true, "IPFSHash": true,
+	"IPFSSig": true,
 }
 
 func (n *NarInfo) set(key, value string, lineNo int, seen map[string]int) error {
@@ -159,7 +164,7 @@ func (n *NarInfo) set(key, value string, lineNo int, seen map[string]int) error 
 		n.Extra = append(n.Extra, Field{key, value})
 		return nil
 	}
-	if key != "Sig" {
+	if key != "Sig" && key != "IPFSSig" {
 		if first, dup := seen[key]; dup {
 			return &ParseError{Line: lineNo, Key: key, Msg: fmt.Sprintf("duplicate (first on line %d)", first)}
 		}
@@ -207,6 +212,8 @@ func (n *NarInfo) set(key, value string, lineNo int, seen map[string]int) error 
 		n.CA = value
 	case "IPFSHash":
 		n.IPFSHash = value
+	case "IPFSSig":
+		n.IPFSSigs = append(n.IPFSSigs, value)
 	}
 	return nil
 }
@@ -249,6 +256,9 @@ func (n *NarInfo) String() string {
 	}
 	if n.IPFSHash != "" {
 		line("IPFSHash", n.IPFSHash)
+	}
+	for _, s := range n.IPFSSigs {
+		line("IPFSSig", s)
 	}
 	for _, f := range n.Extra {
 		line(f.Key, f.Value)

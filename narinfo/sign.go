@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ipfs/go-cid"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixhash"
 
@@ -123,4 +124,98 @@ func (n *NarInfo) Verify(keys []signature.PublicKey) bool {
 		}
 	}
 	return false
+}
+
+// CIDFingerprintPrefix starts every CIDFingerprint. Nix's fingerprints
+// start with "1;", so no string is both, and a Sig can never be replayed as
+// an IPFSSig or the other way round.
+const CIDFingerprintPrefix = "nix-ipfs-cid-1;"
+
+// ErrNoIPFSSig is VerifyCID's answer for a narinfo without IPFSSig lines.
+var ErrNoIPFSSig = errors.New("narinfo: no IPFSSig")
+
+// CIDFingerprint is the string an IPFSSig signs:
+//
+//	nix-ipfs-cid-1;<StorePath>;sha256:<nix32 NarHash>;<NarSize>;<CID>
+//
+// with the CID in its canonical text form (go-cid's String), so that it is
+// the CID itself that is bound, whatever multibase IPFSHash is written in.
+// It says "the content of this CID is the NAR of this store path, with
+// this hash and size": exactly what a reader of the CID relies on. The
+// references are not in it; the Nix Sig covers them.
+func (n *NarInfo) CIDFingerprint() (string, error) {
+	if err := storepath.Validate(path.Dir(n.StorePath), n.StorePath); err != nil {
+		return "", fmt.Errorf("narinfo: StorePath: %w", err)
+	}
+	narHash, err := n.NarHashNix32()
+	if err != nil {
+		return "", err
+	}
+	if n.NarSize == 0 {
+		return "", errors.New("narinfo: NarSize is 0")
+	}
+	if n.IPFSHash == "" {
+		return "", errors.New("narinfo: no IPFSHash")
+	}
+	c, err := cid.Decode(n.IPFSHash)
+	if err != nil {
+		return "", fmt.Errorf("narinfo: IPFSHash %q: %w", truncate(n.IPFSHash), err)
+	}
+	return CIDFingerprintPrefix + n.StorePath + ";" + narHash + ";" + strconv.FormatUint(n.NarSize, 10) + ";" + c.String(), nil
+}
+
+// SignCID adds sk's IPFSSig. Like Sign, IPFSSigs end up sorted and without
+// duplicates, so signing twice changes nothing.
+func (n *NarInfo) SignCID(sk signature.SecretKey) error {
+	fp, err := n.CIDFingerprint()
+	if err != nil {
+		return err
+	}
+	sig, err := sk.Sign(nil, fp)
+	if err != nil {
+		return fmt.Errorf("narinfo: sign CID: %w", err)
+	}
+	sigs := append(slices.Clone(n.IPFSSigs), sig.String())
+	slices.Sort(sigs)
+	n.IPFSSigs = slices.Compact(sigs)
+	return nil
+}
+
+// VerifyCID returns nil if an IPFSSig is a valid signature by one of keys
+// of this narinfo's CIDFingerprint. Otherwise it says why not, for a log
+// line: ErrNoIPFSSig, a fingerprint that cannot be built, or, for each
+// IPFSSig, that it does not parse, is by a key not given, or does not
+// verify.
+func (n *NarInfo) VerifyCID(keys []signature.PublicKey) error {
+	if len(n.IPFSSigs) == 0 {
+		return ErrNoIPFSSig
+	}
+	fp, err := n.CIDFingerprint()
+	if err != nil {
+		return err
+	}
+	var why []string
+	for _, s := range n.IPFSSigs {
+		sig, err := signature.ParseSignature(s)
+		if err != nil {
+			why = append(why, fmt.Sprintf("IPFSSig %q: %v", truncate(s), err))
+			continue
+		}
+		trusted := false
+		for _, k := range keys {
+			if k.Name != sig.Name {
+				continue
+			}
+			trusted = true
+			if k.Verify(fp, sig) {
+				return nil
+			}
+		}
+		if trusted {
+			why = append(why, fmt.Sprintf("IPFSSig by %q does not verify for this StorePath, NarHash, NarSize and IPFSHash", truncate(sig.Name)))
+		} else {
+			why = append(why, fmt.Sprintf("IPFSSig by %q: not a trusted key", truncate(sig.Name)))
+		}
+	}
+	return fmt.Errorf("narinfo: %s", strings.Join(why, "; "))
 }
