@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/nix-ipfs/nix-ipfs/events"
@@ -140,6 +141,10 @@ func TestPublisherMatchesNixCopy(t *testing.T) {
 		golden := filepath.Join(t.TempDir(), "golden")
 		a.nix.Run(t, "nix", "copy", "--to", "file://"+golden+"?compression=none&secret-key="+a.nix.SecretKey, top)
 
+		pk, err := signature.ParsePublicKey(a.nix.PublicKey)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, p := range closure {
 			ni := got[p]
 			hp := storepath.HashPart(p)
@@ -157,10 +162,15 @@ func TestPublisherMatchesNixCopy(t *testing.T) {
 			if ni.IPFSHash == "" {
 				t.Errorf("%s: no IPFSHash", p)
 			}
+			// The CID's binding is signed with the cache's key.
+			if err := ni.VerifyCID([]signature.PublicKey{pk}); err != nil {
+				t.Errorf("%s: IPFSSig: %v", p, err)
+			}
 			// Field by field, the signature included; then byte for byte once
 			// our extension line is taken out.
 			cmp := *ni
 			cmp.IPFSHash = ""
+			cmp.IPFSSigs = nil
 			if !reflect.DeepEqual(&cmp, wni) {
 				t.Errorf("%s: narinfo differs from nix copy's\n ours: %+v\nnix's: %+v", p, cmp, *wni)
 			}

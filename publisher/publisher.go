@@ -262,6 +262,12 @@ func (p *Publisher) publishPath(ctx context.Context, sp string) (*events.Publish
 	if err := ni.Sign(p.opt.Key); err != nil {
 		return nil, errs.E(errs.Invalid, fmt.Errorf("sign %s: %w", sp, err))
 	}
+	// The CID's binding to the NAR, which writeNAR has just proved (the
+	// bytes added to kubo are the bytes hashed): a substituter trusting
+	// this key streams the CID on its first fetch.
+	if err := ni.SignCID(p.opt.Key); err != nil {
+		return nil, errs.E(errs.Invalid, fmt.Errorf("sign CID of %s: %w", sp, err))
+	}
 	if err := atomicfile.WriteFileGrouped(p.opt.Cache.NarInfoPath(hashPart), []byte(ni.String()), 0o644, &p.dirs); err != nil {
 		return nil, errs.E(errs.Transient, fmt.Errorf("write narinfo of %s: %w", sp, err))
 	}

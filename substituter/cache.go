@@ -63,6 +63,16 @@ func (b *bounded[K, V]) put(k K, v V, expires time.Time) {
 	}
 }
 
+// remove forgets k.
+func (b *bounded[K, V]) remove(k K) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if el, ok := b.items[k]; ok {
+		b.order.Remove(el)
+		delete(b.items, k)
+	}
+}
+
 func (b *bounded[K, V]) len() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()

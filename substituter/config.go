@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -39,6 +41,7 @@ type Config struct {
 	PrefetchBytes   int64
 	PrefetchTTL     time.Duration
 	VerifiedCIDs    int
+	TrustedKeys     string
 	Mirrors         MirrorConfig
 }
 
@@ -63,6 +66,7 @@ func (c *Config) Register(s *config.Set) {
 	s.Int64Var(&c.PrefetchBytes, "prefetch-max-bytes", DefaultPrefetchBytes, "total size of the NARs read ahead at once (one NAR is always allowed)")
 	s.DurationVar(&c.PrefetchTTL, "prefetch-ttl", DefaultPrefetchTTL, "drop a NAR read ahead if its request has not come after this long")
 	s.IntVar(&c.VerifiedCIDs, "verified-cids", DefaultMaxVerified, "remember this many CIDs proved to hold their NAR; those stream to Nix as IPFS reads them (0: none)")
+	s.StringVar(&c.TrustedKeys, "trusted-public-keys", "", "publishers' keys, as in nix.conf: space-separated name:base64; a narinfo whose IPFSSig verifies under one streams its CID on the first fetch (still hashed, the last chunk held back until it matches) instead of reading and checking it whole first")
 	c.Mirrors.Register(s)
 }
 
@@ -97,6 +101,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := ipfs.NewReader(nil, c.KuboGateway, nil); err != nil {
 		return fmt.Errorf("--kubo-gateway: %w", err)
+	}
+	if _, err := ParseTrustedKeys(c.TrustedKeys); err != nil {
+		return err
 	}
 	if err := c.Mirrors.Validate(c.Gateway != ""); err != nil {
 		return err
@@ -137,6 +144,11 @@ func (c *Config) Options(log *zap.Logger, reg prometheus.Registerer) (Options, e
 		PrefetchTTL:      c.PrefetchTTL,
 		MaxVerified:      orNone(c.VerifiedCIDs),
 	}
+	keys, err := ParseTrustedKeys(c.TrustedKeys)
+	if err != nil {
+		return o, err
+	}
+	o.TrustedKeys = keys
 	if c.Gateway != "" {
 		g, err := NewGateway(c.Gateway, nil)
 		if err != nil {
@@ -160,6 +172,20 @@ func (c *Config) Options(log *zap.Logger, reg prometheus.Registerer) (Options, e
 	o.IPFS = rd
 	o.Peering = c.Mirrors.options(k)
 	return o, nil
+}
+
+// ParseTrustedKeys reads keys in nix.conf's trusted-public-keys syntax:
+// "name:base64" public keys separated by whitespace.
+func ParseTrustedKeys(s string) ([]signature.PublicKey, error) {
+	var keys []signature.PublicKey
+	for _, f := range strings.Fields(s) {
+		k, err := signature.ParsePublicKey(f)
+		if err != nil {
+			return nil, fmt.Errorf("--trusted-public-keys: %q: %w", f, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }
 
 func orNone(n int) int {

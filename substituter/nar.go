@@ -57,8 +57,13 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 		s.proxyNar(w, r, log, ref, ReasonInvalidCID, start)
 		return
 	}
-	if _, ok := s.verified.get(verifiedKey(c, ref), time.Time{}); ok && r.Header.Get("Range") == "" && !s.spools.has(ref) {
-		if s.streamVerified(w, r, log, c, ref, start) {
+	if how, ok := s.trust(c, ref); ok && r.Header.Get("Range") == "" && !s.spools.has(ref) {
+		done, refused := s.streamVerified(w, r, log.With(zap.String("trust", how)), c, ref, start)
+		if done {
+			return
+		}
+		if refused != "" {
+			s.proxyNar(w, r, log, ref, refused, start)
 			return
 		}
 		// Nothing was sent: read and check it as if it were new.
@@ -113,26 +118,31 @@ func reopen(f *os.File, size int64) (io.ReadSeekCloser, error) {
 	}{io.NewSectionReader(f, 0, size), io.NopCloser(nil)}, nil
 }
 
-// streamVerified sends a NAR whose CID has already been proved to hold it
-// (verified) as IPFS reads it, with no spool: content addressing
-// guarantees the same bytes, and the hash is still checked on the way, the
-// last chunk held back until it matches. If IPFS fails on the way, the
-// rest comes from upstream (the bytes sent so far are the NAR's, so the
-// upstream NAR continues them). It reports false when nothing was sent,
-// because IPFS failed before the first byte.
-func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap.Logger, c cid.Cid, ref *narRef, start time.Time) bool {
+// streamVerified sends a NAR whose CID is trusted to hold it (proved
+// before, or signed by a trusted key: trust.go) as IPFS reads it, with no
+// spool: content addressing guarantees the same bytes, and the hash is
+// still checked on the way, the last chunk held back until it matches. If
+// IPFS fails on the way, the rest comes from upstream (the bytes sent so
+// far are the NAR's, so the upstream NAR continues them). done is false
+// when nothing was sent; then refused, if set, is why the CID was found
+// wrong before the first byte (the request goes to upstream), else IPFS
+// failed before the first byte.
+func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap.Logger, c cid.Cid, ref *narRef, start time.Time) (done bool, refused string) {
 	kwd := newWatchdog(r.Context(), s.opts.IPFSTimeout)
 	defer kwd.stop()
 	rc, err := s.ipfs.Cat(kwd.ctx, c)
 	if err != nil {
 		s.ipfsFailed(log, kwd.reason(ReasonIPFSError), err)
-		return false
+		return false, ""
 	}
 	defer rc.Close()
 	if n := announcedSize(rc); n >= 0 && uint64(n) != ref.narSize {
+		// Before a byte is sent, a CID of another size (for a signed
+		// one: a publisher bug) goes to upstream, and is read and
+		// checked first from now on.
 		s.ipfsFailed(log, ReasonSizeMismatch, fmt.Errorf("ipfs %s has %d bytes, the narinfo's NarSize is %d", c, n, ref.narSize))
-		s.verified.put(verifiedKey(c, ref), struct{}{}, time.Unix(1, 0))
-		return false
+		s.distrust(c, ref)
+		return false, ReasonSizeMismatch
 	}
 	kr := kwd.reader(rc)
 	first := make([]byte, copyBuf)
@@ -142,7 +152,7 @@ func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap
 			err = io.ErrUnexpectedEOF
 		}
 		s.ipfsFailed(log, kwd.reason(ReasonIPFSError), fmt.Errorf("ipfs cat %s: %w", c, err))
-		return false
+		return false, ""
 	}
 	// The upstream fallback has its own watchdog (wd, in copyVerified).
 	wd := newWatchdog(r.Context(), s.opts.UpstreamTimeout+s.opts.IPFSTimeout)
@@ -164,9 +174,11 @@ func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap
 	if err != nil {
 		var mm *mismatchError
 		if errors.As(err, &mm) {
-			// Only a damaged block store gets here: forget the CID.
-			s.verified.put(verifiedKey(c, ref), struct{}{}, time.Unix(1, 0))
-			log.Error("remembered CID no longer matches its NAR; connection cut", zap.Error(err))
+			// Only a damaged block store, or for a signed CID a
+			// publisher that signed the wrong one, gets here: from now
+			// on the CID is read and checked first.
+			s.distrust(c, ref)
+			log.Error("trusted CID does not hold its NAR; connection cut", zap.Error(err))
 		} else {
 			log.Warn("NAR transfer failed; connection cut", zap.Error(err))
 		}
@@ -174,7 +186,7 @@ func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap
 		panic(http.ErrAbortHandler)
 	}
 	s.narDone(log.With(zap.Bool("streamed", true), zap.Int64("upstream_bytes", fr.resumedBytes)), SourceIPFS, "", sent, start, ttfb)
-	return true
+	return true, ""
 }
 
 // failoverReader reads r, size bytes; if r fails or ends early, it reads

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -126,6 +127,12 @@ type Options struct {
 	// NAR (zero: the default; negative: remember none). A remembered CID
 	// streams to the client as IPFS reads it.
 	MaxVerified int
+	// TrustedKeys are the publishers' keys (nix.conf's trusted-public-keys
+	// syntax): a narinfo whose IPFSSig verifies under one of them names a
+	// CID that streams on its first fetch, as a remembered one does
+	// (trust.go). None: every CID is read and checked before it is sent,
+	// until proved.
+	TrustedKeys []signature.PublicKey
 	// Peering keeps the kubo peered with the upstream's mirrors; it runs
 	// from StartPeering (peers.go).
 	Peering PeeringOptions
@@ -146,6 +153,7 @@ type Server struct {
 	flight   singleflight.Group
 	spools   *spools                    // NARs being read from IPFS, or read and checked
 	verified *bounded[string, struct{}] // verifiedKey -> proved to hold that NAR
+	refuted  *bounded[string, struct{}] // verifiedKey -> signed, but found to hold other bytes
 	peers    peering
 }
 
@@ -166,6 +174,9 @@ type narRef struct {
 	ipfsHash    string
 	narHash     []byte // SHA-256 digest
 	narSize     uint64
+	// signed: an IPFSSig by a trusted key binds ipfsHash to this store
+	// path, narHash and narSize (trust.go).
+	signed bool
 }
 
 // New checks opts and returns a Server. Close releases it. Only Upstream
@@ -231,6 +242,7 @@ func New(opts Options) (*Server, error) {
 		nars:  newBounded[string, *narRef](opts.MaxNars),
 		// A bounded map of at most zero entries holds nothing.
 		verified: newBounded[string, struct{}](max(opts.MaxVerified, 0)),
+		refuted:  newBounded[string, struct{}](maxRefuted),
 	}
 	s.spools = newSpools(s)
 	return s, nil
@@ -413,6 +425,7 @@ func (s *Server) parseRef(path string, body []byte) *narRef {
 		ipfsHash:    strings.TrimSpace(ni.IPFSHash),
 		narHash:     digest,
 		narSize:     ni.NarSize,
+		signed:      s.cidSigned(log, ni),
 	}
 }
 

@@ -139,7 +139,7 @@ func (p *spools) startLocked(ref *narRef, c cid.Cid) *spoolEntry {
 		p.scheduleLocked()
 		p.mu.Unlock()
 		if err == nil {
-			p.s.verified.put(verifiedKey(c, ref), struct{}{}, time.Time{})
+			p.s.proved(c, ref)
 		}
 	}()
 	return e
@@ -220,7 +220,7 @@ func (p *spools) prefetch(ref *narRef) {
 	if err != nil {
 		return
 	}
-	if _, ok := p.s.verified.get(verifiedKey(c, ref), time.Time{}); ok {
+	if _, ok := p.s.trust(c, ref); ok {
 		return // streams at once anyway
 	}
 	p.mu.Lock()

@@ -5,12 +5,14 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/mirror"
+	"github.com/nix-ipfs/nix-ipfs/publisher"
 	"github.com/nix-ipfs/nix-ipfs/substituter"
 )
 
@@ -39,8 +41,14 @@ func startMirror(ctx context.Context, c Config, log *zap.Logger, runPart func(st
 }
 
 // newSubstituter serves NARs from up's kubo, narinfos from its cache dir.
+// It trusts the cache's own key for IPFSSig, so the CIDs this publisher
+// signed stream on their first fetch.
 func newSubstituter(c Config, api string, log *zap.Logger) (http.Handler, error) {
 	k, err := ipfs.Dial(api)
+	if err != nil {
+		return nil, err
+	}
+	sk, err := publisher.LoadSecretKey(c.Publisher.SecretKeyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -50,5 +58,6 @@ func newSubstituter(c Config, api string, log *zap.Logger) (http.Handler, error)
 		Log:         log.Named("substituter"),
 		Registerer:  prometheus.DefaultRegisterer,
 		IPFSTimeout: c.SubstituterIPFSTimeout,
+		TrustedKeys: []signature.PublicKey{sk.ToPublicKey()},
 	})
 }
