@@ -105,7 +105,7 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 	cpus := map[key][]cpuUse{}
 	for r := 0; r < b.rounds; r++ {
 		for _, sh := range shapes {
-			for _, side := range rotate([]string{"plain", "sub", "rpc"}, r) {
+			for _, side := range rotate([]string{"plain", "sub", "rpc", "nokey"}, r) {
 				if side == "plain" {
 					progress("fetch: round %d/%d: %s: plain HTTP", r+1, b.rounds, sh.key)
 					rates[key{sh.key, "plain"}] = append(rates[key{sh.key, "plain"}], copyFrom(plainURL, sh, plainProc.Cmd.Process.Pid))
@@ -113,12 +113,20 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 					continue
 				}
 				cold, warm := "cold", "warm"
-				var extra []string
-				if side == "rpc" {
+				// The publisher's key, as `up` and the docs set it up: the
+				// CIDs it signed (IPFSSig) stream on their first fetch.
+				extra := []string{"--trusted-public-keys", b.nix.PublicKey}
+				switch side {
+				case "rpc":
 					// The same, reading through kubo's RPC cat rather
 					// than its gateway: what the gateway saves.
 					cold, warm = "rpc-cold", "rpc-warm"
-					extra = []string{"--kubo-gateway", "off"}
+					extra = append(extra, "--kubo-gateway", "off")
+				case "nokey":
+					// Without the key: every CID read and checked whole
+					// before its first byte, until proved.
+					cold, warm = "nokey-cold", "nokey-warm"
+					extra = nil
 				}
 				progress("fetch: round %d/%d: %s: substituter %s, cold then warm", r+1, b.rounds, sh.key, strings.Join(extra, " "))
 				url, p := startSub(extra...)
@@ -167,22 +175,24 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 
 	sides := []struct{ key, name string }{
 		{"plain", "plain HTTP (`nix-ipfs serve` of the cache directory)"},
-		{"cold", "substituter, cold (fresh process: NARs read from kubo B and checked before sending)"},
+		{"cold", "substituter, cold (fresh process, `--trusted-public-keys`: CIDs the publisher signed stream from kubo B on their first fetch)"},
 		{"warm", "substituter, warm (same process again: CIDs already checked stream from kubo B)"},
 		{"rpc-cold", "substituter with `--kubo-gateway off`, cold (NARs through kubo's RPC cat, not its gateway)"},
 		{"rpc-warm", "substituter with `--kubo-gateway off`, warm"},
+		{"nokey-cold", "substituter without `--trusted-public-keys`, cold (NARs read from kubo B and checked whole before sending)"},
+		{"nokey-warm", "substituter without `--trusted-public-keys`, warm"},
 	}
 	for _, sh := range shapes {
 		pr := median(rates[key{sh.key, "plain"}])
-		for _, side := range []string{"cold", "warm"} {
+		for _, side := range []string{"cold", "warm", "nokey-cold"} {
 			sr := median(rates[key{sh.key, side}])
 			sec.add(Row{What: fmt.Sprintf("Client fetch, %s: substituter %s vs plain HTTP", sh.name, side), Ratio: sr / pr,
 				Ours: fmtMBps(sr), Base: fmtMBps(pr), Aim: ">= 0.8x", Verdict: verdict(sr/pr >= 0.8)})
 		}
 	}
-	sec.detailf("Stock Nix (`nix copy --from URL --to FRESH_DIR`, `require-sigs = true`, trusting only the publisher's key, narinfo disk cache TTLs 0) copies a closure into a fresh chroot store (on tmpfs, /dev/shm: see below), from `nix-ipfs substituter --upstream <plain HTTP> --kubo-api <B>` (defaults: 4 NARs read ahead, verified CIDs remembered) or straight from `nix-ipfs serve` on the publisher's cache directory. "+
+	sec.detailf("Stock Nix (`nix copy --from URL --to FRESH_DIR`, `require-sigs = true`, trusting only the publisher's key, narinfo disk cache TTLs 0) copies a closure into a fresh chroot store (on tmpfs, /dev/shm: see below), from `nix-ipfs substituter --upstream <plain HTTP> --kubo-api <B> --trusted-public-keys <the publisher's key>` (defaults: 4 NARs read ahead, verified CIDs remembered) or straight from `nix-ipfs serve` on the publisher's cache directory. "+
 		"B holds every NAR pinned (as a mirror leaves it), and A's kubo is stopped, so the substituter's NARs come from B. Two shapes: %s; %s. "+
-		"Each round runs plain HTTP, the substituter (NARs through kubo B's HTTP gateway, found by itself), and the substituter with `--kubo-gateway off` (NARs through kubo's RPC cat) in rotating order; a substituter side starts a fresh process, copies once (cold) and once more (warm). `sync` runs before every copy (not timed). %d rounds. Throughput is NAR bytes over the whole `nix copy`, narinfo fetches and store registration included. CPU-s per GiB: user and system time of the serving process (`nix-ipfs serve` or the substituter) and of kubo B during the copy, from /proc, less sensitive than wall clock to the other load on the machine.\n\n",
+		"Each round runs plain HTTP, the substituter (NARs through kubo B's HTTP gateway, found by itself), the substituter with `--kubo-gateway off` (NARs through kubo's RPC cat), and the substituter without the key (no CID trusted before it is proved) in rotating order; a substituter side starts a fresh process, copies once (cold) and once more (warm). `sync` runs before every copy (not timed). %d rounds. Throughput is NAR bytes over the whole `nix copy`, narinfo fetches and store registration included. CPU-s per GiB: user and system time of the serving process (`nix-ipfs serve` or the substituter) and of kubo B during the copy, from /proc, less sensitive than wall clock to the other load on the machine.\n\n",
 		shapes[0].name, shapes[1].name, b.rounds)
 	sec.detailf("| Shape | Side | median | MB/s per round | time to first byte per NAR (median, max) | NAR bytes by source | CPU-s per GiB: server, kubo B (medians) |\n|---|---|---|---|---|---|---|\n")
 	for _, sh := range shapes {

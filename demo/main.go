@@ -319,8 +319,11 @@ func (d *demo) run(ctx context.Context) error {
 	if err := kC.Client.Connect(ctx, bNode); err != nil {
 		return fmt.Errorf("connect C to B: %w", err)
 	}
+	// The cache's key: the CIDs the publisher signed (IPFSSig) stream on
+	// their first fetch.
 	sub := d.start("substituter", false, []string{"NIX_IPFS_LOG_FORMAT=json"}, "substituter",
-		"--upstream", cacheURL, "--listen", subAddr, "--kubo-api", kC.API)
+		"--upstream", cacheURL, "--listen", subAddr, "--kubo-api", kC.API,
+		"--trusted-public-keys", strings.TrimSpace(string(pubKey)))
 	subURL := "http://" + subAddr
 	if err := waitFor(ctx, 30*time.Second, "the substituter", func() bool { return httpOK(subURL + "/nix-cache-info") }); err != nil {
 		return err
