@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
@@ -147,6 +149,8 @@ func rewriteNarinfo(t *testing.T, cache, p string, mod func(*narinfo.NarInfo)) {
 //   - an IPFSHash pointing at other bytes (same size, and another size)
 //     falls back to the upstream NAR, logged and counted as a mismatch;
 //   - a tampered signature is refused by Nix as without the substituter;
+//   - with A's key, every CID the publisher signed streams on its first
+//     fetch; a signed CID of other bytes is never served as the NAR;
 //   - with A's NAR files deleted and A's kubo stopped, the copy still
 //     succeeds, through kubo B's RPC API and through B's gateway (blocks
 //     checked one by one against their CIDs).
@@ -282,6 +286,97 @@ func TestSubstituterStockNix(t *testing.T) {
 			}
 			if _, err := a.nix.Try("nix-store", "--store", dest, "--check-validity", top); err == nil {
 				t.Errorf("%s is valid in the client store despite its bad signature", top)
+			}
+		})
+
+		// With A's key, every CID the publisher signed streams on its
+		// first fetch, cold: the response starts as kubo reads the NAR
+		// ("streamed": true), and the bytes are still the NAR's.
+		t.Run("SignedCIDsStreamCold", func(t *testing.T) {
+			s := startSubstituterProc(t, a.bin, upstream.URL, "--kubo-api", b.API, "--trusted-public-keys", a.nix.PublicKey)
+			checkStockNixCopy(t, a, top, s.URL)
+			s.waitNars(t, total, `source="ipfs"`)
+			for _, p := range closure {
+				if !s.logHas(t, `NAR served.*"store_path": "`+regexp.QuoteMeta(p)+`".*"trust": "signed".*"streamed": true.*"source": "ipfs"`) {
+					t.Errorf("%s: not streamed as a signed CID on its first fetch", p)
+				}
+			}
+			if s.logHas(t, `IPFSSig is not trusted`) {
+				t.Errorf("an IPFSSig of the publisher's was not trusted")
+			}
+		})
+
+		// A publisher bug, simulated: narinfos whose IPFSSig (by A's
+		// key) signs the CID of other bytes. Another size is caught
+		// before a byte is sent; the same size streams but is cut before
+		// it completes, and the next fetch reads and checks first and
+		// falls back to upstream. Wrong bytes are never served whole.
+		t.Run("SignedWrongCIDNeverServed", func(t *testing.T) {
+			cache := copyCacheDir(t, a.cache)
+			var other string
+			for _, p := range closure {
+				if strings.Contains(p, "-other-") {
+					other = p
+				}
+			}
+			if other == "" || other == top {
+				t.Fatalf("no 'other' path in %v", closure)
+			}
+			keyText, err := os.ReadFile(a.nix.SecretKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sk, err := signature.LoadSecretKey(strings.TrimSpace(string(keyText)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			dump := a.nix.Dump(t, top)
+			dump[len(dump)/2] ^= 1
+			wrong := filepath.Join(t.TempDir(), "wrong")
+			os.WriteFile(wrong, dump, 0o644)
+			unrelated := filepath.Join(t.TempDir(), "unrelated")
+			os.WriteFile(unrelated, []byte("not the NAR of "+other+"\n"), 0o644)
+			wrongCID := strings.TrimSpace(b.IPFS(t, "add", "-Q", "--cid-version=1", wrong))
+			unrelatedCID := strings.TrimSpace(b.IPFS(t, "add", "-Q", "--cid-version=1", unrelated))
+			resign := func(c string) func(*narinfo.NarInfo) {
+				return func(ni *narinfo.NarInfo) {
+					ni.IPFSHash, ni.IPFSSigs = c, nil
+					if err := ni.SignCID(sk); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			rewriteNarinfo(t, cache, top, resign(wrongCID))
+			rewriteNarinfo(t, cache, other, resign(unrelatedCID))
+
+			up := httptest.NewServer(http.FileServer(http.Dir(cache)))
+			defer up.Close()
+			s := startSubstituterProc(t, a.bin, up.URL, "--kubo-api", b.API, "--trusted-public-keys", a.nix.PublicKey)
+			// The first copy may fail on top's cut transfer (Nix does not
+			// resume it); the next one must succeed, every path right.
+			dest := filepath.Join(t.TempDir(), "store-c")
+			args := []string{"nix", "copy", "--from", s.URL, "--to", dest,
+				"--option", "trusted-public-keys", a.nix.PublicKey, "--option", "require-sigs", "true", top}
+			if _, err := a.nix.Try(args[0], args[1:]...); err != nil {
+				t.Logf("first copy failed, as a cut transfer may make it: %s", lastLine(err.Error()))
+				checkStockNixCopy(t, a, top, s.URL)
+			} else {
+				for _, p := range closure {
+					if !bytes.Equal(a.nix.Dump(t, filepath.Join(dest, p)), a.nix.Dump(t, p)) {
+						t.Errorf("%s: wrong contents in the client store", p)
+					}
+				}
+			}
+			s.waitNars(t, 1, `source="upstream"`, `reason="size_mismatch"`)
+			s.waitNars(t, 1, `source="upstream"`, `reason="hash_mismatch"`)
+			if !s.logHas(t, `trusted CID does not hold its NAR; connection cut.*"cid": "`+wrongCID+`"`) &&
+				!s.logHas(t, `"cid": "`+wrongCID+`".*trusted CID does not hold its NAR; connection cut`) {
+				t.Errorf("no log of the cut stream of %s", wrongCID)
+			}
+			for _, c := range []string{wrongCID, unrelatedCID} {
+				if s.logHas(t, `NAR served.*"cid": "`+c+`".*"source": "ipfs"`) {
+					t.Errorf("the wrong bytes of %s were served as a NAR", c)
+				}
 			}
 		})
 
