@@ -186,6 +186,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, h H
 	var fatal error
 	for {
 		msg, err := it.Next()
+		fetched := time.Now()
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -217,7 +218,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, h H
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			handleOne(workCtx, js, o, log, msg, h)
+			handleOne(workCtx, js, o, log, msg, h, fetched)
 		}()
 	}
 	if fatal == nil {
@@ -236,7 +237,9 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, h H
 	return fatal
 }
 
-func handleOne(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, log *zap.Logger, msg jetstream.Msg, h Handler) {
+// fetched is when the message left the iterator; it waited from then for
+// a free worker.
+func handleOne(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, log *zap.Logger, msg jetstream.Msg, h Handler, fetched time.Time) {
 	start := time.Now()
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -264,14 +267,24 @@ func handleOne(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, l
 
 	hbCtx, stopHB := context.WithCancel(ctx)
 	go heartbeat(hbCtx, msg, o.AckWait/3)
+	hstart := time.Now()
 	err = h(ctx, d)
 	stopHB()
 
 	switch {
 	case err == nil:
+		astart := time.Now()
 		if aerr := msg.DoubleAck(context.WithoutCancel(ctx)); aerr != nil {
 			// The work is done and idempotent: a redelivery finds it done.
 			log.Warn("ack failed; the event will be redelivered and found done", zap.Error(aerr))
+		}
+		if ce := log.Check(zap.DebugLevel, "event acked"); ce != nil {
+			// Where a worker's slot went: from its stream time to this
+			// delivery, decoding, the handler, the ack's round trip.
+			ce.Write(zap.Duration("stream_to_fetched", fetched.Sub(meta.Timestamp)),
+				zap.Duration("waited_for_worker", start.Sub(fetched)),
+				zap.Duration("decode", hstart.Sub(start)), zap.Duration("handler", astart.Sub(hstart)),
+				zap.Duration("ack", time.Since(astart)))
 		}
 		report(Acked, nil)
 	case ctx.Err() != nil:

@@ -223,7 +223,7 @@ func (p *Pinner) pin(ctx context.Context, it Item) (Result, error) {
 		for _, n := range it.Providers {
 			p.connect(actx, log, n)
 		}
-		log.Debug("pin started", zap.Time("start", r.Start))
+		log.Debug("pin started", zap.Time("start", r.Start), zap.Duration("checked_and_dialled", time.Since(r.Start)))
 		if err := p.node.Pin(actx, it.CID, pinName(it.StorePath)); err != nil {
 			p.forget(it.Providers)
 			return r, timedOut("pin", fmt.Errorf("%s: %w", it.StorePath, err))

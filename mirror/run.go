@@ -168,10 +168,14 @@ func (w *Worker) Handle(ctx context.Context, d events.Delivery) error {
 		if w.order == nil {
 			w.order = newCIDOrder()
 		}
+		received := time.Now()
+		var r Result
 		ran, err := w.order.do(it.CID.String(), seq, func() error {
-			_, err := w.Pinner.Pin(ctx, it)
-			return err
+			var perr error
+			r, perr = w.Pinner.Pin(ctx, it)
+			return perr
 		})
+		w.logStages(d, ev, received, r, err)
 		if err == nil && !ran {
 			w.Pinner.log.Info("published event older than a later retirement of the same CID; not pinned",
 				zap.String("cid", it.CID.String()), zap.String("store_path", it.StorePath))
@@ -186,6 +190,34 @@ func (w *Worker) Handle(ctx context.Context, d events.Delivery) error {
 		return w.Retire(ctx, ev, seq)
 	}
 	return errs.Errorf(errs.Invalid, "mirror got a %s event on %s", events.Head(d.Event).Type, d.Msg.Subject())
+}
+
+// logStages logs, at debug level, where a published path's time went on
+// its way to its pinned event: from the event's time to JetStream storing
+// it, from there to this mirror receiving it, waiting for an earlier event
+// of the same CID, checking and pinning it, and announcing the pin.
+func (w *Worker) logStages(d events.Delivery, ev *events.Published, received time.Time, r Result, err error) {
+	log := w.Pinner.log
+	if ce := log.Check(zap.DebugLevel, "published event handled"); ce != nil {
+		fields := []zap.Field{zap.String("store_path", ev.StorePath), zap.String("event_id", ev.ID),
+			zap.Time("published", ev.Time), zap.Time("received", received),
+			zap.Duration("since_published", received.Sub(ev.Time))}
+		if d.Meta != nil {
+			fields = append(fields, zap.Duration("to_stream", d.Meta.Timestamp.Sub(ev.Time)),
+				zap.Duration("stream_to_received", received.Sub(d.Meta.Timestamp)),
+				zap.Uint64("deliveries", d.Meta.NumDelivered))
+		}
+		if !r.Start.IsZero() {
+			end := r.Start.Add(r.Took)
+			fields = append(fields, zap.Duration("before_pin", r.Start.Sub(received)),
+				zap.Duration("pin", r.Took), zap.Bool("fresh", r.Fresh),
+				zap.Duration("after_pin", time.Since(end)), zap.Duration("published_to_pinned", end.Sub(ev.Time)))
+		}
+		if err != nil {
+			fields = append(fields, zap.Error(err))
+		}
+		ce.Write(fields...)
+	}
 }
 
 // Close releases the connections.
