@@ -28,10 +28,18 @@ type PinConfig struct {
 	Store    config.Store
 }
 
+// DefaultConcurrency is --concurrency's default. A small NAR's pin takes
+// 50-100 ms on loopback, mostly round trips (pin ls, bitswap from the
+// publisher, the pinned event), so a mirror pins at most Concurrency of
+// them per pin time: 8 at once kept up with about 150 small paths a
+// second, less than one publisher sends, and paths queued for a free slot
+// (docs/BENCHMARKS.md, "Mirror latency"). 16 leave them no queue there.
+const DefaultConcurrency = 16
+
 // Register adds the pin flags. node says whose kubo --kubo-api names.
 func (c *PinConfig) Register(s *config.Set, node string) {
 	s.StringVar(&c.KuboAPI, "kubo-api", "", "kubo RPC API of "+node+": http URL, host:port or multiaddr (default: $IPFS_PATH/api, else ~/.ipfs/api)")
-	s.IntVar(&c.Concurrency, "concurrency", 8, "CIDs pinned at once")
+	s.IntVar(&c.Concurrency, "concurrency", DefaultConcurrency, "CIDs pinned at once (a small NAR's pin is mostly waiting on round trips, so enough at once keep up with a publisher's burst of small paths)")
 	s.DurationVar(&c.PinTimeout, "pin-timeout", DefaultPinTimeout,
 		"give up one attempt to pin a CID after this long (raise it for huge NARs over slow links; blocks fetched so far are kept for the next attempt)")
 	s.IntVar(&c.MaxAttempts, "max-attempts", 10,
