@@ -11,6 +11,7 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
+	"github.com/nix-ipfs/nix-ipfs/mirror"
 )
 
 const mirrorName = "bench"
@@ -20,6 +21,10 @@ type mirrorRun struct {
 	allPinned    time.Duration   // from the built event to the last pin
 	allPublished time.Duration   // from the built event to the last published event
 	latency      []time.Duration // per path: published event's time to pinned
+	// latency is wait + pin, per path: wait from the published event's
+	// time until the path's pin began (delivery, and a queue while every
+	// pin slot is busy), pin the pin itself (the pinned event's duration).
+	wait, pin []time.Duration
 }
 
 // benchMirror: many small paths published at once; how soon is every one
@@ -67,6 +72,12 @@ func benchMirror(b *Bench, s *scope, sec *Section) {
 		}
 		return xs
 	}
+	parts := func(key string) (wait, pin []time.Duration) {
+		for _, m := range res[key] {
+			wait, pin = append(wait, m.wait...), append(pin, m.pin...)
+		}
+		return wait, pin
+	}
 	ma, ba := all("mirror"), all("batch")
 	ml, bl := lat("mirror"), lat("batch")
 	sec.add(Row{What: fmt.Sprintf("Mirror: all %d paths pinned on B, vs the batch way", n), Ratio: float64(ba) / float64(ma),
@@ -78,10 +89,10 @@ func benchMirror(b *Bench, s *scope, sec *Section) {
 
 	sec.detailf("%d small paths (4-64 KiB each, %s of NAR in all) built once, published at once: one `built` event listing them all, sent to the real publisher on host A (fresh NATS, kubo A, empty cache each round). "+
 		"Host B is a second kubo daemon (fresh each round, online, loopback). "+
-		"The mirror side runs `nix-ipfs mirror --name %s` (defaults: --concurrency 8, no --verify) against B from before the event; a path's latency is its `pinned` event's time minus its `published` event's time, and \"all pinned\" runs from sending the `built` event to the last `pinned` event's time. "+
-		"The batch side waits until every narinfo is on disk, then runs `ipfs swarm connect` to A and `ipfs pin add` (CLI) of each CID in turn on B; a path's latency is from its `published` event to its pin add returning. Ratios are batch ÷ mirror.\n\n",
-		n, fmtBytes(total), mirrorName)
-	sec.detailf("| Side | all pinned (median) | per round | all published, per round | per-path p50 | p99 | max |\n|---|---|---|---|---|---|---|\n")
+		"The mirror side runs `nix-ipfs mirror --name %s` (defaults: --concurrency %d, no --verify) against B from before the event; a path's latency is its `pinned` event's time minus its `published` event's time, the sum of its wait (until its pin began: the event's delivery, and the queue while all the mirror's pin slots are busy) and its pin (the `pinned` event's `duration_ms`: `pin ls`, then `pin add` through bitswap from A), and \"all pinned\" runs from sending the `built` event to the last `pinned` event's time. "+
+		"The batch side waits until every narinfo is on disk, then runs `ipfs swarm connect` to A and `ipfs pin add` (CLI) of each CID in turn on B; a path's latency is from its `published` event to its pin add returning (its wait lasts until its own pin add starts). Ratios are batch ÷ mirror.\n\n",
+		n, fmtBytes(total), mirrorName, mirror.DefaultConcurrency)
+	sec.detailf("| Side | all pinned (median) | per round | all published, per round | per-path p50 | p99 | max | wait p50, p99 | pin p50, p99 |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, sd := range sides {
 		var alls, pubs []time.Duration
 		for _, m := range res[sd.key] {
@@ -89,8 +100,10 @@ func benchMirror(b *Bench, s *scope, sec *Section) {
 			pubs = append(pubs, m.allPublished)
 		}
 		l := lat(sd.key)
-		sec.detailf("| %s | %s | %s | %s | %s | %s | %s |\n", sd.name, fmtDur(medianDur(alls)), fmtDurs(alls), fmtDurs(pubs),
-			fmtDur(percentile(l, 50)), fmtDur(percentile(l, 99)), fmtDur(maxDur(l)))
+		w, p := parts(sd.key)
+		sec.detailf("| %s | %s | %s | %s | %s | %s | %s | %s, %s | %s, %s |\n", sd.name, fmtDur(medianDur(alls)), fmtDurs(alls), fmtDurs(pubs),
+			fmtDur(percentile(l, 50)), fmtDur(percentile(l, 99)), fmtDur(maxDur(l)),
+			fmtDur(percentile(w, 50)), fmtDur(percentile(w, 99)), fmtDur(percentile(p, 50)), fmtDur(percentile(p, 99)))
 	}
 }
 
@@ -128,7 +141,10 @@ func (b *Bench) runMirrorOf(s *scope, paths []string, each bool) mirrorRun {
 		if !ok {
 			s.Fatalf("pinned %s, which was never published", p.StorePath)
 		}
+		took := time.Duration(p.DurationMS) * time.Millisecond
 		run.latency = append(run.latency, p.Time.Sub(pt))
+		run.wait = append(run.wait, p.Time.Add(-took).Sub(pt))
+		run.pin = append(run.pin, took)
 		run.allPinned = max(run.allPinned, p.Time.Sub(start))
 	}
 	for _, t := range pubs {
@@ -155,8 +171,9 @@ func (b *Bench) runBatchPinOf(s *scope, paths []string, each bool) mirrorRun {
 		addrs = append(addrs, ad+"/p2p/"+self.PeerID)
 	}
 	s.run(b.ctx, env, "ipfs", append([]string{"swarm", "connect"}, addrs...)...)
-	done := map[string]time.Time{}
+	began, done := map[string]time.Time{}, map[string]time.Time{}
 	for _, p := range paths {
+		began[p] = time.Now()
 		s.run(b.ctx, env, "ipfs", "pin", "add", "--progress=false", cids[p])
 		done[p] = time.Now()
 	}
@@ -165,6 +182,8 @@ func (b *Bench) runBatchPinOf(s *scope, paths []string, each bool) mirrorRun {
 	pubs := publishedTimes(b.ctx, s, a.js)
 	for _, p := range paths {
 		run.latency = append(run.latency, done[p].Sub(pubs[p]))
+		run.wait = append(run.wait, began[p].Sub(pubs[p]))
+		run.pin = append(run.pin, done[p].Sub(began[p]))
 		run.allPublished = max(run.allPublished, pubs[p].Sub(start))
 	}
 	return run
