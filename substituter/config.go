@@ -42,6 +42,8 @@ type Config struct {
 	PrefetchTTL     time.Duration
 	VerifiedCIDs    int
 	TrustedKeys     string
+	KeepBytes       int64
+	KeepTTL         time.Duration
 	Mirrors         MirrorConfig
 }
 
@@ -67,6 +69,8 @@ func (c *Config) Register(s *config.Set) {
 	s.DurationVar(&c.PrefetchTTL, "prefetch-ttl", DefaultPrefetchTTL, "drop a NAR read ahead if its request has not come after this long")
 	s.IntVar(&c.VerifiedCIDs, "verified-cids", DefaultMaxVerified, "remember this many CIDs proved to hold their NAR; those stream to Nix as IPFS reads them (0: none)")
 	s.StringVar(&c.TrustedKeys, "trusted-public-keys", "", "publishers' keys, as in nix.conf: space-separated name:base64; a narinfo whose IPFSSig verifies under one streams its CID on the first fetch (still hashed, the last chunk held back until it matches) instead of reading and checking it whole first")
+	s.Int64Var(&c.KeepBytes, "nar-keep-bytes", DefaultKeepBytes, "NARs kept, verified, in the spool after their last request, at most this many bytes in all (oldest dropped first; the last one is kept whatever its size): the next request for one is sent from the file, with no read from IPFS (0: none)")
+	s.DurationVar(&c.KeepTTL, "nar-keep-ttl", DefaultKeepTTL, "how long a NAR is kept in the spool after its last request")
 	c.Mirrors.Register(s)
 }
 
@@ -96,8 +100,8 @@ func (c *Config) Validate() error {
 	if c.MaxSpoolBytes < 0 {
 		return errors.New("--nar-spool-max-bytes must not be negative")
 	}
-	if c.Prefetch < 0 || c.PrefetchBytes < 0 || c.PrefetchTTL < 0 || c.VerifiedCIDs < 0 {
-		return errors.New("--prefetch, --prefetch-max-bytes, --prefetch-ttl and --verified-cids must not be negative")
+	if c.Prefetch < 0 || c.PrefetchBytes < 0 || c.PrefetchTTL < 0 || c.VerifiedCIDs < 0 || c.KeepBytes < 0 || c.KeepTTL < 0 {
+		return errors.New("--prefetch, --prefetch-max-bytes, --prefetch-ttl, --verified-cids, --nar-keep-bytes and --nar-keep-ttl must not be negative")
 	}
 	if _, err := ipfs.NewReader(nil, c.KuboGateway, nil); err != nil {
 		return fmt.Errorf("--kubo-gateway: %w", err)
@@ -143,6 +147,8 @@ func (c *Config) Options(log *zap.Logger, reg prometheus.Registerer) (Options, e
 		PrefetchMaxBytes: c.PrefetchBytes,
 		PrefetchTTL:      c.PrefetchTTL,
 		MaxVerified:      orNone(c.VerifiedCIDs),
+		KeepBytes:        orNone(c.KeepBytes),
+		KeepTTL:          c.KeepTTL,
 	}
 	keys, err := ParseTrustedKeys(c.TrustedKeys)
 	if err != nil {
@@ -188,7 +194,7 @@ func ParseTrustedKeys(s string) ([]signature.PublicKey, error) {
 	return keys, nil
 }
 
-func orNone(n int) int {
+func orNone[T int | int64](n T) T {
 	if n == 0 {
 		return -1
 	}

@@ -39,6 +39,7 @@ type metrics struct {
 	rejected     *prometheus.CounterVec
 	firstByte    *prometheus.HistogramVec
 	prefetches   *prometheus.CounterVec
+	keptHits     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -80,6 +81,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "nixipfs_substituter_prefetches_total",
 			Help: "NARs read from IPFS ahead of their request, by outcome once requested or dropped (used, failed, unrequested).",
 		}, []string{"outcome"}),
+		keptHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nixipfs_substituter_kept_nar_hits_total",
+			Help: "NAR requests answered from a NAR kept, verified, in the spool since an earlier request (no read from IPFS).",
+		}),
 	}
 	if reg != nil {
 		m.nars = register(reg, m.nars)
@@ -91,6 +96,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejected = register(reg, m.rejected)
 		m.firstByte = register(reg, m.firstByte)
 		m.prefetches = register(reg, m.prefetches)
+		m.keptHits = register(reg, m.keptHits)
 	}
 	// Every way IPFS can fail is a series from the start, at 0, so a
 	// dashboard or an alert on its rate works before the first failure.

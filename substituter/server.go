@@ -54,6 +54,8 @@ const (
 	DefaultPrefetchBytes   = 1 << 30
 	DefaultPrefetchTTL     = 2 * time.Minute
 	DefaultMaxVerified     = 100000
+	DefaultKeepBytes       = 1 << 30
+	DefaultKeepTTL         = 5 * time.Minute
 )
 
 // Size bounds of what is read from upstream into memory.
@@ -133,6 +135,12 @@ type Options struct {
 	// (trust.go). None: every CID is read and checked before it is sent,
 	// until proved.
 	TrustedKeys []signature.PublicKey
+	// KeepBytes bounds the NARs kept, verified, in the spool after their
+	// last request, so that the next request for one is sent from the
+	// file without a read from IPFS (zero: the default; negative: keep
+	// none); KeepTTL is how long one is kept.
+	KeepBytes int64
+	KeepTTL   time.Duration
 	// Peering keeps the kubo peered with the upstream's mirrors; it runs
 	// from StartPeering (peers.go).
 	Peering PeeringOptions
@@ -213,6 +221,10 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxVerified == 0 {
 		opts.MaxVerified = DefaultMaxVerified
 	}
+	if opts.KeepBytes == 0 {
+		opts.KeepBytes = DefaultKeepBytes
+	}
+	def(&opts.KeepTTL, DefaultKeepTTL)
 	if opts.SpoolDir == "" {
 		opts.SpoolDir = os.TempDir()
 	}
@@ -252,6 +264,7 @@ func New(opts Options) (*Server, error) {
 // upstream.
 func (s *Server) Close() error {
 	s.up.close()
+	s.spools.dropKept()
 	return nil
 }
 

@@ -20,8 +20,13 @@ import (
 //     (a prefetch, see prefetcher), on a context of its own: a client that
 //     goes away does not abort a fetch others wait for;
 //   - done: f holds the verified NAR, or err and reason say why not;
+//   - kept, once verified and no request holds it any more: the next
+//     request for it is sent from the file, with no read from IPFS, for
+//     KeepTTL, within KeepBytes for all kept NARs (oldest dropped first;
+//     the last one is kept whatever its size);
 //   - closed (its file and its share of the spool budget released) once no
-//     request holds it and it is not waiting, prefetched, for its request.
+//     request holds it and it is neither waiting, prefetched, for its
+//     request nor kept.
 type spoolEntry struct {
 	key  string
 	ref  *narRef
@@ -38,6 +43,8 @@ type spoolEntry struct {
 	users      int       // requests waiting for or sending it
 	prefetched bool      // started ahead of its request, not yet requested
 	expires    time.Time // for a prefetched entry once done: dropped after this
+	requested  bool      // a request has held it
+	kept       bool      // verified, unheld, kept for the next request until expires
 	gone       bool      // removed from the table
 	abandoned  bool      // its fetch was cancelled: nobody wanted it any more
 	closed     bool      // file closed, budget released
@@ -56,6 +63,9 @@ type spools struct {
 	// prefetched entries (in flight or ready, not yet requested).
 	ahead      int
 	aheadBytes int64
+	// kept entries, oldest first, and their total size.
+	kept      []*spoolEntry
+	keptBytes int64
 }
 
 func newSpools(s *Server) *spools {
@@ -71,6 +81,10 @@ func (p *spools) acquire(ref *narRef, c cid.Cid) (e *spoolEntry, ok bool) {
 	p.sweepLocked()
 	p.unqueueLocked(ref.key)
 	if e := p.entries[ref.key]; e != nil && sameNar(e.ref, ref) && !e.abandoned {
+		if e.kept {
+			p.unkeepLocked(e)
+			p.s.m.keptHits.Inc()
+		}
 		if e.prefetched {
 			e.prefetched = false
 			p.ahead--
@@ -79,6 +93,7 @@ func (p *spools) acquire(ref *narRef, c cid.Cid) (e *spoolEntry, ok bool) {
 			p.scheduleLocked()
 		}
 		e.users++
+		e.requested = true
 		return e, true
 	}
 	e = p.startLocked(ref, c)
@@ -86,6 +101,7 @@ func (p *spools) acquire(ref *narRef, c cid.Cid) (e *spoolEntry, ok bool) {
 		return nil, false
 	}
 	e.users = 1
+	e.requested = true
 	return e, true
 }
 
@@ -111,11 +127,19 @@ func (p *spools) release(e *spoolEntry) {
 // spool budget has no room. A previous entry for the same path (of another
 // narinfo) is forgotten; its holders keep their file.
 func (p *spools) startLocked(ref *narRef, c cid.Cid) *spoolEntry {
-	if !p.s.spool.acquire(int64(ref.narSize)) {
-		return nil
+	for !p.s.spool.acquire(int64(ref.narSize)) {
+		// NARs kept for a next request give way to one requested now.
+		if len(p.kept) == 0 {
+			return nil
+		}
+		p.dropKeptLocked(p.kept[0])
 	}
 	if old := p.entries[ref.key]; old != nil {
-		p.removeLocked(old)
+		if old.kept {
+			p.dropKeptLocked(old)
+		} else {
+			p.removeLocked(old)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &spoolEntry{key: ref.key, ref: ref, c: c, done: make(chan struct{}), cancel: cancel}
@@ -154,6 +178,12 @@ func (p *spools) maybeDropLocked(e *spoolEntry) {
 	if e.prefetched && !p.expiredLocked(e) {
 		return
 	}
+	if e.kept && !p.expiredLocked(e) {
+		return
+	}
+	if !e.kept && !e.prefetched && !e.gone && p.keepLocked(e) {
+		return
+	}
 	select {
 	case <-e.done:
 	default:
@@ -167,6 +197,9 @@ func (p *spools) maybeDropLocked(e *spoolEntry) {
 		return
 	}
 	p.removeLocked(e)
+	if e.kept {
+		p.unkeepLocked(e)
+	}
 	if e.f != nil {
 		e.f.Close()
 		e.f = nil
@@ -195,8 +228,74 @@ func (p *spools) removeLocked(e *spoolEntry) {
 	}
 }
 
-// sweepLocked drops prefetched NARs nobody asked for in PrefetchTTL.
+// keepLocked keeps e, verified and no longer held, for the next request
+// for it, within KeepBytes (one NAR is always kept, as one is always read
+// ahead) and for KeepTTL, and reports whether it did.
+// Its file was checked against the narinfo when it was written, and only
+// this process has it open (it is unlinked), so sending it again sends
+// the same proved bytes.
+func (p *spools) keepLocked(e *spoolEntry) bool {
+	size := int64(e.ref.narSize)
+	if p.s.opts.KeepBytes <= 0 || e.abandoned || !e.requested {
+		return false
+	}
+	select {
+	case <-e.done:
+	default:
+		return false
+	}
+	if e.err != nil || e.f == nil {
+		return false
+	}
+	for p.keptBytes+size > p.s.opts.KeepBytes && len(p.kept) > 0 {
+		p.dropKeptLocked(p.kept[0])
+	}
+	e.kept = true
+	e.expires = p.s.now().Add(p.s.opts.KeepTTL)
+	p.kept = append(p.kept, e)
+	p.keptBytes += size
+	time.AfterFunc(p.s.opts.KeepTTL+time.Second, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.sweepLocked()
+	})
+	return true
+}
+
+// unkeepLocked takes e out of the kept list (it is requested again, or
+// dropped).
+func (p *spools) unkeepLocked(e *spoolEntry) {
+	if i := slices.Index(p.kept, e); i >= 0 {
+		p.kept = slices.Delete(p.kept, i, i+1)
+	}
+	p.keptBytes -= int64(e.ref.narSize)
+	e.kept = false
+	e.expires = time.Time{}
+}
+
+// dropKeptLocked closes a kept entry before its time: room is needed.
+func (p *spools) dropKeptLocked(e *spoolEntry) {
+	e.expires = p.s.now().Add(-time.Nanosecond)
+	p.maybeDropLocked(e)
+}
+
+// dropKept closes every kept NAR's file.
+func (p *spools) dropKept() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.kept) > 0 {
+		p.dropKeptLocked(p.kept[0])
+	}
+}
+
+// sweepLocked drops prefetched NARs nobody asked for in PrefetchTTL, and
+// kept NARs not asked for again in KeepTTL.
 func (p *spools) sweepLocked() {
+	for _, e := range slices.Clone(p.kept) {
+		if p.expiredLocked(e) {
+			p.maybeDropLocked(e)
+		}
+	}
 	for _, e := range p.entries {
 		if e.prefetched && e.users == 0 && p.expiredLocked(e) {
 			p.s.log.Debug("prefetched NAR not requested in time; dropped", zap.String("url", e.key), zap.String("cid", e.c.String()))

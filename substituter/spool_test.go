@@ -69,7 +69,8 @@ func (f failAfter) Read(b []byte) (int, error) {
 // TestPrefetchOnNarinfo: serving a narinfo starts reading its NAR from IPFS;
 // the NAR request then finds it read and checked, and IPFS is read once.
 func TestPrefetchOnNarinfo(t *testing.T) {
-	f := newFixture(t, nil)
+	// Nothing kept after the request (TestKeptNar), so the file goes.
+	f := newFixture(t, func(o *Options) { o.KeepBytes = -1 })
 	f.ipfs.catted = make(chan cid.Cid, 8)
 	p := f.addPath("prefetched", payload("prefetched", 700000), nil)
 	f.mustGet(http.MethodGet, p.narinfoPath())
@@ -251,7 +252,8 @@ func TestSharedFetch(t *testing.T) {
 // TestStreamVerified: a CID already proved to hold its NAR streams: the
 // response starts before IPFS has delivered the whole NAR.
 func TestStreamVerified(t *testing.T) {
-	f := newFixture(t, nil)
+	// Nothing kept after the first request, which would answer the second.
+	f := newFixture(t, func(o *Options) { o.KeepBytes = -1 })
 	release := make(chan struct{})
 	f.ipfs.serve = func(call int, c cid.Cid, b []byte) (io.ReadCloser, error) {
 		if call == 2 {
@@ -293,7 +295,7 @@ func TestStreamVerified(t *testing.T) {
 func TestStreamResumesUpstream(t *testing.T) {
 	for _, rangeOK := range []bool{true, false} {
 		t.Run(map[bool]string{true: "range", false: "no range"}[rangeOK], func(t *testing.T) {
-			f := newFixture(t, nil)
+			f := newFixture(t, func(o *Options) { o.KeepBytes = -1 })
 			f.ipfs.serve = func(call int, c cid.Cid, b []byte) (io.ReadCloser, error) {
 				if call == 2 {
 					return io.NopCloser(failAfter{bytes.NewReader(b[:300001])}), nil
@@ -327,7 +329,7 @@ func TestStreamResumesUpstream(t *testing.T) {
 // (a damaged block store) never yields a complete response, and is
 // forgotten: the next request is read and checked again.
 func TestStreamDamagedCut(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newFixture(t, func(o *Options) { o.KeepBytes = -1 })
 	f.ipfs.serve = func(call int, c cid.Cid, b []byte) (io.ReadCloser, error) {
 		if call == 2 {
 			bad := bytes.Clone(b)
@@ -352,5 +354,100 @@ func TestStreamDamagedCut(t *testing.T) {
 	}
 	if n := f.ipfs.calls(); n != 3 {
 		t.Errorf("IPFS read %d times, want 3", n)
+	}
+}
+
+// TestKeptNar: a NAR verified for one request is kept in the spool, and
+// the next request for it is sent from there with no read from IPFS;
+// kept NARs stay within KeepBytes (oldest dropped first; the last is
+// kept whatever its size) and KeepTTL.
+func TestKeptNar(t *testing.T) {
+	f := newFixture(t, func(o *Options) {
+		o.PrefetchAhead = -1
+		o.KeepBytes = 1000000 // one of the NARs below, not two
+	})
+	now := time.Now()
+	var mu sync.Mutex
+	f.srv.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	a := f.addPath("kept-a", payload("kept-a", 600000), nil)
+	b := f.addPath("kept-b", payload("kept-b", 600000), nil)
+	get := func(p *storePath) {
+		t.Helper()
+		f.mustGet(http.MethodGet, p.narinfoPath())
+		if resp, body := f.mustGet(http.MethodGet, p.narPath()); resp.StatusCode != 200 || !bytes.Equal(body, p.nar) {
+			t.Fatalf("%s: %d, %d bytes", p.narPath(), resp.StatusCode, len(body))
+		}
+	}
+	kept := func() int {
+		f.srv.spools.mu.Lock()
+		defer f.srv.spools.mu.Unlock()
+		return len(f.srv.spools.kept)
+	}
+	get(a)
+	waitFor(t, "a kept", func() bool { return kept() == 1 })
+	get(a)
+	if n := f.ipfs.calls(); n != 1 {
+		t.Fatalf("IPFS read %d times for two requests of a kept NAR, want 1", n)
+	}
+	f.waitMetric(1, "nixipfs_substituter_kept_nar_hits_total")
+	f.waitMetric(2, "nixipfs_substituter_nars_total", "source", "ipfs")
+
+	// b does not fit beside a: a goes (and, proved before, streams).
+	get(b)
+	waitFor(t, "b kept in a's place", func() bool {
+		f.srv.spools.mu.Lock()
+		defer f.srv.spools.mu.Unlock()
+		return len(f.srv.spools.kept) == 1 && f.srv.spools.kept[0].key == b.narPath()
+	})
+	get(a)
+	if n := f.ipfs.calls(); n != 3 {
+		t.Fatalf("IPFS read %d times, want 3 (a again, after b took its place)", n)
+	}
+
+	// After KeepTTL, b is read again.
+	mu.Lock()
+	now = now.Add(DefaultKeepTTL + time.Second)
+	mu.Unlock()
+	get(b)
+	if n := f.ipfs.calls(); n != 4 {
+		t.Fatalf("IPFS read %d times, want 4 (b again, after KeepTTL)", n)
+	}
+	if f.hitsOf(a.narPath())+f.hitsOf(b.narPath()) != 0 {
+		t.Error("a NAR came from upstream")
+	}
+
+	// A NAR larger than KeepBytes is kept, alone.
+	c := f.addPath("kept-c", payload("kept-c", 1200000), nil)
+	get(c)
+	waitFor(t, "c kept alone", func() bool {
+		f.srv.spools.mu.Lock()
+		defer f.srv.spools.mu.Unlock()
+		return len(f.srv.spools.kept) == 1 && f.srv.spools.kept[0].key == c.narPath()
+	})
+}
+
+// TestKeptNarGivesWay: a kept NAR leaves the spool budget to a NAR
+// requested now, which is then read from IPFS rather than refused.
+func TestKeptNarGivesWay(t *testing.T) {
+	f := newFixture(t, func(o *Options) {
+		o.PrefetchAhead = -1
+		o.MaxSpoolBytes = 1000000 // one of the NARs below, not two
+	})
+	a := f.addPath("budget-a", payload("budget-a", 600000), nil)
+	b := f.addPath("budget-b", payload("budget-b", 600000), nil)
+	for _, p := range []*storePath{a, b} {
+		f.mustGet(http.MethodGet, p.narinfoPath())
+		if resp, body := f.mustGet(http.MethodGet, p.narPath()); resp.StatusCode != 200 || !bytes.Equal(body, p.nar) {
+			t.Fatalf("%s: %d, %d bytes", p.narPath(), resp.StatusCode, len(body))
+		}
+		waitFor(t, p.narPath()+" kept", func() bool {
+			f.srv.spools.mu.Lock()
+			defer f.srv.spools.mu.Unlock()
+			return len(f.srv.spools.kept) == 1 && f.srv.spools.kept[0].key == p.narPath()
+		})
+	}
+	f.waitMetric(2, "nixipfs_substituter_nars_total", "source", "ipfs")
+	if f.hitsOf(b.narPath()) != 0 {
+		t.Error("b came from upstream: the kept a did not give way")
 	}
 }
