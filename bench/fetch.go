@@ -118,10 +118,11 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 				extra := []string{"--trusted-public-keys", b.nix.PublicKey}
 				switch side {
 				case "rpc":
-					// The same, reading through kubo's RPC cat rather
-					// than its gateway: what the gateway saves.
+					// The same, through kubo's RPC cat rather than its
+					// gateway, and nothing kept in the spool for a next
+					// request: what those two save.
 					cold, warm = "rpc-cold", "rpc-warm"
-					extra = append(extra, "--kubo-gateway", "off")
+					extra = append(extra, "--kubo-gateway", "off", "--nar-keep-bytes", "0")
 				case "nokey":
 					// Without the key: every CID read and checked whole
 					// before its first byte, until proved.
@@ -176,9 +177,9 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 	sides := []struct{ key, name string }{
 		{"plain", "plain HTTP (`nix-ipfs serve` of the cache directory)"},
 		{"cold", "substituter, cold (fresh process, `--trusted-public-keys`: CIDs the publisher signed stream from kubo B on their first fetch)"},
-		{"warm", "substituter, warm (same process again: CIDs already checked stream from kubo B)"},
-		{"rpc-cold", "substituter with `--kubo-gateway off`, cold (NARs through kubo's RPC cat, not its gateway)"},
-		{"rpc-warm", "substituter with `--kubo-gateway off`, warm"},
+		{"warm", "substituter, warm (same process again: NARs kept in its spool are sent from there, others stream from kubo B)"},
+		{"rpc-cold", "substituter with `--kubo-gateway off --nar-keep-bytes 0`, cold (NARs through kubo's RPC cat, not its gateway)"},
+		{"rpc-warm", "substituter with `--kubo-gateway off --nar-keep-bytes 0`, warm (CIDs already checked stream from kubo B)"},
 		{"nokey-cold", "substituter without `--trusted-public-keys`, cold (NARs read from kubo B and checked whole before sending)"},
 		{"nokey-warm", "substituter without `--trusted-public-keys`, warm"},
 	}
@@ -190,9 +191,9 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 				Ours: fmtMBps(sr), Base: fmtMBps(pr), Aim: ">= 0.8x", Verdict: verdict(sr/pr >= 0.8)})
 		}
 	}
-	sec.detailf("Stock Nix (`nix copy --from URL --to FRESH_DIR`, `require-sigs = true`, trusting only the publisher's key, narinfo disk cache TTLs 0) copies a closure into a fresh chroot store (on tmpfs, /dev/shm: see below), from `nix-ipfs substituter --upstream <plain HTTP> --kubo-api <B> --trusted-public-keys <the publisher's key>` (defaults: 4 NARs read ahead, verified CIDs remembered) or straight from `nix-ipfs serve` on the publisher's cache directory. "+
+	sec.detailf("Stock Nix (`nix copy --from URL --to FRESH_DIR`, `require-sigs = true`, trusting only the publisher's key, narinfo disk cache TTLs 0) copies a closure into a fresh chroot store (on tmpfs, /dev/shm: see below), from `nix-ipfs substituter --upstream <plain HTTP> --kubo-api <B> --trusted-public-keys <the publisher's key>` (defaults: NARs read through kubo B's gateway, 4 read ahead, 1 GiB of NARs served kept in the spool, verified CIDs remembered) or straight from `nix-ipfs serve` on the publisher's cache directory. "+
 		"B holds every NAR pinned (as a mirror leaves it), and A's kubo is stopped, so the substituter's NARs come from B. Two shapes: %s; %s. "+
-		"Each round runs plain HTTP, the substituter (NARs through kubo B's HTTP gateway, found by itself), the substituter with `--kubo-gateway off` (NARs through kubo's RPC cat), and the substituter without the key (no CID trusted before it is proved) in rotating order; a substituter side starts a fresh process, copies once (cold) and once more (warm). `sync` runs before every copy (not timed). %d rounds. Throughput is NAR bytes over the whole `nix copy`, narinfo fetches and store registration included. CPU-s per GiB: user and system time of the serving process (`nix-ipfs serve` or the substituter) and of kubo B during the copy, from /proc, less sensitive than wall clock to the other load on the machine.\n\n",
+		"Each round runs plain HTTP, the substituter (NARs through kubo B's HTTP gateway, found by itself), the substituter with `--kubo-gateway off --nar-keep-bytes 0` (NARs through kubo's RPC cat, none kept in the spool for a next request), and the substituter without the key (no CID trusted before it is proved) in rotating order; a substituter side starts a fresh process, copies once (cold) and once more (warm). `sync` runs before every copy (not timed). %d rounds. Throughput is NAR bytes over the whole `nix copy`, narinfo fetches and store registration included. CPU-s per GiB: user and system time of the serving process (`nix-ipfs serve` or the substituter) and of kubo B during the copy, from /proc, less sensitive than wall clock to the other load on the machine.\n\n",
 		shapes[0].name, shapes[1].name, b.rounds)
 	sec.detailf("| Shape | Side | median | MB/s per round | time to first byte per NAR (median, max) | NAR bytes by source | CPU-s per GiB: server, kubo B (medians) |\n|---|---|---|---|---|---|---|\n")
 	for _, sh := range shapes {
