@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,6 +52,11 @@ func TestUpServesCacheStockNixSubstitutesFrom(t *testing.T) {
 	a := &hostA{builder: &builder{nix: n}}
 	checkStockNixCopy(t, a, top, base)
 	checkStockNixCopy(t, a, top, base+"/substituter")
+	// up's substituter trusts the cache's own key: the CIDs the publisher
+	// signed stream on their first fetch.
+	if b, _ := os.ReadFile(up.Log); !regexp.MustCompile(`NAR served.*"trust": "signed".*"streamed": true.*"source": "ipfs"`).Match(b) {
+		t.Errorf("up's substituter did not stream a signed CID")
+	}
 
 	up.Signal(syscall.SIGTERM)
 	if !up.Wait(60 * time.Second) {
