@@ -4,7 +4,10 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 )
 
 // FuzzParse checks that Parse never panics and that String is a fixed
@@ -28,6 +31,7 @@ func FuzzParse(f *testing.F) {
 		minimal + "IPFSHash: bafy\nX-Extra: a: b\n",
 		minimal + "IPFSHash: bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy\nIPFSSig: test-key-1:2wpWl8b4cLC4K6/ne8p7BI63VCvmuAHO0oeYaxMZ3wqo+WLp2pJmcDuJvPRUHi/hG0JJhM7hn5fzXAsPzl8dCA==\n",
 		minimal + "IPFSSig: b:c\nIPFSSig: a:b\nIPFSSig: \n",
+		minimal + "IPFSHash: notacid\nIPFSSig: test-key-1:AAAA\n",
 		minimal + "References:  a  b \nSig: \nSig: \nFileSize: 0\n",
 		"StorePath: /nix/store/x\r\nURL: u\r\nNarHash: h\r\nNarSize: 1",
 		minimal + "NarHash: dup\n",
@@ -42,6 +46,15 @@ func FuzzParse(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	pkText, err := os.ReadFile("testdata/test-key-1.pk")
+	if err != nil {
+		f.Fatal(err)
+	}
+	pk, err := signature.ParsePublicKey(strings.TrimSpace(string(pkText)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	keys := []signature.PublicKey{pk}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		n, err := ParseBytes(b)
 		if err != nil {
@@ -53,7 +66,7 @@ func FuzzParse(f *testing.F) {
 		_, _ = n.NarHashNix32()
 		_ = n.Verify(nil)
 		_, _ = n.CIDFingerprint()
-		_ = n.VerifyCID(nil)
+		_ = n.VerifyCID(keys) // seeds name test-key-1: the verify path runs
 
 		s := n.String()
 		m, err := ParseBytes([]byte(s))
