@@ -55,6 +55,26 @@ func FuzzParse(f *testing.F) {
 		f.Fatal(err)
 	}
 	keys := []signature.PublicKey{pk}
+	// A narinfo whose IPFSSig is valid, for the fuzzer to start from.
+	skText, err := os.ReadFile("testdata/test-key-1.sk")
+	if err != nil {
+		f.Fatal(err)
+	}
+	sk, err := signature.LoadSecretKey(strings.TrimSpace(string(skText)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	signed, err := ParseBytes([]byte(minimal + "IPFSHash: bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy\n"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := signed.SignCID(sk); err != nil {
+		f.Fatal(err)
+	}
+	if err := signed.VerifyCID(keys); err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte(signed.String()))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		n, err := ParseBytes(b)
 		if err != nil {
