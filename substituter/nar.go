@@ -166,11 +166,22 @@ func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap
 		},
 	}
 	defer fr.close()
+	// Every byte read is also written to a spool file, to be kept for the
+	// next request once the whole has matched (spools.keepStreamed).
+	var src io.Reader = fr
+	tee := s.spools.teeStart(ref)
+	if tee != nil {
+		src = io.TeeReader(fr, tee)
+		defer s.spools.teeEnd(tee, c)
+	}
 	w.Header().Set("Content-Type", narContentType)
 	w.Header().Set("Content-Length", strconv.FormatUint(ref.narSize, 10))
 	w.WriteHeader(http.StatusOK)
 	ttfb := time.Since(start)
-	sent, err := copyVerified(w, wd, fr, ref)
+	sent, err := copyVerified(w, wd, src, ref)
+	if tee != nil && err == nil {
+		tee.matched = true
+	}
 	if err != nil {
 		var mm *mismatchError
 		if errors.As(err, &mm) {

@@ -279,6 +279,67 @@ func (p *spools) dropKeptLocked(e *spoolEntry) {
 	p.maybeDropLocked(e)
 }
 
+// teeFile is a spool file a streamed NAR is copied into as it is sent.
+type teeFile struct {
+	f       *os.File
+	ref     *narRef
+	err     error // the first write error: nothing is kept then
+	matched bool  // the whole stream matched the narinfo
+}
+
+// Write never fails the stream: a spool that cannot be written is only
+// not kept.
+func (t *teeFile) Write(b []byte) (int, error) {
+	if t.err == nil {
+		_, t.err = t.f.Write(b)
+	}
+	return len(b), nil
+}
+
+// teeStart returns a spool file to copy a NAR streamed to a client into,
+// so that it can be kept for the next request like a NAR read into the
+// spool; nil when nothing is kept, the spool budget has no room, or the
+// NAR is in the spool already.
+func (p *spools) teeStart(ref *narRef) *teeFile {
+	if p.s.opts.KeepBytes <= 0 {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.entries[ref.key]; e != nil {
+		return nil
+	}
+	if !p.s.spool.acquire(int64(ref.narSize)) {
+		return nil
+	}
+	f, err := os.CreateTemp(p.s.opts.SpoolDir, "nar-*.spool")
+	if err != nil {
+		p.s.spool.release(int64(ref.narSize))
+		return nil
+	}
+	os.Remove(f.Name())
+	return &teeFile{f: f, ref: ref}
+}
+
+// teeEnd keeps t's file as a verified spool entry if the whole stream
+// matched and was written, and drops it otherwise. Its bytes are exactly
+// those copyVerified read, hashed and found equal to the narinfo's.
+func (p *spools) teeEnd(t *teeFile, c cid.Cid) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !t.matched || t.err != nil || p.entries[t.ref.key] != nil {
+		t.f.Close()
+		p.s.spool.release(int64(t.ref.narSize))
+		return
+	}
+	done := make(chan struct{})
+	close(done)
+	e := &spoolEntry{key: t.ref.key, ref: t.ref, c: c, done: done, f: t.f, cancel: func() {}, requested: true}
+	p.entries[e.key] = e
+	// Kept, or closed (and its budget released) if keeping declines it.
+	p.maybeDropLocked(e)
+}
+
 // dropKept closes every kept NAR's file.
 func (p *spools) dropKept() {
 	p.mu.Lock()

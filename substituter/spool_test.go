@@ -451,3 +451,76 @@ func TestKeptNarGivesWay(t *testing.T) {
 		t.Error("b came from upstream: the kept a did not give way")
 	}
 }
+
+// TestKeptStreamed: a NAR streamed to a client (its CID proved before) is
+// copied into the spool on the way and kept once the whole has matched, so
+// the request after it reads nothing from IPFS; a stream that does not
+// match leaves nothing kept.
+func TestKeptStreamed(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.PrefetchAhead = -1 })
+	now := time.Now()
+	var mu sync.Mutex
+	f.srv.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	damaged := false
+	f.ipfs.serve = func(call int, c cid.Cid, b []byte) (io.ReadCloser, error) {
+		mu.Lock()
+		bad := damaged
+		mu.Unlock()
+		if bad {
+			bad := bytes.Clone(b)
+			bad[len(bad)-10] ^= 1
+			return io.NopCloser(bytes.NewReader(bad)), nil
+		}
+		return io.NopCloser(bytes.NewReader(b)), nil
+	}
+	p := f.addPath("streamed-kept", payload("streamed-kept", 700000), nil)
+	kept := func() bool {
+		f.srv.spools.mu.Lock()
+		defer f.srv.spools.mu.Unlock()
+		return len(f.srv.spools.kept) == 1 && f.srv.spools.kept[0].key == p.narPath()
+	}
+	expire := func() {
+		mu.Lock()
+		now = now.Add(DefaultKeepTTL + time.Second)
+		mu.Unlock()
+		f.srv.spools.mu.Lock()
+		f.srv.spools.sweepLocked()
+		f.srv.spools.mu.Unlock()
+	}
+	f.mustGet(http.MethodGet, p.narinfoPath())
+	f.mustGet(http.MethodGet, p.narPath()) // read into the spool, proved, kept
+	waitFor(t, "kept after the spool read", kept)
+	expire()
+	if kept() {
+		t.Fatal("still kept after KeepTTL")
+	}
+	// Proved, not in the spool: streams (IPFS read 2), copied on the way.
+	if resp, b := f.mustGet(http.MethodGet, p.narPath()); resp.StatusCode != 200 || !bytes.Equal(b, p.nar) {
+		t.Fatalf("streamed NAR: %d, %d bytes", resp.StatusCode, len(b))
+	}
+	f.waitMetric(2, "nixipfs_substituter_nars_total", "source", SourceIPFS)
+	waitFor(t, "kept after the stream", kept)
+	if resp, b := f.mustGet(http.MethodGet, p.narPath()); resp.StatusCode != 200 || !bytes.Equal(b, p.nar) {
+		t.Fatalf("kept NAR: %d, %d bytes", resp.StatusCode, len(b))
+	}
+	if n := f.ipfs.calls(); n != 2 {
+		t.Fatalf("IPFS read %d times, want 2 (the third request from the kept stream)", n)
+	}
+	f.waitMetric(1, "nixipfs_substituter_kept_nar_hits_total")
+
+	// A stream of damaged blocks is cut, and nothing of it is kept.
+	expire()
+	mu.Lock()
+	damaged = true
+	mu.Unlock()
+	if _, b, err := f.get(http.MethodGet, p.narPath()); err == nil && bytes.Equal(b, p.nar) {
+		t.Fatal("damaged stream delivered whole")
+	}
+	time.Sleep(100 * time.Millisecond)
+	f.srv.spools.mu.Lock()
+	n := len(f.srv.spools.kept)
+	f.srv.spools.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d NARs kept after a damaged stream", n)
+	}
+}
