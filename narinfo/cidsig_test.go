@@ -191,3 +191,46 @@ func TestVerifyCIDMalformed(t *testing.T) {
 		t.Errorf("VerifyCID with one malformed and one good IPFSSig: %v", err)
 	}
 }
+
+// A hostile upstream's narinfo with thousands of IPFSSig lines by a
+// trusted key costs at most maxCIDSigChecks verifications, and its error
+// stays short enough to log.
+func TestVerifyCIDBoundsWork(t *testing.T) {
+	pk := []signature.PublicKey{publicKey(t, "test-key-1")}
+	good := signedCID(t).IPFSSigs[0]
+	impostor, _, err := signature.GenerateKeypair("test-key-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := signedCID(t)
+	bad, err := impostor.Sign(nil, mustFingerprint(t, n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.IPFSSigs = nil
+	for i := 0; i < 10000; i++ {
+		n.IPFSSigs = append(n.IPFSSigs, bad.String())
+	}
+	n.IPFSSigs = append(n.IPFSSigs, good)
+	err = n.VerifyCID(pk)
+	if err == nil || !strings.Contains(err.Error(), "9993 more IPFSSig lines not tried") {
+		t.Errorf("VerifyCID of 10,000 bad signatures before the good one = %v, want it to stop after %d", err, maxCIDSigChecks)
+	}
+	if err != nil && len(err.Error()) > 2048 {
+		t.Errorf("error is %d bytes long", len(err.Error()))
+	}
+	// A good signature among the first ones still counts.
+	n.IPFSSigs = append([]string{bad.String(), good}, n.IPFSSigs...)
+	if err := n.VerifyCID(pk); err != nil {
+		t.Errorf("VerifyCID with the good signature second = %v", err)
+	}
+}
+
+func mustFingerprint(t *testing.T, n *NarInfo) string {
+	t.Helper()
+	fp, err := n.CIDFingerprint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fp
+}

@@ -181,6 +181,15 @@ func (n *NarInfo) SignCID(sk signature.SecretKey) error {
 	return nil
 }
 
+// A narinfo comes from an upstream that may be hostile: it could carry
+// thousands of IPFSSig lines naming a trusted key, each an Ed25519 check.
+// VerifyCID checks at most maxCIDSigChecks of them (a real publisher
+// writes one per key) and reports at most maxCIDSigReasons failures.
+const (
+	maxCIDSigChecks  = 8
+	maxCIDSigReasons = 4
+)
+
 // VerifyCID returns nil if an IPFSSig is a valid signature by one of keys
 // of this narinfo's CIDFingerprint. Otherwise it says why not, for a log
 // line: ErrNoIPFSSig, a fingerprint that cannot be built, or, for each
@@ -195,7 +204,12 @@ func (n *NarInfo) VerifyCID(keys []signature.PublicKey) error {
 		return err
 	}
 	var why []string
-	for _, s := range n.IPFSSigs {
+	tried, untried := 0, ""
+	for i, s := range n.IPFSSigs {
+		if tried == maxCIDSigChecks {
+			untried = fmt.Sprintf("; %d more IPFSSig lines not tried (at most %d signatures by trusted keys are checked)", len(n.IPFSSigs)-i, maxCIDSigChecks)
+			break
+		}
 		sig, err := signature.ParseSignature(s)
 		if err != nil {
 			why = append(why, fmt.Sprintf("IPFSSig %q: %v", truncate(s), err))
@@ -207,6 +221,7 @@ func (n *NarInfo) VerifyCID(keys []signature.PublicKey) error {
 				continue
 			}
 			trusted = true
+			tried++
 			if k.Verify(fp, sig) {
 				return nil
 			}
@@ -217,5 +232,8 @@ func (n *NarInfo) VerifyCID(keys []signature.PublicKey) error {
 			why = append(why, fmt.Sprintf("IPFSSig by %q: not a trusted key", truncate(sig.Name)))
 		}
 	}
-	return fmt.Errorf("narinfo: %s", strings.Join(why, "; "))
+	if len(why) > maxCIDSigReasons {
+		why = append(why[:maxCIDSigReasons], fmt.Sprintf("and %d more like them", len(why)-maxCIDSigReasons))
+	}
+	return fmt.Errorf("narinfo: %s%s", strings.Join(why, "; "), untried)
 }
