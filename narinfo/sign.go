@@ -93,15 +93,21 @@ func (n *NarInfo) Sign(sk signature.SecretKey) error {
 	if err != nil {
 		return err
 	}
+	n.Sigs, err = addSig(n.Sigs, sk, fp)
+	return err
+}
+
+// addSig returns sigs with sk's signature of fp added, sorted and without
+// duplicates, in a fresh slice: the caller may share the old backing array
+// with a copy.
+func addSig(sigs []string, sk signature.SecretKey, fp string) ([]string, error) {
 	sig, err := sk.Sign(nil, fp)
 	if err != nil {
-		return fmt.Errorf("narinfo: sign: %w", err)
+		return sigs, fmt.Errorf("narinfo: sign: %w", err)
 	}
-	// A fresh slice: the caller may share the old backing array with a copy.
-	sigs := append(slices.Clone(n.Sigs), sig.String())
-	slices.Sort(sigs)
-	n.Sigs = slices.Compact(sigs)
-	return nil
+	out := append(slices.Clone(sigs), sig.String())
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // Verify reports whether any Sig is a valid signature by any of keys.
@@ -171,14 +177,8 @@ func (n *NarInfo) SignCID(sk signature.SecretKey) error {
 	if err != nil {
 		return err
 	}
-	sig, err := sk.Sign(nil, fp)
-	if err != nil {
-		return fmt.Errorf("narinfo: sign CID: %w", err)
-	}
-	sigs := append(slices.Clone(n.IPFSSigs), sig.String())
-	slices.Sort(sigs)
-	n.IPFSSigs = slices.Compact(sigs)
-	return nil
+	n.IPFSSigs, err = addSig(n.IPFSSigs, sk, fp)
+	return err
 }
 
 // A narinfo comes from an upstream that may be hostile: it could carry
