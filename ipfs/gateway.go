@@ -334,7 +334,6 @@ func newGateway(ep endpoint, from string) *gateway {
 	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         d.DialContext,
 		TLSHandshakeTimeout: dialTimeout,
 		IdleConnTimeout:     90 * time.Second,
 		MaxIdleConnsPerHost: 16,
@@ -342,14 +341,7 @@ func newGateway(ep endpoint, from string) *gateway {
 		// The default (4 KiB) read buffer is bypassed by a reader's
 		// larger reads: the body goes straight into the caller's buffer.
 	}
-	addr := ep.url
-	if ep.unix != "" {
-		addr = "/unix" + ep.unix
-		tr.Proxy = nil
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, "unix", ep.unix)
-		}
-	}
+	addr := ep.dialVia(tr, d)
 	return &gateway{base: strings.TrimSuffix(ep.url, "/"), addr: addr, from: from, client: &http.Client{Transport: tr}}
 }
 

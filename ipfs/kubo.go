@@ -158,7 +158,6 @@ func Dial(api string) (*Kubo, error) {
 	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         dialer.DialContext,
 		TLSHandshakeTimeout: dialTimeout,
 		// A pooled connection to a daemon that has since restarted fails
 		// the next POST, which Go does not replay; dialling per call costs
@@ -166,19 +165,26 @@ func Dial(api string) (*Kubo, error) {
 		// client's own default does the same).
 		DisableKeepAlives: true,
 	}
-	addr := ep.url
-	if ep.unix != "" {
-		addr = "/unix" + ep.unix
-		tr.Proxy = nil
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, "unix", ep.unix)
-		}
-	}
+	addr := ep.dialVia(tr, dialer)
 	client, err := rpc.NewURLApiWithClient(ep.url, &http.Client{Transport: tr})
 	if err != nil {
 		return nil, errs.Errorf(errs.Invalid, "kubo API %s: %w", addr, err)
 	}
 	return &Kubo{addr: addr, ep: ep, api: client}, nil
+}
+
+// dialVia points tr at ep: through d, and over ep's unix socket when it
+// has one. It returns ep's address for logs.
+func (ep endpoint) dialVia(tr *http.Transport, d *net.Dialer) string {
+	tr.DialContext = d.DialContext
+	if ep.unix == "" {
+		return ep.url
+	}
+	tr.Proxy = nil
+	tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, "unix", ep.unix)
+	}
+	return "/unix" + ep.unix
 }
 
 // String is the API address, for logs.
