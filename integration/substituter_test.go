@@ -224,15 +224,7 @@ func TestSubstituterStockNix(t *testing.T) {
 
 		t.Run("IPFSHashMismatchFallsBack", func(t *testing.T) {
 			cache := copyCacheDir(t, a.cache)
-			var other string
-			for _, p := range closure {
-				if strings.Contains(p, "-other-") {
-					other = p
-				}
-			}
-			if other == "" || other == top {
-				t.Fatalf("no 'other' path in %v", closure)
-			}
+			other := otherPath(t, closure, top)
 			// top: the CID of its NAR with one byte changed (same size, so
 			// only the hash can tell). other: the CID of unrelated bytes.
 			dump := a.nix.Dump(t, top)
@@ -313,15 +305,7 @@ func TestSubstituterStockNix(t *testing.T) {
 		// falls back to upstream. Wrong bytes are never served whole.
 		t.Run("SignedWrongCIDNeverServed", func(t *testing.T) {
 			cache := copyCacheDir(t, a.cache)
-			var other string
-			for _, p := range closure {
-				if strings.Contains(p, "-other-") {
-					other = p
-				}
-			}
-			if other == "" || other == top {
-				t.Fatalf("no 'other' path in %v", closure)
-			}
+			other := otherPath(t, closure, top)
 			keyText, err := os.ReadFile(a.nix.SecretKey)
 			if err != nil {
 				t.Fatal(err)
@@ -414,4 +398,19 @@ func TestSubstituterStockNix(t *testing.T) {
 			}
 		})
 	})
+}
+
+// otherPath is the closure's dependency named "other", not top.
+func otherPath(t *testing.T, closure []string, top string) string {
+	t.Helper()
+	var other string
+	for _, p := range closure {
+		if strings.Contains(p, "-other-") {
+			other = p
+		}
+	}
+	if other == "" || other == top {
+		t.Fatalf("no 'other' path in %v", closure)
+	}
+	return other
 }
