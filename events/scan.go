@@ -158,6 +158,11 @@ func Scan(ctx context.Context, js jetstream.JetStream, stream string, o ScanOpti
 	var got, last uint64
 	stalls := 0
 	for {
+		// Messages already pulled are handed out without a look at ctx:
+		// a cancelled scan stops here, before the next one.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		nctx, cancel := context.WithTimeout(ctx, o.Idle)
 		m, err := it.Next(jetstream.NextContext(nctx))
 		cancel()
