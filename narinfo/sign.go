@@ -60,8 +60,27 @@ func parseHash(s string) (*nixhash.HashWithEncoding, error) {
 // directory is StorePath's, since Nix refuses a narinfo whose StorePath is
 // outside the cache's StoreDir.
 func (n *NarInfo) Fingerprint() (string, error) {
+	nar, err := n.fingerprintNAR()
+	if err != nil {
+		return "", err
+	}
 	storeDir := path.Dir(n.StorePath)
-	if err := storepath.Validate(storeDir, n.StorePath); err != nil {
+	refs := make([]string, 0, len(n.References))
+	for _, r := range n.References {
+		if err := storepath.ValidateBase(r); err != nil {
+			return "", fmt.Errorf("narinfo: reference %q: %w", truncate(r), err)
+		}
+		refs = append(refs, storeDir+"/"+r)
+	}
+	slices.Sort(refs)
+	refs = slices.Compact(refs)
+	return "1;" + nar + ";" + strings.Join(refs, ","), nil
+}
+
+// fingerprintNAR is the part both fingerprints share, checked as Nix
+// checks it: "<StorePath>;sha256:<nix32 NarHash>;<NarSize>".
+func (n *NarInfo) fingerprintNAR() (string, error) {
+	if err := storepath.Validate(path.Dir(n.StorePath), n.StorePath); err != nil {
 		return "", fmt.Errorf("narinfo: StorePath: %w", err)
 	}
 	narHash, err := n.NarHashNix32()
@@ -72,17 +91,7 @@ func (n *NarInfo) Fingerprint() (string, error) {
 	if n.NarSize == 0 {
 		return "", errors.New("narinfo: NarSize is 0")
 	}
-	refs := make([]string, 0, len(n.References))
-	for _, r := range n.References {
-		if err := storepath.ValidateBase(r); err != nil {
-			return "", fmt.Errorf("narinfo: reference %q: %w", truncate(r), err)
-		}
-		refs = append(refs, storeDir+"/"+r)
-	}
-	slices.Sort(refs)
-	refs = slices.Compact(refs)
-	return "1;" + n.StorePath + ";" + narHash + ";" + strconv.FormatUint(n.NarSize, 10) + ";" +
-		strings.Join(refs, ","), nil
+	return n.StorePath + ";" + narHash + ";" + strconv.FormatUint(n.NarSize, 10), nil
 }
 
 // Sign adds sk's signature. Sigs end up sorted and without duplicates, as
@@ -150,15 +159,9 @@ var ErrNoIPFSSig = errors.New("narinfo: no IPFSSig")
 // this hash and size": exactly what a reader of the CID relies on. The
 // references are not in it; the Nix Sig covers them.
 func (n *NarInfo) CIDFingerprint() (string, error) {
-	if err := storepath.Validate(path.Dir(n.StorePath), n.StorePath); err != nil {
-		return "", fmt.Errorf("narinfo: StorePath: %w", err)
-	}
-	narHash, err := n.NarHashNix32()
+	nar, err := n.fingerprintNAR()
 	if err != nil {
 		return "", err
-	}
-	if n.NarSize == 0 {
-		return "", errors.New("narinfo: NarSize is 0")
 	}
 	if n.IPFSHash == "" {
 		return "", errors.New("narinfo: no IPFSHash")
@@ -167,7 +170,7 @@ func (n *NarInfo) CIDFingerprint() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("narinfo: IPFSHash %q: %w", truncate(n.IPFSHash), err)
 	}
-	return CIDFingerprintPrefix + n.StorePath + ";" + narHash + ";" + strconv.FormatUint(n.NarSize, 10) + ";" + c.String(), nil
+	return CIDFingerprintPrefix + nar + ";" + c.String(), nil
 }
 
 // SignCID adds sk's IPFSSig. Like Sign, IPFSSigs end up sorted and without
