@@ -227,14 +227,7 @@ func TestSubstituterStockNix(t *testing.T) {
 			other := otherPath(t, closure, top)
 			// top: the CID of its NAR with one byte changed (same size, so
 			// only the hash can tell). other: the CID of unrelated bytes.
-			dump := a.nix.Dump(t, top)
-			dump[len(dump)/2] ^= 1
-			wrong := filepath.Join(t.TempDir(), "wrong")
-			os.WriteFile(wrong, dump, 0o644)
-			unrelated := filepath.Join(t.TempDir(), "unrelated")
-			os.WriteFile(unrelated, []byte("not the NAR of "+other+"\n"), 0o644)
-			wrongCID := strings.TrimSpace(b.IPFS(t, "add", "-Q", "--cid-version=1", wrong))
-			unrelatedCID := strings.TrimSpace(b.IPFS(t, "add", "-Q", "--cid-version=1", unrelated))
+			wrongCID, unrelatedCID := wrongCIDs(t, a.nix, b, top, other)
 			rewriteNarinfo(t, cache, top, func(ni *narinfo.NarInfo) { ni.IPFSHash = wrongCID })
 			rewriteNarinfo(t, cache, other, func(ni *narinfo.NarInfo) { ni.IPFSHash = unrelatedCID })
 
@@ -314,14 +307,7 @@ func TestSubstituterStockNix(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			dump := a.nix.Dump(t, top)
-			dump[len(dump)/2] ^= 1
-			wrong := filepath.Join(t.TempDir(), "wrong")
-			os.WriteFile(wrong, dump, 0o644)
-			unrelated := filepath.Join(t.TempDir(), "unrelated")
-			os.WriteFile(unrelated, []byte("not the NAR of "+other+"\n"), 0o644)
-			wrongCID := strings.TrimSpace(b.IPFS(t, "add", "-Q", "--cid-version=1", wrong))
-			unrelatedCID := strings.TrimSpace(b.IPFS(t, "add", "-Q", "--cid-version=1", unrelated))
+			wrongCID, unrelatedCID := wrongCIDs(t, a.nix, b, top, other)
 			resign := func(c string) func(*narinfo.NarInfo) {
 				return func(ni *narinfo.NarInfo) {
 					ni.IPFSHash, ni.IPFSSigs = c, nil
@@ -413,4 +399,21 @@ func otherPath(t *testing.T, closure []string, top string) string {
 		t.Fatalf("no 'other' path in %v", closure)
 	}
 	return other
+}
+
+// wrongCIDs adds to k two CIDs that do not hold their NARs: wrong, top's
+// NAR with one byte changed (same size, so only the hash can tell), and
+// unrelated, a few bytes that are not other's NAR.
+func wrongCIDs(t *testing.T, nix *testenv.Nix, k *testenv.Kubo, top, other string) (wrong, unrelated string) {
+	t.Helper()
+	dump := nix.Dump(t, top)
+	dump[len(dump)/2] ^= 1
+	add := func(name string, b []byte) string {
+		f := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(f, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(k.IPFS(t, "add", "-Q", "--cid-version=1", f))
+	}
+	return add("wrong", dump), add("unrelated", []byte("not the NAR of "+other+"\n"))
 }
