@@ -232,26 +232,10 @@ func (h *clusterHost) settle(t *testing.T, fault string, paths []string, extra .
 	waitDrained(t, h.js, publisher.DefaultDurable, 2*time.Minute)
 	waitDrained(t, h.js, mirror.Durable("b"), 2*time.Minute)
 
-	// Built events: each output in exactly one.
-	seen := map[string]int{}
-	for _, ev := range builtEvents(t, h.js) {
-		for _, p := range ev.OutPaths {
-			seen[p]++
-		}
-	}
-	// nix-build's list prints one output per derivation; each event names
-	// both outputs of its derivation.
-	builtLost, builtDup := 0, 0
-	for _, p := range paths {
-		switch c := seen[p]; {
-		case c == 0:
-			builtLost++
-			t.Errorf("%s: no built event", p)
-		case c > 1:
-			builtDup++
-			t.Errorf("%s: %d built events, want 1", p, c)
-		}
-	}
+	// Built events: each output in exactly one. nix-build's list prints
+	// one output per derivation; each event names both outputs of its
+	// derivation.
+	builtLost, builtDup := checkBuiltOnce(t, builtEvents(t, h.js), paths)
 	lost, dup := checkPublishedOnce(t, h.js, paths)
 	// Every pin was announced before its event was acked (waitDrained
 	// above), so the events are stored, and a read goes to the end the

@@ -64,23 +64,7 @@ func TestFaultNATSDownHundredBuilds(t *testing.T) {
 
 	_, js := b.nats.Connect(t)
 	got := builtEvents(t, js)
-	seen := map[string]int{}
-	for _, ev := range got {
-		for _, p := range ev.OutPaths {
-			seen[p]++
-		}
-	}
-	lost, dup := 0, 0
-	for _, p := range paths {
-		switch c := seen[p]; {
-		case c == 0:
-			lost++
-			t.Errorf("%s: no built event", p)
-		case c > 1:
-			dup++
-			t.Errorf("%s: %d built events, want 1", p, c)
-		}
-	}
+	lost, dup := checkBuiltOnce(t, got, paths)
 	if len(got) != n {
 		t.Errorf("%d built events on the stream, want %d", len(got), n)
 	}

@@ -178,15 +178,34 @@ func publishedCounts(t *testing.T, js jetstream.JetStream) map[string]int {
 // event or more than one, and returns how many were lost and duplicated.
 func checkPublishedOnce(t *testing.T, js jetstream.JetStream, paths []string) (lost, dup int) {
 	t.Helper()
-	counts := publishedCounts(t, js)
+	return checkOnce(t, publishedCounts(t, js), paths, "published")
+}
+
+// checkBuiltOnce is checkPublishedOnce for built events: each path must be
+// an output of exactly one of evs.
+func checkBuiltOnce(t *testing.T, evs []*events.Built, paths []string) (lost, dup int) {
+	t.Helper()
+	counts := map[string]int{}
+	for _, ev := range evs {
+		for _, p := range ev.OutPaths {
+			counts[p]++
+		}
+	}
+	return checkOnce(t, counts, paths, "built")
+}
+
+// checkOnce reports, as test errors, every path whose count of kind events
+// is not 1, and returns how many were lost and duplicated.
+func checkOnce(t *testing.T, counts map[string]int, paths []string, kind string) (lost, dup int) {
+	t.Helper()
 	for _, p := range paths {
 		switch c := counts[p]; {
 		case c == 0:
 			lost++
-			t.Errorf("%s: no published event", p)
+			t.Errorf("%s: no %s event", p, kind)
 		case c > 1:
 			dup++
-			t.Errorf("%s: %d published events, want 1", p, c)
+			t.Errorf("%s: %d %s events, want 1", p, c, kind)
 		}
 	}
 	return lost, dup
