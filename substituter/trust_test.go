@@ -48,6 +48,21 @@ func signWith(t *testing.T, sk signature.SecretKey) func(*narinfo.NarInfo) {
 	}
 }
 
+// addSignedWrong adds a 300,000-byte path "victim" whose narinfo signs,
+// with sk, the CID of other bytes of wrongSize (a publisher bug). It
+// returns the path and those other bytes.
+func addSignedWrong(t *testing.T, f *fixture, sk signature.SecretKey, wrongSize int) (*storePath, []byte) {
+	t.Helper()
+	wrong := payload("other", wrongSize)
+	wc := rawCID(wrong)
+	f.ipfs.put(wc, wrong)
+	p := f.addPath("victim", payload("victim", 300000), func(ni *narinfo.NarInfo) {
+		ni.IPFSHash = wc.String()
+		signWith(t, sk)(ni)
+	})
+	return p, wrong
+}
+
 // servedLine is the "NAR served" log entry's fields.
 func servedLine(t *testing.T, logs *observer.ObservedLogs) map[string]any {
 	t.Helper()
@@ -194,13 +209,7 @@ func TestSignedWrongCIDOtherSize(t *testing.T) {
 	f.ipfs.serve = func(call int, c cid.Cid, b []byte) (io.ReadCloser, error) {
 		return sizedReader{bytes.NewReader(b), int64(len(b))}, nil
 	}
-	wrong := payload("other", 200000)
-	wc := rawCID(wrong)
-	f.ipfs.put(wc, wrong)
-	p := f.addPath("victim", payload("victim", 300000), func(ni *narinfo.NarInfo) {
-		ni.IPFSHash = wc.String()
-		signWith(t, sk)(ni)
-	})
+	p, _ := addSignedWrong(t, f, sk, 200000)
 	f.mustGet(http.MethodGet, p.narinfoPath())
 	for i := 0; i < 2; i++ {
 		resp, b := f.mustGet(http.MethodGet, p.narPath())
@@ -225,13 +234,7 @@ func TestSignedWrongCIDOtherSize(t *testing.T) {
 func TestSignedWrongCIDSameSize(t *testing.T) {
 	sk := newKey(t, "cache-1")
 	f, _ := signedFixture(t, sk)
-	wrong := payload("other", 300000)
-	wc := rawCID(wrong)
-	f.ipfs.put(wc, wrong)
-	p := f.addPath("victim", payload("victim", 300000), func(ni *narinfo.NarInfo) {
-		ni.IPFSHash = wc.String()
-		signWith(t, sk)(ni)
-	})
+	p, wrong := addSignedWrong(t, f, sk, 300000)
 	f.mustGet(http.MethodGet, p.narinfoPath())
 	resp, b, err := f.get(http.MethodGet, p.narPath())
 	if err == nil && resp.StatusCode == 200 && len(b) == len(p.nar) {
