@@ -384,9 +384,10 @@ func (w *spoolWriter) Write(b []byte) (int, error) {
 // (Nix checks what it unpacks against the NarHash anyway).
 //
 // A Range request (Nix resuming an interrupted transfer of a response that
-// advertised Accept-Ranges, which only the verified IPFS path does) is passed
-// through unchecked: a part cannot be checked against a whole-NAR hash, and
-// Nix checks the whole once it has it.
+// advertised Accept-Ranges, which only a NAR sent from the spool does,
+// through http.ServeContent; a streamed one does not) is passed through
+// unchecked: a part cannot be checked against a whole-NAR hash, and Nix
+// checks the whole once it has it.
 func (s *Server) proxyNar(w http.ResponseWriter, r *http.Request, log *zap.Logger, ref *narRef, reason string, start time.Time) {
 	verify := ref != nil && ref.compression == "none" && r.Header.Get("Range") == ""
 	var hdr http.Header
