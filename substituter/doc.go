@@ -17,10 +17,13 @@
 // once its size and SHA-256 match the narinfo: bytes that fail the check
 // are never sent at all, and the request falls back to the upstream NAR
 // instead. That read starts when the narinfo is served (spool.go: Nix asks
-// for a closure's narinfos first), is shared by every request for the NAR,
-// and a CID once proved to hold its NAR streams the next time, still
-// hashed, with the rest from upstream if IPFS fails half-way. docs/SUBSTITUTER.md explains why this verify-before-send design
-// was chosen over streaming with an abort. IPFS is a kubo daemon's RPC API
+// for a closure's narinfos first) and is shared by every request for the
+// NAR. A CID trusted to hold its NAR (proved before, or its binding signed
+// by a trusted key: trust.go) is read the same way, but its requests
+// follow the read as the file fills (follow.go), the last bytes held back
+// until the whole matched, with the rest from upstream if IPFS fails
+// half-way. docs/SUBSTITUTER.md explains why verify-before-send was chosen
+// over streaming with an abort. IPFS is a kubo daemon's RPC API
 // (which checks blocks itself) or a trustless HTTP gateway (see Gateway,
 // which checks every block against its CID).
 //

@@ -57,24 +57,30 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 		s.proxyNar(w, r, log, ref, ReasonInvalidCID, start)
 		return
 	}
-	if how, ok := s.trust(c, ref); ok && r.Header.Get("Range") == "" && !s.spools.has(ref) {
-		done, refused := s.streamVerified(w, r, log.With(zap.String("trust", how)), c, ref, start)
-		if done {
-			return
-		}
-		if refused != "" {
-			s.proxyNar(w, r, log, ref, refused, start)
-			return
-		}
-		// Nothing was sent: read and check it as if it were new.
-	}
+	how, trusted := s.trust(c, ref)
+	follow := trusted && r.Header.Get("Range") == ""
 	e, ok := s.spools.acquire(ref, c)
+	if !ok && follow {
+		// No room in the spool for it: it streams straight through.
+		if done, reason := s.streamVerified(w, r, log.With(zap.String("trust", how)), c, ref, start); !done {
+			s.proxyNar(w, r, log, ref, reason, start)
+		}
+		return
+	}
 	if !ok {
 		s.ipfsFailed(log, ReasonSpoolFull, fmt.Errorf("%d bytes would exceed the spool budget of %d", ref.narSize, s.opts.MaxSpoolBytes))
 		s.proxyNar(w, r, log, ref, ReasonSpoolFull, start)
 		return
 	}
 	defer s.spools.release(e)
+	if e.trust != "" {
+		log = log.With(zap.String("trust", e.trust))
+	}
+	if follow && e.trust != "" && !e.isDone() {
+		// Being read as a trusted CID: sent as the read goes (follow.go).
+		s.followSpool(w, r, log, e, start)
+		return
+	}
 	select {
 	case <-e.done:
 	case <-r.Context().Done():
@@ -120,20 +126,19 @@ func reopen(f *os.File, size int64) (io.ReadSeekCloser, error) {
 
 // streamVerified sends a NAR whose CID is trusted to hold it (proved
 // before, or signed by a trusted key: trust.go) as IPFS reads it, with no
-// spool: content addressing guarantees the same bytes, and the hash is
-// still checked on the way, the last chunk held back until it matches. If
-// IPFS fails on the way, the rest comes from upstream (the bytes sent so
-// far are the NAR's, so the upstream NAR continues them). done is false
-// when nothing was sent; then refused, if set, is why the CID was found
-// wrong before the first byte (the request goes to upstream), else IPFS
-// failed before the first byte.
-func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap.Logger, c cid.Cid, ref *narRef, start time.Time) (done bool, refused string) {
+// spool: what a trusted CID gets when the spool has no room for it
+// (--nar-spool-max-bytes). The hash is still checked on the way, the last
+// chunk held back until it matches. If IPFS fails on the way, the rest
+// comes from upstream (the bytes sent so far are the NAR's, so the
+// upstream NAR continues them). done is false when nothing was sent; then
+// reason says why (the request goes to upstream).
+func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap.Logger, c cid.Cid, ref *narRef, start time.Time) (done bool, reason string) {
 	kwd := newWatchdog(r.Context(), s.opts.IPFSTimeout)
 	defer kwd.stop()
 	rc, err := s.ipfs.Cat(kwd.ctx, c)
 	if err != nil {
 		s.ipfsFailed(log, kwd.reason(ReasonIPFSError), err)
-		return false, ""
+		return false, kwd.reason(ReasonIPFSError)
 	}
 	defer rc.Close()
 	if n := announcedSize(rc); n >= 0 && uint64(n) != ref.narSize {
@@ -152,7 +157,7 @@ func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap
 			err = io.ErrUnexpectedEOF
 		}
 		s.ipfsFailed(log, kwd.reason(ReasonIPFSError), fmt.Errorf("ipfs cat %s: %w", c, err))
-		return false, ""
+		return false, kwd.reason(ReasonIPFSError)
 	}
 	// The upstream fallback has its own watchdog (wd, in copyVerified).
 	wd := newWatchdog(r.Context(), s.opts.UpstreamTimeout+s.opts.IPFSTimeout)
@@ -166,22 +171,11 @@ func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap
 		},
 	}
 	defer fr.close()
-	// Every byte read is also written to a spool file, to be kept for the
-	// next request once the whole has matched (spools.keepStreamed).
-	var src io.Reader = fr
-	tee := s.spools.teeStart(ref)
-	if tee != nil {
-		src = io.TeeReader(fr, tee)
-		defer s.spools.teeEnd(tee, c)
-	}
 	w.Header().Set("Content-Type", narContentType)
 	w.Header().Set("Content-Length", strconv.FormatUint(ref.narSize, 10))
 	w.WriteHeader(http.StatusOK)
 	ttfb := time.Since(start)
-	sent, err := copyVerified(w, wd, src, ref)
-	if tee != nil && err == nil {
-		tee.matched = true
-	}
+	sent, err := copyVerified(w, wd, fr, ref)
 	if err != nil {
 		var mm *mismatchError
 		if errors.As(err, &mm) {
@@ -200,8 +194,8 @@ func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap
 	return true, ""
 }
 
-// failoverReader reads r, size bytes; if r fails or ends early, it reads
-// the rest from resume(offset).
+// failoverReader reads r, size bytes; if r fails or ends early once it has
+// given a byte, it reads the rest from resume(offset).
 type failoverReader struct {
 	r            io.Reader
 	size         int64
@@ -222,7 +216,7 @@ func (f *failoverReader) Read(b []byte) (int, error) {
 	if err == io.EOF && f.off < f.size {
 		err = io.ErrUnexpectedEOF
 	}
-	if err != nil && err != io.EOF {
+	if err != nil && err != io.EOF && f.off > 0 {
 		rc, rerr := f.resume(f.off, err)
 		if rerr != nil {
 			return n, fmt.Errorf("%w; upstream: %w", err, rerr)
@@ -289,10 +283,15 @@ func (s *Server) narDone(log *zap.Logger, source, reason string, n int64, start 
 	log.Info("NAR served", fields...)
 }
 
-// fetchIPFS reads c into an unlinked spool file, checking it against ref.
-// On success the file is positioned at its start; otherwise reason says why
-// not (a Reason* constant).
-func (s *Server) fetchIPFS(ctx context.Context, c cid.Cid, ref *narRef) (_ *os.File, reason string, _ error) {
+// fetchIPFS reads e's CID into an unlinked spool file, checking it against
+// its narinfo, and reports each write to e.progress. On success the file is
+// positioned at its start; otherwise reason says why not (a Reason*
+// constant). For a trusted CID, which requests follow as it is read
+// (follow.go), IPFS failing half-way is not the end: the rest comes from
+// upstream, counted in e.upstreamBytes, and the whole is checked as
+// always.
+func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (_ *os.File, reason string, _ error) {
+	c, ref := e.c, e.ref
 	wd := newWatchdog(ctx, s.opts.IPFSTimeout)
 	defer wd.stop()
 	fail := func(err error) (*os.File, string, error) {
@@ -323,20 +322,49 @@ func (s *Server) fetchIPFS(ctx context.Context, c cid.Cid, ref *narRef) (_ *os.F
 	// Unlinked at once: the open descriptor is all that is needed, and a
 	// crash leaves nothing behind.
 	os.Remove(f.Name())
+	e.progress.started(f)
+	failed := func() { e.progress.failed() }
+	var src io.Reader = wd.reader(io.LimitReader(rc, int64(ref.narSize)+1))
+	if e.trust != "" {
+		// The upstream part has a watchdog of its own: wd's may be
+		// what ended the IPFS part.
+		var uwd *watchdog
+		defer func() {
+			if uwd != nil {
+				uwd.stop()
+			}
+		}()
+		fr := &failoverReader{r: src, size: int64(ref.narSize), resume: func(off int64, cause error) (io.ReadCloser, error) {
+			s.ipfsFailed(s.log.With(zap.String("url", ref.key), zap.String("cid", c.String())), wd.reason(ReasonIPFSError),
+				fmt.Errorf("ipfs cat %s at byte %d: %w; the rest comes from upstream", c, off, cause))
+			uwd = newWatchdog(ctx, s.opts.UpstreamTimeout)
+			rc, err := s.upstreamFrom(uwd.ctx, ref, off)
+			if err != nil {
+				return nil, err
+			}
+			return struct {
+				io.Reader
+				io.Closer
+			}{uwd.reader(io.LimitReader(rc, int64(ref.narSize)-off+1)), rc}, nil
+		}}
+		defer func() { e.upstreamBytes = fr.resumedBytes }()
+		defer fr.close()
+		src = fr
+	}
 	h := sha256.New()
-	sw := &spoolWriter{f: f, h: h}
+	sw := &spoolWriter{f: f, h: h, progress: e.progress}
 	// Large reads: a stream of gigabytes in fewer system calls, and read
 	// straight into buf past the HTTP client's own small buffer.
-	n, err := io.CopyBuffer(sw, wd.reader(io.LimitReader(rc, int64(ref.narSize)+1)), make([]byte, spoolBuf))
+	n, err := io.CopyBuffer(sw, src, make([]byte, spoolBuf))
 	if err != nil {
-		f.Close()
+		failed()
 		if sw.err != nil {
 			return nil, ReasonIPFSError, fmt.Errorf("spool: %w", sw.err)
 		}
 		return fail(fmt.Errorf("ipfs cat %s: %w", c, err))
 	}
 	if uint64(n) != ref.narSize {
-		f.Close()
+		failed()
 		what := "fewer"
 		if uint64(n) > ref.narSize {
 			what = "more"
@@ -344,11 +372,11 @@ func (s *Server) fetchIPFS(ctx context.Context, c cid.Cid, ref *narRef) (_ *os.F
 		return nil, ReasonSizeMismatch, fmt.Errorf("ipfs %s has %s bytes than the narinfo's NarSize %d", c, what, ref.narSize)
 	}
 	if sum := h.Sum(nil); !bytes.Equal(sum, ref.narHash) {
-		f.Close()
+		failed()
 		return nil, ReasonHashMismatch, fmt.Errorf("ipfs %s: content does not hash to the narinfo's NarHash", c)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		f.Close()
+		failed()
 		return nil, ReasonIPFSError, fmt.Errorf("spool: %w", err)
 	}
 	return f, "", nil
@@ -364,14 +392,16 @@ func announcedSize(rc io.Reader) int64 {
 }
 
 type spoolWriter struct {
-	f   *os.File
-	h   hash.Hash
-	err error
+	f        *os.File
+	h        hash.Hash
+	progress *readProgress
+	err      error
 }
 
 func (w *spoolWriter) Write(b []byte) (int, error) {
 	n, err := w.f.Write(b)
 	w.h.Write(b[:n])
+	w.progress.wrote(n)
 	if err != nil {
 		w.err = err
 	}

@@ -19,6 +19,8 @@ import (
 //   - started by a NAR request (on demand) or by the narinfo that names it
 //     (a prefetch, see prefetcher), on a context of its own: a client that
 //     goes away does not abort a fetch others wait for;
+//   - read: a request for a trusted CID follows the read as the file
+//     fills (follow.go); others wait for it to be done;
 //   - done: f holds the verified NAR, or err and reason say why not;
 //   - kept, once verified and no request holds it any more: the next
 //     request for it is sent from the file, with no read from IPFS, for
@@ -28,15 +30,21 @@ import (
 //     request holds it and it is neither waiting, prefetched, for its
 //     request nor kept.
 type spoolEntry struct {
-	key  string
-	ref  *narRef
-	c    cid.Cid
-	done chan struct{}
+	key string
+	ref *narRef
+	c   cid.Cid
+	// trust is why the CID was trusted when the read began (a trust*
+	// label), or "": its requests follow the read, and IPFS failing
+	// half-way is made up from upstream.
+	trust    string
+	progress *readProgress
+	done     chan struct{}
 	// Set before done is closed.
-	f      *os.File
-	reason string
-	err    error
-	took   time.Duration // reading and checking
+	f             *os.File
+	reason        string
+	err           error
+	took          time.Duration // reading and checking
+	upstreamBytes int64         // of a trusted read, from upstream after IPFS failed
 
 	cancel context.CancelFunc
 	// Guarded by spools.mu.
@@ -105,15 +113,6 @@ func (p *spools) acquire(ref *narRef, c cid.Cid) (e *spoolEntry, ok bool) {
 	return e, true
 }
 
-// has reports whether ref is being read or is ready (a read from the
-// spool beats a read from IPFS).
-func (p *spools) has(ref *narRef) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	e := p.entries[ref.key]
-	return e != nil && sameNar(e.ref, ref) && !e.abandoned
-}
-
 // release gives back one request's hold on e.
 func (p *spools) release(e *spoolEntry) {
 	p.mu.Lock()
@@ -142,11 +141,12 @@ func (p *spools) startLocked(ref *narRef, c cid.Cid) *spoolEntry {
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	e := &spoolEntry{key: ref.key, ref: ref, c: c, done: make(chan struct{}), cancel: cancel}
+	how, _ := p.s.trust(c, ref)
+	e := &spoolEntry{key: ref.key, ref: ref, c: c, trust: how, progress: newReadProgress(int64(ref.narSize)), done: make(chan struct{}), cancel: cancel}
 	p.entries[ref.key] = e
 	go func() {
 		start := time.Now()
-		f, reason, err := p.s.fetchIPFS(ctx, c, ref)
+		f, reason, err := p.s.fetchIPFS(ctx, e)
 		p.mu.Lock()
 		e.f, e.reason, e.err, e.took = f, reason, err, time.Since(start)
 		if e.prefetched {
@@ -162,11 +162,26 @@ func (p *spools) startLocked(ref *narRef, c cid.Cid) *spoolEntry {
 		p.maybeDropLocked(e)
 		p.scheduleLocked()
 		p.mu.Unlock()
-		if err == nil {
+		switch {
+		case err == nil:
 			p.s.proved(c, ref)
+		case e.trust != "" && isMismatch(reason):
+			// Trusted, and found holding other bytes: read and
+			// checked first from now on.
+			p.s.distrust(c, ref)
 		}
 	}()
 	return e
+}
+
+// isDone reports whether e's read has ended.
+func (e *spoolEntry) isDone() bool {
+	select {
+	case <-e.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // maybeDropLocked closes e once nobody needs it: no request holds it, and
@@ -279,67 +294,6 @@ func (p *spools) dropKeptLocked(e *spoolEntry) {
 	p.maybeDropLocked(e)
 }
 
-// teeFile is a spool file a streamed NAR is copied into as it is sent.
-type teeFile struct {
-	f       *os.File
-	ref     *narRef
-	err     error // the first write error: nothing is kept then
-	matched bool  // the whole stream matched the narinfo
-}
-
-// Write never fails the stream: a spool that cannot be written is only
-// not kept.
-func (t *teeFile) Write(b []byte) (int, error) {
-	if t.err == nil {
-		_, t.err = t.f.Write(b)
-	}
-	return len(b), nil
-}
-
-// teeStart returns a spool file to copy a NAR streamed to a client into,
-// so that it can be kept for the next request like a NAR read into the
-// spool; nil when nothing is kept, the spool budget has no room, or the
-// NAR is in the spool already.
-func (p *spools) teeStart(ref *narRef) *teeFile {
-	if p.s.opts.KeepBytes <= 0 {
-		return nil
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if e := p.entries[ref.key]; e != nil {
-		return nil
-	}
-	if !p.s.spool.acquire(int64(ref.narSize)) {
-		return nil
-	}
-	f, err := os.CreateTemp(p.s.opts.SpoolDir, "nar-*.spool")
-	if err != nil {
-		p.s.spool.release(int64(ref.narSize))
-		return nil
-	}
-	os.Remove(f.Name())
-	return &teeFile{f: f, ref: ref}
-}
-
-// teeEnd keeps t's file as a verified spool entry if the whole stream
-// matched and was written, and drops it otherwise. Its bytes are exactly
-// those copyVerified read, hashed and found equal to the narinfo's.
-func (p *spools) teeEnd(t *teeFile, c cid.Cid) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !t.matched || t.err != nil || p.entries[t.ref.key] != nil {
-		t.f.Close()
-		p.s.spool.release(int64(t.ref.narSize))
-		return
-	}
-	done := make(chan struct{})
-	close(done)
-	e := &spoolEntry{key: t.ref.key, ref: t.ref, c: c, done: done, f: t.f, cancel: func() {}, requested: true}
-	p.entries[e.key] = e
-	// Kept, or closed (and its budget released) if keeping declines it.
-	p.maybeDropLocked(e)
-}
-
 // dropKept closes every kept NAR's file.
 func (p *spools) dropKept() {
 	p.mu.Lock()
@@ -376,12 +330,8 @@ func (p *spools) prefetch(ref *narRef) {
 	if p.s.opts.PrefetchAhead <= 0 || ref == nil || ref.compression != "none" || ref.ipfsHash == "" {
 		return
 	}
-	c, err := cid.Decode(ref.ipfsHash)
-	if err != nil {
+	if _, err := cid.Decode(ref.ipfsHash); err != nil {
 		return
-	}
-	if _, ok := p.s.trust(c, ref); ok {
-		return // streams at once anyway
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

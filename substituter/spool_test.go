@@ -55,6 +55,50 @@ func (g *gate) Read(b []byte) (int, error) {
 	return g.r.Read(b)
 }
 
+// halfGated serves b's first half at once and the rest once release is
+// closed.
+func halfGated(b []byte, release chan struct{}) io.ReadCloser {
+	return io.NopCloser(io.MultiReader(bytes.NewReader(b[:len(b)/2]), &gate{open: release, r: bytes.NewReader(b[len(b)/2:])}))
+}
+
+// getFollowing GETs path while IPFS holds back the second half of its
+// NAR (halfGated on release): the response and its first 1000 bytes must
+// come first (a generous bound turns "they never do" into a failure, not a
+// hang), then release is closed and the rest read.
+func (f *fixture) getFollowing(path string, release chan struct{}) (*http.Response, []byte, error) {
+	f.t.Helper()
+	type started struct {
+		resp *http.Response
+		head []byte
+		err  error
+	}
+	got := make(chan started, 1)
+	go func() {
+		resp, err := http.Get(f.http.URL + path)
+		if err != nil {
+			got <- started{err: err}
+			return
+		}
+		head := make([]byte, 1000)
+		_, err = io.ReadFull(resp.Body, head)
+		got <- started{resp, head, err}
+	}()
+	var st started
+	select {
+	case st = <-got:
+	case <-time.After(time.Minute):
+		close(release)
+		f.t.Fatal("no response while IPFS held back the rest of the NAR: not followed")
+	}
+	close(release)
+	if st.err != nil {
+		return st.resp, nil, st.err
+	}
+	defer st.resp.Body.Close()
+	rest, err := io.ReadAll(st.resp.Body)
+	return st.resp, append(st.head, rest...), err
+}
+
 // failAfter reads r, then fails instead of ending.
 type failAfter struct{ r io.Reader }
 
@@ -257,7 +301,7 @@ func TestStreamVerified(t *testing.T) {
 	release := make(chan struct{})
 	f.ipfs.serve = func(call int, c cid.Cid, b []byte) (io.ReadCloser, error) {
 		if call == 2 {
-			return io.NopCloser(io.MultiReader(bytes.NewReader(b[:len(b)/2]), &gate{open: release, r: bytes.NewReader(b[len(b)/2:])})), nil
+			return halfGated(b, release), nil
 		}
 		return io.NopCloser(bytes.NewReader(b)), nil
 	}
@@ -268,22 +312,9 @@ func TestStreamVerified(t *testing.T) {
 	}
 	// IPFS holds back the second half: headers and the first bytes come
 	// anyway.
-	resp, err := http.Get(f.http.URL + p.narPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 || resp.ContentLength != int64(len(p.nar)) {
-		t.Fatalf("streamed NAR: %d, length %d", resp.StatusCode, resp.ContentLength)
-	}
-	head := make([]byte, 1000)
-	if _, err := io.ReadFull(resp.Body, head); err != nil || !bytes.Equal(head, p.nar[:1000]) {
-		t.Fatalf("first bytes: %v", err)
-	}
-	close(release)
-	rest, err := io.ReadAll(resp.Body)
-	if err != nil || !bytes.Equal(append(head, rest...), p.nar) {
-		t.Fatalf("streamed NAR: %d bytes, %v", len(head)+len(rest), err)
+	resp, b, err := f.getFollowing(p.narPath(), release)
+	if err != nil || resp.StatusCode != 200 || resp.ContentLength != int64(len(p.nar)) || !bytes.Equal(b, p.nar) {
+		t.Fatalf("streamed NAR: %v, %d bytes, %v", resp, len(b), err)
 	}
 	if n := f.hitsOf(p.narPath()); n != 0 {
 		t.Errorf("upstream NAR fetched %d times", n)
@@ -327,33 +358,60 @@ func TestStreamResumesUpstream(t *testing.T) {
 
 // TestStreamDamagedCut: a remembered CID whose bytes come back different
 // (a damaged block store) never yields a complete response, and is
-// forgotten: the next request is read and checked again.
+// forgotten: the next request is read and checked again. Found out before
+// a byte is sent (the read ended before the request), the request gets the
+// upstream NAR instead.
 func TestStreamDamagedCut(t *testing.T) {
-	f := newFixture(t, func(o *Options) { o.KeepBytes = -1 })
-	f.ipfs.serve = func(call int, c cid.Cid, b []byte) (io.ReadCloser, error) {
-		if call == 2 {
-			bad := bytes.Clone(b)
-			bad[len(bad)-10] ^= 1
-			return io.NopCloser(bytes.NewReader(bad)), nil
-		}
-		return io.NopCloser(bytes.NewReader(b)), nil
-	}
-	p := f.addPath("damaged", payload("damaged", 500000), nil)
-	f.mustGet(http.MethodGet, p.narinfoPath())
-	f.mustGet(http.MethodGet, p.narPath())
-	resp, b, err := f.get(http.MethodGet, p.narPath())
-	if err == nil && resp.StatusCode == 200 && len(b) == len(p.nar) {
-		t.Fatalf("damaged NAR sent whole (%d bytes)", len(b))
-	}
-	if bytes.Equal(b, p.nar) {
-		t.Fatal("got the right NAR from damaged blocks?")
-	}
-	resp, b = f.mustGet(http.MethodGet, p.narPath())
-	if resp.StatusCode != 200 || !bytes.Equal(b, p.nar) {
-		t.Fatalf("after the cut: %d, %d bytes", resp.StatusCode, len(b))
-	}
-	if n := f.ipfs.calls(); n != 3 {
-		t.Errorf("IPFS read %d times, want 3", n)
+	for _, early := range []bool{false, true} {
+		t.Run(map[bool]string{false: "while sending", true: "before sending"}[early], func(t *testing.T) {
+			f := newFixture(t, func(o *Options) { o.KeepBytes = -1 })
+			release := make(chan struct{})
+			f.ipfs.serve = func(call int, c cid.Cid, b []byte) (io.ReadCloser, error) {
+				if call == 2 {
+					bad := bytes.Clone(b)
+					bad[len(bad)-10] ^= 1
+					if early {
+						return io.NopCloser(bytes.NewReader(bad)), nil
+					}
+					return halfGated(bad, release), nil
+				}
+				return io.NopCloser(bytes.NewReader(b)), nil
+			}
+			p := f.addPath("damaged", payload("damaged", 500000), nil)
+			f.mustGet(http.MethodGet, p.narinfoPath())
+			f.mustGet(http.MethodGet, p.narPath())
+			if early {
+				// The narinfo reads it ahead, damaged, and the read ends
+				// before the request comes.
+				f.mustGet(http.MethodGet, p.narinfoPath())
+				waitFor(t, "the damaged read ended", func() bool {
+					f.srv.spools.mu.Lock()
+					defer f.srv.spools.mu.Unlock()
+					e := f.srv.spools.entries[p.narPath()]
+					return f.ipfs.calls() == 2 && e != nil && e.isDone()
+				})
+				resp, b := f.mustGet(http.MethodGet, p.narPath())
+				if resp.StatusCode != 200 || !bytes.Equal(b, p.nar) {
+					t.Fatalf("NAR after a damaged read: %d, %d bytes", resp.StatusCode, len(b))
+				}
+				f.waitMetric(1, "nixipfs_substituter_nars_total", "source", SourceUpstream, "reason", ReasonHashMismatch)
+				return
+			}
+			resp, b, err := f.getFollowing(p.narPath(), release)
+			if err == nil && resp.StatusCode == 200 && len(b) == len(p.nar) {
+				t.Fatalf("damaged NAR sent whole (%d bytes)", len(b))
+			}
+			if bytes.Equal(b, p.nar) {
+				t.Fatal("got the right NAR from damaged blocks?")
+			}
+			resp, b = f.mustGet(http.MethodGet, p.narPath())
+			if resp.StatusCode != 200 || !bytes.Equal(b, p.nar) {
+				t.Fatalf("after the cut: %d, %d bytes", resp.StatusCode, len(b))
+			}
+			if n := f.ipfs.calls(); n != 3 {
+				t.Errorf("IPFS read %d times, want 3", n)
+			}
+		})
 	}
 }
 
@@ -453,8 +511,8 @@ func TestKeptNarGivesWay(t *testing.T) {
 }
 
 // TestKeptStreamed: a NAR streamed to a client (its CID proved before) is
-// copied into the spool on the way and kept once the whole has matched, so
-// the request after it reads nothing from IPFS; a stream that does not
+// read into the spool as it is sent, and kept once the whole has matched,
+// so the request after it reads nothing from IPFS; a read that does not
 // match leaves nothing kept.
 func TestKeptStreamed(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.PrefetchAhead = -1 })
@@ -508,12 +566,14 @@ func TestKeptStreamed(t *testing.T) {
 	}
 	f.waitMetric(1, "nixipfs_substituter_kept_nar_hits_total")
 
-	// A stream of damaged blocks is cut, and nothing of it is kept.
+	// A read of damaged blocks is never sent whole (it is cut, or, found
+	// out before a byte went, the request gets upstream's NAR), and
+	// nothing of it is kept.
 	expire()
 	mu.Lock()
 	damaged = true
 	mu.Unlock()
-	if _, b, err := f.get(http.MethodGet, p.narPath()); err == nil && bytes.Equal(b, p.nar) {
+	if _, b, err := f.get(http.MethodGet, p.narPath()); err == nil && len(b) == len(p.nar) && !bytes.Equal(b, p.nar) {
 		t.Fatal("damaged stream delivered whole")
 	}
 	time.Sleep(100 * time.Millisecond)

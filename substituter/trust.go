@@ -10,10 +10,10 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 )
 
-// When a CID may stream. A CID streams (streamVerified: sent as IPFS reads
-// it, hashed on the way, the last chunk held back until the whole matched,
-// the upstream NAR taking over if IPFS fails) once the binding "this CID
-// holds this NAR" is established, in one of two ways:
+// When a CID may stream. A CID streams (followSpool: sent as it is read
+// into the spool and hashed, the last bytes held back until the whole
+// matched, the upstream NAR taking over if IPFS fails) once the binding
+// "this CID holds this NAR" is established, in one of two ways:
 //
 //   - verified: this process read it whole and it matched (the verified
 //     table, --verified-cids);
@@ -23,9 +23,10 @@ import (
 //     IPFS, vouches for it.
 //
 // Everything else is read into the spool and checked before a byte is
-// sent. A signed CID found holding other bytes (a publisher bug, or damaged
-// blocks) is refuted: it is read and checked first from then on, unless
-// such a read proves it after all.
+// sent. Both are read ahead from their narinfo (spool.go). A signed CID
+// found holding other bytes (a publisher bug, or damaged blocks) is
+// refuted: it is read and checked first from then on, unless such a read
+// proves it after all.
 
 // Trust labels, for the "NAR served" log line.
 const (

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
@@ -74,62 +73,29 @@ func servedLine(t *testing.T, logs *observer.ObservedLogs) map[string]any {
 }
 
 // TestSignedCIDStreamsFirstFetch: a CID whose IPFSSig verifies under a
-// trusted key streams on its very first fetch: the response and its first
-// bytes come while IPFS still holds back the rest; it is not read ahead
-// when its narinfo is served; and the bytes are the NAR.
+// trusted key streams on its very first fetch: read ahead from its
+// narinfo like any other, but the response and its first bytes come while
+// IPFS still holds back the rest; the bytes are the NAR, and that one read
+// is all.
 func TestSignedCIDStreamsFirstFetch(t *testing.T) {
 	sk := newKey(t, "cache-1")
 	f, logs := signedFixture(t, sk)
 	release := make(chan struct{})
 	f.ipfs.serve = func(call int, c cid.Cid, b []byte) (io.ReadCloser, error) {
-		return io.NopCloser(io.MultiReader(bytes.NewReader(b[:len(b)/2]), &gate{open: release, r: bytes.NewReader(b[len(b)/2:])})), nil
+		return halfGated(b, release), nil
 	}
 	p := f.addPath("signed", payload("signed", 1<<20), signWith(t, sk))
 	f.mustGet(http.MethodGet, p.narinfoPath())
-	if n := f.ipfs.calls(); n != 0 {
-		t.Errorf("a signed CID was read ahead (%d reads)", n)
-	}
-	// The response must start while IPFS holds back the second half; a
-	// generous bound turns "it never does" into a failure, not a hang.
-	type started struct {
-		resp *http.Response
-		head []byte
-		err  error
-	}
-	got := make(chan started, 1)
-	go func() {
-		resp, err := http.Get(f.http.URL + p.narPath())
-		if err != nil {
-			got <- started{err: err}
-			return
-		}
-		head := make([]byte, 1000)
-		_, err = io.ReadFull(resp.Body, head)
-		got <- started{resp, head, err}
-	}()
-	var st started
-	select {
-	case st = <-got:
-	case <-time.After(time.Minute):
-		close(release)
-		t.Fatal("no response while IPFS held back the rest of the NAR: not streamed")
-	}
-	if st.err != nil {
-		t.Fatal(st.err)
-	}
-	resp, head := st.resp, st.head
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 || resp.ContentLength != int64(len(p.nar)) || !bytes.Equal(head, p.nar[:1000]) {
-		t.Fatalf("signed NAR: %d, length %d, first bytes right: %v", resp.StatusCode, resp.ContentLength, bytes.Equal(head, p.nar[:1000]))
-	}
-	close(release)
-	rest, err := io.ReadAll(resp.Body)
-	if err != nil || !bytes.Equal(append(head, rest...), p.nar) {
-		t.Fatalf("signed NAR: %d bytes, %v", len(head)+len(rest), err)
+	resp, b, err := f.getFollowing(p.narPath(), release)
+	if err != nil || resp.StatusCode != 200 || resp.ContentLength != int64(len(p.nar)) || !bytes.Equal(b, p.nar) {
+		t.Fatalf("signed NAR: %v, %d bytes, %v", resp, len(b), err)
 	}
 	f.waitMetric(1, "nixipfs_substituter_nars_total", "source", SourceIPFS)
 	if l := servedLine(t, logs); l["streamed"] != true || l["trust"] != trustSigned {
 		t.Errorf("NAR served line %v: want streamed, trust signed", l)
+	}
+	if n := f.ipfs.calls(); n != 1 {
+		t.Errorf("IPFS read %d times, want 1 (read ahead, and followed)", n)
 	}
 	if n := f.hitsOf(p.narPath()); n != 0 {
 		t.Errorf("upstream NAR fetched %d times", n)
@@ -228,28 +194,55 @@ func TestSignedWrongCIDOtherSize(t *testing.T) {
 }
 
 // TestSignedWrongCIDSameSize: a signed CID of other bytes of the same size
-// streams, but is never served complete: the connection is cut before the
-// last chunk. The CID is then refuted, and the next fetch is read and
+// is never served complete. A request already sending it is cut before
+// the last chunk; one that comes after the read found it out gets the
+// upstream NAR. The CID is then refuted, and the next fetch is read and
 // checked first and comes from upstream, whole.
 func TestSignedWrongCIDSameSize(t *testing.T) {
-	sk := newKey(t, "cache-1")
-	f, _ := signedFixture(t, sk)
-	p, wrong := addSignedWrong(t, f, sk, 300000)
-	f.mustGet(http.MethodGet, p.narinfoPath())
-	resp, b, err := f.get(http.MethodGet, p.narPath())
-	if err == nil && resp.StatusCode == 200 && len(b) == len(p.nar) {
-		t.Fatalf("wrong bytes served whole (%d bytes)", len(b))
-	}
-	if len(b) >= len(wrong) {
-		t.Fatalf("got %d bytes of %d", len(b), len(wrong))
-	}
-	resp, b = f.mustGet(http.MethodGet, p.narPath())
-	if resp.StatusCode != 200 || !bytes.Equal(b, p.nar) {
-		t.Fatalf("after the cut: %d, %d bytes", resp.StatusCode, len(b))
-	}
-	f.waitMetric(1, "nixipfs_substituter_nars_total", "source", SourceUpstream, "reason", ReasonHashMismatch)
-	if n := f.ipfs.calls(); n != 2 {
-		t.Errorf("IPFS read %d times, want 2", n)
+	for _, early := range []bool{false, true} {
+		t.Run(map[bool]string{false: "while sending", true: "before sending"}[early], func(t *testing.T) {
+			sk := newKey(t, "cache-1")
+			f, _ := signedFixture(t, sk)
+			release := make(chan struct{})
+			if !early {
+				f.ipfs.serve = func(call int, c cid.Cid, b []byte) (io.ReadCloser, error) {
+					if call == 1 {
+						return halfGated(b, release), nil
+					}
+					return io.NopCloser(bytes.NewReader(b)), nil
+				}
+			}
+			p, wrong := addSignedWrong(t, f, sk, 300000)
+			f.mustGet(http.MethodGet, p.narinfoPath())
+			if early {
+				waitFor(t, "the wrong read ended", func() bool {
+					f.srv.spools.mu.Lock()
+					defer f.srv.spools.mu.Unlock()
+					e := f.srv.spools.entries[p.narPath()]
+					return e != nil && e.isDone()
+				})
+				resp, b := f.mustGet(http.MethodGet, p.narPath())
+				if resp.StatusCode != 200 || !bytes.Equal(b, p.nar) {
+					t.Fatalf("after the wrong read: %d, %d bytes", resp.StatusCode, len(b))
+				}
+			} else {
+				resp, b, err := f.getFollowing(p.narPath(), release)
+				if err == nil && resp.StatusCode == 200 && len(b) == len(p.nar) {
+					t.Fatalf("wrong bytes served whole (%d bytes)", len(b))
+				}
+				if len(b) >= len(wrong) {
+					t.Fatalf("got %d bytes of %d", len(b), len(wrong))
+				}
+			}
+			resp, b := f.mustGet(http.MethodGet, p.narPath())
+			if resp.StatusCode != 200 || !bytes.Equal(b, p.nar) {
+				t.Fatalf("next fetch: %d, %d bytes", resp.StatusCode, len(b))
+			}
+			f.waitMetric(map[bool]float64{false: 1, true: 2}[early], "nixipfs_substituter_nars_total", "source", SourceUpstream, "reason", ReasonHashMismatch)
+			if n := f.ipfs.calls(); n != 2 {
+				t.Errorf("IPFS read %d times, want 2", n)
+			}
+		})
 	}
 }
 
