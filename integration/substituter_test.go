@@ -274,16 +274,17 @@ func TestSubstituterStockNix(t *testing.T) {
 			}
 		})
 
-		// With A's key, every CID the publisher signed streams on its
-		// first fetch, cold: the response starts as kubo reads the NAR
-		// ("streamed": true), and the bytes are still the NAR's.
+		// With A's key, every CID the publisher signed is trusted on its
+		// first fetch, cold: read ahead, and sent as it is read (its
+		// response begins before the read ends, unless the read ahead
+		// ended first), and the bytes are still the NAR's.
 		t.Run("SignedCIDsStreamCold", func(t *testing.T) {
 			s := startSubstituterProc(t, a.bin, upstream.URL, "--kubo-api", b.API, "--trusted-public-keys", a.nix.PublicKey)
 			checkStockNixCopy(t, a, top, s.URL)
 			s.waitNars(t, total, `source="ipfs"`)
 			for _, p := range closure {
-				if !s.logHas(t, `NAR served.*"store_path": "`+regexp.QuoteMeta(p)+`".*"trust": "signed".*"streamed": true.*"source": "ipfs"`) {
-					t.Errorf("%s: not streamed as a signed CID on its first fetch", p)
+				if !s.logHas(t, `NAR served.*"store_path": "`+regexp.QuoteMeta(p)+`".*"trust": "signed".*"source": "ipfs"`) {
+					t.Errorf("%s: not trusted as a signed CID on its first fetch", p)
 				}
 			}
 			if s.logHas(t, `IPFSSig is not trusted`) {
@@ -293,9 +294,10 @@ func TestSubstituterStockNix(t *testing.T) {
 
 		// A publisher bug, simulated: narinfos whose IPFSSig (by A's
 		// key) signs the CID of other bytes. Another size is caught
-		// before a byte is sent; the same size streams but is cut before
-		// it completes, and the next fetch reads and checks first and
-		// falls back to upstream. Wrong bytes are never served whole.
+		// before a byte is sent; the same size is found out at the end
+		// of its read, and a request already sending it is cut before it
+		// completes; the next fetch reads and checks first and falls back
+		// to upstream. Wrong bytes are never served whole.
 		t.Run("SignedWrongCIDNeverServed", func(t *testing.T) {
 			cache := copyCacheDir(t, a.cache)
 			other := otherPath(t, closure, top)
@@ -322,13 +324,22 @@ func TestSubstituterStockNix(t *testing.T) {
 			up := httptest.NewServer(http.FileServer(http.Dir(cache)))
 			defer up.Close()
 			s := startSubstituterProc(t, a.bin, up.URL, "--kubo-api", b.API, "--trusted-public-keys", a.nix.PublicKey)
-			// The first copy may fail on top's cut transfer (Nix does not
-			// resume it); the next one must succeed, every path right.
+			// top's wrong CID is found out at the end of its read: if its
+			// request had begun sending by then, the transfer is cut (Nix
+			// does not resume it) and the first copy may fail; if the
+			// read ahead ended first, the request gets upstream's NAR.
+			// Either way the next copy must succeed, every path right.
 			dest := filepath.Join(t.TempDir(), "store-c")
 			args := []string{"nix", "copy", "--from", s.URL, "--to", dest,
 				"--option", "trusted-public-keys", a.nix.PublicKey, "--option", "require-sigs", "true", top}
-			if _, err := a.nix.Try(args[0], args[1:]...); err != nil {
+			_, err = a.nix.Try(args[0], args[1:]...)
+			cut := s.logHas(t, `trusted CID does not hold its NAR; connection cut.*"cid": "`+wrongCID+`"`) ||
+				s.logHas(t, `"cid": "`+wrongCID+`".*trusted CID does not hold its NAR; connection cut`)
+			if err != nil {
 				t.Logf("first copy failed, as a cut transfer may make it: %s", lastLine(err.Error()))
+				if !cut {
+					t.Errorf("the first copy failed with no cut stream of %s logged", wrongCID)
+				}
 				checkStockNixCopy(t, a, top, s.URL)
 			} else {
 				for _, p := range closure {
@@ -339,10 +350,7 @@ func TestSubstituterStockNix(t *testing.T) {
 			}
 			s.waitNars(t, 1, `source="upstream"`, `reason="size_mismatch"`)
 			s.waitNars(t, 1, `source="upstream"`, `reason="hash_mismatch"`)
-			if !s.logHas(t, `trusted CID does not hold its NAR; connection cut.*"cid": "`+wrongCID+`"`) &&
-				!s.logHas(t, `"cid": "`+wrongCID+`".*trusted CID does not hold its NAR; connection cut`) {
-				t.Errorf("no log of the cut stream of %s", wrongCID)
-			}
+			t.Logf("the wrong CID's request was cut: %v (else it was answered from upstream whole)", cut)
 			for _, c := range []string{wrongCID, unrelatedCID} {
 				if s.logHas(t, `NAR served.*"cid": "`+c+`".*"source": "ipfs"`) {
 					t.Errorf("the wrong bytes of %s were served as a NAR", c)
@@ -368,6 +376,27 @@ func TestSubstituterStockNix(t *testing.T) {
 			s.waitNars(t, total, `source="ipfs"`)
 			if !s.logHas(t, `NAR served.*"source": "ipfs"`) {
 				t.Errorf("log does not say the NARs came from IPFS")
+			}
+		})
+
+		// Beside kubo B, NAR bytes come straight from B's block store:
+		// shown with B's daemon stopped, so that nothing else can
+		// serve them.
+		t.Run("FromBlockStoreDaemonStopped", func(t *testing.T) {
+			b.Stop(t)
+			defer b.Start(t)
+			s := startSubstituterProc(t, a.bin, upstream.URL, "--kubo-api", b.API, "--kubo-blocks", b.Repo,
+				"--trusted-public-keys", a.nix.PublicKey)
+			checkStockNixCopy(t, a, top, s.URL)
+			s.waitNars(t, total, `source="ipfs"`)
+			if got := s.nars(t, `source="upstream"`) + s.nars(t, `source="none"`); got != 0 {
+				t.Errorf("%v NARs not from IPFS", got)
+			}
+			if !s.logHas(t, `reading blocks straight from kubo's block store.*"blocks": "`+regexp.QuoteMeta(filepath.Join(b.Repo, "blocks"))+`"`) {
+				t.Errorf("log does not name kubo B's block store")
+			}
+			if s.logHas(t, `block store read stopped`) {
+				t.Errorf("a read from the block store fell back to the (stopped) daemon")
 			}
 		})
 

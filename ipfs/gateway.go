@@ -59,6 +59,13 @@ type Reader struct {
 	said  string // the last state logged, to log changes only
 
 	resumes atomic.Int64
+
+	// The daemon's block store, read straight when it is on this
+	// machine (flatfs.go): set by UseBlockStore.
+	blocksOn   bool
+	blocksRepo string // "": the daemon's own repository, found
+	blocksOnce sync.Once
+	blocks     *FlatFS
 }
 
 // gateway is a kubo gateway found usable.
@@ -98,6 +105,45 @@ func NewReader(k *Kubo, gateway string, log *zap.Logger) (*Reader, error) {
 		log = zap.NewNop()
 	}
 	return &Reader{k: k, explicit: gateway, log: log}, nil
+}
+
+// UseBlockStore makes the Reader read files straight from the daemon's
+// flatfs block store when it holds every block (FlatFS), and through the
+// daemon otherwise, from the offset reached. repo is the daemon's
+// repository, or "" for the one whose api file names the daemon (found
+// as the gateway file is). If the store cannot be read, the reason is
+// logged at the first read, and the daemon serves every read.
+func (r *Reader) UseBlockStore(repo string) {
+	r.blocksOn, r.blocksRepo = true, repo
+}
+
+// BlockStore is the block store read straight, or nil and why not.
+func (r *Reader) BlockStore() (*FlatFS, string) {
+	if !r.blocksOn {
+		return nil, "not asked for"
+	}
+	r.blocksOnce.Do(func() {
+		repo := r.blocksRepo
+		if repo == "" && r.k != nil {
+			repo = r.k.repoDir()
+		}
+		if repo == "" {
+			r.log.Info("not reading kubo's block store directly: the daemon's repository is not on this machine (or its api file names another address)",
+				zap.String("kubo_api", r.k.String()))
+			return
+		}
+		fs, err := OpenFlatFS(repo)
+		if err != nil {
+			r.log.Info("not reading kubo's block store directly", zap.String("kubo_api", r.k.String()), zap.Error(err))
+			return
+		}
+		r.blocks = fs
+		r.log.Info("reading blocks straight from kubo's block store", zap.String("kubo_api", r.k.String()), zap.String("blocks", fs.Dir()))
+	})
+	if r.blocks == nil {
+		return nil, "unusable (logged)"
+	}
+	return r.blocks, ""
 }
 
 // String names the daemon, for logs.
@@ -369,6 +415,39 @@ func (r *Reader) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 	if err := needCID("cat", c); err != nil {
 		return nil, err
 	}
+	if fs, _ := r.BlockStore(); fs != nil {
+		f, err := fs.Open(c)
+		if err == nil {
+			return &flatBody{ctx: ctx, r: r, c: c, f: f}, nil
+		}
+		if !errors.Is(err, ErrNotLocal) {
+			r.log.Info("block store read failed; kubo reads the file", zap.String("cid", c.String()), zap.Error(err))
+		}
+	}
+	return r.catFrom(ctx, c, 0, -1)
+}
+
+// catFrom reads c through the daemon from byte off (its gateway, else RPC
+// cat with the first off bytes skipped). size is the file's size, if
+// known, or -1.
+func (r *Reader) catFrom(ctx context.Context, c cid.Cid, off, size int64) (io.ReadCloser, error) {
+	if off > 0 {
+		if g := r.current(ctx); g != nil {
+			b := &gatewayBody{ctx: ctx, r: r, g: g, c: c, off: off, size: size}
+			if err := b.open(); err == nil {
+				return b, nil
+			}
+		}
+		rc, err := r.k.Cat(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := io.CopyN(io.Discard, rc, off); err != nil {
+			rc.Close()
+			return nil, fmt.Errorf("kubo %s: cat %s: skipping to byte %d: %w", r.k, c, off, err)
+		}
+		return rc, nil
+	}
 	g := r.current(ctx)
 	if g == nil {
 		return r.k.Cat(ctx, c)
@@ -523,6 +602,54 @@ func (b *gatewayBody) fail(err error) error {
 		return errs.Errorf(errs.Transient, "kubo gateway %s unreachable: cat %s at byte %d: %w", b.g.addr, b.c, b.off, err)
 	}
 	return errs.Errorf(errs.Transient, "kubo gateway %s: cat %s at byte %d: %w", b.g.addr, b.c, b.off, err)
+}
+
+// flatBody is a file read from the block store (FlatFS), and through the
+// daemon from the first block the store lacks.
+type flatBody struct {
+	ctx  context.Context
+	r    *Reader
+	c    cid.Cid
+	f    *FlatFile
+	off  int64
+	rest io.ReadCloser // the daemon's read, from off
+}
+
+// Size is the file's size, as its root says.
+func (b *flatBody) Size() int64 { return b.f.Size() }
+
+func (b *flatBody) Read(p []byte) (int, error) {
+	if b.rest != nil {
+		return b.rest.Read(p)
+	}
+	if err := b.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := b.f.Read(p)
+	b.off += int64(n)
+	if err == nil || err == io.EOF {
+		return n, err
+	}
+	// A block the store lacks (not pinned here, or collected since) or
+	// cannot give: the daemon, which fetches from peers, reads the rest.
+	b.r.log.Info("block store read stopped; kubo reads the rest", zap.String("cid", b.c.String()), zap.Int64("offset", b.off), zap.Error(err))
+	rest, rerr := b.r.catFrom(b.ctx, b.c, b.off, b.f.Size())
+	if rerr != nil {
+		return n, fmt.Errorf("%w; kubo: %w", err, rerr)
+	}
+	b.rest = rest
+	if n > 0 {
+		return n, nil
+	}
+	return b.Read(p)
+}
+
+func (b *flatBody) Close() error {
+	b.f.Close()
+	if b.rest != nil {
+		return b.rest.Close()
+	}
+	return nil
 }
 
 type errBody struct{ err error }
