@@ -45,6 +45,9 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 		"NIX_IPFS_LOG_FORMAT=json", "NIX_IPFS_LOG_LEVEL=warn")
 	plainURL := "http://" + plainAddr
 	waitCacheInfo(ctx, s, plainURL, plainProc)
+	// The floor: the same directory, every NAR hashed as it is sent, in
+	// this process (hashserve.go).
+	hashedURL := serveHashing(s, a.cache)
 
 	type shape struct {
 		key, name, top string
@@ -57,7 +60,7 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 	// CPU time of the processes serving a copy, per GiB of NAR: wall
 	// clock on a shared 2-core machine moves with the neighbours' load,
 	// CPU time much less.
-	type cpuUse struct{ sub, kubo float64 }
+	type cpuUse struct{ sub, kubo, nix float64 }
 	var lastCPU cpuUse
 	copyFrom := func(url string, sh shape, subPID int) float64 {
 		k0, s0 := procCPU(kb.PID()), procCPU(subPID)
@@ -65,13 +68,14 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 		// Earlier rounds' and sections' writes are flushed first, so that
 		// no round pays for another's writeback.
 		runCmd(ctx, nil, "sync")
+		n0 := childrenCPU()
 		start := time.Now()
 		_, err := b.nix.Try("nix", "copy", "--from", url, "--to", dest,
 			"--option", "trusted-public-keys", b.nix.PublicKey, "--option", "require-sigs", "true",
 			"--option", "narinfo-cache-positive-ttl", "0", "--option", "narinfo-cache-negative-ttl", "0", sh.top)
 		took := time.Since(start)
 		gib := float64(b.narSize(s, sh.paths)) / (1 << 30)
-		lastCPU = cpuUse{sub: (procCPU(subPID) - s0) / gib, kubo: (procCPU(kb.PID()) - k0) / gib}
+		lastCPU = cpuUse{sub: (procCPU(subPID) - s0) / gib, kubo: (procCPU(kb.PID()) - k0) / gib, nix: (childrenCPU() - n0) / gib}
 		s.check(err, "nix copy from "+url)
 		ents, _ := os.ReadDir(filepath.Join(dest, "nix", "store"))
 		got := 0
@@ -90,9 +94,11 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 	// remembered from an earlier round.
 	startSub := func(extra ...string) (string, *testenv.Proc) {
 		listen := freeAddr(s)
+		// Beside kubo B, as its unit or compose service runs it:
+		// IPFS_PATH names B's repository, whose block store it may read.
 		p := testenv.StartProc(s, bin, append([]string{"substituter",
 			"--upstream", plainURL, "--listen", listen, "--kubo-api", kb.API}, extra...),
-			"NIX_IPFS_LOG_FORMAT=json", "NIX_IPFS_LOG_LEVEL=info")
+			"NIX_IPFS_LOG_FORMAT=json", "NIX_IPFS_LOG_LEVEL=info", "IPFS_PATH="+kb.Repo)
 		url := "http://" + listen
 		waitCacheInfo(ctx, s, url, p)
 		return url, p
@@ -105,11 +111,17 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 	cpus := map[key][]cpuUse{}
 	for r := 0; r < b.rounds; r++ {
 		for _, sh := range shapes {
-			for _, side := range rotate([]string{"plain", "sub", "rpc", "nokey"}, r) {
-				if side == "plain" {
+			for _, side := range rotate([]string{"plain", "hashed", "sub", "gw", "rpc", "nokey"}, r) {
+				switch side {
+				case "plain":
 					progress("fetch: round %d/%d: %s: plain HTTP", r+1, b.rounds, sh.key)
-					rates[key{sh.key, "plain"}] = append(rates[key{sh.key, "plain"}], copyFrom(plainURL, sh, plainProc.Cmd.Process.Pid))
-					cpus[key{sh.key, "plain"}] = append(cpus[key{sh.key, "plain"}], lastCPU)
+					rates[key{sh.key, side}] = append(rates[key{sh.key, side}], copyFrom(plainURL, sh, plainProc.Cmd.Process.Pid))
+					cpus[key{sh.key, side}] = append(cpus[key{sh.key, side}], lastCPU)
+					continue
+				case "hashed":
+					progress("fetch: round %d/%d: %s: plain HTTP, each NAR hashed as it is sent", r+1, b.rounds, sh.key)
+					rates[key{sh.key, side}] = append(rates[key{sh.key, side}], copyFrom(hashedURL, sh, os.Getpid()))
+					cpus[key{sh.key, side}] = append(cpus[key{sh.key, side}], lastCPU)
 					continue
 				}
 				cold, warm := "cold", "warm"
@@ -117,12 +129,17 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 				// CIDs it signed (IPFSSig) stream on their first fetch.
 				extra := []string{"--trusted-public-keys", b.nix.PublicKey}
 				switch side {
+				case "gw":
+					// The same, with every byte read through kubo's
+					// gateway rather than straight from its block store.
+					cold, warm = "gw-cold", "gw-warm"
+					extra = append(extra, "--kubo-blocks", "off")
 				case "rpc":
-					// The same, through kubo's RPC cat rather than its
-					// gateway, and nothing kept in the spool for a next
-					// request: what those two save.
+					// Through kubo's RPC cat rather than its block store
+					// or gateway, and nothing kept in the spool for a next
+					// request: the substituter as it was before issue 18.
 					cold, warm = "rpc-cold", "rpc-warm"
-					extra = append(extra, "--kubo-gateway", "off", "--nar-keep-bytes", "0")
+					extra = append(extra, "--kubo-blocks", "off", "--kubo-gateway", "off", "--nar-keep-bytes", "0")
 				case "nokey":
 					// Without the key: every CID read and checked whole
 					// before its first byte, until proved.
@@ -176,39 +193,45 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 
 	sides := []struct{ key, name string }{
 		{"plain", "plain HTTP (`nix-ipfs serve` of the cache directory)"},
-		{"cold", "substituter, cold (fresh process, `--trusted-public-keys`: CIDs the publisher signed stream from kubo B on their first fetch)"},
+		{"hashed", "the floor: the cache directory over HTTP, each NAR hashed (SHA-256) as it is sent, no IPFS (bench/hashserve.go)"},
+		{"cold", "substituter, cold (fresh process, `--trusted-public-keys`: CIDs the publisher signed are read ahead from kubo B and sent as they are read)"},
 		{"warm", "substituter, warm (same process again: NARs kept in its spool are sent from there, others stream from kubo B)"},
-		{"rpc-cold", "substituter with `--kubo-gateway off --nar-keep-bytes 0`, cold (NARs through kubo's RPC cat, not its gateway)"},
-		{"rpc-warm", "substituter with `--kubo-gateway off --nar-keep-bytes 0`, warm (CIDs already checked stream from kubo B)"},
+		{"gw-cold", "substituter with `--kubo-blocks off`, cold (every byte through kubo B's gateway, none read from its block store)"},
+		{"gw-warm", "substituter with `--kubo-blocks off`, warm"},
+		{"rpc-cold", "substituter with `--kubo-blocks off --kubo-gateway off --nar-keep-bytes 0`, cold (NARs through kubo's RPC cat, nothing kept: the substituter before issue 18)"},
+		{"rpc-warm", "substituter with `--kubo-blocks off --kubo-gateway off --nar-keep-bytes 0`, warm (CIDs already checked stream from kubo B)"},
 		{"nokey-cold", "substituter without `--trusted-public-keys`, cold (NARs read from kubo B and checked whole before sending)"},
 		{"nokey-warm", "substituter without `--trusted-public-keys`, warm"},
 	}
 	for _, sh := range shapes {
 		pr := median(rates[key{sh.key, "plain"}])
+		hr := median(rates[key{sh.key, "hashed"}])
+		sec.add(Row{What: fmt.Sprintf("Client fetch, %s: the floor (plain HTTP hashing every NAR it sends, no IPFS) vs plain HTTP", sh.name), Ratio: hr / pr,
+			Ours: fmtMBps(hr), Base: fmtMBps(pr)})
 		for _, side := range []string{"cold", "warm", "nokey-cold"} {
 			sr := median(rates[key{sh.key, side}])
 			sec.add(Row{What: fmt.Sprintf("Client fetch, %s: substituter %s vs plain HTTP", sh.name, side), Ratio: sr / pr,
 				Ours: fmtMBps(sr), Base: fmtMBps(pr), Aim: ">= 0.8x", Verdict: verdict(sr/pr >= 0.8)})
 		}
 	}
-	sec.detailf("Stock Nix (`nix copy --from URL --to FRESH_DIR`, `require-sigs = true`, trusting only the publisher's key, narinfo disk cache TTLs 0) copies a closure into a fresh chroot store (on tmpfs, /dev/shm: see below), from `nix-ipfs substituter --upstream <plain HTTP> --kubo-api <B> --trusted-public-keys <the publisher's key>` (defaults: NARs read through kubo B's gateway, 4 read ahead, 1 GiB of NARs served kept in the spool, verified CIDs remembered) or straight from `nix-ipfs serve` on the publisher's cache directory. "+
+	sec.detailf("Stock Nix (`nix copy --from URL --to FRESH_DIR`, `require-sigs = true`, trusting only the publisher's key, narinfo disk cache TTLs 0) copies a closure into a fresh chroot store (on tmpfs, /dev/shm: see below), from `nix-ipfs substituter --upstream <plain HTTP> --kubo-api <B> --trusted-public-keys <the publisher's key>` (defaults: NAR bytes read from kubo B's block store, else through its gateway, 4 read ahead, 1 GiB of NARs served kept in the spool, verified CIDs remembered) or straight from `nix-ipfs serve` on the publisher's cache directory. "+
 		"B holds every NAR pinned (as a mirror leaves it), and A's kubo is stopped, so the substituter's NARs come from B. Two shapes: %s; %s. "+
-		"Each round runs plain HTTP, the substituter (NARs through kubo B's HTTP gateway, found by itself), the substituter with `--kubo-gateway off --nar-keep-bytes 0` (NARs through kubo's RPC cat, none kept in the spool for a next request), and the substituter without the key (no CID trusted before it is proved) in rotating order; a substituter side starts a fresh process, copies once (cold) and once more (warm). `sync` runs before every copy (not timed). %d rounds. Throughput is NAR bytes over the whole `nix copy`, narinfo fetches and store registration included. CPU-s per GiB: user and system time of the serving process (`nix-ipfs serve` or the substituter) and of kubo B during the copy, from /proc, less sensitive than wall clock to the other load on the machine.\n\n",
+		"Each round runs plain HTTP, the floor (the cache directory over HTTP with every NAR read through user space and hashed as it is sent, and nothing else: what checking a NAR before its last byte costs at least, with no IPFS at all; bench/hashserve.go, in the bench's own process), the substituter (with `IPFS_PATH` naming kubo B's repository, as beside its daemon: NAR bytes read straight from B's block store, the daemon reading what it lacks), the substituter with `--kubo-blocks off` (every byte through kubo B's HTTP gateway), the substituter with `--kubo-blocks off --kubo-gateway off --nar-keep-bytes 0` (NARs through kubo's RPC cat, none kept in the spool for a next request: as before issue 18), and the substituter without the key (no CID trusted before it is proved) in rotating order; a substituter side starts a fresh process, copies once (cold) and once more (warm). `sync` runs before every copy (not timed). %d rounds. Throughput is NAR bytes over the whole `nix copy`, narinfo fetches and store registration included. CPU-s per GiB: user and system time of the serving process (`nix-ipfs serve`, the floor's, or the substituter) and of kubo B during the copy, from /proc, and of the `nix copy` itself (its rusage), less sensitive than wall clock to the other load on the machine.\n\n",
 		shapes[0].name, shapes[1].name, b.rounds)
-	sec.detailf("| Shape | Side | median | MB/s per round | time to first byte per NAR (median, max) | NAR bytes by source | CPU-s per GiB: server, kubo B (medians) |\n|---|---|---|---|---|---|---|\n")
+	sec.detailf("| Shape | Side | median | MB/s per round | time to first byte per NAR (median, max) | NAR bytes by source | CPU-s per GiB: server, kubo B, Nix (medians) |\n|---|---|---|---|---|---|---|\n")
 	for _, sh := range shapes {
 		for _, sd := range sides {
 			k := key{sh.key, sd.key}
 			src := "(cache directory)"
-			if sd.key != "plain" {
+			if sd.key != "plain" && sd.key != "hashed" {
 				src = fmt.Sprintf("IPFS %s, upstream %s", fmtBytes(served[k][SourceIPFS]), fmtBytes(served[k]["upstream"]))
 			}
-			var subCPU, kuboCPU []float64
+			var subCPU, kuboCPU, nixCPU []float64
 			for _, c := range cpus[k] {
-				subCPU, kuboCPU = append(subCPU, c.sub), append(kuboCPU, c.kubo)
+				subCPU, kuboCPU, nixCPU = append(subCPU, c.sub), append(kuboCPU, c.kubo), append(nixCPU, c.nix)
 			}
-			sec.detailf("| %s | %s | %s | %s | %s, %s | %s | %.2f, %.2f |\n", sh.key, sd.name, fmtMBps(median(rates[k])), fmtRates(rates[k]),
-				fmtDur(medianDur(ttfbs[k])), fmtDur(maxDur(ttfbs[k])), src, median(subCPU), median(kuboCPU))
+			sec.detailf("| %s | %s | %s | %s | %s, %s | %s | %.2f, %.2f, %.2f |\n", sh.key, sd.name, fmtMBps(median(rates[k])), fmtRates(rates[k]),
+				fmtDur(medianDur(ttfbs[k])), fmtDur(maxDur(ttfbs[k])), src, median(subCPU), median(kuboCPU), median(nixCPU))
 		}
 	}
 	sec.detailf("\nWhy the store is on tmpfs: writing the closure's 15,000 files to this machine's shared disk took 2.2-4.0 s even from a `file://` cache (no HTTP), against 0.6-0.85 s on tmpfs, and a plain HTTP copy varied from 200 to 9 MB/s between rounds of one run, with the other writers' load. On disk, every side measured mostly the disk.\n")
@@ -239,6 +262,17 @@ func procCPU(pid int) float64 {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / clockTicks
+}
+
+// childrenCPU is the CPU time (user and system) of this process's children
+// that have ended and been waited for, in seconds: around a `nix copy`, that
+// command's own.
+func childrenCPU() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru) != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on every
