@@ -137,7 +137,7 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 				case "rpc":
 					// Through kubo's RPC cat rather than its block store
 					// or gateway, and nothing kept in the spool for a next
-					// request: the substituter as it was before issue 18.
+					// request: how NAR bytes came before issue 18.
 					cold, warm = "rpc-cold", "rpc-warm"
 					extra = append(extra, "--kubo-blocks", "off", "--kubo-gateway", "off", "--nar-keep-bytes", "0")
 				case "nokey":
@@ -173,8 +173,9 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 			}
 		}
 	}
-	// Plain HTTP's time to first byte, for comparison: each NAR of the
-	// shape fetched once more by a Go client, headers timed.
+	// Plain HTTP's and the floor's time to first byte, for comparison:
+	// each NAR of the shape fetched once more by a Go client, headers
+	// timed.
 	for _, sh := range shapes {
 		for _, sp := range sh.paths {
 			if b.narSize(s, []string{sp}) < 1<<20 {
@@ -182,12 +183,14 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 			}
 			ni, err := narinfo.ParseBytes(must(os.ReadFile(filepath.Join(a.cache, storepath.HashPart(sp)+".narinfo"))))
 			s.check(err, "narinfo")
-			start := time.Now()
-			resp, err := http.Get(plainURL + "/" + ni.URL)
-			s.check(err, "GET NAR")
-			ttfbs[key{sh.key, "plain"}] = append(ttfbs[key{sh.key, "plain"}], time.Since(start))
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
+			for side, base := range map[string]string{"plain": plainURL, "hashed": hashedURL} {
+				start := time.Now()
+				resp, err := http.Get(base + "/" + ni.URL)
+				s.check(err, "GET NAR")
+				ttfbs[key{sh.key, side}] = append(ttfbs[key{sh.key, side}], time.Since(start))
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
 		}
 	}
 
@@ -198,7 +201,7 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 		{"warm", "substituter, warm (same process again: NARs kept in its spool are sent from there, others stream from kubo B)"},
 		{"gw-cold", "substituter with `--kubo-blocks off`, cold (every byte through kubo B's gateway, none read from its block store)"},
 		{"gw-warm", "substituter with `--kubo-blocks off`, warm"},
-		{"rpc-cold", "substituter with `--kubo-blocks off --kubo-gateway off --nar-keep-bytes 0`, cold (NARs through kubo's RPC cat, nothing kept: the substituter before issue 18)"},
+		{"rpc-cold", "substituter with `--kubo-blocks off --kubo-gateway off --nar-keep-bytes 0`, cold (NARs through kubo's RPC cat, nothing kept)"},
 		{"rpc-warm", "substituter with `--kubo-blocks off --kubo-gateway off --nar-keep-bytes 0`, warm (CIDs already checked stream from kubo B)"},
 		{"nokey-cold", "substituter without `--trusted-public-keys`, cold (NARs read from kubo B and checked whole before sending)"},
 		{"nokey-warm", "substituter without `--trusted-public-keys`, warm"},
@@ -216,7 +219,7 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 	}
 	sec.detailf("Stock Nix (`nix copy --from URL --to FRESH_DIR`, `require-sigs = true`, trusting only the publisher's key, narinfo disk cache TTLs 0) copies a closure into a fresh chroot store (on tmpfs, /dev/shm: see below), from `nix-ipfs substituter --upstream <plain HTTP> --kubo-api <B> --trusted-public-keys <the publisher's key>` (defaults: NAR bytes read from kubo B's block store, else through its gateway, 4 read ahead, 1 GiB of NARs served kept in the spool, verified CIDs remembered) or straight from `nix-ipfs serve` on the publisher's cache directory. "+
 		"B holds every NAR pinned (as a mirror leaves it), and A's kubo is stopped, so the substituter's NARs come from B. Two shapes: %s; %s. "+
-		"Each round runs plain HTTP, the floor (the cache directory over HTTP with every NAR read through user space and hashed as it is sent, and nothing else: what checking a NAR before its last byte costs at least, with no IPFS at all; bench/hashserve.go, in the bench's own process), the substituter (with `IPFS_PATH` naming kubo B's repository, as beside its daemon: NAR bytes read straight from B's block store, the daemon reading what it lacks), the substituter with `--kubo-blocks off` (every byte through kubo B's HTTP gateway), the substituter with `--kubo-blocks off --kubo-gateway off --nar-keep-bytes 0` (NARs through kubo's RPC cat, none kept in the spool for a next request: as before issue 18), and the substituter without the key (no CID trusted before it is proved) in rotating order; a substituter side starts a fresh process, copies once (cold) and once more (warm). `sync` runs before every copy (not timed). %d rounds. Throughput is NAR bytes over the whole `nix copy`, narinfo fetches and store registration included. CPU-s per GiB: user and system time of the serving process (`nix-ipfs serve`, the floor's, or the substituter) and of kubo B during the copy, from /proc, and of the `nix copy` itself (its rusage), less sensitive than wall clock to the other load on the machine.\n\n",
+		"Each round runs plain HTTP, the floor (the cache directory over HTTP with every NAR read through user space and hashed as it is sent, and nothing else: what checking a NAR before its last byte costs at least, with no IPFS at all; bench/hashserve.go, in the bench's own process), the substituter (with `IPFS_PATH` naming kubo B's repository, as beside its daemon: NAR bytes read straight from B's block store, the daemon reading what it lacks), the substituter with `--kubo-blocks off` (every byte through kubo B's HTTP gateway), the substituter with `--kubo-blocks off --kubo-gateway off --nar-keep-bytes 0` (NARs through kubo's RPC cat, none kept in the spool for a next request: how NAR bytes came before issue 18), and the substituter without the key (no CID trusted before it is proved) in rotating order; a substituter side starts a fresh process, copies once (cold) and once more (warm). `sync` runs before every copy (not timed). %d rounds. Throughput is NAR bytes over the whole `nix copy`, narinfo fetches and store registration included. CPU-s per GiB: user and system time of the serving process (`nix-ipfs serve`, the floor's, or the substituter) and of kubo B during the copy, from /proc, and of the `nix copy` itself (its rusage), less sensitive than wall clock to the other load on the machine.\n\n",
 		shapes[0].name, shapes[1].name, b.rounds)
 	sec.detailf("| Shape | Side | median | MB/s per round | time to first byte per NAR (median, max) | NAR bytes by source | CPU-s per GiB: server, kubo B, Nix (medians) |\n|---|---|---|---|---|---|---|\n")
 	for _, sh := range shapes {
@@ -235,7 +238,7 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 		}
 	}
 	sec.detailf("\nWhy the store is on tmpfs: writing the closure's 15,000 files to this machine's shared disk took 2.2-4.0 s even from a `file://` cache (no HTTP), against 0.6-0.85 s on tmpfs, and a plain HTTP copy varied from 200 to 9 MB/s between rounds of one run, with the other writers' load. On disk, every side measured mostly the disk.\n")
-	sec.detailf("\nTime to first byte: the substituter's own `ttfb` per NAR of at least 1 MiB (request to response headers, logged with every NAR) during the copies above; for plain HTTP, each NAR fetched once more by a Go client after the rounds.\n")
+	sec.detailf("\nTime to first byte: the substituter's own `ttfb` per NAR of at least 1 MiB (request to response headers, logged with every NAR) during the copies above; for plain HTTP and the floor, each NAR fetched once more by a Go client after the rounds.\n")
 }
 
 // procCPU is the CPU time (user and system) process pid has used, in
