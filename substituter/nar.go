@@ -323,7 +323,6 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (_ *os.File, reas
 	// crash leaves nothing behind.
 	os.Remove(f.Name())
 	e.progress.started(f)
-	failed := func() { e.progress.failed() }
 	var src io.Reader = wd.reader(io.LimitReader(rc, int64(ref.narSize)+1))
 	if e.trust != "" {
 		// The upstream part has a watchdog of its own: wd's may be
@@ -357,14 +356,14 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (_ *os.File, reas
 	// straight into buf past the HTTP client's own small buffer.
 	n, err := io.CopyBuffer(sw, src, make([]byte, spoolBuf))
 	if err != nil {
-		failed()
+		e.progress.failed()
 		if sw.err != nil {
 			return nil, ReasonIPFSError, fmt.Errorf("spool: %w", sw.err)
 		}
 		return fail(fmt.Errorf("ipfs cat %s: %w", c, err))
 	}
 	if uint64(n) != ref.narSize {
-		failed()
+		e.progress.failed()
 		what := "fewer"
 		if uint64(n) > ref.narSize {
 			what = "more"
@@ -372,11 +371,11 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (_ *os.File, reas
 		return nil, ReasonSizeMismatch, fmt.Errorf("ipfs %s has %s bytes than the narinfo's NarSize %d", c, what, ref.narSize)
 	}
 	if sum := h.Sum(nil); !bytes.Equal(sum, ref.narHash) {
-		failed()
+		e.progress.failed()
 		return nil, ReasonHashMismatch, fmt.Errorf("ipfs %s: content does not hash to the narinfo's NarHash", c)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		failed()
+		e.progress.failed()
 		return nil, ReasonIPFSError, fmt.Errorf("spool: %w", err)
 	}
 	return f, "", nil
