@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -226,8 +227,11 @@ func TestFileUpstream(t *testing.T) {
 // NarinfoTTL, 404s for NegativeTTL, and concurrent misses share one fetch.
 func TestNarinfoCache(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.NarinfoTTL = time.Hour; o.NegativeTTL = time.Minute })
+	// The clock is read by the reads ahead the narinfos start, too.
+	var mu sync.Mutex
 	now := time.Unix(1e9, 0)
-	f.srv.now = func() time.Time { return now }
+	f.srv.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	p := f.addPath("cached", payload("cached", 100), func(ni *narinfo.NarInfo) {
 		ni.Sigs = []string{"test-1:" + strings.Repeat("A", 86) + "=="}
 		ni.Extra = []narinfo.Field{{Key: "X-Unknown", Value: "kept: as is"}}
@@ -258,7 +262,7 @@ func TestNarinfoCache(t *testing.T) {
 	}
 
 	// The negative entry expires first; the positive one later.
-	now = now.Add(2 * time.Minute)
+	advance(2 * time.Minute)
 	f.mustGet(http.MethodGet, missing)
 	f.mustGet(http.MethodGet, p.narinfoPath())
 	if a, b := f.hitsOf(missing), f.hitsOf(p.narinfoPath()); a != 2 || b != 1 {
@@ -269,7 +273,7 @@ func TestNarinfoCache(t *testing.T) {
 	if resp, _ := f.mustGet(http.MethodGet, missing); resp.StatusCode != 404 {
 		t.Errorf("negative entry not served from memory: %d", resp.StatusCode)
 	}
-	now = now.Add(2 * time.Hour)
+	advance(2 * time.Hour)
 	if resp, _ := f.mustGet(http.MethodGet, missing); resp.StatusCode != 200 {
 		t.Errorf("path published upstream still 404 after the negative TTL: %d", resp.StatusCode)
 	}

@@ -99,6 +99,18 @@ func (f *fixture) getFollowing(path string, release chan struct{}) (*http.Respon
 	return st.resp, append(st.head, rest...), err
 }
 
+// waitDropped waits until no spool entry is left for path: the handler of
+// a request already answered may not have given its entry back yet, and
+// the next request would be served from it.
+func (f *fixture) waitDropped(path string) {
+	f.t.Helper()
+	waitFor(f.t, path+" dropped from the spool", func() bool {
+		f.srv.spools.mu.Lock()
+		defer f.srv.spools.mu.Unlock()
+		return f.srv.spools.entries[path] == nil
+	})
+}
+
 // failAfter reads r, then fails instead of ending.
 type failAfter struct{ r io.Reader }
 
@@ -310,6 +322,7 @@ func TestStreamVerified(t *testing.T) {
 	if resp, b := f.mustGet(http.MethodGet, p.narPath()); resp.StatusCode != 200 || !bytes.Equal(b, p.nar) {
 		t.Fatalf("first NAR: %d", resp.StatusCode)
 	}
+	f.waitDropped(p.narPath())
 	// IPFS holds back the second half: headers and the first bytes come
 	// anyway.
 	resp, b, err := f.getFollowing(p.narPath(), release)
@@ -380,6 +393,7 @@ func TestStreamDamagedCut(t *testing.T) {
 			p := f.addPath("damaged", payload("damaged", 500000), nil)
 			f.mustGet(http.MethodGet, p.narinfoPath())
 			f.mustGet(http.MethodGet, p.narPath())
+			f.waitDropped(p.narPath())
 			if early {
 				// The narinfo reads it ahead, damaged, and the read ends
 				// before the request comes.
@@ -569,7 +583,9 @@ func TestKeptStreamed(t *testing.T) {
 	// A read of damaged blocks is never sent whole (it is cut, or, found
 	// out before a byte went, the request gets upstream's NAR), and
 	// nothing of it is kept.
+	waitFor(t, "kept again after the kept hit", kept) // its handler has let go
 	expire()
+	f.waitDropped(p.narPath())
 	mu.Lock()
 	damaged = true
 	mu.Unlock()
