@@ -42,6 +42,10 @@ func TestConfigCheckValidatesWithoutConnecting(t *testing.T) {
 	if code, _, errOut := run("publisher", "--config-check"); code != ExitUsage || !strings.Contains(errOut, "--cache-dir is required") {
 		t.Errorf("publisher without settings: exit %d, %s", code, errOut)
 	}
+	// A kubo repository named by hand that cannot be read as one.
+	if code, _, errOut := run("substituter", "--config-check", "--upstream", "http://127.0.0.1:1", "--kubo-blocks", t.TempDir()); code != ExitUsage || !strings.Contains(errOut, "--kubo-blocks") || !strings.Contains(errOut, "datastore_spec") {
+		t.Errorf("substituter --kubo-blocks of an empty directory: exit %d, %s", code, errOut)
+	}
 	// Valid settings: the dump, exit 0, and no attempt to reach NATS or kubo.
 	code, out, errOut := run("publisher", "--config-check", "--cache-dir", t.TempDir(), "--secret-key-file", "/nonexistent",
 		"--nats-url", "nats://127.0.0.1:1", "--kubo-api", "http://127.0.0.1:1")

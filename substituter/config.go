@@ -111,6 +111,13 @@ func (c *Config) Validate() error {
 	if _, err := ipfs.NewReader(nil, c.KuboGateway, nil); err != nil {
 		return fmt.Errorf("--kubo-gateway: %w", err)
 	}
+	if b := strings.TrimSpace(c.KuboBlocks); b != "" && b != BlocksOff {
+		// A repository named by hand must be readable now; the one found
+		// by default is tried at the first read, and why not logged.
+		if _, err := ipfs.OpenFlatFS(b); err != nil {
+			return fmt.Errorf("--kubo-blocks: %w (off: read through the daemon only)", err)
+		}
+	}
 	if _, err := ParseTrustedKeys(c.TrustedKeys); err != nil {
 		return err
 	}
