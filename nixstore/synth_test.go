@@ -486,7 +486,11 @@ func TestConcurrentWithWALWriter(t *testing.T) {
 	const n = 500
 	edges := randomGraph(n)
 	paths := synthDB(t, db, "/nix/store", n, edges)
-	w, err := sql.Open("sqlite", rwDSN(db, "_pragma=journal_mode(wal)"))
+	// The writer stands for Nix, which waits out a busy database (libstore's
+	// SQLite sets a busy timeout of an hour): without one, a reader's
+	// momentary lock on the WAL index (taking a snapshot while the writer
+	// truncates the WAL) failed it with SQLITE_BUSY in a CI run.
+	w, err := sql.Open("sqlite", rwDSN(db, "_pragma=journal_mode(wal)&_pragma=busy_timeout(60000)"))
 	if err != nil {
 		t.Fatal(err)
 	}
