@@ -296,21 +296,8 @@ func TestReaderFallsBackToRPC(t *testing.T) {
 // TestReaderGatewayFetchesFromPeers: like cat, a read through the daemon's
 // gateway fetches blocks the daemon lacks from its peers.
 func TestReaderGatewayFetchesFromPeers(t *testing.T) {
-	a := testenv.StartKubo(t)
-	b := testenv.StartKubo(t)
+	_, b, c, data := peeredWithFile(t, 23, 4<<20)
 	ctx := t.Context()
-	data := randomBytes(23, 4<<20)
-	c, err := a.Client.Add(ctx, bytes.NewReader(data), ipfs.DefaultParams(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	self, err := a.Client.Self(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Client.Connect(ctx, self); err != nil {
-		t.Fatal(err)
-	}
 	// B's gateway behind a proxy that sees what it answers.
 	p := newGatewayProxy(t, b.Gateway, 0)
 	r, err := ipfs.NewReader(b.Client, p.URL, nil)

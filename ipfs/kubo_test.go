@@ -209,12 +209,15 @@ func TestParamsOverrideDaemonConfig(t *testing.T) {
 	}
 }
 
-func TestPinBetweenNodes(t *testing.T) {
-	a := testenv.StartKubo(t)
-	b := testenv.StartKubo(t)
+// peeredWithFile starts daemons a and b, adds n random bytes from seed to
+// a (pinned), and connects b to a, checking on the way that a's Self names
+// a peer and addresses to dial it by.
+func peeredWithFile(t *testing.T, seed uint64, n int) (a, b *testenv.Kubo, c cid.Cid, data []byte) {
+	t.Helper()
+	a = testenv.StartKubo(t)
+	b = testenv.StartKubo(t)
 	ctx := t.Context()
-	data := randomBytes(4, 64<<20)
-
+	data = randomBytes(seed, n)
 	c, err := a.Client.Add(ctx, bytes.NewReader(data), ipfs.DefaultParams(), true)
 	if err != nil {
 		t.Fatal(err)
@@ -234,6 +237,12 @@ func TestPinBetweenNodes(t *testing.T) {
 	if err := b.Client.Connect(ctx, self); err != nil {
 		t.Fatal(err)
 	}
+	return a, b, c, data
+}
+
+func TestPinBetweenNodes(t *testing.T) {
+	a, b, c, data := peeredWithFile(t, 4, 64<<20)
+	ctx := t.Context()
 	start := time.Now()
 	if err := b.Client.Pin(ctx, c, "nix-ipfs-test"); err != nil {
 		t.Fatal(err)
