@@ -44,13 +44,12 @@ const holdBack = copyBuf
 type readProgress struct {
 	mu   sync.Mutex
 	f    *os.File // the spool file; nil before it exists and after a failed read
-	size int64
 	n    int64
 	grew chan struct{} // closed, and replaced, at every write
 }
 
-func newReadProgress(size int64) *readProgress {
-	return &readProgress{size: size, grew: make(chan struct{})}
+func newReadProgress() *readProgress {
+	return &readProgress{grew: make(chan struct{})}
 }
 
 func (p *readProgress) started(f *os.File) {
@@ -88,14 +87,15 @@ func (p *readProgress) state() (int64, <-chan struct{}) {
 
 var errNoSpoolFile = errors.New("the spool file is gone")
 
-// open returns a reader of the spool file of its own (see reopen).
-func (p *readProgress) open() (io.ReadSeekCloser, error) {
+// open returns a reader of the spool file, of size bytes once whole, of
+// its own (see reopen).
+func (p *readProgress) open(size int64) (io.ReadSeekCloser, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.f == nil {
 		return nil, errNoSpoolFile
 	}
-	return reopen(p.f, p.size)
+	return reopen(p.f, size)
 }
 
 // followSpool answers a request for e's NAR, whose CID is trusted, while
@@ -141,7 +141,7 @@ func (s *Server) followSpool(w http.ResponseWriter, r *http.Request, log *zap.Lo
 		if upto > sent {
 			if rs == nil {
 				var err error
-				if rs, err = e.progress.open(); err != nil {
+				if rs, err = e.progress.open(size); err != nil {
 					// The read failed as we looked: its end says why.
 					<-e.done
 					continue

@@ -142,7 +142,7 @@ func (p *spools) startLocked(ref *narRef, c cid.Cid) *spoolEntry {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	how, _ := p.s.trust(c, ref)
-	e := &spoolEntry{key: ref.key, ref: ref, c: c, trust: how, progress: newReadProgress(int64(ref.narSize)), done: make(chan struct{}), cancel: cancel}
+	e := &spoolEntry{key: ref.key, ref: ref, c: c, trust: how, progress: newReadProgress(), done: make(chan struct{}), cancel: cancel}
 	p.entries[ref.key] = e
 	go func() {
 		start := time.Now()
