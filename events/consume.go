@@ -28,9 +28,11 @@ type Delivery struct {
 
 // Handler handles one event. Its error's kind (package errs) decides the
 // ack: nil acks; Invalid or Corrupt terminates the message and dead-letters
-// it; Transient retries it with backoff for as long as it takes; any other
-// error retries it with backoff until ConsumerOptions.MaxAttempts deliveries,
-// then dead-letters it as exhausted. A Handler must be idempotent: a
+// it; Transient retries it with backoff for as long as it takes; NotYet (and
+// an unclassified error) retries it with backoff until
+// ConsumerOptions.MaxAttempts deliveries, then dead-letters it as
+// exhausted; Config gives the event back and stops Consume, which returns
+// the error: no event can succeed until an operator fixes the deployment. A Handler must be idempotent: a
 // crash between its work and the ack delivers the event again.
 type Handler func(ctx context.Context, d Delivery) error
 
@@ -54,8 +56,8 @@ type ConsumerOptions struct {
 	// a running handler sends progress every AckWait/3 so long work is not
 	// redelivered while it runs. Default 60 s.
 	AckWait time.Duration
-	// MaxAttempts bounds deliveries of an event that fails with an error
-	// that is not Transient. Default 10.
+	// MaxAttempts bounds deliveries of an event that fails with a NotYet
+	// or unclassified error. Default 10.
 	MaxAttempts int
 	// Backoff is the delay before each retry; the last value repeats.
 	Backoff []time.Duration
@@ -149,6 +151,9 @@ func BackoffFor(backoff []time.Duration, n uint64) time.Duration {
 // Consume runs h on every event of the durable consumer until ctx is done,
 // then stops fetching, lets in-flight handlers finish within
 // ShutdownTimeout, and returns. Events it did not finish are redelivered.
+// A handler's Config error stops it the same way, and Consume returns that
+// error (kind Config): the worker exits with the operator's message instead
+// of dead-lettering every event.
 func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, h Handler) error {
 	o.defaults()
 	log := o.Logger.With(zap.String("consumer", o.Durable))
@@ -174,11 +179,16 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, h H
 
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	// fetchCtx ends the fetching: when ctx is done, or when a handler
+	// finds the deployment misconfigured (its cause is that error).
+	fetchCtx, stopFetching := context.WithCancelCause(ctx)
+	defer stopFetching(nil)
+	misconfigured := func(err error) { stopFetching(err) }
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, o.Concurrency)
 	stopped := make(chan struct{})
 	go func() {
-		<-ctx.Done()
+		<-fetchCtx.Done()
 		it.Drain()
 		close(stopped)
 	}()
@@ -188,7 +198,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, h H
 		msg, err := it.Next()
 		fetched := time.Now()
 		if err != nil {
-			if ctx.Err() != nil {
+			if fetchCtx.Err() != nil {
 				break
 			}
 			// (The iterator's error does not wrap nats.ErrConnectionClosed.)
@@ -204,12 +214,12 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, h H
 			// don't spin meanwhile.
 			log.Warn("fetch failed; retrying", zap.Error(err))
 			select {
-			case <-ctx.Done():
+			case <-fetchCtx.Done():
 			case <-time.After(time.Second):
 			}
 			continue
 		}
-		if ctx.Err() != nil {
+		if fetchCtx.Err() != nil {
 			// Fetched after shutdown began: hand it back at once.
 			_ = msg.Nak()
 			continue
@@ -218,7 +228,7 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, h H
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			handleOne(workCtx, js, o, log, msg, h, fetched)
+			handleOne(workCtx, js, o, log, msg, h, fetched, misconfigured)
 		}()
 	}
 	if fatal == nil {
@@ -234,12 +244,17 @@ func Consume(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, h H
 		cancelWork()
 		<-done
 	}
+	if fatal == nil && ctx.Err() == nil {
+		if cause := context.Cause(fetchCtx); errs.Is(cause, errs.Config) {
+			fatal = fmt.Errorf("consumer %s stopped: the deployment is misconfigured: %w", o.Durable, cause)
+		}
+	}
 	return fatal
 }
 
 // fetched is when the message left the iterator; it waited from then for
 // a free worker.
-func handleOne(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, log *zap.Logger, msg jetstream.Msg, h Handler, fetched time.Time) {
+func handleOne(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, log *zap.Logger, msg jetstream.Msg, h Handler, fetched time.Time, misconfigured func(error)) {
 	start := time.Now()
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -297,12 +312,21 @@ func handleOne(ctx context.Context, js jetstream.JetStream, o ConsumerOptions, l
 	case errs.Is(err, errs.Corrupt):
 		deadLetter(ctx, js, log, msg, meta, "corrupt", err)
 		report(DeadLettered, err)
+	case errs.Is(err, errs.Config):
+		// Not the event's fault: give it back for after the fix, and stop.
+		log.Error("the deployment is misconfigured; stopping this worker", zap.Error(err))
+		_ = msg.NakWithDelay(BackoffFor(o.Backoff, meta.NumDelivered))
+		report(Retried, err)
+		misconfigured(err)
 	case !errs.Is(err, errs.Transient) && meta.NumDelivered >= uint64(o.MaxAttempts):
 		deadLetter(ctx, js, log, msg, meta, "exhausted",
 			fmt.Errorf("gave up after %d deliveries: %w", meta.NumDelivered, err))
 		report(DeadLettered, err)
 	default:
 		delay := BackoffFor(o.Backoff, meta.NumDelivered)
+		if !errs.Classified(err) {
+			log.Error("unclassified error: retried as not_yet; its kind is missing", zap.Error(err))
+		}
 		log.Warn("event failed; will retry", zap.Error(err), zap.String("kind", errs.KindOf(err).String()),
 			zap.Duration("retry_in", delay))
 		_ = msg.NakWithDelay(delay)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -228,5 +229,47 @@ func TestConsumeReturnsWhenConnectionClosed(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Consume kept going on a closed connection")
+	}
+}
+
+// A misconfigured deployment (kind Config) stops the consumer with the
+// operator's message; the event is neither acked nor dead-lettered, and a
+// worker started after the fix handles it.
+func TestConsumeStopsOnConfigError(t *testing.T) {
+	n := testenv.StartNATS(t)
+	_, js := n.Connect(t)
+	ctx := context.Background()
+	if _, err := events.EnsureStream(ctx, js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ev := samples()[0]
+	if _, err := events.Publish(ctx, js, events.SubjectBuilt, ev); err != nil {
+		t.Fatal(err)
+	}
+	o := events.ConsumerOptions{Durable: "t", FilterSubject: events.SubjectBuilt, MaxAttempts: 1,
+		Backoff: []time.Duration{10 * time.Millisecond}}
+	var calls atomic.Int32
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err := events.Consume(cctx, js, o, func(ctx context.Context, d events.Delivery) error {
+		calls.Add(1)
+		return errs.Errorf(errs.Config, "kubo refuses our credentials")
+	})
+	if cctx.Err() != nil {
+		t.Fatal("Consume did not stop on a Config error")
+	}
+	if !errs.Is(err, errs.Config) || !strings.Contains(err.Error(), "kubo refuses our credentials") {
+		t.Fatalf("Consume = %v, want the Config error", err)
+	}
+	if dl := deadLetters(t, js); len(dl) != 0 {
+		t.Fatalf("a Config error dead-lettered the event: %+v", dl[0])
+	}
+	var handled atomic.Bool
+	run(t, js, o, func(ctx context.Context, d events.Delivery) error {
+		handled.Store(events.Head(d.Event).ID == events.Head(ev).ID)
+		return nil
+	}, handled.Load)
+	if calls.Load() < 1 {
+		t.Fatal("handler never ran")
 	}
 }

@@ -215,7 +215,7 @@ func wrapScan(ctx context.Context, what string, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if errs.KindOf(err) != errs.Other {
+	if errs.Classified(err) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return errs.E(errs.Transient, fmt.Errorf("%s: %w", what, err))

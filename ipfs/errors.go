@@ -78,20 +78,20 @@ func daemonKind(ce *rpc.Error) (kind errs.Kind, hint string) {
 	case cmds.ErrForbidden:
 		// The API's authorization (API.Authorizations) refuses us: an
 		// operator's fix, not the event's fault.
-		return errs.Other, " (check the API credentials)"
+		return errs.Config, " (check the API credentials)"
 	}
 	msg := strings.ToLower(ce.Message)
 	if msg == "command not found" {
 		// An HTTP 404 from something that is not kubo's RPC API,
 		// typically its gateway port.
-		return errs.Other, " (is this kubo's RPC API address, usually port 5001, and not its gateway?)"
+		return errs.Config, " (is this kubo's RPC API address, usually port 5001, and not its gateway?)"
 	}
 	// Both nocopy refusals are the deployment's to fix, not the event's.
 	if strings.Contains(msg, "must be enabled to use nocopy") {
-		return errs.Other, " (set Experimental.FilestoreEnabled=true on the daemon, or stop using nocopy)"
+		return errs.Config, " (set Experimental.FilestoreEnabled=true on the daemon, or stop using nocopy)"
 	}
 	if strings.Contains(msg, "outside ipfs root") {
-		return errs.Other, " (kubo's filestore references only files under the parent directory of the daemon's IPFS_PATH)"
+		return errs.Config, " (kubo's filestore references only files under the parent directory of the daemon's IPFS_PATH)"
 	}
 	for _, m := range invalidMarkers {
 		if strings.Contains(msg, m) {

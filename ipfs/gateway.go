@@ -595,7 +595,7 @@ func (b *gatewayBody) fail(err error) error {
 	if cerr := b.ctx.Err(); cerr != nil {
 		return fmt.Errorf("kubo gateway %s: cat %s: %w (%v)", b.g.addr, b.c, cerr, err)
 	}
-	if errs.KindOf(err) != errs.Other {
+	if errs.Classified(err) {
 		return err
 	}
 	if unreachable(err) {
@@ -659,13 +659,13 @@ func (e errBody) Close() error             { return nil }
 
 // statusKind is the kind of a gateway's HTTP status, as daemonKind is of an
 // RPC answer: a bad request is Invalid; a gateway that refuses files is the
-// operator's to fix; anything else may heal.
+// operator's to fix (Config); anything else may heal.
 func statusKind(code int) errs.Kind {
 	switch code {
 	case http.StatusBadRequest:
 		return errs.Invalid
 	case http.StatusForbidden, http.StatusMethodNotAllowed, http.StatusNotAcceptable, http.StatusNotImplemented:
-		return errs.Other
+		return errs.Config
 	}
 	return errs.Transient
 }

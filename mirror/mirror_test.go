@@ -65,8 +65,8 @@ func TestPinTimeoutIsNotTransient(t *testing.T) {
 	if err == nil {
 		t.Fatal("pin of a missing CID succeeded")
 	}
-	if k := errs.KindOf(err); k != errs.Other {
-		t.Errorf("timeout has kind %v, want other: %v", k, err)
+	if k := errs.KindOf(err); k != errs.NotYet {
+		t.Errorf("timeout has kind %v, want not_yet: %v", k, err)
 	}
 	if !strings.Contains(err.Error(), "pin timeout") {
 		t.Errorf("error does not say why: %v", err)

@@ -208,7 +208,7 @@ func (p *Pinner) pin(ctx context.Context, it Item) (Result, error) {
 	timedOut := func(what string, err error) error {
 		if err != nil && !errs.Is(err, errs.Corrupt) && !errs.Is(err, errs.Invalid) &&
 			ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
-			return errs.E(errs.Other, fmt.Errorf("%s %s (%s): not done within the pin timeout of %v; no reachable node may have it: %w",
+			return errs.E(errs.NotYet, fmt.Errorf("%s %s (%s): not done within the pin timeout of %v; no reachable node may have it: %w",
 				what, it.CID, it.StorePath, p.opt.PinTimeout, err))
 		}
 		return err

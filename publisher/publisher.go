@@ -160,14 +160,7 @@ func (p *Publisher) HandleBuilt(ctx context.Context, ev *events.Built) error {
 	}
 	// The worst kind decides what happens to the event.
 	joined := errors.Join(all...)
-	for _, k := range []errs.Kind{errs.Corrupt, errs.Invalid, errs.Other} {
-		for _, e := range all {
-			if errs.KindOf(e) == k {
-				return errs.E(k, joined)
-			}
-		}
-	}
-	return errs.E(errs.Transient, joined)
+	return errs.E(errs.Worst(all...), joined)
 }
 
 // PublishPath makes sure one store path is in the cache and in IPFS and has
@@ -519,7 +512,7 @@ func (p *Publisher) announce(ctx context.Context, ev *events.Published, hashPart
 // its build ends as an "exhausted" dead letter instead of a silent loss.
 func notYetValid(err error) error {
 	if errors.Is(err, nixstore.ErrNotValid) {
-		return errs.E(errs.Other, err)
+		return errs.E(errs.NotYet, err)
 	}
 	return err
 }
@@ -546,7 +539,7 @@ func errOr(err, def error) error {
 // classifyIOErr makes disk errors transient (a full disk gets freed), and
 // keeps an existing kind.
 func classifyIOErr(err error) error {
-	if errs.KindOf(err) != errs.Other {
+	if errs.Classified(err) {
 		return err
 	}
 	return errs.E(errs.Transient, err)

@@ -185,8 +185,8 @@ func TestNotInStoreIsRetriedThenExhausted(t *testing.T) {
 	// Not (yet) in the store: retried up to --max-attempts, since on a Hydra
 	// master a remote build's outputs arrive after its builder's hook fired.
 	_, err := pub.PublishPath(context.Background(), filepath.Join(st.dir, "1b9p07z77phvv2hf6gm9f28syp39f1ag-gone"))
-	if errs.KindOf(err) != errs.Other || !errors.Is(err, nixstore.ErrNotValid) {
-		t.Fatalf("err = %v (kind %v), want kind Other wrapping ErrNotValid", err, errs.KindOf(err))
+	if errs.KindOf(err) != errs.NotYet || !errors.Is(err, nixstore.ErrNotValid) {
+		t.Fatalf("err = %v (kind %v), want kind NotYet wrapping ErrNotValid", err, errs.KindOf(err))
 	}
 	if _, err := pub.PublishPath(context.Background(), "/etc/passwd"); !errs.Is(err, errs.Invalid) {
 		t.Fatalf("err = %v, want Invalid", err)
