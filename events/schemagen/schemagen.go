@@ -10,6 +10,7 @@ import (
 	"github.com/invopop/jsonschema"
 
 	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/latest"
 	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
 	"github.com/nix-ipfs/nix-ipfs/schemas"
 )
@@ -27,10 +28,12 @@ var titles = map[string]string{
 // a schema, by type: the Go value each schema is generated from.
 var Documents = map[string]any{
 	mirrorlist.Type: &mirrorlist.List{},
+	latest.Type:     &latest.Doc{},
 }
 
 var docTitles = map[string]string{
 	mirrorlist.Type: "The mirrors that hold a binary cache's NARs on IPFS (" + mirrorlist.FileName + " in the cache root, kept by the publisher)",
+	latest.Type:     "The latest successful build of a job, signed with the cache key (" + latest.Dir + "/<job>.json in the cache root, kept by the publisher)",
 }
 
 // Generate returns the name and contents of the schema file of every type
