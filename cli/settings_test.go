@@ -49,16 +49,18 @@ func settingSets() map[string]*config.Set {
 // is not the hook's spool-dir; status's status-timeout is not the hook's
 // timeout).
 var sharedMeanings = map[string]string{
-	"kubo-api":     "this host's kubo RPC API",
-	"cache-dir":    "the binary cache directory the publisher writes",
-	"cache-url":    "the binary cache's URL",
-	"concurrency":  "units of work handled at once (store paths, CIDs)",
-	"max-attempts": "attempts before an event that keeps failing is dead-lettered",
-	"ack-wait":     "how long a silent worker keeps an event before it is redelivered",
-	"mirror":       "the mirror's name",
-	"host":         "this host's name in the events it sends",
-	"json":         "print JSON",
-	"dry-run":      "change nothing, say what would change",
+	"kubo-api":            "this host's kubo RPC API",
+	"cache-dir":           "the binary cache directory the publisher writes",
+	"cache-url":           "the binary cache's URL",
+	"concurrency":         "units of work handled at once (store paths, CIDs)",
+	"max-attempts":        "attempts before an event that keeps failing is dead-lettered",
+	"ack-wait":            "how long a silent worker keeps an event before it is redelivered",
+	"mirror":              "the mirror's name",
+	"host":                "this host's name in the events it sends",
+	"json":                "print JSON",
+	"dry-run":             "change nothing, say what would change",
+	"upstream":            "the binary cache to read from, several for failover",
+	"trusted-public-keys": "the publishers' keys, as in nix.conf",
 }
 
 // perProcess lists settings whose meaning is the same everywhere but whose
@@ -124,7 +126,7 @@ func TestEveryCommandWithTheUnionEnvironment(t *testing.T) {
 	os.WriteFile(filepath.Join(cache, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
 	upstream := httptest.NewServer(http.FileServer(http.Dir(cache)))
 	defer upstream.Close()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	key := filepath.Join(dir, "signing-key")
 	os.WriteFile(key, []byte("cache.example.org-1:"+base64.StdEncoding.EncodeToString(priv)), 0o600)
 	kubo := "http://127.0.0.1:5001"
@@ -147,8 +149,10 @@ func TestEveryCommandWithTheUnionEnvironment(t *testing.T) {
 		"status":      {"NATS_URL": n.URL, "STATUS_TIMEOUT": "30s"},
 		"up":          {"NATS_URL": n.URL, "KUBO_API": kubo, "SECRET_KEY_FILE": key, "DATA_DIR": filepath.Join(dir, "up"), "CACHE_DIR": cache, "CACHE_URL": upstream.URL, "STORE_DIR": "/nix/store", "CONCURRENCY": "4", "ACK_WAIT": "2m0s", "LOG_FORMAT": "json"},
 		"version":     {},
+		"latest": {"UPSTREAM": upstream.URL, "STATE_DIR": filepath.Join(dir, "latest"),
+			"TRUSTED_PUBLIC_KEYS": "cache.example.org-1:" + base64.StdEncoding.EncodeToString(pub)},
 	}
-	perArgs := map[string][]string{"replay": {"--all"}, "pin": {"list"}}
+	perArgs := map[string][]string{"replay": {"--all"}, "pin": {"list"}, "latest": {"proj:main:hello"}}
 	sets := settingSets()
 	for cmd := range sets {
 		if _, ok := envs[cmd]; !ok {
