@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,6 +69,10 @@ func ComputeID(e Event) string {
 	case *CacheRoot:
 		w(e.StoreDir)
 		w(e.Root)
+	case *Latest:
+		w(e.StoreDir)
+		w(e.Job)
+		w(e.Document)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -87,6 +92,8 @@ func currentType(e Event) string {
 		return TypeDeadLetter
 	case *CacheRoot:
 		return TypeCacheRoot
+	case *Latest:
+		return TypeLatest
 	}
 	return ""
 }
@@ -250,6 +257,16 @@ func Validate(e Event) error {
 		if err := validateNode(e.Publisher); err != nil {
 			return fmt.Errorf("publisher: %w", err)
 		}
+	case *Latest:
+		if err := storepath.ValidateStoreDir(e.StoreDir); err != nil {
+			return err
+		}
+		if !latestJob.MatchString(e.Job) {
+			return fmt.Errorf("job %q: want letters, digits and ._+:-", e.Job)
+		}
+		if len(e.Document) > MaxLatestDocument || !json.Valid([]byte(e.Document)) || !strings.HasPrefix(e.Document, "{") {
+			return fmt.Errorf("document: not a JSON object of at most %d bytes", MaxLatestDocument)
+		}
 	case *DeadLetter:
 		if !strings.HasPrefix(e.Subject, SubjectPrefix) {
 			return fmt.Errorf("subject %q: not under %s", e.Subject, SubjectPrefix)
@@ -260,6 +277,9 @@ func Validate(e Event) error {
 	}
 	return nil
 }
+
+// latestJob is package latest's job name rule.
+var latestJob = regexp.MustCompile(`^[A-Za-z0-9_+][A-Za-z0-9._+:-]{0,254}$`)
 
 func validateCID(s string) error {
 	c, err := cid.Decode(s)

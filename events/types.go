@@ -22,6 +22,9 @@ const (
 	TypeDeadLetter = "nixipfs.deadletter.v1"
 	// TypeCacheRoot announces the cache's root CID as a UnixFS directory.
 	TypeCacheRoot = "nixipfs.cacheroot.v1"
+	// TypeLatest carries a job's signed latest-build document (package
+	// latest) to the mirrors, which serve it from their caches.
+	TypeLatest = "nixipfs.latest.v1"
 
 	TypeBuiltV1     = "nixipfs.built.v1"
 	TypePublishedV1 = "nixipfs.published.v1"
@@ -29,7 +32,7 @@ const (
 )
 
 // Types lists every event type this code writes, in the order the data flows.
-var Types = []string{TypeBuilt, TypePublished, TypePinned, TypeRetired, TypeCacheRoot, TypeDeadLetter}
+var Types = []string{TypeBuilt, TypePublished, TypePinned, TypeRetired, TypeCacheRoot, TypeLatest, TypeDeadLetter}
 
 // OldTypes lists the superseded versions that are still read. Their schemas
 // in schemas/ are frozen: they are no longer generated, and never change.
@@ -51,6 +54,8 @@ func Current(typ string) string {
 		return TypeDeadLetter
 	case TypeCacheRoot:
 		return TypeCacheRoot
+	case TypeLatest:
+		return TypeLatest
 	}
 	return ""
 }
@@ -68,6 +73,8 @@ const (
 	SubjectRetired = "nixipfs.retired"
 	// SubjectCacheRoot carries CacheRoot events from the publisher.
 	SubjectCacheRoot = "nixipfs.cacheroot"
+	// SubjectLatest carries Latest events from the publisher.
+	SubjectLatest = "nixipfs.latest"
 	// SubjectDeadPrefix + the original subject's last token carries DeadLetter
 	// events, e.g. nixipfs.dead.built.
 	SubjectDeadPrefix = "nixipfs.dead."
@@ -203,6 +210,27 @@ type Retired struct {
 	Reason string `json:"reason" jsonschema:"minLength=1,maxLength=1024"`
 }
 
+// MaxLatestDocument bounds Latest.Document (package latest's MaxSize; that
+// package cannot be imported here, it would make a cycle through config).
+const MaxLatestDocument = 64 << 10
+
+// Latest carries a job's latest-build document, as the publisher wrote it
+// to nix-ipfs-latest/<job>.json in its cache, to the mirrors: each writes
+// the same bytes into its own cache, so a fleet can pull from any of them.
+// The document is signed with the cache key (package latest checks it); a
+// mirror needs no key to carry it, and a client trusts the signature, not
+// the mirror.
+type Latest struct {
+	Header
+	Host     string `json:"host" jsonschema:"minLength=1,maxLength=255"`
+	StoreDir string `json:"store_dir" jsonschema:"pattern=^/.+"`
+	// Job names the document (its file name in nix-ipfs-latest/).
+	Job string `json:"job" jsonschema:"pattern=^[A-Za-z0-9_+][A-Za-z0-9._+:-]{0\\,254}$"`
+	// Document is the signed document, byte for byte as in the cache
+	// (schemas/latestbuild.v1.json).
+	Document string `json:"document" jsonschema:"minLength=2,maxLength=65536"`
+}
+
 // CacheRoot says that the binary cache, kept as a UnixFS directory in the
 // publisher's kubo (MFS), now has this root CID: nix-cache-info,
 // <hashpart>.narinfo for every path, and nar/<filehash>.nar linking each
@@ -254,6 +282,7 @@ var (
 	_ Event = (*Retired)(nil)
 	_ Event = (*DeadLetter)(nil)
 	_ Event = (*CacheRoot)(nil)
+	_ Event = (*Latest)(nil)
 )
 
 // Head returns the event's header.
@@ -275,6 +304,8 @@ func New(typ string) Event {
 		return &DeadLetter{}
 	case TypeCacheRoot:
 		return &CacheRoot{}
+	case TypeLatest:
+		return &Latest{}
 	}
 	return nil
 }

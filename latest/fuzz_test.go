@@ -21,7 +21,7 @@ func FuzzParse(f *testing.F) {
 	}
 	good, _ := d.Marshal()
 	f.Add(good)
-	f.Add([]byte(`{"type":"nixipfs.latest.v1"}`))
+	f.Add([]byte(`{"type":"nixipfs.latestbuild.v1"}`))
 	f.Add([]byte("[]"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		d, err := Parse(bytes.NewReader(in), "")

@@ -35,7 +35,7 @@ import (
 
 // Type is the version this code writes and reads. A later version is
 // refused: its signature may cover fields this code cannot check.
-const Type = "nixipfs.latest.v1"
+const Type = "nixipfs.latestbuild.v1"
 
 // Dir is the documents' directory in the cache root.
 const Dir = "nix-ipfs-latest"
@@ -60,8 +60,8 @@ var jobRE = regexp.MustCompile(`^[A-Za-z0-9_+][A-Za-z0-9._+:-]{0,254}$`)
 
 // Doc is one job's latest build.
 type Doc struct {
-	// Type is "nixipfs.latest.v1".
-	Type string `json:"type" jsonschema:"const=nixipfs.latest.v1"`
+	// Type is "nixipfs.latestbuild.v1".
+	Type string `json:"type" jsonschema:"const=nixipfs.latestbuild.v1"`
 	// Job is Hydra's project:jobset:job, or the derivation's name without
 	// its version (as retention names jobs).
 	Job string `json:"job" jsonschema:"pattern=^[A-Za-z0-9_+][A-Za-z0-9._+:-]{0\\,254}$"`

@@ -1,7 +1,7 @@
 // Package schemas holds the JSON Schema (draft 2020-12) of every event type,
 // one file per type and version, and of the documents published beside the
 // cache (the mirror list, mirrors.v1.json; the latest build of each job,
-// latest.v1.json), and validates payloads against
+// latestbuild.v1.json), and validates payloads against
 // them.
 //
 // The files are generated from the Go types in packages events and

@@ -22,6 +22,7 @@ var titles = map[string]string{
 	events.TypeRetired:    "A store path left the binary cache; its NAR may be let go (sent by nix-ipfs prune)",
 	events.TypeDeadLetter: "An event a worker gave up on, and why",
 	events.TypeCacheRoot:  "The binary cache as a UnixFS directory has a new root CID (sent by the publisher with --mfs-dir)",
+	events.TypeLatest:     "A job has a new latest build: its signed document, for the mirrors' caches (sent by the publisher)",
 }
 
 // Documents are the files other than events that nix-ipfs publishes with
