@@ -16,13 +16,11 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -36,6 +34,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/nar"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/nixstore"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
@@ -366,7 +365,7 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 	// CPU per byte (docs/BENCHMARKS.md). 32 KiB is what io.Copy hands over
 	// for file contents anyway, so large files are written as before.
 	bw := bufio.NewWriterSize(io.MultiWriter(writers...), 32<<10)
-	dumpErr := dumpNAR(bw, info.Path)
+	dumpErr := nar.DumpPath(bw, info.Path)
 	if dumpErr == nil {
 		dumpErr = bw.Flush()
 	}
@@ -543,111 +542,4 @@ func classifyIOErr(err error) error {
 		return err
 	}
 	return errs.E(errs.Transient, err)
-}
-
-// dumpNAR writes the NAR serialisation of the file tree at p: byte for byte
-// what nix-store --dump writes (entries sorted by name, executable when the
-// owner may execute, symlink targets as they are). It stands in for go-nix's
-// nar.DumpPath, whose writer refuses every directory entry whose name starts
-// with ".." ("..a", "...", legal in Nix) as if it led out of the directory:
-// a store path holding one could never be published, and its event was
-// retried for ever (TestHostileStorePathNames, FuzzPublishedNARReadsBack).
-func dumpNAR(w io.Writer, p string) error {
-	if err := narStrings(w, "nix-archive-1"); err != nil {
-		return err
-	}
-	return dumpNARNode(w, p)
-}
-
-func dumpNARNode(w io.Writer, p string) error {
-	fi, err := os.Lstat(p)
-	if err != nil {
-		return err
-	}
-	switch {
-	case fi.Mode()&os.ModeSymlink != 0:
-		target, err := os.Readlink(p)
-		if err != nil {
-			return err
-		}
-		return narStrings(w, "(", "type", "symlink", "target", target, ")")
-	case fi.IsDir():
-		if err := narStrings(w, "(", "type", "directory"); err != nil {
-			return err
-		}
-		ents, err := os.ReadDir(p) // sorted by name bytes, as Nix sorts
-		if err != nil {
-			return err
-		}
-		for _, e := range ents {
-			if err := narStrings(w, "entry", "(", "name", e.Name(), "node"); err != nil {
-				return err
-			}
-			if err := dumpNARNode(w, filepath.Join(p, e.Name())); err != nil {
-				return err
-			}
-			if err := narStrings(w, ")"); err != nil {
-				return err
-			}
-		}
-		return narStrings(w, ")")
-	case fi.Mode().IsRegular():
-		if err := narStrings(w, "(", "type", "regular"); err != nil {
-			return err
-		}
-		if fi.Mode()&0o100 != 0 {
-			if err := narStrings(w, "executable", ""); err != nil {
-				return err
-			}
-		}
-		if err := narStrings(w, "contents"); err != nil {
-			return err
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		var n [8]byte
-		binary.LittleEndian.PutUint64(n[:], uint64(fi.Size()))
-		if _, err := w.Write(n[:]); err != nil {
-			return err
-		}
-		if c, err := io.CopyN(w, f, fi.Size()); err != nil {
-			return fmt.Errorf("%s: read %d of %d bytes: %w", p, c, fi.Size(), err)
-		}
-		if err := narPad(w, fi.Size()); err != nil {
-			return err
-		}
-		return narStrings(w, ")")
-	}
-	return fmt.Errorf("%s: not a regular file, directory or symlink (%v)", p, fi.Mode().Type())
-}
-
-// narStrings writes each string as NAR does: its length as a little-endian
-// uint64, its bytes, zeros up to a multiple of 8.
-func narStrings(w io.Writer, ss ...string) error {
-	var n [8]byte
-	for _, s := range ss {
-		binary.LittleEndian.PutUint64(n[:], uint64(len(s)))
-		if _, err := w.Write(n[:]); err != nil {
-			return err
-		}
-		if _, err := io.WriteString(w, s); err != nil {
-			return err
-		}
-		if err := narPad(w, int64(len(s))); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func narPad(w io.Writer, n int64) error {
-	if r := n % 8; r != 0 {
-		var zero [8]byte
-		_, err := w.Write(zero[:8-r])
-		return err
-	}
-	return nil
 }
