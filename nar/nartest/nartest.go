@@ -1,7 +1,8 @@
 // Package nartest builds file trees of every shape NAR knows, for tests and
-// fuzz targets of code that writes NARs (package nar, the publisher), and
-// lists what a NAR must say of a tree: the tree as it is on disk (Walk)
-// and the NAR as go-nix's independent reader reads it (Read).
+// fuzz targets of code that writes NARs (package nar, the publisher), dumps
+// them checked against go-nix's writer (Dump), and lists what a NAR must
+// say of a tree: the tree as it is on disk (Walk) and the NAR as go-nix's
+// independent reader reads it (Read).
 package nartest
 
 import (
@@ -16,7 +17,25 @@ import (
 	"testing"
 
 	"github.com/nix-community/go-nix/pkg/nar"
+
+	ournar "github.com/nix-ipfs/nix-ipfs/nar"
 )
+
+// Dump returns the NAR of the tree at p as nar.DumpPath writes it, failing
+// tb if it cannot, or if go-nix's writer, an independent implementation,
+// copes with the tree (it refuses names starting with "..") and writes
+// other bytes.
+func Dump(tb testing.TB, p string) []byte {
+	tb.Helper()
+	var ours, theirs bytes.Buffer
+	if err := ournar.DumpPath(&ours, p); err != nil {
+		tb.Fatal(err)
+	}
+	if err := nar.DumpPath(&theirs, p); err == nil && !bytes.Equal(theirs.Bytes(), ours.Bytes()) {
+		tb.Fatalf("nar.DumpPath and go-nix's disagree (%d vs %d bytes)", ours.Len(), theirs.Len())
+	}
+	return ours.Bytes()
+}
 
 // Entry is one node of a tree, as the NAR must describe it.
 type Entry struct {
