@@ -164,9 +164,11 @@ func (p *Publisher) HandleBuilt(ctx context.Context, ev *events.Built) error {
 // closureWorkers bounds the paths of one closure handled at once. Of
 // these, Concurrency publish (the slots); the others check paths that are
 // done already, or wait, without a slot, for another publisher's lease or
-// another event's publish of a shared path. Each of those holds at most
-// Concurrency paths at a time, so four times Concurrency keeps the slots
-// busy while two other publishers and another event work on this closure.
+// for this process's publish of a shared path for another event. Another
+// publisher holds at most its Concurrency leases at a time, and this
+// process publishes at most Concurrency paths, so four times Concurrency
+// keeps the slots busy while two other publishers and other events work on
+// this closure, as a goroutine per path did.
 func (p *Publisher) closureWorkers() int { return 4 * p.opt.Concurrency }
 
 // PublishPath makes sure one store path is in the cache and in IPFS and has
