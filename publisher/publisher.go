@@ -16,13 +16,11 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -31,11 +29,14 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/nar"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/nixstore"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
@@ -75,10 +76,10 @@ type Publisher struct {
 	ipfs  IPFS
 	js    jetstream.JetStream
 	log   *zap.Logger
-	sem   chan struct{}
-
-	mu       sync.Mutex
-	inflight map[string]*call
+	// slots bounds the paths published at once (Options.Concurrency).
+	slots *semaphore.Weighted
+	// flights shares one publish of a path among concurrent callers.
+	flights flights
 
 	// dirs shares directory fsyncs between paths published at once
 	// (group commit): for small paths they were a quarter of the work.
@@ -87,12 +88,6 @@ type Publisher struct {
 	selfMu   sync.Mutex
 	self     ipfs.Node
 	selfTime time.Time
-}
-
-type call struct {
-	done chan struct{}
-	ev   *events.Published
-	err  error
 }
 
 // New returns a Publisher. js is where "published" events go; nil publishes
@@ -118,7 +113,7 @@ func New(opt Options, store nixstore.Store, node IPFS, js jetstream.JetStream) (
 	}
 	return &Publisher{
 		opt: opt, store: store, ipfs: node, js: js, log: opt.Logger,
-		sem: make(chan struct{}, opt.Concurrency), inflight: map[string]*call{},
+		slots: semaphore.NewWeighted(int64(opt.Concurrency)),
 	}, nil
 }
 
@@ -138,22 +133,25 @@ func (p *Publisher) HandleBuilt(ctx context.Context, ev *events.Built) error {
 	}
 	log.Info("publishing closure", zap.Int("paths", len(closure)), zap.Strings("outputs", ev.OutPaths))
 
-	var wg sync.WaitGroup
-	errCh := make(chan error, len(closure))
-	for _, sp := range closure {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	// Every path is tried, whatever happens to the others: a failure does
+	// not cancel the rest, and the event's outcome comes from all of them.
+	failed := make([]error, len(closure))
+	var g errgroup.Group
+	g.SetLimit(p.closureWorkers())
+	for i, sp := range closure {
+		g.Go(func() error {
 			if _, err := p.PublishPath(ctx, sp); err != nil {
-				errCh <- fmt.Errorf("%s: %w", sp, err)
+				failed[i] = fmt.Errorf("%s: %w", sp, err)
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	close(errCh)
+	g.Wait()
 	var all []error
-	for err := range errCh {
-		all = append(all, err)
+	for _, err := range failed {
+		if err != nil {
+			all = append(all, err)
+		}
 	}
 	if len(all) == 0 {
 		return nil
@@ -163,86 +161,78 @@ func (p *Publisher) HandleBuilt(ctx context.Context, ev *events.Built) error {
 	return errs.E(errs.Worst(all...), joined)
 }
 
+// closureWorkers bounds the paths of one closure handled at once. Of
+// these, Concurrency publish (the slots); the others check paths that are
+// done already, or wait, without a slot, for another publisher's lease or
+// for this process's publish of a shared path for another event. Another
+// publisher holds at most its Concurrency leases at a time, and this
+// process publishes at most Concurrency paths, so four times Concurrency
+// keeps the slots busy while two other publishers and other events work on
+// this closure, as a goroutine per path did.
+func (p *Publisher) closureWorkers() int { return 4 * p.opt.Concurrency }
+
 // PublishPath makes sure one store path is in the cache and in IPFS and has
 // been announced, publishing it if not. Concurrent calls for the same path
 // in this process share one publish.
 func (p *Publisher) PublishPath(ctx context.Context, sp string) (*events.Published, error) {
-	p.mu.Lock()
-	if c, ok := p.inflight[sp]; ok {
-		p.mu.Unlock()
-		select {
-		case <-c.done:
-			return c.ev, c.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	c := &call{done: make(chan struct{})}
-	p.inflight[sp] = c
-	p.mu.Unlock()
-
-	c.ev, c.err = p.publishPath(ctx, sp)
-
-	p.mu.Lock()
-	delete(p.inflight, sp)
-	p.mu.Unlock()
-	close(c.done)
-	return c.ev, c.err
+	return p.flights.do(ctx, sp, func() (*events.Published, error) { return p.publishPath(ctx, sp) })
 }
 
+// publishPath publishes sp unless it is done already. Contention for a
+// path's lease is waited out here, on a short schedule of its own: the
+// holder usually finishes within seconds, and then the path is found done.
+// The event's failure backoff is for failures.
 func (p *Publisher) publishPath(ctx context.Context, sp string) (*events.Published, error) {
 	start := time.Now()
-	storeDir := p.store.StoreDir()
-	if err := storepath.Validate(storeDir, sp); err != nil {
+	if err := storepath.Validate(p.store.StoreDir(), sp); err != nil {
 		return nil, errs.E(errs.Invalid, err)
 	}
 	hashPart := storepath.HashPart(sp)
 	log := p.log.With(zap.String("store_path", sp))
-
-	// Contention for a path's lease is waited out here, on a short schedule
-	// of its own: the holder usually finishes within seconds, and then the
-	// path is found done. The event's failure backoff is for failures.
 	for wait := 0; ; wait++ {
 		ev, done, err := p.doneAlready(ctx, sp, hashPart, start)
 		if done || err != nil {
 			return ev, err
 		}
-		select {
-		case p.sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		ev, err = p.publishLeased(ctx, log, sp, hashPart, start)
+		if !IsHeld(err) {
+			return ev, err
 		}
-		if p.opt.Locker == nil {
-			defer func() { <-p.sem }()
-			break
+		if wait == 0 {
+			log.Info("waiting for another publisher's lease", zap.Error(err))
 		}
-		lctx, unlock, err := p.opt.Locker.Lock(ctx, hashPart, sp)
-		if IsHeld(err) {
-			<-p.sem // not while waiting: other paths may go ahead
-			if wait == 0 {
-				log.Info("waiting for another publisher's lease", zap.Error(err))
-			}
-			select {
-			case <-time.After(lockRetryDelay(wait)):
-				continue
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
-		if err != nil {
-			<-p.sem
+		if err := sleep(ctx, lockRetryDelay(wait)); err != nil {
 			return nil, err
 		}
-		defer func() { <-p.sem }()
+	}
+}
+
+// publishLeased publishes sp holding one of the slots and, with a Locker,
+// the path's lease. It fails with an error IsHeld recognises, having let go
+// of its slot, when another publisher holds the lease: other paths may go
+// ahead while this one waits.
+func (p *Publisher) publishLeased(ctx context.Context, log *zap.Logger, sp, hashPart string, start time.Time) (*events.Published, error) {
+	if err := p.slots.Acquire(ctx, 1); err != nil {
+		return nil, err
+	}
+	defer p.slots.Release(1)
+	if p.opt.Locker != nil {
+		lctx, unlock, err := p.opt.Locker.Lock(ctx, hashPart, sp)
+		if err != nil {
+			return nil, err
+		}
 		defer unlock()
 		// The holder may have finished it just before the lease came free.
 		if ev, done, err := p.doneAlready(lctx, sp, hashPart, start); done || err != nil {
 			return ev, err
 		}
 		ctx = lctx
-		break
 	}
+	return p.publish(ctx, log, sp, hashPart, start)
+}
 
+// publish writes sp's NAR and narinfo and announces it.
+func (p *Publisher) publish(ctx context.Context, log *zap.Logger, sp, hashPart string, start time.Time) (*events.Published, error) {
 	info, err := p.store.QueryPathInfo(ctx, sp)
 	if err != nil {
 		return nil, notYetValid(err)
@@ -316,6 +306,18 @@ func lockRetryDelay(n int) time.Duration {
 	return 2 * time.Second
 }
 
+// sleep waits d, or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func (p *Publisher) report(ev *events.Published, fresh bool, start time.Time, err error) {
 	if p.opt.OnPath != nil {
 		p.opt.OnPath(ev, fresh, time.Since(start), err)
@@ -366,7 +368,7 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 	// CPU per byte (docs/BENCHMARKS.md). 32 KiB is what io.Copy hands over
 	// for file contents anyway, so large files are written as before.
 	bw := bufio.NewWriterSize(io.MultiWriter(writers...), 32<<10)
-	dumpErr := dumpNAR(bw, info.Path)
+	dumpErr := nar.DumpPath(bw, info.Path)
 	if dumpErr == nil {
 		dumpErr = bw.Flush()
 	}
@@ -543,111 +545,4 @@ func classifyIOErr(err error) error {
 		return err
 	}
 	return errs.E(errs.Transient, err)
-}
-
-// dumpNAR writes the NAR serialisation of the file tree at p: byte for byte
-// what nix-store --dump writes (entries sorted by name, executable when the
-// owner may execute, symlink targets as they are). It stands in for go-nix's
-// nar.DumpPath, whose writer refuses every directory entry whose name starts
-// with ".." ("..a", "...", legal in Nix) as if it led out of the directory:
-// a store path holding one could never be published, and its event was
-// retried for ever (TestHostileStorePathNames, FuzzPublishedNARReadsBack).
-func dumpNAR(w io.Writer, p string) error {
-	if err := narStrings(w, "nix-archive-1"); err != nil {
-		return err
-	}
-	return dumpNARNode(w, p)
-}
-
-func dumpNARNode(w io.Writer, p string) error {
-	fi, err := os.Lstat(p)
-	if err != nil {
-		return err
-	}
-	switch {
-	case fi.Mode()&os.ModeSymlink != 0:
-		target, err := os.Readlink(p)
-		if err != nil {
-			return err
-		}
-		return narStrings(w, "(", "type", "symlink", "target", target, ")")
-	case fi.IsDir():
-		if err := narStrings(w, "(", "type", "directory"); err != nil {
-			return err
-		}
-		ents, err := os.ReadDir(p) // sorted by name bytes, as Nix sorts
-		if err != nil {
-			return err
-		}
-		for _, e := range ents {
-			if err := narStrings(w, "entry", "(", "name", e.Name(), "node"); err != nil {
-				return err
-			}
-			if err := dumpNARNode(w, filepath.Join(p, e.Name())); err != nil {
-				return err
-			}
-			if err := narStrings(w, ")"); err != nil {
-				return err
-			}
-		}
-		return narStrings(w, ")")
-	case fi.Mode().IsRegular():
-		if err := narStrings(w, "(", "type", "regular"); err != nil {
-			return err
-		}
-		if fi.Mode()&0o100 != 0 {
-			if err := narStrings(w, "executable", ""); err != nil {
-				return err
-			}
-		}
-		if err := narStrings(w, "contents"); err != nil {
-			return err
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		var n [8]byte
-		binary.LittleEndian.PutUint64(n[:], uint64(fi.Size()))
-		if _, err := w.Write(n[:]); err != nil {
-			return err
-		}
-		if c, err := io.CopyN(w, f, fi.Size()); err != nil {
-			return fmt.Errorf("%s: read %d of %d bytes: %w", p, c, fi.Size(), err)
-		}
-		if err := narPad(w, fi.Size()); err != nil {
-			return err
-		}
-		return narStrings(w, ")")
-	}
-	return fmt.Errorf("%s: not a regular file, directory or symlink (%v)", p, fi.Mode().Type())
-}
-
-// narStrings writes each string as NAR does: its length as a little-endian
-// uint64, its bytes, zeros up to a multiple of 8.
-func narStrings(w io.Writer, ss ...string) error {
-	var n [8]byte
-	for _, s := range ss {
-		binary.LittleEndian.PutUint64(n[:], uint64(len(s)))
-		if _, err := w.Write(n[:]); err != nil {
-			return err
-		}
-		if _, err := io.WriteString(w, s); err != nil {
-			return err
-		}
-		if err := narPad(w, int64(len(s))); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func narPad(w io.Writer, n int64) error {
-	if r := n % 8; r != 0 {
-		var zero [8]byte
-		_, err := w.Write(zero[:8-r])
-		return err
-	}
-	return nil
 }
