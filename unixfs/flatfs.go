@@ -140,4 +140,3 @@ func (s *FlatFS) fail(c cid.Cid, err error) error {
 func (s *FlatFS) Open(ctx context.Context, c cid.Cid) (*File, error) {
 	return Open(ctx, s, c, Options{})
 }
-

@@ -34,11 +34,12 @@ var (
 	_ Sizer         = (*Resumer)(nil)
 )
 
-// NewResumer reads first, then whatever open gives, up to size bytes (-1:
-// unknown, and an early end goes unnoticed). what names the readers open
-// gives, in errors ("<cause>; <what>: <why the resume failed>").
-func NewResumer(first io.ReadCloser, size int64, max int, what string, open OpenFunc) *Resumer {
-	return &Resumer{r: first, size: size, max: max, what: what, open: open}
+// NewResumer reads first, which starts at byte off of the file, then
+// whatever open gives, up to the file's size (-1: unknown, and an early end
+// goes unnoticed). what names the readers open gives, in errors ("<cause>;
+// <what>: <why the resume failed>").
+func NewResumer(first io.ReadCloser, off, size int64, max int, what string, open OpenFunc) *Resumer {
+	return &Resumer{r: first, off: off, size: size, max: max, what: what, open: open}
 }
 
 func (r *Resumer) Read(p []byte) (int, error) {
@@ -79,7 +80,7 @@ func (r *Resumer) Read(p []byte) (int, error) {
 // Size is the file's size given to NewResumer.
 func (r *Resumer) Size() int64 { return r.size }
 
-// Offset is how many bytes were read.
+// Offset is the file's offset reached.
 func (r *Resumer) Offset() int64 { return r.off }
 
 // Resumes is how many times the read went on from another reader.

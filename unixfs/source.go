@@ -55,6 +55,16 @@ type LeafOpener interface {
 	OpenLeaf(c cid.Cid) (rc io.ReadCloser, size int64, err error)
 }
 
+// Streamer is a Source that also streams a file's bytes from an offset,
+// walking the DAG itself: a kubo daemon (its gateway or RPC cat), which
+// fetches from peers what it lacks. A reader uses it where walking the
+// blocks here would cost more (kubo's gateway streams a file for less CPU
+// than one block/get per block), or to read on from where a walk stopped.
+type Streamer interface {
+	Source
+	Stream(ctx context.Context, c cid.Cid, off int64) (io.ReadCloser, error)
+}
+
 // Sizer is a file whose size its source announced before its bytes (a
 // UnixFS root, a gateway's Content-Length), or -1 when it did not. Files
 // from Open, and a kubo Reader's, implement it.
