@@ -224,4 +224,3 @@ func FileReader(ctx context.Context, dag ipld.DAGService, n ipld.Node) (io.Reade
 	}
 	return &buf, walk(n)
 }
-
