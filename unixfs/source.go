@@ -32,13 +32,13 @@ const (
 	// own store holds).
 	CheckNone Check = iota
 	// CheckedBySource: every block was checked by the source (a trustless
-	// gateway's client, and the CAR reader under it); the reader checks
-	// the nodes again (they are small) and not the leaves.
+	// gateway's client, and the CAR reader under it); the reader does not
+	// hash them twice.
 	CheckedBySource
 	// CheckNodesOnly: a store on this machine written by kubo under each
-	// block's hash (flatfs). The reader checks the nodes, which give the
-	// file its shape, so that a damaged store cannot send a read round in
-	// circles; it leaves the leaves, which carry the bytes, to the
+	// block's hash (flatfs). The reader checks the nodes with links, which
+	// give the file its shape, so that a damaged store cannot send a read
+	// round in circles; it leaves the leaves, which carry the bytes, to the
 	// caller's end-to-end check (the substituter's NarHash): hashing them
 	// here would cost about 0.6 CPU-s per GiB (SHA-256 at 1.7 GB/s)
 	// against about 0.2 for reading them, and this path exists for speed
