@@ -17,6 +17,7 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/unixfs"
 )
 
 // blockFile is where kubo's default flatfs (next-to-last/2) keeps c's
@@ -46,12 +47,12 @@ func leaves(t *testing.T, k *testenv.Kubo, c cid.Cid) []cid.Cid {
 func TestFlatFS(t *testing.T) {
 	k := testenv.StartKubo(t, testenv.KuboOffline())
 	ctx := t.Context()
-	fs, err := ipfs.OpenFlatFS(k.Repo)
+	fs, err := unixfs.OpenFlatFS(k.Repo)
 	if err != nil {
 		t.Fatal(err)
 	}
 	read := func(c cid.Cid) ([]byte, int64, error) {
-		f, err := fs.Open(c)
+		f, err := fs.Open(ctx, c)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -109,10 +110,10 @@ func TestFlatFS(t *testing.T) {
 		}
 		defer os.WriteFile(gone, saved, 0o644)
 		got, _, err := read(c)
-		if !errors.Is(err, ipfs.ErrNotLocal) || !bytes.Equal(got, data[:3<<18]) {
+		if !errors.Is(err, unixfs.ErrNotLocal) || !bytes.Equal(got, data[:3<<18]) {
 			t.Fatalf("read without block 4: %d bytes, %v; want the first 3 blocks, then ErrNotLocal", len(got), err)
 		}
-		if _, err := fs.Open(cid.NewCidV1(cid.Raw, mustSum(t, []byte("not added")))); !errors.Is(err, ipfs.ErrNotLocal) {
+		if _, err := fs.Open(ctx, cid.NewCidV1(cid.Raw, mustSum(t, []byte("not added")))); !errors.Is(err, unixfs.ErrNotLocal) {
 			t.Fatalf("Open of an absent CID = %v, want ErrNotLocal", err)
 		}
 
@@ -165,10 +166,10 @@ func TestFlatFS(t *testing.T) {
 	t.Run("not flatfs", func(t *testing.T) {
 		repo := t.TempDir()
 		os.WriteFile(filepath.Join(repo, "datastore_spec"), []byte(`{"mounts":[{"mountpoint":"/blocks","path":"blocks","type":"badgerds"}],"type":"mount"}`), 0o644)
-		if _, err := ipfs.OpenFlatFS(repo); err == nil || !strings.Contains(err.Error(), "not flatfs") {
+		if _, err := unixfs.OpenFlatFS(repo); err == nil || !strings.Contains(err.Error(), "not flatfs") {
 			t.Fatalf("OpenFlatFS of a badger repository = %v", err)
 		}
-		if _, err := ipfs.OpenFlatFS(t.TempDir()); err == nil || !strings.Contains(err.Error(), "datastore_spec") {
+		if _, err := unixfs.OpenFlatFS(t.TempDir()); err == nil || !strings.Contains(err.Error(), "datastore_spec") {
 			t.Fatalf("OpenFlatFS of an empty directory = %v", err)
 		}
 	})

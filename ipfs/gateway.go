@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/unixfs"
 )
 
 // GatewayOff, given as a Reader's gateway address, makes it read through
@@ -46,7 +47,10 @@ const GatewayOff = "off"
 // another random port) is looked for again.
 //
 // A read that breaks off mid-stream continues with a Range request from
-// the offset reached, at most maxResumes times per file.
+// the offset reached, at most maxResumes times per file (unixfs.Resumer).
+//
+// A Reader is a unixfs.Streamer: blocks through RPC, whole files from an
+// offset through the gateway or cat.
 type Reader struct {
 	k        *Kubo
 	explicit string
@@ -61,11 +65,11 @@ type Reader struct {
 	resumes atomic.Int64
 
 	// The daemon's block store, read straight when it is on this
-	// machine (flatfs.go): set by UseBlockStore.
+	// machine (unixfs.FlatFS): set by UseBlockStore.
 	blocksOn   bool
 	blocksRepo string // "": the daemon's own repository, found
 	blocksOnce sync.Once
-	blocks     *FlatFS
+	blocks     *unixfs.FlatFS
 }
 
 // gateway is a kubo gateway found usable.
@@ -108,7 +112,7 @@ func NewReader(k *Kubo, gateway string, log *zap.Logger) (*Reader, error) {
 }
 
 // UseBlockStore makes the Reader read files straight from the daemon's
-// flatfs block store when it holds every block (FlatFS), and through the
+// flatfs block store when it holds every block (unixfs.FlatFS), and through the
 // daemon otherwise, from the offset reached. repo is the daemon's
 // repository, or "" for the one whose api file names the daemon (found
 // as the gateway file is). If the store cannot be read, the reason is
@@ -118,7 +122,7 @@ func (r *Reader) UseBlockStore(repo string) {
 }
 
 // BlockStore is the block store read straight, or nil and why not.
-func (r *Reader) BlockStore() (*FlatFS, string) {
+func (r *Reader) BlockStore() (*unixfs.FlatFS, string) {
 	if !r.blocksOn {
 		return nil, "not asked for"
 	}
@@ -132,7 +136,7 @@ func (r *Reader) BlockStore() (*FlatFS, string) {
 				zap.String("kubo_api", r.k.String()))
 			return
 		}
-		fs, err := OpenFlatFS(repo)
+		fs, err := unixfs.OpenFlatFS(repo)
 		if err != nil {
 			r.log.Info("not reading kubo's block store directly", zap.String("kubo_api", r.k.String()), zap.Error(err))
 			return
@@ -411,21 +415,51 @@ func (g *gateway) probe(ctx context.Context) error {
 
 // Cat streams the unixfs file c, like Kubo.Cat: blocks missing locally are
 // fetched from peers as the reader reaches them; ctx bounds the whole read.
+// With the block store in use, the file is walked there (unixfs.Open) and
+// the daemon reads on from the first block the store lacks (a
+// unixfs.Resumer). The reader is a unixfs.Sizer when the file's size is
+// known before its bytes (the block store's root, the gateway's
+// Content-Length).
 func (r *Reader) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 	if err := needCID("cat", c); err != nil {
 		return nil, err
 	}
 	if fs, _ := r.BlockStore(); fs != nil {
-		f, err := fs.Open(c)
+		f, err := fs.Open(ctx, c)
 		if err == nil {
-			return &flatBody{ctx: ctx, r: r, c: c, f: f}, nil
+			size := f.Size()
+			return unixfs.NewResumer(f, 0, size, 1, "kubo", func(off int64, cause error) (io.ReadCloser, error) {
+				if ctx.Err() != nil {
+					return nil, nil
+				}
+				// A block the store lacks (not pinned here, or
+				// collected since) or cannot give: the daemon, which
+				// fetches from peers, reads the rest.
+				r.log.Info("block store read stopped; kubo reads the rest", zap.String("cid", c.String()), zap.Int64("offset", off), zap.Error(cause))
+				return r.catFrom(ctx, c, off, size)
+			}), nil
 		}
-		if !errors.Is(err, ErrNotLocal) {
+		if !errors.Is(err, unixfs.ErrNotLocal) {
 			r.log.Info("block store read failed; kubo reads the file", zap.String("cid", c.String()), zap.Error(err))
 		}
 	}
 	return r.catFrom(ctx, c, 0, -1)
 }
+
+// Stream reads the unixfs file c from byte off through the daemon (its
+// gateway, else RPC cat).
+func (r *Reader) Stream(ctx context.Context, c cid.Cid, off int64) (io.ReadCloser, error) {
+	if err := needCID("cat", c); err != nil {
+		return nil, err
+	}
+	return r.catFrom(ctx, c, off, -1)
+}
+
+// Block returns the block c through the daemon's RPC (Kubo.Block).
+func (r *Reader) Block(ctx context.Context, c cid.Cid) ([]byte, error) { return r.k.Block(ctx, c) }
+
+// Checks is the daemon's: see Kubo.Checks.
+func (r *Reader) Checks() unixfs.Check { return r.k.Checks() }
 
 // catFrom reads c through the daemon from byte off (its gateway, else RPC
 // cat with the first off bytes skipped). size is the file's size, if
@@ -433,27 +467,17 @@ func (r *Reader) Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error) {
 func (r *Reader) catFrom(ctx context.Context, c cid.Cid, off, size int64) (io.ReadCloser, error) {
 	if off > 0 {
 		if g := r.current(ctx); g != nil {
-			b := &gatewayBody{ctx: ctx, r: r, g: g, c: c, off: off, size: size}
-			if err := b.open(); err == nil {
+			if b, err := r.gatewayRead(ctx, g, c, off, size); err == nil {
 				return b, nil
 			}
 		}
-		rc, err := r.k.Cat(ctx, c)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := io.CopyN(io.Discard, rc, off); err != nil {
-			rc.Close()
-			return nil, fmt.Errorf("kubo %s: cat %s: skipping to byte %d: %w", r.k, c, off, err)
-		}
-		return rc, nil
+		return r.k.Stream(ctx, c, off)
 	}
 	g := r.current(ctx)
 	if g == nil {
 		return r.k.Cat(ctx, c)
 	}
-	b := &gatewayBody{ctx: ctx, r: r, g: g, c: c, size: -1}
-	err := b.open()
+	b, err := r.gatewayRead(ctx, g, c, 0, -1)
 	if err == nil {
 		return b, nil
 	}
@@ -476,6 +500,34 @@ func (r *Reader) catFrom(ctx context.Context, c cid.Cid, off, size int64) (io.Re
 		return r.k.Cat(ctx, c)
 	}
 	return nil, err
+}
+
+// gatewayRead reads c from g from byte off; a stream that breaks off
+// continues with a Range request from the offset reached, at most
+// maxResumes times.
+func (r *Reader) gatewayRead(ctx context.Context, g *gateway, c cid.Cid, off, size int64) (io.ReadCloser, error) {
+	first, err := g.open(ctx, c, off, size)
+	if err != nil {
+		return nil, err
+	}
+	if size < 0 {
+		size = first.size
+	}
+	return unixfs.NewResumer(first, off, size, maxResumes, "resuming", func(at int64, cause error) (io.ReadCloser, error) {
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		// Broken off mid-stream (kubo cut the connection, or was
+		// restarted): continue from where it stopped.
+		rest, err := g.open(ctx, c, at, size)
+		if err != nil {
+			return nil, err
+		}
+		r.resumes.Add(1)
+		r.log.Info("kubo gateway read broke off; resumed with a Range request",
+			zap.String("cid", c.String()), zap.Int64("offset", at), zap.Error(cause))
+		return rest, nil
+	}), nil
 }
 
 // statusError is a gateway's answer other than the one wanted.
@@ -504,88 +556,66 @@ func (e *statusError) rpcMayServe() bool {
 	return false
 }
 
-// gatewayBody is one file read from a gateway, resumed with a Range
-// request when the stream breaks off.
+// gatewayBody is one response of a gateway for a file, from byte off; its
+// errors are classified as Kubo.fail does.
 type gatewayBody struct {
-	ctx     context.Context
-	r       *Reader
-	g       *gateway
-	c       cid.Cid
-	body    io.ReadCloser
-	off     int64 // bytes returned
-	size    int64 // the file's size, -1 while unknown
-	resumed int
+	ctx  context.Context
+	g    *gateway
+	c    cid.Cid
+	body io.ReadCloser
+	off  int64 // the file's offset reached
+	size int64 // the file's size, -1 while unknown
 }
 
-// Size is the file's size as the gateway announced it, or -1.
-func (b *gatewayBody) Size() int64 { return b.size }
-
-func (b *gatewayBody) open() error {
-	u := b.g.base + "/ipfs/" + b.c.String()
-	req, err := http.NewRequestWithContext(b.ctx, http.MethodGet, u, nil)
+// open asks g for c from byte off; size is the file's size if known (a
+// Range answer must agree), or -1.
+func (g *gateway) open(ctx context.Context, c cid.Cid, off, size int64) (*gatewayBody, error) {
+	b := &gatewayBody{ctx: ctx, g: g, c: c, off: off, size: size}
+	u := g.base + "/ipfs/" + c.String()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return errs.Errorf(errs.Invalid, "kubo gateway %s: cat %s: %w", b.g.addr, b.c, err)
+		return nil, errs.Errorf(errs.Invalid, "kubo gateway %s: cat %s: %w", g.addr, c, err)
 	}
-	if b.off > 0 {
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", b.off))
+	if off > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
 	}
-	resp, err := b.g.client.Do(req)
+	resp, err := g.client.Do(req)
 	if err != nil {
-		return b.fail(err)
+		return nil, b.fail(err)
 	}
 	want := http.StatusOK
-	if b.off > 0 {
+	if off > 0 {
 		want = http.StatusPartialContent
 	}
 	if resp.StatusCode != want {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		resp.Body.Close()
 		se := &statusError{code: resp.StatusCode, msg: strings.TrimSpace(string(msg))}
-		return errs.Errorf(statusKind(se.code), "kubo gateway %s: cat %s from byte %d: %w", b.g.addr, b.c, b.off, se)
+		return nil, errs.Errorf(statusKind(se.code), "kubo gateway %s: cat %s from byte %d: %w", g.addr, c, off, se)
 	}
-	if b.off > 0 {
+	if off > 0 {
 		// "bytes <first>-<last>/<size>"
 		cr := resp.Header.Get("Content-Range")
-		start, size, ok := parseContentRange(cr)
-		if !ok || start != b.off || (b.size >= 0 && size != b.size) {
+		start, total, ok := parseContentRange(cr)
+		if !ok || start != off || (size >= 0 && total != size) {
 			resp.Body.Close()
-			return errs.Errorf(errs.Transient, "kubo gateway %s: cat %s from byte %d: answered Content-Range %q", b.g.addr, b.c, b.off, cr)
+			return nil, errs.Errorf(errs.Transient, "kubo gateway %s: cat %s from byte %d: answered Content-Range %q", g.addr, c, off, cr)
 		}
+		b.size = total
 	} else if resp.ContentLength >= 0 {
 		b.size = resp.ContentLength
 	}
 	b.body = resp.Body
-	return nil
+	return b, nil
 }
 
 func (b *gatewayBody) Read(p []byte) (int, error) {
-	for {
-		n, err := b.body.Read(p)
-		b.off += int64(n)
-		if err == io.EOF && b.size >= 0 && b.off < b.size {
-			err = io.ErrUnexpectedEOF
-		}
-		if err == nil || err == io.EOF {
-			return n, err
-		}
-		if b.ctx.Err() != nil || b.resumed >= maxResumes {
-			return n, b.fail(err)
-		}
-		// Broken off mid-stream (kubo cut the connection, or was
-		// restarted): continue from where it stopped.
-		b.body.Close()
-		b.resumed++
-		if oerr := b.open(); oerr != nil {
-			b.body = errBody{oerr}
-			return n, fmt.Errorf("%w; resuming: %w", b.fail(err), oerr)
-		}
-		b.r.resumes.Add(1)
-		b.r.log.Info("kubo gateway read broke off; resumed with a Range request",
-			zap.String("cid", b.c.String()), zap.Int64("offset", b.off), zap.Error(err))
-		if n > 0 {
-			return n, nil
-		}
+	n, err := b.body.Read(p)
+	b.off += int64(n)
+	if err != nil && err != io.EOF {
+		err = b.fail(err)
 	}
+	return n, err
 }
 
 func (b *gatewayBody) Close() error { return b.body.Close() }
@@ -603,59 +633,6 @@ func (b *gatewayBody) fail(err error) error {
 	}
 	return errs.Errorf(errs.Transient, "kubo gateway %s: cat %s at byte %d: %w", b.g.addr, b.c, b.off, err)
 }
-
-// flatBody is a file read from the block store (FlatFS), and through the
-// daemon from the first block the store lacks.
-type flatBody struct {
-	ctx  context.Context
-	r    *Reader
-	c    cid.Cid
-	f    *FlatFile
-	off  int64
-	rest io.ReadCloser // the daemon's read, from off
-}
-
-// Size is the file's size, as its root says.
-func (b *flatBody) Size() int64 { return b.f.Size() }
-
-func (b *flatBody) Read(p []byte) (int, error) {
-	if b.rest != nil {
-		return b.rest.Read(p)
-	}
-	if err := b.ctx.Err(); err != nil {
-		return 0, err
-	}
-	n, err := b.f.Read(p)
-	b.off += int64(n)
-	if err == nil || err == io.EOF {
-		return n, err
-	}
-	// A block the store lacks (not pinned here, or collected since) or
-	// cannot give: the daemon, which fetches from peers, reads the rest.
-	b.r.log.Info("block store read stopped; kubo reads the rest", zap.String("cid", b.c.String()), zap.Int64("offset", b.off), zap.Error(err))
-	rest, rerr := b.r.catFrom(b.ctx, b.c, b.off, b.f.Size())
-	if rerr != nil {
-		return n, fmt.Errorf("%w; kubo: %w", err, rerr)
-	}
-	b.rest = rest
-	if n > 0 {
-		return n, nil
-	}
-	return b.Read(p)
-}
-
-func (b *flatBody) Close() error {
-	b.f.Close()
-	if b.rest != nil {
-		return b.rest.Close()
-	}
-	return nil
-}
-
-type errBody struct{ err error }
-
-func (e errBody) Read([]byte) (int, error) { return 0, e.err }
-func (e errBody) Close() error             { return nil }
 
 // statusKind is the kind of a gateway's HTTP status, as daemonKind is of an
 // RPC answer: a bad request is Invalid; a gateway that refuses files is the

@@ -25,6 +25,7 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/unixfs"
 )
 
 // Node is how another kubo node can be reached: its peer ID and its
@@ -543,3 +544,50 @@ func (k *Kubo) Ping(ctx context.Context) error {
 	var out struct{ ID string }
 	return k.fail(ctx, k.api.Request("id").Exec(ctx, &out), "id")
 }
+
+// Block returns the block c through RPC block/get: from the daemon's store,
+// or fetched from peers. Over MaxBlockSize is Invalid.
+func (k *Kubo) Block(ctx context.Context, c cid.Cid) ([]byte, error) {
+	if err := needCID("block get", c); err != nil {
+		return nil, err
+	}
+	resp, err := k.api.Request("block/get", c.String()).Send(ctx)
+	if err == nil && resp.Error != nil {
+		err = resp.Error
+	}
+	if err != nil {
+		return nil, k.fail(ctx, err, "block get %s", c)
+	}
+	defer resp.Output.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Output, unixfs.MaxBlockSize+1))
+	if err != nil {
+		return nil, k.failStream(ctx, err, "block get %s", c)
+	}
+	if len(b) > unixfs.MaxBlockSize {
+		return nil, errs.Errorf(errs.Invalid, "kubo %s: block %s is larger than %d bytes", k.addr, c, unixfs.MaxBlockSize)
+	}
+	return b, nil
+}
+
+// Checks is CheckNone: kubo checks the blocks it fetches from peers, not
+// those its store already holds, unless Datastore.HashOnRead is set.
+func (k *Kubo) Checks() unixfs.Check { return unixfs.CheckNone }
+
+// Stream reads the unixfs file c from byte off: RPC cat, the first off
+// bytes read and dropped (as the Reader has always resumed through RPC).
+func (k *Kubo) Stream(ctx context.Context, c cid.Cid, off int64) (io.ReadCloser, error) {
+	rc, err := k.Cat(ctx, c)
+	if err != nil || off == 0 {
+		return rc, err
+	}
+	if _, err := io.CopyN(io.Discard, rc, off); err != nil {
+		rc.Close()
+		return nil, fmt.Errorf("kubo %s: cat %s: skipping to byte %d: %w", k, c, off, err)
+	}
+	return rc, nil
+}
+
+var (
+	_ unixfs.Streamer = (*Kubo)(nil)
+	_ unixfs.Streamer = (*Reader)(nil)
+)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/unixfs"
 )
 
 // DefaultListen is where the substituter listens unless told otherwise:
@@ -114,7 +115,7 @@ func (c *Config) Validate() error {
 	if b := strings.TrimSpace(c.KuboBlocks); b != "" && b != BlocksOff {
 		// A repository named by hand must be readable now; the one found
 		// by default is tried at the first read, and why not logged.
-		if _, err := ipfs.OpenFlatFS(b); err != nil {
+		if _, err := unixfs.OpenFlatFS(b); err != nil {
 			return fmt.Errorf("--kubo-blocks: %w (off: read through the daemon only)", err)
 		}
 	}
@@ -132,7 +133,7 @@ func (c *Config) Validate() error {
 		up.close()
 	}
 	if c.Gateway != "" {
-		if _, err := NewGateway(c.Gateway, &http.Client{}); err != nil {
+		if _, err := unixfs.NewGateway(c.Gateway, &http.Client{}); err != nil {
 			return err
 		}
 	}
@@ -168,7 +169,7 @@ func (c *Config) Options(log *zap.Logger, reg prometheus.Registerer) (Options, e
 	}
 	o.TrustedKeys = keys
 	if c.Gateway != "" {
-		g, err := NewGateway(c.Gateway, nil)
+		g, err := unixfs.NewGateway(c.Gateway, nil)
 		if err != nil {
 			return o, err
 		}

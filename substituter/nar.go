@@ -16,6 +16,8 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"go.uber.org/zap"
+
+	"github.com/nix-ipfs/nix-ipfs/unixfs"
 )
 
 const narContentType = "application/x-nix-nar"
@@ -162,15 +164,12 @@ func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap
 	// The upstream fallback has its own watchdog (wd, in copyVerified).
 	wd := newWatchdog(r.Context(), s.opts.UpstreamTimeout+s.opts.IPFSTimeout)
 	defer wd.stop()
-	fr := &failoverReader{
-		r:    io.MultiReader(bytes.NewReader(first[:n]), kr),
-		size: int64(ref.narSize),
-		resume: func(off int64, cause error) (io.ReadCloser, error) {
+	fr := unixfs.NewResumer(io.NopCloser(io.MultiReader(bytes.NewReader(first[:n]), kr)), 0, int64(ref.narSize), 1, "upstream",
+		func(off int64, cause error) (io.ReadCloser, error) {
 			s.ipfsFailed(log, kwd.reason(ReasonIPFSError), fmt.Errorf("ipfs cat %s at byte %d: %w; the rest comes from upstream", c, off, cause))
 			return s.upstreamFrom(wd.ctx, ref, off)
-		},
-	}
-	defer fr.close()
+		})
+	defer fr.Close()
 	w.Header().Set("Content-Type", narContentType)
 	w.Header().Set("Content-Length", strconv.FormatUint(ref.narSize, 10))
 	w.WriteHeader(http.StatusOK)
@@ -190,50 +189,8 @@ func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap
 		s.m.nars.WithLabelValues(SourceNone, ReasonIPFSError).Inc()
 		panic(http.ErrAbortHandler)
 	}
-	s.narDone(log.With(zap.Bool("streamed", true), zap.Int64("upstream_bytes", fr.resumedBytes)), SourceIPFS, "", sent, start, ttfb)
+	s.narDone(log.With(zap.Bool("streamed", true), zap.Int64("upstream_bytes", fr.ResumedBytes())), SourceIPFS, "", sent, start, ttfb)
 	return true, ""
-}
-
-// failoverReader reads r, size bytes; if r fails or ends early once it has
-// given a byte, it reads the rest from resume(offset).
-type failoverReader struct {
-	r            io.Reader
-	size         int64
-	off          int64
-	resume       func(off int64, cause error) (io.ReadCloser, error)
-	rc           io.ReadCloser // after the switch
-	resumedBytes int64
-}
-
-func (f *failoverReader) Read(b []byte) (int, error) {
-	if f.rc != nil {
-		n, err := f.rc.Read(b)
-		f.resumedBytes += int64(n)
-		return n, err
-	}
-	n, err := f.r.Read(b)
-	f.off += int64(n)
-	if err == io.EOF && f.off < f.size {
-		err = io.ErrUnexpectedEOF
-	}
-	if err != nil && err != io.EOF && f.off > 0 {
-		rc, rerr := f.resume(f.off, err)
-		if rerr != nil {
-			return n, fmt.Errorf("%w; upstream: %w", err, rerr)
-		}
-		f.rc = rc
-		if n > 0 {
-			return n, nil
-		}
-		return f.Read(b)
-	}
-	return n, err
-}
-
-func (f *failoverReader) close() {
-	if f.rc != nil {
-		f.rc.Close()
-	}
 }
 
 // upstreamFrom returns ref's upstream NAR from byte off: a Range request,
@@ -298,7 +255,7 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (_ *os.File, reas
 		switch {
 		case wd.stalled():
 			return nil, ReasonTimeout, fmt.Errorf("ipfs %s: %w", c, context.Cause(wd.ctx))
-		case errors.Is(err, ErrBlockMismatch):
+		case errors.Is(err, unixfs.ErrBlockMismatch):
 			return nil, ReasonBlockMismatch, err
 		default:
 			return nil, ReasonIPFSError, err
@@ -333,7 +290,12 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (_ *os.File, reas
 				uwd.stop()
 			}
 		}()
-		fr := &failoverReader{r: src, size: int64(ref.narSize), resume: func(off int64, cause error) (io.ReadCloser, error) {
+		fr := unixfs.NewResumer(io.NopCloser(src), 0, int64(ref.narSize), 1, "upstream", func(off int64, cause error) (io.ReadCloser, error) {
+			if off == 0 {
+				// Nothing read: the request goes to upstream whole,
+				// with the reason.
+				return nil, nil
+			}
 			s.ipfsFailed(s.log.With(zap.String("url", ref.key), zap.String("cid", c.String())), wd.reason(ReasonIPFSError),
 				fmt.Errorf("ipfs cat %s at byte %d: %w; the rest comes from upstream", c, off, cause))
 			uwd = newWatchdog(ctx, s.opts.UpstreamTimeout)
@@ -345,9 +307,9 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (_ *os.File, reas
 				io.Reader
 				io.Closer
 			}{uwd.reader(io.LimitReader(rc, int64(ref.narSize)-off+1)), rc}, nil
-		}}
-		defer func() { e.upstreamBytes = fr.resumedBytes }()
-		defer fr.close()
+		})
+		defer func() { e.upstreamBytes = fr.ResumedBytes() }()
+		defer fr.Close()
 		src = fr
 	}
 	h := sha256.New()
@@ -382,9 +344,10 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (_ *os.File, reas
 }
 
 // announcedSize is the size of the file rc reads, if its source said it
-// before the bytes (kubo's gateway does: Content-Length), else -1.
+// before the bytes (unixfs.Sizer: a UnixFS root, kubo's gateway's
+// Content-Length), else -1.
 func announcedSize(rc io.Reader) int64 {
-	if s, ok := rc.(interface{ Size() int64 }); ok {
+	if s, ok := rc.(unixfs.Sizer); ok {
 		return s.Size()
 	}
 	return -1

@@ -25,13 +25,15 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
+	"github.com/nix-ipfs/nix-ipfs/unixfs"
 )
 
-// IPFS is where NARs are read by CID: a kubo daemon (*ipfs.Reader, through
-// the daemon's gateway or RPC cat; *ipfs.Kubo, RPC cat) or a trustless
-// gateway (*Gateway). What it returns is checked against the
+// IPFS is where NARs are read by CID: a kubo daemon (*ipfs.Reader, its
+// block store, gateway or RPC cat; *ipfs.Kubo, RPC cat) or a trustless
+// gateway (*unixfs.Gateway). What it returns is checked against the
 // narinfo either way; an error or a stall makes the request fall back to
-// upstream.
+// upstream. A reader that is a unixfs.Sizer says the NAR's size before
+// its bytes.
 type IPFS interface {
 	Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error)
 }
@@ -39,7 +41,7 @@ type IPFS interface {
 var (
 	_ IPFS = (*ipfs.Kubo)(nil)
 	_ IPFS = (*ipfs.Reader)(nil)
-	_ IPFS = (*Gateway)(nil)
+	_ IPFS = (*unixfs.Gateway)(nil)
 )
 
 // Defaults for the zero values of Options.

@@ -1,4 +1,4 @@
-package substituter
+package unixfs
 
 import (
 	"context"
@@ -9,12 +9,11 @@ import (
 
 	"github.com/ipfs/go-cid"
 	car "github.com/ipld/go-car/v2"
-	mh "github.com/multiformats/go-multihash"
 	"go.uber.org/zap"
 )
 
 // carAccept asks for a CARv1 in depth-first order with duplicate blocks
-// repeated: exactly the order in which the walker needs the blocks, so no
+// repeated: exactly the order in which the walk needs the blocks, so no
 // block needs to be held in memory.
 const carAccept = "application/vnd.ipld.car;version=1;order=dfs;dups=y"
 
@@ -22,14 +21,19 @@ const carAccept = "application/vnd.ipld.car;version=1;order=dfs;dups=y"
 const maxCARHeader = 64 << 10
 
 // carStream is a file's DAG arriving as one CAR (trustless gateway
-// `?format=car&dag-scope=entity`). The walker takes blocks from it in
-// order, each checked against its CID by the block reader and matched to
-// the CID the walk needs next; anything else ends the CAR and the walk
-// continues block by block.
+// `?format=car&dag-scope=entity`): a Sequence. The walk takes blocks from
+// it in order, each checked against its CID by the block reader and
+// matched to the CID the walk needs next; anything else ends the CAR and
+// the walk continues block by block.
 type carStream struct {
+	g    *Gateway
+	ctx  context.Context
+	root cid.Cid
 	body io.ReadCloser
 	br   *car.BlockReader
 }
+
+var _ Sequence = (*carStream)(nil)
 
 // openCAR requests c's DAG as a CAR. It returns nil, with the reason, when
 // the gateway does not answer with one whose roots name c.
@@ -55,26 +59,37 @@ func (g *Gateway) openCAR(ctx context.Context, c cid.Cid) (*carStream, error) {
 		resp.Body.Close()
 		return nil, fmt.Errorf("gateway %s: CAR of %s: %w", g.base, c, err)
 	}
+	cs.g, cs.ctx = g, ctx
 	return cs, nil
 }
 
 // newCARStream reads a CAR's header from body and checks that root is
 // among its roots.
 func newCARStream(body io.ReadCloser, root cid.Cid) (*carStream, error) {
-	br, err := car.NewBlockReader(body, car.MaxAllowedHeaderSize(maxCARHeader), car.MaxAllowedSectionSize(MaxBlockSize+1024))
+	br, err := car.NewBlockReader(body, car.MaxAllowedHeaderSize(maxCARHeader), car.MaxAllowedSectionSize(MaxBlockSize+1024),
+		car.WithTrustedCAR(false))
 	if err != nil {
 		return nil, fmt.Errorf("CAR header: %w", err)
 	}
 	for _, r := range br.Roots {
 		if r.Equals(root) {
-			return &carStream{body: body, br: br}, nil
+			return &carStream{root: root, body: body, br: br}, nil
 		}
 	}
 	return nil, fmt.Errorf("CAR roots %v do not name %s: %w", br.Roots, root, ErrBlockMismatch)
 }
 
-// next returns the next block of the CAR if it is c, checked. Any other
-// outcome is an error, after which the stream must not be used.
+// Next returns the next block of the CAR if it is c, checked. Any other
+// outcome is an error, logged once, after which the stream is not used.
+func (cs *carStream) Next(c cid.Cid) ([]byte, error) {
+	data, err := cs.next(c)
+	if err != nil && !errors.Is(err, context.Canceled) && cs.ctx.Err() == nil {
+		cs.g.carFallbacks.Add(1)
+		cs.g.log.Warn("gateway CAR abandoned; the rest of the NAR is fetched block by block", zap.String("gateway", cs.g.base), zap.Error(err))
+	}
+	return data, err
+}
+
 func (cs *carStream) next(c cid.Cid) ([]byte, error) {
 	blk, err := cs.br.Next()
 	if err == io.EOF {
@@ -106,32 +121,13 @@ func (cs *carStream) end() error {
 	}
 }
 
-func (cs *carStream) close() { cs.body.Close() }
-
-// blockFromCAR returns c's bytes from the walk's CAR, or false when there
-// is no CAR (any more): then c is to be fetched as a block. A CAR that goes
-// wrong is closed and logged, once.
-func (wk *walker) blockFromCAR(c cid.Cid) ([]byte, bool) {
-	if wk.car == nil {
-		return nil, false
+// Close closes the response. After a complete walk, anything left in the
+// CAR is only worth a line in the log: every byte was checked already.
+func (cs *carStream) Close(complete bool) {
+	if complete {
+		if end := cs.end(); end != nil {
+			cs.g.log.Warn("gateway CAR has more than the file's DAG; ignored", zap.String("gateway", cs.g.base), zap.String("cid", cs.root.String()), zap.Error(end))
+		}
 	}
-	if c.Prefix().MhType == mh.IDENTITY {
-		return nil, false // not fetched either way; Block decodes it
-	}
-	data, err := wk.car.next(c)
-	if err != nil {
-		wk.dropCAR(err)
-		return nil, false
-	}
-	return data, true
-}
-
-func (wk *walker) dropCAR(err error) {
-	wk.car.close()
-	wk.car = nil
-	if errors.Is(err, context.Canceled) || wk.ctx.Err() != nil {
-		return
-	}
-	wk.g.carFallbacks.Add(1)
-	wk.g.log.Warn("gateway CAR abandoned; the rest of the NAR is fetched block by block", zap.String("gateway", wk.g.base), zap.Error(err))
+	cs.body.Close()
 }

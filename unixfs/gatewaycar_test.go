@@ -1,4 +1,4 @@
-package substituter
+package unixfs_test
 
 import (
 	"bytes"
@@ -14,7 +14,8 @@ import (
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
 
-	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/unixfs"
+	"github.com/nix-ipfs/nix-ipfs/unixfs/unixfstest"
 )
 
 // carSections splits a CARv1 into its header and block sections, each with
@@ -47,13 +48,13 @@ func joinCAR(hdr []byte, secs ...[]byte) []byte {
 // TestGatewayCAR: every DAG shape comes back byte for byte from one CAR
 // request per file, and no block is asked for alone.
 func TestGatewayCAR(t *testing.T) {
-	fg := newFakeGateway(t)
-	fg.car = func(b []byte) []byte { return b }
-	g, err := NewGateway(fg.URL, nil)
+	fg := unixfstest.NewFakeGateway(t)
+	fg.CAR = func(b []byte) []byte { return b }
+	g, err := unixfs.NewGateway(fg.URL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := payload("gateway-car", 300000)
+	data := unixfstest.Payload("gateway-car", 300000)
 	for _, tc := range []struct {
 		name             string
 		chunk            int64
@@ -70,10 +71,10 @@ func TestGatewayCAR(t *testing.T) {
 		{"empty", 1024, 4, true, true, false, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			root := fg.add(t, tc.data, tc.chunk, tc.links, tc.raw, tc.v1, tc.trickle)
-			fg.mu.Lock()
-			raws, reqs := fg.raws, fg.requests
-			fg.mu.Unlock()
+			root := fg.Add(t, tc.data, tc.chunk, tc.links, tc.raw, tc.v1, tc.trickle)
+			fg.Mu.Lock()
+			raws, reqs := fg.Raws, fg.Requests
+			fg.Mu.Unlock()
 			got, err := catAll(t, g, root)
 			if err != nil {
 				t.Fatal(err)
@@ -81,20 +82,20 @@ func TestGatewayCAR(t *testing.T) {
 			if !bytes.Equal(got, tc.data) {
 				t.Fatalf("got %d bytes, want %d", len(got), len(tc.data))
 			}
-			fg.mu.Lock()
-			defer fg.mu.Unlock()
-			if fg.raws != raws || fg.requests != reqs+1 {
-				t.Errorf("%d raw block requests and %d requests in all, want 0 and 1", fg.raws-raws, fg.requests-reqs)
+			fg.Mu.Lock()
+			defer fg.Mu.Unlock()
+			if fg.Raws != raws || fg.Requests != reqs+1 {
+				t.Errorf("%d raw block requests and %d requests in all, want 0 and 1", fg.Raws-raws, fg.Requests-reqs)
 			}
 		})
 	}
 	if n := g.CARFallbacks(); n != 0 {
 		t.Errorf("%d CARs abandoned", n)
 	}
-	fg.mu.Lock()
-	defer fg.mu.Unlock()
-	for a := range fg.accepts {
-		if a != carAccept+" format=car" {
+	fg.Mu.Lock()
+	defer fg.Mu.Unlock()
+	for a := range fg.Accepts {
+		if a != unixfs.CARAccept+" format=car" {
 			t.Errorf("gateway asked with Accept/format %q", a)
 		}
 	}
@@ -104,16 +105,16 @@ func TestGatewayCAR(t *testing.T) {
 // block by block from where it went wrong and the file comes out whole and
 // right; an extra block after the last is ignored (every byte was checked).
 func TestGatewayCARHostile(t *testing.T) {
-	fg := newFakeGateway(t)
-	g, err := NewGateway(fg.URL, nil)
+	fg := unixfstest.NewFakeGateway(t)
+	g, err := unixfs.NewGateway(fg.URL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := payload("hostile-car", 200000)
-	root := fg.add(t, data, 4096, 8, true, true, false)
-	other := fg.add(t, payload("other", 5000), 4096, 8, true, true, false)
-	on, _ := fg.dag.Get(context.Background(), other)
-	otherSec := carSection(other, on.RawData())
+	data := unixfstest.Payload("hostile-car", 200000)
+	root := fg.Add(t, data, 4096, 8, true, true, false)
+	other := fg.Add(t, unixfstest.Payload("other", 5000), 4096, 8, true, true, false)
+	on, _ := fg.DAG.Get(context.Background(), other)
+	otherSec := unixfstest.CARSection(other, on.RawData())
 
 	for _, tc := range []struct {
 		name     string
@@ -122,9 +123,9 @@ func TestGatewayCARHostile(t *testing.T) {
 	}{
 		{"no CAR support", nil, true},
 		{"empty body", func(hdr []byte, secs [][]byte) []byte { return nil }, true},
-		{"garbage", func(hdr []byte, secs [][]byte) []byte { return payload("garbage", 5000) }, true},
+		{"garbage", func(hdr []byte, secs [][]byte) []byte { return unixfstest.Payload("garbage", 5000) }, true},
 		{"header only", func(hdr []byte, secs [][]byte) []byte { return hdr }, true},
-		{"wrong root", func(hdr []byte, secs [][]byte) []byte { return joinCAR(carHeader(other), secs...) }, true},
+		{"wrong root", func(hdr []byte, secs [][]byte) []byte { return joinCAR(unixfstest.CARHeader(other), secs...) }, true},
 		{"truncated mid-block", func(hdr []byte, secs [][]byte) []byte {
 			b := joinCAR(hdr, secs...)
 			return b[:len(b)/2]
@@ -148,22 +149,22 @@ func TestGatewayCARHostile(t *testing.T) {
 			return joinCAR(hdr, secs...)
 		}, true},
 		{"section larger than a block", func(hdr []byte, secs [][]byte) []byte {
-			huge := binary.AppendUvarint(nil, MaxBlockSize+4096)
-			return joinCAR(hdr, append(secs[:3:3], append(huge, payload("huge", 10000)...))...)
+			huge := binary.AppendUvarint(nil, unixfs.MaxBlockSize+4096)
+			return joinCAR(hdr, append(secs[:3:3], append(huge, unixfstest.Payload("huge", 10000)...))...)
 		}, true},
 		{"extra block at the end", func(hdr []byte, secs [][]byte) []byte { return joinCAR(hdr, append(secs, otherSec)...) }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fg.mu.Lock()
+			fg.Mu.Lock()
 			if tc.car == nil {
-				fg.car = nil
+				fg.CAR = nil
 			} else {
-				fg.car = func(good []byte) []byte {
+				fg.CAR = func(good []byte) []byte {
 					hdr, secs := carSections(t, good)
 					return tc.car(hdr, secs)
 				}
 			}
-			fg.mu.Unlock()
+			fg.Mu.Unlock()
 			before := g.CARFallbacks()
 			got, err := catAll(t, g, root)
 			if err != nil {
@@ -179,45 +180,16 @@ func TestGatewayCARHostile(t *testing.T) {
 	}
 }
 
-// TestGatewayCARBadBlockFallsBack: through the Server, a block that is
-// wrong in the CAR and wrong again alone makes the NAR come from upstream.
-func TestGatewayCARBadBlockFallsBack(t *testing.T) {
-	fg := newFakeGateway(t)
-	fg.car = func(b []byte) []byte { return b }
-	gw, err := NewGateway(fg.URL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFixture(t, func(o *Options) { o.IPFS = gw })
-	good, bad := payload("car-good", 100000), payload("car-bad", 100000)
-	goodRoot := fg.add(t, good, 4096, 8, true, true, false)
-	badRoot := fg.add(t, bad, 4096, 8, true, true, false)
-	pg := f.addPath("car-good", good, func(ni *narinfo.NarInfo) { ni.IPFSHash = goodRoot.String() })
-	pb := f.addPath("car-bad", bad, func(ni *narinfo.NarInfo) { ni.IPFSHash = badRoot.String() })
-	fg.mu.Lock()
-	fg.corrupt[fg.leaves(t, badRoot)[3]] = true
-	fg.mu.Unlock()
-	for _, p := range []*storePath{pg, pb} {
-		f.mustGet(http.MethodGet, p.narinfoPath())
-		resp, b := f.mustGet(http.MethodGet, p.narPath())
-		if resp.StatusCode != 200 || !bytes.Equal(b, p.nar) {
-			t.Fatalf("%s: %d, %d bytes", p.ni.StorePath, resp.StatusCode, len(b))
-		}
-	}
-	f.waitMetric(1, "nixipfs_substituter_nars_total", "source", "ipfs")
-	f.waitMetric(1, "nixipfs_substituter_nars_total", "source", "upstream", "reason", ReasonBlockMismatch)
-}
-
 // FuzzGatewayCAR: whatever bytes a gateway sends as the CAR, Cat returns
 // exactly the file (the raw blocks it falls back to are honest here), and
 // never panics or hangs.
 func FuzzGatewayCAR(f *testing.F) {
-	fg := &fakeGateway{dag: mdtest.Mock(), corrupt: map[cid.Cid]bool{}, accepts: map[string]int{}}
+	fg := &unixfstest.FakeGateway{DAG: mdtest.Mock(), Corrupt: map[cid.Cid]bool{}, Accepts: map[string]int{}}
 	// Small, so that the fuzzer's inputs stay small: 6 leaves under 2
 	// levels of inner nodes.
-	data := payload("fuzz-car", 3000)
-	root := fg.add(f, data, 512, 3, true, true, false)
-	good, err := carOf(context.Background(), fg.dag, root, nil)
+	data := unixfstest.Payload("fuzz-car", 3000)
+	root := fg.Add(f, data, 512, 3, true, true, false)
+	good, err := unixfstest.CAROf(context.Background(), fg.DAG, root, nil)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -226,10 +198,10 @@ func FuzzGatewayCAR(f *testing.F) {
 	f.Add(good[:len(good)/2])
 	f.Add(hdr)
 	f.Add(joinCAR(hdr, secs[1:]...))
-	f.Add(joinCAR(carHeader(rawCID([]byte("x"))), secs...))
+	f.Add(joinCAR(unixfstest.CARHeader(rawCID([]byte("x"))), secs...))
 	f.Add([]byte{})
 	id, _ := cid.Prefix{Version: 1, Codec: cid.Raw, MhType: mh.IDENTITY, MhLength: -1}.Sum([]byte("id"))
-	f.Add(joinCAR(hdr, append([][]byte{carSection(id, []byte("id"))}, secs...)...))
+	f.Add(joinCAR(hdr, append([][]byte{unixfstest.CARSection(id, []byte("id"))}, secs...)...))
 
 	var body []byte
 	client := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
@@ -237,11 +209,11 @@ func FuzzGatewayCAR(f *testing.F) {
 		if r.URL.Query().Get("format") == "car" {
 			rec.Write(body)
 		} else {
-			fg.serve(rec, r)
+			fg.Serve(rec, r)
 		}
 		return rec.Result(), nil
 	})}
-	g, err := NewGateway("http://gateway.invalid", client)
+	g, err := unixfs.NewGateway("http://gateway.invalid", client)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -1,6 +1,8 @@
-package ipfs_test
+package unixfs_test
 
 import (
+	"context"
+	"encoding/base32"
 	"io"
 	"os"
 	"path/filepath"
@@ -9,9 +11,26 @@ import (
 	"github.com/ipfs/boxo/ipld/merkledag"
 	ft "github.com/ipfs/boxo/ipld/unixfs"
 	"github.com/ipfs/go-cid"
+	mh "github.com/multiformats/go-multihash"
 
-	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/unixfs"
 )
+
+// blockFile is where kubo's default flatfs (next-to-last/2) keeps c's
+// block, computed here independently of the code under test.
+func blockFile(repo string, c cid.Cid) string {
+	key := base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(c.Hash())
+	return filepath.Join(repo, "blocks", key[len(key)-3:len(key)-1], key+".data")
+}
+
+func mustSum(t testing.TB, b []byte) mh.Multihash {
+	t.Helper()
+	m, err := mh.Sum(b, mh.SHA2_256, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
 
 // FuzzFlatFS: whatever bytes a block store holds for a file's root (and
 // its one child), reading it ends, with the file's bytes or an error, and
@@ -36,7 +55,7 @@ func FuzzFlatFS(f *testing.F) {
 	}
 	os.WriteFile(filepath.Join(repo, "datastore_spec"), []byte(`{"mounts":[{"mountpoint":"/blocks","path":"blocks","shardFunc":"/repo/flatfs/shard/v1/next-to-last/2","type":"flatfs"}],"type":"mount"}`), 0o644)
 	os.WriteFile(filepath.Join(blocks, "SHARDING"), []byte("/repo/flatfs/shard/v1/next-to-last/2\n"), 0o644)
-	fs, err := ipfs.OpenFlatFS(repo)
+	fs, err := unixfs.OpenFlatFS(repo)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -55,7 +74,7 @@ func FuzzFlatFS(f *testing.F) {
 		put(t, cid.DagProtobuf, child)
 		put(t, cid.Raw, child)
 		c := put(t, cid.DagProtobuf, rootBytes)
-		file, err := fs.Open(c)
+		file, err := fs.Open(context.Background(), c)
 		if err != nil {
 			return
 		}

@@ -1,0 +1,4 @@
+package unixfs
+
+// CARAccept is the Accept header of a CAR request, for the tests.
+const CARAccept = carAccept
