@@ -1,10 +1,11 @@
 package substituter
 
 import (
-	"errors"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	imetrics "github.com/nix-ipfs/nix-ipfs/internal/metrics"
 )
 
 // Sources of a NAR response (the "source" label).
@@ -87,16 +88,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		m.nars = register(reg, m.nars)
-		m.ipfsFailures = register(reg, m.ipfsFailures)
-		m.narBytes = register(reg, m.narBytes)
-		m.narinfos = register(reg, m.narinfos)
-		m.upstream = register(reg, m.upstream)
-		m.badUpstream = register(reg, m.badUpstream)
-		m.rejected = register(reg, m.rejected)
-		m.firstByte = register(reg, m.firstByte)
-		m.prefetches = register(reg, m.prefetches)
-		m.keptHits = register(reg, m.keptHits)
+		m.nars = imetrics.Register(reg, m.nars)
+		m.ipfsFailures = imetrics.Register(reg, m.ipfsFailures)
+		m.narBytes = imetrics.Register(reg, m.narBytes)
+		m.narinfos = imetrics.Register(reg, m.narinfos)
+		m.upstream = imetrics.Register(reg, m.upstream)
+		m.badUpstream = imetrics.Register(reg, m.badUpstream)
+		m.rejected = imetrics.Register(reg, m.rejected)
+		m.firstByte = imetrics.Register(reg, m.firstByte)
+		m.prefetches = imetrics.Register(reg, m.prefetches)
+		m.keptHits = imetrics.Register(reg, m.keptHits)
 	}
 	// Every way IPFS can fail is a series from the start, at 0, so a
 	// dashboard or an alert on its rate works before the first failure.
@@ -105,22 +106,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.ipfsFailures.WithLabelValues(r)
 	}
 	return m
-}
-
-// register registers c, or returns the collector already registered under
-// its name, so that several Servers in one process (a test, or a command
-// mounting more than one) share their counters instead of panicking.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
 }
 
 func (m *metrics) upstreamStatus(what string, status int, err error) {

@@ -16,6 +16,8 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"go.uber.org/zap"
+
+	"github.com/nix-ipfs/nix-ipfs/upstream"
 )
 
 const narContentType = "application/x-nix-nar"
@@ -244,7 +246,7 @@ func (s *Server) upstreamFrom(ctx context.Context, ref *narRef, off int64) (io.R
 	if off > 0 {
 		hdr.Set("Range", fmt.Sprintf("bytes=%d-", off))
 	}
-	resp, err := s.up.get(ctx, http.MethodGet, ref.key[1:], "", hdr)
+	resp, err := s.up.Get(ctx, http.MethodGet, ref.key[1:], "", hdr)
 	if err != nil {
 		s.m.upstreamStatus("nar", 0, err)
 		return nil, err
@@ -430,7 +432,7 @@ func (s *Server) proxyNar(w http.ResponseWriter, r *http.Request, log *zap.Logge
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	resp, err := s.up.get(ctx, r.Method, r.URL.Path[1:], r.URL.RawQuery, hdr)
+	resp, err := s.up.Get(ctx, r.Method, r.URL.Path[1:], r.URL.RawQuery, hdr)
 	if err != nil {
 		s.m.upstreamStatus("nar", 0, err)
 		log.Warn("upstream NAR failed", zap.Error(err))
@@ -440,7 +442,7 @@ func (s *Server) proxyNar(w http.ResponseWriter, r *http.Request, log *zap.Logge
 	defer resp.Body.Close()
 	s.m.upstreamStatus("nar", resp.Status, nil)
 	switch {
-	case isNotFound(resp.Status):
+	case upstream.IsNotFound(resp.Status):
 		s.narFailed(w, r, log, reason, http.StatusNotFound, start)
 		return
 	case resp.Status == http.StatusOK, resp.Status == http.StatusPartialContent && !verify:

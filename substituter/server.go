@@ -24,7 +24,9 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/peering"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
+	"github.com/nix-ipfs/nix-ipfs/upstream"
 )
 
 // IPFS is where NARs are read by CID: a kubo daemon (*ipfs.Reader, through
@@ -72,7 +74,7 @@ type Options struct {
 	Upstream string
 	// Upstreams are more caches of the same content (mirrors), asked after
 	// Upstream, in this order, when it is down or lacks a file; see
-	// failover.go. UpstreamOrder, FailoverTimeout and ProbeInterval tune
+	// package upstream. UpstreamOrder, FailoverTimeout and ProbeInterval tune
 	// the failover.
 	Upstreams       []string
 	UpstreamOrder   string
@@ -142,14 +144,14 @@ type Options struct {
 	KeepBytes int64
 	KeepTTL   time.Duration
 	// Peering keeps the kubo peered with the upstream's mirrors; it runs
-	// from StartPeering (peers.go).
-	Peering PeeringOptions
+	// from StartPeering (package peering).
+	Peering peering.Options
 }
 
 // Server is the substituter's http.Handler. It is safe for concurrent use.
 type Server struct {
 	opts  Options
-	up    *upstreams
+	up    *upstream.Set
 	ipfs  IPFS
 	log   *zap.Logger
 	m     *metrics
@@ -162,7 +164,7 @@ type Server struct {
 	spools   *spools                    // NARs being read from IPFS, or read and checked
 	verified *bounded[string, struct{}] // verifiedKey -> proved to hold that NAR
 	refuted  *bounded[string, struct{}] // verifiedKey -> signed, but found to hold other bytes
-	peers    peering
+	peers    *peering.Peerer
 }
 
 // metaEntry is an upstream answer for nix-cache-info or a narinfo.
@@ -238,7 +240,13 @@ func New(opts Options) (*Server, error) {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
-	up, err := newUpstreams(opts, opts.Log, opts.Registerer)
+	urls := opts.Upstreams
+	if opts.Upstream != "" {
+		urls = append([]string{opts.Upstream}, urls...)
+	}
+	up, err := upstream.New(upstream.Options{URLs: urls, Order: opts.UpstreamOrder, FailoverTimeout: opts.FailoverTimeout,
+		ProbeInterval: opts.ProbeInterval, Client: opts.UpstreamClient, Timeout: opts.UpstreamTimeout,
+		Log: opts.Log, Registerer: opts.Registerer})
 	if err != nil {
 		return nil, err
 	}
@@ -257,19 +265,29 @@ func New(opts Options) (*Server, error) {
 		refuted:  newBounded[string, struct{}](maxRefuted),
 	}
 	s.spools = newSpools(s)
+	s.peers = peering.New(opts.Peering, up, opts.Log, opts.Registerer, opts.UpstreamTimeout)
 	return s, nil
 }
+
+// StartPeering peers the substituter's kubo with the mirrors of its
+// upstream cache (package peering): once now, returning when that round is
+// done or after 15 s, then every Refresh until ctx is done. The returned
+// function waits for the loop to end.
+func (s *Server) StartPeering(ctx context.Context) (wait func()) { return s.peers.Start(ctx) }
+
+// MirrorPeers returns the peers the last peering round gave kubo.
+func (s *Server) MirrorPeers() []mirrorlist.Peer { return s.peers.Peers() }
 
 // Close stops probing upstreams and releases the directory of a file://
 // upstream.
 func (s *Server) Close() error {
-	s.up.close()
+	s.up.Close()
 	s.spools.dropKept()
 	return nil
 }
 
 // Upstream is the upstream cache, for logs.
-func (s *Server) Upstream() string { return s.up.desc }
+func (s *Server) Upstream() string { return s.up.String() }
 
 // ServeHTTP answers GET and HEAD of the cache's paths; see the package
 // comment for what is refused.
@@ -306,7 +324,7 @@ func (s *Server) serveMeta(w http.ResponseWriter, r *http.Request, what string, 
 		s.m.narinfos.WithLabelValues(result).Inc()
 	}
 	if err != nil {
-		s.log.Warn("upstream "+what+" failed", zap.String("path", path), zap.String("upstream", s.up.desc), zap.Error(err))
+		s.log.Warn("upstream "+what+" failed", zap.String("path", path), zap.String("upstream", s.up.String()), zap.Error(err))
 		http.Error(w, "upstream cache failed", http.StatusBadGateway)
 		return
 	}
@@ -357,7 +375,7 @@ func (s *Server) lookupMeta(ctx context.Context, path, what string, limit int64)
 }
 
 func (s *Server) fetchMeta(ctx context.Context, path, what string, limit int64) (*metaEntry, error) {
-	resp, err := s.up.get(ctx, http.MethodGet, path[1:], "", nil)
+	resp, err := s.up.Get(ctx, http.MethodGet, path[1:], "", nil)
 	if err != nil {
 		s.m.upstreamStatus(what, 0, err)
 		return nil, err
@@ -369,10 +387,10 @@ func (s *Server) fetchMeta(ctx context.Context, path, what string, limit int64) 
 	case resp.Status == http.StatusOK:
 		body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 		if err != nil {
-			return nil, errs.Errorf(errs.Transient, "upstream %s: reading %s: %w", s.up.desc, path, err)
+			return nil, errs.Errorf(errs.Transient, "upstream %s: reading %s: %w", s.up.String(), path, err)
 		}
 		if int64(len(body)) > limit {
-			return nil, errs.Errorf(errs.Invalid, "upstream %s: %s is larger than %d bytes", s.up.desc, path, limit)
+			return nil, errs.Errorf(errs.Invalid, "upstream %s: %s is larger than %d bytes", s.up.String(), path, limit)
 		}
 		e := &metaEntry{status: http.StatusOK, body: body}
 		if what == "narinfo" {
@@ -382,21 +400,34 @@ func (s *Server) fetchMeta(ctx context.Context, path, what string, limit int64) 
 			s.meta.put(path, e, now.Add(s.opts.NarinfoTTL))
 		}
 		return e, nil
-	case isNotFound(resp.Status):
+	case upstream.IsNotFound(resp.Status):
 		e := &metaEntry{status: http.StatusNotFound}
 		if s.opts.NegativeTTL > 0 {
 			s.meta.put(path, e, now.Add(s.opts.NegativeTTL))
 		}
 		return e, nil
 	default:
-		return nil, errs.Errorf(errs.Transient, "upstream %s: %s: HTTP %d", s.up.desc, path, resp.Status)
+		return nil, errs.Errorf(errs.Transient, "upstream %s: %s: HTTP %d", s.up.String(), path, resp.Status)
 	}
 }
 
-// isNotFound is what Nix itself reads as "not in this cache": S3 answers
-// 403 for a missing key when listing is not allowed.
-func isNotFound(status int) bool {
-	return status == http.StatusNotFound || status == http.StatusGone || status == http.StatusForbidden
+// resolveNar finds the narinfo of a NAR request that no served narinfo
+// named (a client that cached the narinfo across this server's restart),
+// through Options.NarIndex, and registers it as if served.
+func (s *Server) resolveNar(ctx context.Context, key string) (*narRef, bool) {
+	if s.opts.NarIndex == nil {
+		return nil, false
+	}
+	np, ok := s.opts.NarIndex(key)
+	if !ok {
+		return nil, false
+	}
+	e, _, err := s.lookupMeta(ctx, np, "narinfo", MaxNarinfoSize)
+	if err != nil || e.ref == nil || e.ref.key != key {
+		return nil, false
+	}
+	s.nars.put(key, e.ref, time.Time{})
+	return e.ref, true
 }
 
 // parseRef extracts what the narinfo's NAR must match. A narinfo this
