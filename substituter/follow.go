@@ -122,14 +122,13 @@ func (s *Server) followSpool(w http.ResponseWriter, r *http.Request, log *zap.Lo
 		if done && e.err != nil {
 			if rs == nil {
 				// Nothing sent: the request goes on, to upstream.
-				s.ipfsFailed(log, e.reason, e.err)
-				s.proxyNar(w, r, log, e.ref, e.reason, start)
+				s.proxyNar(w, r, log, e.ref, s.ipfsFailed(log, e.err), start)
 				return
 			}
-			if isMismatch(e.reason) {
-				log.Error("trusted CID does not hold its NAR; connection cut", zap.String("reason", e.reason), zap.Int64("sent", sent), zap.Error(e.err))
+			if holdsOtherBytes(e.err) {
+				log.Error("trusted CID does not hold its NAR; connection cut", zap.String("reason", reasonOf(e.err)), zap.Int64("sent", sent), zap.Error(e.err))
 			} else {
-				log.Warn("NAR transfer failed; connection cut", zap.String("reason", e.reason), zap.Int64("sent", sent), zap.Error(e.err))
+				log.Warn("NAR transfer failed; connection cut", zap.String("reason", reasonOf(e.err)), zap.Int64("sent", sent), zap.Error(e.err))
 			}
 			s.m.nars.WithLabelValues(SourceNone, ReasonIPFSError).Inc()
 			panic(http.ErrAbortHandler)
@@ -177,14 +176,4 @@ func (s *Server) followSpool(w http.ResponseWriter, r *http.Request, log *zap.Lo
 	}
 	s.narDone(log.With(zap.Bool("streamed", streamed), zap.Int64("upstream_bytes", e.upstreamBytes), zap.Duration("ipfs_took", e.took)),
 		SourceIPFS, "", cw.n, start, cw.ttfb)
-}
-
-// isMismatch reports whether reason says IPFS returned other bytes than
-// the narinfo's (rather than failing to return them).
-func isMismatch(reason string) bool {
-	switch reason {
-	case ReasonSizeMismatch, ReasonHashMismatch, ReasonBlockMismatch:
-		return true
-	}
-	return false
 }

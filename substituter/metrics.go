@@ -1,10 +1,13 @@
 package substituter
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	imetrics "github.com/nix-ipfs/nix-ipfs/internal/metrics"
 )
 
@@ -114,4 +117,67 @@ func (m *metrics) upstreamStatus(what string, status int, err error) {
 		s = strconv.Itoa(status)
 	}
 	m.upstream.WithLabelValues(what, s).Inc()
+}
+
+// Why a NAR did not come from IPFS, as errors: reasonOf turns them into
+// the reason label.
+var (
+	errInvalidCID = errs.E(errs.Invalid, errors.New("the narinfo's IPFSHash is not a CID"))
+	errSpoolFull  = errs.E(errs.Transient, errors.New("no room in the spool"))
+)
+
+// timeoutError is an IPFS read that made no progress for IPFSTimeout
+// (ReasonTimeout); its message is its cause's. It is set where the IPFS
+// watchdog is known to have fired (watchdog.ipfsErr), so that upstream's
+// own watchdog, in the same chain for a trusted read, is not taken for it.
+type timeoutError struct{ error }
+
+func (e timeoutError) Unwrap() error { return e.error }
+
+// mismatchError is content, from IPFS or upstream, that is not the
+// narinfo's NAR: of another size than NarSize, or not hashing to NarHash.
+type mismatchError struct {
+	size bool // the size differs (else the hash)
+	msg  string
+}
+
+func (e *mismatchError) Error() string { return e.msg }
+
+// mismatch returns a mismatchError of kind Corrupt.
+func mismatch(size bool, format string, args ...any) error {
+	return errs.E(errs.Corrupt, &mismatchError{size: size, msg: fmt.Sprintf(format, args...)})
+}
+
+// holdsOtherBytes reports whether err says IPFS returned other bytes than
+// the narinfo's NAR (rather than failing to return them): for a trusted
+// CID, a reason to distrust it.
+func holdsOtherBytes(err error) bool {
+	var mm *mismatchError
+	return errors.As(err, &mm) || errors.Is(err, ErrBlockMismatch)
+}
+
+// reasonOf is the reason label (a Reason* constant) of a NAR that IPFS did
+// not give, derived from the error that says why: the one place a failure
+// becomes a label.
+func reasonOf(err error) string {
+	var (
+		to timeoutError
+		mm *mismatchError
+	)
+	switch {
+	case errors.As(err, &to):
+		return ReasonTimeout
+	case errors.Is(err, ErrBlockMismatch):
+		return ReasonBlockMismatch
+	case errors.As(err, &mm) && mm.size:
+		return ReasonSizeMismatch
+	case mm != nil:
+		return ReasonHashMismatch
+	case errors.Is(err, errInvalidCID):
+		return ReasonInvalidCID
+	case errors.Is(err, errSpoolFull):
+		return ReasonSpoolFull
+	default:
+		return ReasonIPFSError
+	}
 }

@@ -55,8 +55,7 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 
 	c, err := cid.Decode(ref.ipfsHash)
 	if err != nil {
-		s.ipfsFailed(log, ReasonInvalidCID, err)
-		s.proxyNar(w, r, log, ref, ReasonInvalidCID, start)
+		s.proxyNar(w, r, log, ref, s.ipfsFailed(log, fmt.Errorf("%w: %w", errInvalidCID, err)), start)
 		return
 	}
 	how, trusted := s.trust(c, ref)
@@ -70,8 +69,7 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ok {
-		s.ipfsFailed(log, ReasonSpoolFull, fmt.Errorf("%d bytes would exceed the spool budget of %d", ref.narSize, s.opts.MaxSpoolBytes))
-		s.proxyNar(w, r, log, ref, ReasonSpoolFull, start)
+		s.proxyNar(w, r, log, ref, s.ipfsFailed(log, fmt.Errorf("%w: %d bytes would exceed the spool budget of %d", errSpoolFull, ref.narSize, s.opts.MaxSpoolBytes)), start)
 		return
 	}
 	defer s.spools.release(e)
@@ -90,8 +88,7 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if e.err != nil {
-		s.ipfsFailed(log, e.reason, e.err)
-		s.proxyNar(w, r, log, ref, e.reason, start)
+		s.proxyNar(w, r, log, ref, s.ipfsFailed(log, e.err), start)
 		return
 	}
 	// Verified: now, and only now, a response, from a descriptor of our
@@ -101,8 +98,7 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 	// sendfile.
 	f, err := reopen(e.f, int64(ref.narSize))
 	if err != nil {
-		s.ipfsFailed(log, ReasonIPFSError, err)
-		s.proxyNar(w, r, log, ref, ReasonIPFSError, start)
+		s.proxyNar(w, r, log, ref, s.ipfsFailed(log, err), start)
 		return
 	}
 	defer f.Close()
@@ -139,17 +135,16 @@ func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap
 	defer kwd.stop()
 	rc, err := s.ipfs.Cat(kwd.ctx, c)
 	if err != nil {
-		s.ipfsFailed(log, kwd.reason(ReasonIPFSError), err)
-		return false, kwd.reason(ReasonIPFSError)
+		return false, s.ipfsFailed(log, kwd.ipfsErr(err))
 	}
 	defer rc.Close()
 	if n := announcedSize(rc); n >= 0 && uint64(n) != ref.narSize {
 		// Before a byte is sent, a CID of another size (for a signed
 		// one: a publisher bug) goes to upstream, and is read and
 		// checked first from now on.
-		s.ipfsFailed(log, ReasonSizeMismatch, fmt.Errorf("ipfs %s has %d bytes, the narinfo's NarSize is %d", c, n, ref.narSize))
+		reason := s.ipfsFailed(log, mismatch(true, "ipfs %s has %d bytes, the narinfo's NarSize is %d", c, n, ref.narSize))
 		s.distrust(c, ref)
-		return false, ReasonSizeMismatch
+		return false, reason
 	}
 	kr := kwd.reader(rc)
 	first := make([]byte, copyBuf)
@@ -158,8 +153,7 @@ func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		s.ipfsFailed(log, kwd.reason(ReasonIPFSError), fmt.Errorf("ipfs cat %s: %w", c, err))
-		return false, kwd.reason(ReasonIPFSError)
+		return false, s.ipfsFailed(log, kwd.ipfsErr(fmt.Errorf("ipfs cat %s: %w", c, err)))
 	}
 	// The upstream fallback has its own watchdog (wd, in copyVerified).
 	wd := newWatchdog(r.Context(), s.opts.UpstreamTimeout+s.opts.IPFSTimeout)
@@ -168,7 +162,7 @@ func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap
 		r:    io.MultiReader(bytes.NewReader(first[:n]), kr),
 		size: int64(ref.narSize),
 		resume: func(off int64, cause error) (io.ReadCloser, error) {
-			s.ipfsFailed(log, kwd.reason(ReasonIPFSError), fmt.Errorf("ipfs cat %s at byte %d: %w; the rest comes from upstream", c, off, cause))
+			s.ipfsFailed(log, kwd.ipfsErr(fmt.Errorf("ipfs cat %s at byte %d: %w; the rest comes from upstream", c, off, cause)))
 			return s.upstreamFrom(wd.ctx, ref, off)
 		},
 	}
@@ -267,9 +261,13 @@ func (s *Server) upstreamFrom(ctx context.Context, ref *narRef, off int64) (io.R
 	}
 }
 
-func (s *Server) ipfsFailed(log *zap.Logger, reason string, err error) {
+// ipfsFailed counts and logs a NAR that IPFS did not give, and returns
+// the reason label of err, for the upstream answer that follows.
+func (s *Server) ipfsFailed(log *zap.Logger, err error) (reason string) {
+	reason = reasonOf(err)
 	s.m.ipfsFailures.WithLabelValues(reason).Inc()
 	log.Warn("NAR not served from IPFS; falling back to upstream", zap.String("reason", reason), zap.Error(err))
+	return reason
 }
 
 func (s *Server) narDone(log *zap.Logger, source, reason string, n int64, start time.Time, ttfb time.Duration) {
@@ -287,24 +285,19 @@ func (s *Server) narDone(log *zap.Logger, source, reason string, n int64, start 
 
 // fetchIPFS reads e's CID into an unlinked spool file, checking it against
 // its narinfo, and reports each write to e.progress. On success the file is
-// positioned at its start; otherwise reason says why not (a Reason*
-// constant). For a trusted CID, which requests follow as it is read
+// positioned at its start; otherwise the error says why not (reasonOf). For a trusted CID, which requests follow as it is read
 // (follow.go), IPFS failing half-way is not the end: the rest comes from
 // upstream, counted in e.upstreamBytes, and the whole is checked as
 // always.
-func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (_ *os.File, reason string, _ error) {
+func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (*os.File, error) {
 	c, ref := e.c, e.ref
 	wd := newWatchdog(ctx, s.opts.IPFSTimeout)
 	defer wd.stop()
-	fail := func(err error) (*os.File, string, error) {
-		switch {
-		case wd.stalled():
-			return nil, ReasonTimeout, fmt.Errorf("ipfs %s: %w", c, context.Cause(wd.ctx))
-		case errors.Is(err, ErrBlockMismatch):
-			return nil, ReasonBlockMismatch, err
-		default:
-			return nil, ReasonIPFSError, err
+	fail := func(err error) (*os.File, error) {
+		if wd.stalled() {
+			return nil, timeoutError{fmt.Errorf("ipfs %s: %w", c, context.Cause(wd.ctx))}
 		}
+		return nil, err
 	}
 	rc, err := s.ipfs.Cat(wd.ctx, c)
 	if err != nil {
@@ -314,12 +307,12 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (_ *os.File, reas
 	if n := announcedSize(rc); n >= 0 && uint64(n) != ref.narSize {
 		// kubo's gateway says the file's size before its bytes: no need
 		// to read a wrong CID's content to find out.
-		return nil, ReasonSizeMismatch, fmt.Errorf("ipfs %s has %d bytes, the narinfo's NarSize is %d", c, n, ref.narSize)
+		return nil, mismatch(true, "ipfs %s has %d bytes, the narinfo's NarSize is %d", c, n, ref.narSize)
 	}
 
 	f, err := os.CreateTemp(s.opts.SpoolDir, "nar-*.spool")
 	if err != nil {
-		return nil, ReasonIPFSError, fmt.Errorf("spool: %w", err)
+		return nil, fmt.Errorf("spool: %w", err)
 	}
 	// Unlinked at once: the open descriptor is all that is needed, and a
 	// crash leaves nothing behind.
@@ -336,8 +329,8 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (_ *os.File, reas
 			}
 		}()
 		fr := &failoverReader{r: src, size: int64(ref.narSize), resume: func(off int64, cause error) (io.ReadCloser, error) {
-			s.ipfsFailed(s.log.With(zap.String("url", ref.key), zap.String("cid", c.String())), wd.reason(ReasonIPFSError),
-				fmt.Errorf("ipfs cat %s at byte %d: %w; the rest comes from upstream", c, off, cause))
+			s.ipfsFailed(s.log.With(zap.String("url", ref.key), zap.String("cid", c.String())),
+				wd.ipfsErr(fmt.Errorf("ipfs cat %s at byte %d: %w; the rest comes from upstream", c, off, cause)))
 			uwd = newWatchdog(ctx, s.opts.UpstreamTimeout)
 			rc, err := s.upstreamFrom(uwd.ctx, ref, off)
 			if err != nil {
@@ -360,7 +353,7 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (_ *os.File, reas
 	if err != nil {
 		e.progress.failed()
 		if sw.err != nil {
-			return nil, ReasonIPFSError, fmt.Errorf("spool: %w", sw.err)
+			return nil, fmt.Errorf("spool: %w", sw.err)
 		}
 		return fail(fmt.Errorf("ipfs cat %s: %w", c, err))
 	}
@@ -370,17 +363,17 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (_ *os.File, reas
 		if uint64(n) > ref.narSize {
 			what = "more"
 		}
-		return nil, ReasonSizeMismatch, fmt.Errorf("ipfs %s has %s bytes than the narinfo's NarSize %d", c, what, ref.narSize)
+		return nil, mismatch(true, "ipfs %s has %s bytes than the narinfo's NarSize %d", c, what, ref.narSize)
 	}
 	if sum := h.Sum(nil); !bytes.Equal(sum, ref.narHash) {
 		e.progress.failed()
-		return nil, ReasonHashMismatch, fmt.Errorf("ipfs %s: content does not hash to the narinfo's NarHash", c)
+		return nil, mismatch(false, "ipfs %s: content does not hash to the narinfo's NarHash", c)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		e.progress.failed()
-		return nil, ReasonIPFSError, fmt.Errorf("spool: %w", err)
+		return nil, fmt.Errorf("spool: %w", err)
 	}
-	return f, "", nil
+	return f, nil
 }
 
 // announcedSize is the size of the file rc reads, if its source said it
@@ -517,10 +510,6 @@ func (s *Server) narFailed(w http.ResponseWriter, r *http.Request, log *zap.Logg
 	http.Error(w, http.StatusText(status), status)
 }
 
-type mismatchError struct{ msg string }
-
-func (e *mismatchError) Error() string { return e.msg }
-
 const copyBuf = 64 << 10
 
 // spoolBuf is the buffer of a read from IPFS into the spool.
@@ -572,7 +561,7 @@ func copyVerified(w io.Writer, wd *watchdog, r io.Reader, ref *narRef) (int64, e
 			h.Write(chunk)
 			total += uint64(m)
 			if total > ref.narSize {
-				return sent, &mismatchError{fmt.Sprintf("upstream NAR is longer than NarSize %d", ref.narSize)}
+				return sent, mismatch(true, "upstream NAR is longer than NarSize %d", ref.narSize)
 			}
 			if len(held) > 0 {
 				wd.pause()
@@ -596,10 +585,10 @@ func copyVerified(w io.Writer, wd *watchdog, r io.Reader, ref *narRef) (int64, e
 		}
 	}
 	if total != ref.narSize {
-		return sent, &mismatchError{fmt.Sprintf("upstream NAR has %d bytes, NarSize is %d", total, ref.narSize)}
+		return sent, mismatch(true, "upstream NAR has %d bytes, NarSize is %d", total, ref.narSize)
 	}
 	if !bytes.Equal(h.Sum(nil), ref.narHash) {
-		return sent, &mismatchError{"upstream NAR does not hash to NarHash"}
+		return sent, mismatch(false, "upstream NAR does not hash to NarHash")
 	}
 	if _, err := w.Write(held); err != nil {
 		return sent, err

@@ -528,12 +528,13 @@ func (w *watchdog) pause() { w.timer.Stop() }
 
 func (w *watchdog) stalled() bool { return errors.Is(context.Cause(w.ctx), errStalled) }
 
-// reason is ReasonTimeout if the watchdog fired, else otherwise.
-func (w *watchdog) reason(otherwise string) string {
+// ipfsErr marks err, of an IPFS read this watchdog bounds, as a timeout
+// if the watchdog fired (see reasonOf).
+func (w *watchdog) ipfsErr(err error) error {
 	if w.stalled() {
-		return ReasonTimeout
+		return timeoutError{err}
 	}
-	return otherwise
+	return err
 }
 
 func (w *watchdog) stop() {

@@ -21,7 +21,7 @@ import (
 //     goes away does not abort a fetch others wait for;
 //   - read: a request for a trusted CID follows the read as the file
 //     fills (follow.go); others wait for it to be done;
-//   - done: f holds the verified NAR, or err and reason say why not;
+//   - done: f holds the verified NAR, or err says why not;
 //   - kept, once verified and no request holds it any more: the next
 //     request for it is sent from the file, with no read from IPFS, for
 //     KeepTTL, within KeepBytes for all kept NARs (oldest dropped first;
@@ -41,7 +41,6 @@ type spoolEntry struct {
 	done     chan struct{}
 	// Set before done is closed.
 	f             *os.File
-	reason        string
 	err           error
 	took          time.Duration // reading and checking
 	upstreamBytes int64         // of a trusted read, from upstream after IPFS failed
@@ -146,9 +145,9 @@ func (p *spools) startLocked(ref *narRef, c cid.Cid) *spoolEntry {
 	p.entries[ref.key] = e
 	go func() {
 		start := time.Now()
-		f, reason, err := p.s.fetchIPFS(ctx, e)
+		f, err := p.s.fetchIPFS(ctx, e)
 		p.mu.Lock()
-		e.f, e.reason, e.err, e.took = f, reason, err, time.Since(start)
+		e.f, e.err, e.took = f, err, time.Since(start)
 		if e.prefetched {
 			e.expires = p.s.now().Add(p.s.opts.PrefetchTTL)
 			time.AfterFunc(p.s.opts.PrefetchTTL+time.Second, func() {
@@ -165,7 +164,7 @@ func (p *spools) startLocked(ref *narRef, c cid.Cid) *spoolEntry {
 		switch {
 		case err == nil:
 			p.s.proved(c, ref)
-		case e.trust != "" && isMismatch(reason):
+		case e.trust != "" && holdsOtherBytes(err):
 			// Trusted, and found holding other bytes: read and
 			// checked first from now on.
 			p.s.distrust(c, ref)
