@@ -17,6 +17,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"go.uber.org/zap"
 
+	"github.com/nix-ipfs/nix-ipfs/substituter/spool"
 	"github.com/nix-ipfs/nix-ipfs/upstream"
 )
 
@@ -60,7 +61,7 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 	}
 	how, trusted := s.trust(c, ref)
 	follow := trusted && r.Header.Get("Range") == ""
-	e, ok := s.spools.acquire(ref, c)
+	e, ok := s.spools.Acquire(ref.spoolNAR(c), ref)
 	if !ok && follow {
 		// No room in the spool for it: it streams straight through.
 		if done, reason := s.streamVerified(w, r, log.With(zap.String("trust", how)), c, ref, start); !done {
@@ -72,23 +73,23 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 		s.proxyNar(w, r, log, ref, s.ipfsFailed(log, fmt.Errorf("%w: %d bytes would exceed the spool budget of %d", errSpoolFull, ref.narSize, s.opts.MaxSpoolBytes)), start)
 		return
 	}
-	defer s.spools.release(e)
-	if e.trust != "" {
-		log = log.With(zap.String("trust", e.trust))
+	defer s.spools.Release(e)
+	if e.Trust != "" {
+		log = log.With(zap.String("trust", e.Trust))
 	}
-	if follow && e.trust != "" && !e.isDone() {
+	if follow && e.Trust != "" && !e.IsDone() {
 		// Being read as a trusted CID: sent as the read goes (follow.go).
 		s.followSpool(w, r, log, e, start)
 		return
 	}
 	select {
-	case <-e.done:
+	case <-e.Done():
 	case <-r.Context().Done():
 		log.Debug("client went away while the NAR was read from IPFS", zap.Error(r.Context().Err()))
 		return
 	}
-	if e.err != nil {
-		s.proxyNar(w, r, log, ref, s.ipfsFailed(log, e.err), start)
+	if e.Err != nil {
+		s.proxyNar(w, r, log, ref, s.ipfsFailed(log, e.Err), start)
 		return
 	}
 	// Verified: now, and only now, a response, from a descriptor of our
@@ -96,7 +97,7 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 	// Range requests (Nix resumes interrupted downloads with one), sets
 	// Content-Length, which is NarSize, and sends an *os.File with
 	// sendfile.
-	f, err := reopen(e.f, int64(ref.narSize))
+	f, err := e.Open()
 	if err != nil {
 		s.proxyNar(w, r, log, ref, s.ipfsFailed(log, err), start)
 		return
@@ -105,21 +106,7 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", narContentType)
 	cw := &countingWriter{ResponseWriter: w, start: start}
 	http.ServeContent(cw, r, "", time.Time{}, f)
-	s.narDone(log.With(zap.Duration("ipfs_took", e.took)), SourceIPFS, "", cw.n, start, cw.ttfb)
-}
-
-// reopen returns a reader of the spool file f of its own: a new open file
-// description through /proc (so that sendfile works), or a section reader
-// where /proc is not there.
-func reopen(f *os.File, size int64) (io.ReadSeekCloser, error) {
-	g, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
-	if err == nil {
-		return g, nil
-	}
-	return struct {
-		*io.SectionReader
-		io.Closer
-	}{io.NewSectionReader(f, 0, size), io.NopCloser(nil)}, nil
+	s.narDone(log.With(zap.Duration("ipfs_took", e.Took)), SourceIPFS, "", cw.n, start, cw.ttfb)
 }
 
 // streamVerified sends a NAR whose CID is trusted to hold it (proved
@@ -283,14 +270,42 @@ func (s *Server) narDone(log *zap.Logger, source, reason string, n int64, start 
 	log.Info("NAR served", fields...)
 }
 
+// fetch is the spool's Fetch: fetchIPFS, and what the outcome says of
+// the CID, known before any request waiting for the read is told.
+func (s *Server) fetch(ctx context.Context, e *spool.Entry[*narRef]) (*os.File, error) {
+	f, err := s.fetchIPFS(ctx, e)
+	switch {
+	case err == nil:
+		s.proved(e.NAR.CID, e.Ref)
+	case e.Trust != "" && holdsOtherBytes(err):
+		// Trusted, and found holding other bytes: read and checked
+		// first from now on.
+		s.distrust(e.NAR.CID, e.Ref)
+	}
+	return f, err
+}
+
+// prefetch reads ref's NAR ahead of its request (package spool), when it
+// is one IPFS can give.
+func (s *Server) prefetch(ref *narRef) {
+	if ref == nil || ref.compression != "none" || ref.ipfsHash == "" {
+		return
+	}
+	c, err := cid.Decode(ref.ipfsHash)
+	if err != nil {
+		return
+	}
+	s.spools.Prefetch(ref.spoolNAR(c), ref)
+}
+
 // fetchIPFS reads e's CID into an unlinked spool file, checking it against
-// its narinfo, and reports each write to e.progress. On success the file is
+// its narinfo, and reports each write to e.Progress. On success the file is
 // positioned at its start; otherwise the error says why not (reasonOf). For a trusted CID, which requests follow as it is read
 // (follow.go), IPFS failing half-way is not the end: the rest comes from
-// upstream, counted in e.upstreamBytes, and the whole is checked as
+// upstream, counted in e.UpstreamBytes, and the whole is checked as
 // always.
-func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (*os.File, error) {
-	c, ref := e.c, e.ref
+func (s *Server) fetchIPFS(ctx context.Context, e *spool.Entry[*narRef]) (*os.File, error) {
+	c, ref := e.NAR.CID, e.Ref
 	wd := newWatchdog(ctx, s.opts.IPFSTimeout)
 	defer wd.stop()
 	fail := func(err error) (*os.File, error) {
@@ -317,9 +332,9 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (*os.File, error)
 	// Unlinked at once: the open descriptor is all that is needed, and a
 	// crash leaves nothing behind.
 	os.Remove(f.Name())
-	e.progress.started(f)
+	e.Progress.Started(f)
 	var src io.Reader = wd.reader(io.LimitReader(rc, int64(ref.narSize)+1))
-	if e.trust != "" {
+	if e.Trust != "" {
 		// The upstream part has a watchdog of its own: wd's may be
 		// what ended the IPFS part.
 		var uwd *watchdog
@@ -341,24 +356,24 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (*os.File, error)
 				io.Closer
 			}{uwd.reader(io.LimitReader(rc, int64(ref.narSize)-off+1)), rc}, nil
 		}}
-		defer func() { e.upstreamBytes = fr.resumedBytes }()
+		defer func() { e.UpstreamBytes = fr.resumedBytes }()
 		defer fr.close()
 		src = fr
 	}
 	h := sha256.New()
-	sw := &spoolWriter{f: f, h: h, progress: e.progress}
+	sw := &spoolWriter{f: f, h: h, progress: e.Progress}
 	// Large reads: a stream of gigabytes in fewer system calls, and read
 	// straight into buf past the HTTP client's own small buffer.
 	n, err := io.CopyBuffer(sw, src, make([]byte, spoolBuf))
 	if err != nil {
-		e.progress.failed()
+		e.Progress.Failed()
 		if sw.err != nil {
 			return nil, fmt.Errorf("spool: %w", sw.err)
 		}
 		return fail(fmt.Errorf("ipfs cat %s: %w", c, err))
 	}
 	if uint64(n) != ref.narSize {
-		e.progress.failed()
+		e.Progress.Failed()
 		what := "fewer"
 		if uint64(n) > ref.narSize {
 			what = "more"
@@ -366,11 +381,11 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (*os.File, error)
 		return nil, mismatch(true, "ipfs %s has %s bytes than the narinfo's NarSize %d", c, what, ref.narSize)
 	}
 	if sum := h.Sum(nil); !bytes.Equal(sum, ref.narHash) {
-		e.progress.failed()
+		e.Progress.Failed()
 		return nil, mismatch(false, "ipfs %s: content does not hash to the narinfo's NarHash", c)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		e.progress.failed()
+		e.Progress.Failed()
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	return f, nil
@@ -388,14 +403,14 @@ func announcedSize(rc io.Reader) int64 {
 type spoolWriter struct {
 	f        *os.File
 	h        hash.Hash
-	progress *readProgress
+	progress *spool.Progress
 	err      error
 }
 
 func (w *spoolWriter) Write(b []byte) (int, error) {
 	n, err := w.f.Write(b)
 	w.h.Write(b[:n])
-	w.progress.wrote(n)
+	w.progress.Wrote(n)
 	if err != nil {
 		w.err = err
 	}

@@ -10,7 +10,6 @@ import (
 	pathpkg "path"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -26,6 +25,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/peering"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
+	"github.com/nix-ipfs/nix-ipfs/substituter/spool"
 	"github.com/nix-ipfs/nix-ipfs/upstream"
 )
 
@@ -150,18 +150,17 @@ type Options struct {
 
 // Server is the substituter's http.Handler. It is safe for concurrent use.
 type Server struct {
-	opts  Options
-	up    *upstream.Set
-	ipfs  IPFS
-	log   *zap.Logger
-	m     *metrics
-	now   func() time.Time
-	spool *spoolBudget
+	opts Options
+	up   *upstream.Set
+	ipfs IPFS
+	log  *zap.Logger
+	m    *metrics
+	now  func() time.Time
 
 	meta     *bounded[string, *metaEntry] // request path -> nix-cache-info or narinfo
 	nars     *bounded[string, *narRef]    // NAR request path -> what it must match
 	flight   singleflight.Group
-	spools   *spools                    // NARs being read from IPFS, or read and checked
+	spools   *spool.Spool[*narRef]      // NARs being read from IPFS, or read and checked
 	verified *bounded[string, struct{}] // verifiedKey -> proved to hold that NAR
 	refuted  *bounded[string, struct{}] // verifiedKey -> signed, but found to hold other bytes
 	peers    *peering.Peerer
@@ -187,6 +186,12 @@ type narRef struct {
 	// signed: an IPFSSig by a trusted key binds ipfsHash to this store
 	// path, narHash and narSize (trust.go).
 	signed bool
+}
+
+// spoolNAR is what the spool knows of ref's NAR, whose CID is c.
+func (r *narRef) spoolNAR(c cid.Cid) spool.NAR {
+	return spool.NAR{Key: r.key, StorePath: r.storePath, Base: r.base, References: r.references,
+		CID: c, NarHash: r.narHash, NarSize: r.narSize}
 }
 
 // New checks opts and returns a Server. Close releases it. Only Upstream
@@ -251,20 +256,36 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		opts:  opts,
-		up:    up,
-		ipfs:  opts.IPFS,
-		log:   opts.Log,
-		m:     newMetrics(opts.Registerer),
-		now:   time.Now,
-		spool: &spoolBudget{max: opts.MaxSpoolBytes},
-		meta:  newBounded[string, *metaEntry](opts.MaxNarinfos),
-		nars:  newBounded[string, *narRef](opts.MaxNars),
+		opts: opts,
+		up:   up,
+		ipfs: opts.IPFS,
+		log:  opts.Log,
+		m:    newMetrics(opts.Registerer),
+		now:  time.Now,
+		meta: newBounded[string, *metaEntry](opts.MaxNarinfos),
+		nars: newBounded[string, *narRef](opts.MaxNars),
 		// A bounded map of at most zero entries holds nothing.
 		verified: newBounded[string, struct{}](max(opts.MaxVerified, 0)),
 		refuted:  newBounded[string, struct{}](maxRefuted),
 	}
-	s.spools = newSpools(s)
+	s.spools = spool.New(spool.Options[*narRef]{
+		MaxBytes:         opts.MaxSpoolBytes,
+		PrefetchAhead:    opts.PrefetchAhead,
+		PrefetchMaxBytes: opts.PrefetchMaxBytes,
+		PrefetchTTL:      opts.PrefetchTTL,
+		KeepBytes:        opts.KeepBytes,
+		KeepTTL:          opts.KeepTTL,
+		Fetch:            s.fetch,
+		Trust: func(n spool.NAR, ref *narRef) string {
+			how, _ := s.trust(n.CID, ref)
+			return how
+		},
+		// Read at each call: a test sets s.now after New.
+		Now:        func() time.Time { return s.now() },
+		Log:        opts.Log,
+		Prefetches: s.m.prefetches,
+		KeptHits:   s.m.keptHits,
+	})
 	s.peers = peering.New(opts.Peering, up, opts.Log, opts.Registerer, opts.UpstreamTimeout)
 	return s, nil
 }
@@ -278,11 +299,14 @@ func (s *Server) StartPeering(ctx context.Context) (wait func()) { return s.peer
 // MirrorPeers returns the peers the last peering round gave kubo.
 func (s *Server) MirrorPeers() []mirrorlist.Peer { return s.peers.Peers() }
 
-// Close stops probing upstreams and releases the directory of a file://
-// upstream.
+// Close ends the reads from IPFS (they run on a context of the spool's,
+// not a request's) and the spool's timers, waits for them, drops the NARs
+// kept for a next request, then stops probing upstreams and releases the
+// directory of a file:// upstream. Requests still being answered keep
+// their files until they end.
 func (s *Server) Close() error {
+	s.spools.Close()
 	s.up.Close()
-	s.spools.dropKept()
 	return nil
 }
 
@@ -337,7 +361,7 @@ func (s *Server) serveMeta(w http.ResponseWriter, r *http.Request, what string, 
 		// evicted comes back while Nix still uses the narinfo.
 		s.nars.put(e.ref.key, e.ref, time.Time{})
 		if r.Method == http.MethodGet {
-			s.spools.prefetch(e.ref)
+			s.prefetch(e.ref)
 		}
 	}
 	w.Header().Set("Content-Type", ctype)
@@ -471,35 +495,6 @@ func (s *Server) parseRef(path string, body []byte) *narRef {
 		narSize:     ni.NarSize,
 		signed:      s.cidSigned(log, ni),
 	}
-}
-
-// spoolBudget bounds the bytes of NARs being checked on disk at once.
-type spoolBudget struct {
-	mu   sync.Mutex
-	max  int64
-	used int64
-}
-
-func (b *spoolBudget) acquire(n int64) bool {
-	if b.max <= 0 {
-		return true
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.used+n > b.max {
-		return false
-	}
-	b.used += n
-	return true
-}
-
-func (b *spoolBudget) release(n int64) {
-	if b.max <= 0 {
-		return
-	}
-	b.mu.Lock()
-	b.used -= n
-	b.mu.Unlock()
 }
 
 var errStalled = errors.New("no progress")

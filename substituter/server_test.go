@@ -219,7 +219,11 @@ func TestFileUpstream(t *testing.T) {
 			t.Errorf("GET %s: %d, %d bytes", path, resp.StatusCode, len(b))
 		}
 	}
-	resp, _ := http.Get(hs.URL + "/" + hp32 + ".narinfo")
+	resp, err := http.Get(hs.URL + "/" + hp32 + ".narinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close() // or its connection outlives the test (goleak)
 	if resp.StatusCode != 404 {
 		t.Errorf("missing narinfo from file://: %d", resp.StatusCode)
 	}

@@ -2,6 +2,7 @@ package substituter
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -83,4 +84,10 @@ func (s *Server) proved(c cid.Cid, ref *narRef) {
 	k := verifiedKey(c, ref)
 	s.verified.put(k, struct{}{}, time.Time{})
 	s.refuted.remove(k)
+}
+
+// verifiedKey names a CID already proved to hold a NAR: the CID with the
+// NarHash and NarSize it matched.
+func verifiedKey(c cid.Cid, ref *narRef) string {
+	return fmt.Sprintf("%s %x %d", c.KeyString(), ref.narHash, ref.narSize)
 }

@@ -22,6 +22,7 @@ type cache struct {
 	desc   string // for logs
 	base   *url.URL
 	client *http.Client
+	own    bool     // client was made here: its idle connections are closed with it
 	root   *os.Root // file:// upstreams only
 }
 
@@ -38,13 +39,14 @@ func newCache(raw string, client *http.Client, timeout time.Duration) (*cache, e
 		if u.RawQuery != "" || u.Fragment != "" {
 			return nil, errs.Errorf(errs.Invalid, "upstream %q: a query or fragment cannot be part of a cache URL", raw)
 		}
-		if client == nil {
+		own := client == nil
+		if own {
 			client = defaultUpstreamClient(timeout)
 		}
 		b := *u
 		b.Path = strings.TrimRight(b.Path, "/")
 		b.RawPath = ""
-		return &cache{desc: b.String(), base: &b, client: client}, nil
+		return &cache{desc: b.String(), base: &b, client: client, own: own}, nil
 	case "file":
 		if u.Host != "" && u.Host != "localhost" {
 			return nil, errs.Errorf(errs.Invalid, "upstream %q: file URL with host %q (want file:///dir)", raw, u.Host)
@@ -84,6 +86,10 @@ func defaultUpstreamClient(timeout time.Duration) *http.Client {
 func (u *cache) close() {
 	if u.root != nil {
 		u.root.Close()
+	}
+	if u.own {
+		// Their connections' goroutines would outlive the cache.
+		u.client.CloseIdleConnections()
 	}
 }
 
