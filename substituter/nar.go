@@ -26,7 +26,7 @@ const narContentType = "application/x-nix-nar"
 func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	key := r.URL.Path
-	ref, known := s.nars.get(key, time.Time{})
+	ref, known := s.nars.Get(key, time.Time{})
 	if !known {
 		ref, known = s.resolveNar(r.Context(), key)
 	}

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/nix-ipfs/nix-ipfs/internal/bounded"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
@@ -157,12 +158,12 @@ type Server struct {
 	m    *metrics
 	now  func() time.Time
 
-	meta     *bounded[string, *metaEntry] // request path -> nix-cache-info or narinfo
-	nars     *bounded[string, *narRef]    // NAR request path -> what it must match
+	meta     *bounded.Map[string, *metaEntry] // request path -> nix-cache-info or narinfo
+	nars     *bounded.Map[string, *narRef]    // NAR request path -> what it must match
 	flight   singleflight.Group
-	spools   *spool.Spool[*narRef]      // NARs being read from IPFS, or read and checked
-	verified *bounded[string, struct{}] // verifiedKey -> proved to hold that NAR
-	refuted  *bounded[string, struct{}] // verifiedKey -> signed, but found to hold other bytes
+	spools   *spool.Spool[*narRef]          // NARs being read from IPFS, or read and checked
+	verified *bounded.Map[string, struct{}] // verifiedKey -> proved to hold that NAR
+	refuted  *bounded.Map[string, struct{}] // verifiedKey -> signed, but found to hold other bytes
 	peers    *peering.Peerer
 }
 
@@ -262,11 +263,11 @@ func New(opts Options) (*Server, error) {
 		log:  opts.Log,
 		m:    newMetrics(opts.Registerer),
 		now:  time.Now,
-		meta: newBounded[string, *metaEntry](opts.MaxNarinfos),
-		nars: newBounded[string, *narRef](opts.MaxNars),
+		meta: bounded.New[string, *metaEntry](opts.MaxNarinfos),
+		nars: bounded.New[string, *narRef](opts.MaxNars),
 		// A bounded map of at most zero entries holds nothing.
-		verified: newBounded[string, struct{}](max(opts.MaxVerified, 0)),
-		refuted:  newBounded[string, struct{}](maxRefuted),
+		verified: bounded.New[string, struct{}](max(opts.MaxVerified, 0)),
+		refuted:  bounded.New[string, struct{}](maxRefuted),
 	}
 	s.spools = spool.New(spool.Options[*narRef]{
 		MaxBytes:         opts.MaxSpoolBytes,
@@ -359,7 +360,7 @@ func (s *Server) serveMeta(w http.ResponseWriter, r *http.Request, what string, 
 	if e.ref != nil {
 		// Remembered again at every hit, so an entry the NAR table
 		// evicted comes back while Nix still uses the narinfo.
-		s.nars.put(e.ref.key, e.ref, time.Time{})
+		s.nars.Put(e.ref.key, e.ref, time.Time{})
 		if r.Method == http.MethodGet {
 			s.prefetch(e.ref)
 		}
@@ -375,7 +376,7 @@ func (s *Server) serveMeta(w http.ResponseWriter, r *http.Request, what string, 
 // lookupMeta returns the cached answer for path, or fetches it once however
 // many requests wait for it. result is the narinfos metric's label.
 func (s *Server) lookupMeta(ctx context.Context, path, what string, limit int64) (*metaEntry, string, error) {
-	if e, ok := s.meta.get(path, s.now()); ok {
+	if e, ok := s.meta.Get(path, s.now()); ok {
 		if e.status == http.StatusOK {
 			return e, "hit", nil
 		}
@@ -421,13 +422,13 @@ func (s *Server) fetchMeta(ctx context.Context, path, what string, limit int64) 
 			e.ref = s.parseRef(path, body)
 		}
 		if s.opts.NarinfoTTL > 0 {
-			s.meta.put(path, e, now.Add(s.opts.NarinfoTTL))
+			s.meta.Put(path, e, now.Add(s.opts.NarinfoTTL))
 		}
 		return e, nil
 	case upstream.IsNotFound(resp.Status):
 		e := &metaEntry{status: http.StatusNotFound}
 		if s.opts.NegativeTTL > 0 {
-			s.meta.put(path, e, now.Add(s.opts.NegativeTTL))
+			s.meta.Put(path, e, now.Add(s.opts.NegativeTTL))
 		}
 		return e, nil
 	default:
@@ -450,7 +451,7 @@ func (s *Server) resolveNar(ctx context.Context, key string) (*narRef, bool) {
 	if err != nil || e.ref == nil || e.ref.key != key {
 		return nil, false
 	}
-	s.nars.put(key, e.ref, time.Time{})
+	s.nars.Put(key, e.ref, time.Time{})
 	return e.ref, true
 }
 

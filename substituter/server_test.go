@@ -715,10 +715,10 @@ func TestNarTableBounded(t *testing.T) {
 		f.mustGet(http.MethodGet, p.narinfoPath())
 		ps = append(ps, p)
 	}
-	if n := f.srv.nars.len(); n != 2 {
+	if n := f.srv.nars.Len(); n != 2 {
 		t.Errorf("NAR table holds %d entries, bound 2", n)
 	}
-	if n := f.srv.meta.len(); n != 2 {
+	if n := f.srv.meta.Len(); n != 2 {
 		t.Errorf("narinfo table holds %d entries, bound 2", n)
 	}
 	resp, b := f.mustGet(http.MethodGet, ps[0].narPath())

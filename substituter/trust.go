@@ -61,11 +61,11 @@ func (s *Server) cidSigned(log *zap.Logger, ni *narinfo.NarInfo) bool {
 // trust says whether c may stream as ref's NAR, and why (a trust* label).
 func (s *Server) trust(c cid.Cid, ref *narRef) (string, bool) {
 	k := verifiedKey(c, ref)
-	if _, ok := s.verified.get(k, time.Time{}); ok {
+	if _, ok := s.verified.Get(k, time.Time{}); ok {
 		return trustVerified, true
 	}
 	if ref.signed {
-		if _, bad := s.refuted.get(k, time.Time{}); !bad {
+		if _, bad := s.refuted.Get(k, time.Time{}); !bad {
 			return trustSigned, true
 		}
 	}
@@ -75,15 +75,15 @@ func (s *Server) trust(c cid.Cid, ref *narRef) (string, bool) {
 // distrust forgets c as ref's NAR: its bytes turned out to be others.
 func (s *Server) distrust(c cid.Cid, ref *narRef) {
 	k := verifiedKey(c, ref)
-	s.verified.remove(k)
-	s.refuted.put(k, struct{}{}, time.Time{})
+	s.verified.Remove(k)
+	s.refuted.Put(k, struct{}{}, time.Time{})
 }
 
 // proved records that c was read whole and matched ref.
 func (s *Server) proved(c cid.Cid, ref *narRef) {
 	k := verifiedKey(c, ref)
-	s.verified.put(k, struct{}{}, time.Time{})
-	s.refuted.remove(k)
+	s.verified.Put(k, struct{}{}, time.Time{})
+	s.refuted.Remove(k)
 }
 
 // verifiedKey names a CID already proved to hold a NAR: the CID with the
