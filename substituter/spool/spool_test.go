@@ -176,7 +176,10 @@ func TestAhead(t *testing.T) {
 	a, b := nar(t, "a", 10), nar(t, "b", 20)
 	p.Prefetch(a, "a")
 	p.Prefetch(b, "b")
-	waitFor(t, "both read", func() bool { ea, eb := p.Entry(a.Key), p.Entry(b.Key); return ea != nil && eb != nil && ea.IsDone() && eb.IsDone() })
+	waitFor(t, "both read", func() bool {
+		ea, eb := p.Entry(a.Key), p.Entry(b.Key)
+		return ea != nil && eb != nil && ea.IsDone() && eb.IsDone()
+	})
 	ea, _ := p.Acquire(a, "a")
 	if f.reads(a.Key) != 1 || stateOf(p, ea) != wanted {
 		t.Fatalf("prefetched a: %d reads, %v", f.reads(a.Key), stateOf(p, ea))
