@@ -24,7 +24,7 @@ import (
 //     IPFS, vouches for it.
 //
 // Everything else is read into the spool and checked before a byte is
-// sent. Both are read ahead from their narinfo (spool.go). A signed CID
+// sent. Both are read ahead from their narinfo (package spool). A signed CID
 // found holding other bytes (a publisher bug, or damaged blocks) is
 // refuted: it is read and checked first from then on, unless such a read
 // proves it after all.
