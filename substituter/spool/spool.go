@@ -199,9 +199,9 @@ func New[R any](o Options[R]) *Spool[R] {
 	return p
 }
 
-// Close drops the kept NARs, cancels every read and timer, and waits for
-// them. Entries still held by requests are closed as these let go. No
-// read starts after Close.
+// Close drops the kept NARs, cancels every read and timer, waits for
+// them, and closes every entry no request holds; the others are closed as
+// their requests let go. No read starts after Close.
 func (p *Spool[R]) Close() error {
 	p.mu.Lock()
 	p.closing = true
@@ -219,6 +219,15 @@ func (p *Spool[R]) Close() error {
 	p.mu.Unlock()
 	p.cancel()
 	p.wg.Wait()
+	// Every read has ended: what no request holds goes now (NARs read
+	// ahead, reads Close cut short); the rest as their requests let go.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range p.entries {
+		if e.users == 0 {
+			p.to(e, closed)
+		}
+	}
 	return nil
 }
 
@@ -398,7 +407,7 @@ func (p *Spool[R]) to(e *Entry[R], st entryState) {
 // this process has it open (it is unlinked), so sending it again sends
 // the same proved bytes.
 func (p *Spool[R]) keepableLocked(e *Entry[R]) bool {
-	return p.o.KeepBytes > 0 && e.Err == nil && e.f != nil && p.entries[e.NAR.Key] == e
+	return p.o.KeepBytes > 0 && e.Err == nil && e.f != nil && p.entries[e.NAR.Key] == e && !p.closing
 }
 
 func (p *Spool[R]) expiredLocked(e *Entry[R]) bool {

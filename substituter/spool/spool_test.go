@@ -218,7 +218,13 @@ func TestCloseWaits(t *testing.T) {
 	if !e.IsDone() || !errors.Is(e.Err, context.Canceled) {
 		t.Fatalf("Close returned before the read ended: done %v, %v", e.IsDone(), e.Err)
 	}
+	if stateOf(p, e) != wanted || p.Len() != 1 {
+		t.Fatalf("held entry %v, %d entries, after Close", stateOf(p, e), p.Len())
+	}
 	p.Release(e)
+	if stateOf(p, e) != closed || p.Used() != 0 {
+		t.Fatalf("held entry %v, used %d, once let go", stateOf(p, e), p.Used())
+	}
 	if _, ok := p.Acquire(nar(t, "c", 10), ""); ok {
 		t.Fatal("a read started after Close")
 	}
