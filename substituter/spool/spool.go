@@ -81,10 +81,12 @@ type Options[R any] struct {
 type entryState int
 
 const (
+	// fresh: made, not in the table yet: its first move puts it there.
+	fresh entryState = iota
 	// ahead: read ahead of its request (a prefetch), not requested yet;
 	// counted against PrefetchAhead. Once read it waits for its request
 	// until expires.
-	ahead entryState = iota
+	ahead
 	// wanted: a request holds it (users), or held it while its read was
 	// under way.
 	wanted
@@ -101,7 +103,7 @@ const (
 	closed
 )
 
-var stateNames = [...]string{ahead: "ahead", wanted: "wanted", kept: "kept", ending: "ending", closed: "closed"}
+var stateNames = [...]string{fresh: "fresh", ahead: "ahead", wanted: "wanted", kept: "kept", ending: "ending", closed: "closed"}
 
 func (s entryState) String() string { return stateNames[s] }
 
@@ -286,18 +288,13 @@ func (p *Spool[R]) startLocked(n NAR, ref R, st entryState) *Entry[R] {
 		if old.state == kept {
 			p.to(old, closed)
 		} else {
-			delete(p.entries, n.Key)
 			p.to(old, ending)
 			p.settleLocked(old)
 		}
 	}
 	ctx, cancel := context.WithCancel(p.ctx)
-	e := &Entry[R]{NAR: n, Ref: ref, Trust: p.o.Trust(n, ref), Progress: NewProgress(), done: make(chan struct{}), cancel: cancel, state: st}
-	if st == ahead {
-		p.ahead++
-		p.aheadBytes += int64(n.NarSize)
-	}
-	p.entries[n.Key] = e
+	e := &Entry[R]{NAR: n, Ref: ref, Trust: p.o.Trust(n, ref), Progress: NewProgress(), done: make(chan struct{}), cancel: cancel}
+	p.to(e, st) // in the table now, in old's place if there was one
 	p.wg.Add(1)
 	go p.read(ctx, e)
 	return e
@@ -353,14 +350,19 @@ func (p *Spool[R]) settleLocked(e *Entry[R]) {
 }
 
 // to moves e to state st: the one place an entry changes state, and so
-// the one place the counts of entries ahead and kept, the kept list, the
-// table and MaxBytes follow it.
+// the one place the table, the count and bytes of entries ahead, the kept
+// list and MaxBytes follow it. (An entry leaves the table when it closes,
+// or when another takes its path; whether it is in the table is read from
+// the table, never kept in the entry.)
 func (p *Spool[R]) to(e *Entry[R], st entryState) {
 	if e.state == st {
 		return
 	}
 	size := int64(e.NAR.NarSize)
-	switch e.state {
+	from := e.state
+	switch from {
+	case fresh:
+		p.entries[e.NAR.Key] = e
 	case ahead:
 		p.ahead--
 		p.aheadBytes -= size
@@ -376,8 +378,14 @@ func (p *Spool[R]) to(e *Entry[R], st entryState) {
 	}
 	e.state = st
 	switch st {
+	case fresh:
+		panic(fmt.Sprintf("spool: entry %s moved back to fresh", e.NAR.Key))
 	case ahead:
-		panic(fmt.Sprintf("spool: entry %s moved back ahead", e.NAR.Key))
+		if from != fresh {
+			panic(fmt.Sprintf("spool: entry %s moved back ahead", e.NAR.Key))
+		}
+		p.ahead++
+		p.aheadBytes += size
 	case kept:
 		for p.keptBytes+size > p.o.KeepBytes && len(p.kept) > 0 {
 			p.to(p.kept[0], closed)
