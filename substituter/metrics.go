@@ -9,6 +9,7 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	imetrics "github.com/nix-ipfs/nix-ipfs/internal/metrics"
+	"github.com/nix-ipfs/nix-ipfs/internal/watchdog"
 )
 
 // Sources of a NAR response (the "source" label).
@@ -128,11 +129,20 @@ var (
 
 // timeoutError is an IPFS read that made no progress for IPFSTimeout
 // (ReasonTimeout); its message is its cause's. It is set where the IPFS
-// watchdog is known to have fired (watchdog.ipfsErr), so that upstream's
+// watchdog is known to have fired (ipfsErr), so that upstream's
 // own watchdog, in the same chain for a trusted read, is not taken for it.
 type timeoutError struct{ error }
 
 func (e timeoutError) Unwrap() error { return e.error }
+
+// ipfsErr marks err, of an IPFS read that w bounds, as a timeout if w
+// fired (see reasonOf).
+func ipfsErr(w *watchdog.Watchdog, err error) error {
+	if w.Stalled() {
+		return timeoutError{err}
+	}
+	return err
+}
 
 // mismatchError is content, from IPFS or upstream, that is not the
 // narinfo's NAR: of another size than NarSize, or not hashing to NarHash.

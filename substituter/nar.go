@@ -17,6 +17,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"go.uber.org/zap"
 
+	"github.com/nix-ipfs/nix-ipfs/internal/watchdog"
 	"github.com/nix-ipfs/nix-ipfs/substituter/spool"
 	"github.com/nix-ipfs/nix-ipfs/upstream"
 )
@@ -118,11 +119,11 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 // upstream NAR continues them). done is false when nothing was sent; then
 // reason says why (the request goes to upstream).
 func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap.Logger, c cid.Cid, ref *narRef, start time.Time) (done bool, reason string) {
-	kwd := newWatchdog(r.Context(), s.opts.IPFSTimeout)
-	defer kwd.stop()
-	rc, err := s.ipfs.Cat(kwd.ctx, c)
+	kwd := watchdog.New(r.Context(), s.opts.IPFSTimeout)
+	defer kwd.Stop()
+	rc, err := s.ipfs.Cat(kwd.Context(), c)
 	if err != nil {
-		return false, s.ipfsFailed(log, kwd.ipfsErr(err))
+		return false, s.ipfsFailed(log, ipfsErr(kwd, err))
 	}
 	defer rc.Close()
 	if n := announcedSize(rc); n >= 0 && uint64(n) != ref.narSize {
@@ -133,24 +134,24 @@ func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap
 		s.distrust(c, ref)
 		return false, reason
 	}
-	kr := kwd.reader(rc)
+	kr := kwd.Reader(rc)
 	first := make([]byte, copyBuf)
 	n, err := kr.Read(first)
 	if n == 0 {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return false, s.ipfsFailed(log, kwd.ipfsErr(fmt.Errorf("ipfs cat %s: %w", c, err)))
+		return false, s.ipfsFailed(log, ipfsErr(kwd, fmt.Errorf("ipfs cat %s: %w", c, err)))
 	}
 	// The upstream fallback has its own watchdog (wd, in copyVerified).
-	wd := newWatchdog(r.Context(), s.opts.UpstreamTimeout+s.opts.IPFSTimeout)
-	defer wd.stop()
+	wd := watchdog.New(r.Context(), s.opts.UpstreamTimeout+s.opts.IPFSTimeout)
+	defer wd.Stop()
 	fr := &failoverReader{
 		r:    io.MultiReader(bytes.NewReader(first[:n]), kr),
 		size: int64(ref.narSize),
 		resume: func(off int64, cause error) (io.ReadCloser, error) {
-			s.ipfsFailed(log, kwd.ipfsErr(fmt.Errorf("ipfs cat %s at byte %d: %w; the rest comes from upstream", c, off, cause)))
-			return s.upstreamFrom(wd.ctx, ref, off)
+			s.ipfsFailed(log, ipfsErr(kwd, fmt.Errorf("ipfs cat %s at byte %d: %w; the rest comes from upstream", c, off, cause)))
+			return s.upstreamFrom(wd.Context(), ref, off)
 		},
 	}
 	defer fr.close()
@@ -306,15 +307,15 @@ func (s *Server) prefetch(ref *narRef) {
 // always.
 func (s *Server) fetchIPFS(ctx context.Context, e *spool.Entry[*narRef]) (*os.File, error) {
 	c, ref := e.NAR.CID, e.Ref
-	wd := newWatchdog(ctx, s.opts.IPFSTimeout)
-	defer wd.stop()
+	wd := watchdog.New(ctx, s.opts.IPFSTimeout)
+	defer wd.Stop()
 	fail := func(err error) (*os.File, error) {
-		if wd.stalled() {
-			return nil, timeoutError{fmt.Errorf("ipfs %s: %w", c, context.Cause(wd.ctx))}
+		if wd.Stalled() {
+			return nil, timeoutError{fmt.Errorf("ipfs %s: %w", c, context.Cause(wd.Context()))}
 		}
 		return nil, err
 	}
-	rc, err := s.ipfs.Cat(wd.ctx, c)
+	rc, err := s.ipfs.Cat(wd.Context(), c)
 	if err != nil {
 		return fail(err)
 	}
@@ -333,28 +334,28 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spool.Entry[*narRef]) (*os.Fi
 	// crash leaves nothing behind.
 	os.Remove(f.Name())
 	e.Progress.Started(f)
-	var src io.Reader = wd.reader(io.LimitReader(rc, int64(ref.narSize)+1))
+	var src io.Reader = wd.Reader(io.LimitReader(rc, int64(ref.narSize)+1))
 	if e.Trust != "" {
 		// The upstream part has a watchdog of its own: wd's may be
 		// what ended the IPFS part.
-		var uwd *watchdog
+		var uwd *watchdog.Watchdog
 		defer func() {
 			if uwd != nil {
-				uwd.stop()
+				uwd.Stop()
 			}
 		}()
 		fr := &failoverReader{r: src, size: int64(ref.narSize), resume: func(off int64, cause error) (io.ReadCloser, error) {
 			s.ipfsFailed(s.log.With(zap.String("url", ref.key), zap.String("cid", c.String())),
-				wd.ipfsErr(fmt.Errorf("ipfs cat %s at byte %d: %w; the rest comes from upstream", c, off, cause)))
-			uwd = newWatchdog(ctx, s.opts.UpstreamTimeout)
-			rc, err := s.upstreamFrom(uwd.ctx, ref, off)
+				ipfsErr(wd, fmt.Errorf("ipfs cat %s at byte %d: %w; the rest comes from upstream", c, off, cause)))
+			uwd = watchdog.New(ctx, s.opts.UpstreamTimeout)
+			rc, err := s.upstreamFrom(uwd.Context(), ref, off)
 			if err != nil {
 				return nil, err
 			}
 			return struct {
 				io.Reader
 				io.Closer
-			}{uwd.reader(io.LimitReader(rc, int64(ref.narSize)-off+1)), rc}, nil
+			}{uwd.Reader(io.LimitReader(rc, int64(ref.narSize)-off+1)), rc}, nil
 		}}
 		defer func() { e.UpstreamBytes = fr.resumedBytes }()
 		defer fr.close()
@@ -486,12 +487,12 @@ func (s *Server) proxyNar(w http.ResponseWriter, r *http.Request, log *zap.Logge
 		return
 	}
 
-	wd := newWatchdog(ctx, s.opts.UpstreamTimeout)
-	defer wd.stop()
+	wd := watchdog.New(ctx, s.opts.UpstreamTimeout)
+	defer wd.Stop()
 	// Cancelling the request's context is what interrupts a stalled
 	// upstream body read.
 	go func() {
-		<-wd.ctx.Done()
+		<-wd.Context().Done()
 		cancel()
 	}()
 	var n int64
@@ -509,7 +510,7 @@ func (s *Server) proxyNar(w http.ResponseWriter, r *http.Request, log *zap.Logge
 			s.m.badUpstream.Inc()
 			log.Error("upstream NAR does not match its narinfo; connection cut", zap.Error(err))
 		} else {
-			log.Warn("upstream NAR transfer failed; connection cut", zap.Error(err), zap.Bool("stalled", wd.stalled()))
+			log.Warn("upstream NAR transfer failed; connection cut", zap.Error(err), zap.Bool("stalled", wd.Stalled()))
 		}
 		s.m.nars.WithLabelValues(SourceNone, reason).Inc()
 		// A response that ends early must not look complete: with a
@@ -532,25 +533,25 @@ const spoolBuf = 256 << 10
 
 // copyBody copies r to w, counting reads as progress and not counting the
 // time w takes.
-func copyBody(w io.Writer, wd *watchdog, r io.Reader) (int64, error) {
+func copyBody(w io.Writer, wd *watchdog.Watchdog, r io.Reader) (int64, error) {
 	buf := make([]byte, copyBuf)
 	var n int64
 	for {
 		m, err := r.Read(buf)
 		if m > 0 {
-			wd.pause()
+			wd.Pause()
 			if _, werr := w.Write(buf[:m]); werr != nil {
 				return n, werr
 			}
 			n += int64(m)
-			wd.progress()
+			wd.Progress()
 		}
 		if err == io.EOF {
 			return n, nil
 		}
 		if err != nil {
-			if wd.stalled() {
-				err = context.Cause(wd.ctx)
+			if wd.Stalled() {
+				err = context.Cause(wd.Context())
 			}
 			return n, err
 		}
@@ -560,7 +561,7 @@ func copyBody(w io.Writer, wd *watchdog, r io.Reader) (int64, error) {
 // copyVerified copies r to w, checking it is ref's NAR. It always holds
 // back the last chunk read until the whole body has matched, so on a
 // mismatch the client has fewer bytes than Content-Length announced.
-func copyVerified(w io.Writer, wd *watchdog, r io.Reader, ref *narRef) (int64, error) {
+func copyVerified(w io.Writer, wd *watchdog.Watchdog, r io.Reader, ref *narRef) (int64, error) {
 	bufs := [2][]byte{make([]byte, copyBuf), make([]byte, copyBuf)}
 	cur := 0
 	var held []byte
@@ -571,7 +572,7 @@ func copyVerified(w io.Writer, wd *watchdog, r io.Reader, ref *narRef) (int64, e
 	for {
 		m, err := lr.Read(bufs[cur])
 		if m > 0 {
-			wd.progress()
+			wd.Progress()
 			chunk := bufs[cur][:m]
 			h.Write(chunk)
 			total += uint64(m)
@@ -579,12 +580,12 @@ func copyVerified(w io.Writer, wd *watchdog, r io.Reader, ref *narRef) (int64, e
 				return sent, mismatch(true, "upstream NAR is longer than NarSize %d", ref.narSize)
 			}
 			if len(held) > 0 {
-				wd.pause()
+				wd.Pause()
 				if _, werr := w.Write(held); werr != nil {
 					return sent, werr
 				}
 				sent += int64(len(held))
-				wd.progress()
+				wd.Progress()
 			}
 			held = chunk
 			cur = 1 - cur
@@ -593,8 +594,8 @@ func copyVerified(w io.Writer, wd *watchdog, r io.Reader, ref *narRef) (int64, e
 			break
 		}
 		if err != nil {
-			if wd.stalled() {
-				err = context.Cause(wd.ctx)
+			if wd.Stalled() {
+				err = context.Cause(wd.Context())
 			}
 			return sent, err
 		}

@@ -2,8 +2,6 @@ package substituter
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -496,60 +494,4 @@ func (s *Server) parseRef(path string, body []byte) *narRef {
 		narSize:     ni.NarSize,
 		signed:      s.cidSigned(log, ni),
 	}
-}
-
-var errStalled = errors.New("no progress")
-
-// watchdog cancels a context once it has gone d without progress.
-type watchdog struct {
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	timer  *time.Timer
-	d      time.Duration
-}
-
-func newWatchdog(ctx context.Context, d time.Duration) *watchdog {
-	ctx, cancel := context.WithCancelCause(ctx)
-	w := &watchdog{ctx: ctx, cancel: cancel, d: d}
-	w.timer = time.AfterFunc(d, func() { cancel(fmt.Errorf("%w for %v", errStalled, d)) })
-	return w
-}
-
-// progress restarts the countdown.
-func (w *watchdog) progress() { w.timer.Reset(w.d) }
-
-// pause stops the countdown while the other side (a slow client) is the
-// one holding things up.
-func (w *watchdog) pause() { w.timer.Stop() }
-
-func (w *watchdog) stalled() bool { return errors.Is(context.Cause(w.ctx), errStalled) }
-
-// ipfsErr marks err, of an IPFS read this watchdog bounds, as a timeout
-// if the watchdog fired (see reasonOf).
-func (w *watchdog) ipfsErr(err error) error {
-	if w.stalled() {
-		return timeoutError{err}
-	}
-	return err
-}
-
-func (w *watchdog) stop() {
-	w.timer.Stop()
-	w.cancel(context.Canceled)
-}
-
-// reader counts every byte read from r as progress.
-func (w *watchdog) reader(r io.Reader) io.Reader { return &progressReader{r: r, w: w} }
-
-type progressReader struct {
-	r io.Reader
-	w *watchdog
-}
-
-func (p *progressReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	if n > 0 {
-		p.w.progress()
-	}
-	return n, err
 }
