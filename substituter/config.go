@@ -14,7 +14,9 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/peering"
 	"github.com/nix-ipfs/nix-ipfs/unixfs"
+	"github.com/nix-ipfs/nix-ipfs/upstream"
 )
 
 // DefaultListen is where the substituter listens unless told otherwise:
@@ -49,15 +51,15 @@ type Config struct {
 	TrustedKeys     string
 	KeepBytes       int64
 	KeepTTL         time.Duration
-	Mirrors         MirrorConfig
+	Mirrors         peering.Config
 }
 
 // Register adds the substituter's flags.
 func (c *Config) Register(s *config.Set) {
 	c.Log.Register(s, "json")
 	s.StringsVar(&c.Upstreams, "upstream", "the binary cache to serve narinfos from and fall back to for NARs: http(s)://... or file:///dir (required). Several fail over between the origin and its mirrors (the same cache, signed by the same key): the first given is asked first")
-	s.StringVar(&c.UpstreamOrder, "upstream-order", OrderPriority, "which live upstream is asked first: priority (the order given) or latency (the fastest lately)")
-	s.DurationVar(&c.FailoverTimeout, "failover-timeout", DefaultFailoverTimeout, "with several upstreams: give one this long to connect and answer before asking the next, and leave it out (probed in the background) until it answers again")
+	s.StringVar(&c.UpstreamOrder, "upstream-order", upstream.OrderPriority, "which live upstream is asked first: priority (the order given) or latency (the fastest lately)")
+	s.DurationVar(&c.FailoverTimeout, "failover-timeout", upstream.DefaultFailoverTimeout, "with several upstreams: give one this long to connect and answer before asking the next, and leave it out (probed in the background) until it answers again")
 	s.StringVar(&c.Listen, "listen", DefaultListen, "address to serve the cache on (host:port; port 0 picks one, logged at start)")
 	s.StringVar(&c.KuboAPI, "kubo-api", "", "read NARs through this kubo daemon's RPC API: http URL or multiaddr (default, unless --gateway: $IPFS_PATH/api, else ~/.ipfs/api)")
 	s.StringVar(&c.KuboGateway, "kubo-gateway", "", "read NAR bytes through this HTTP gateway of the --kubo-api daemon (http URL, host:port or multiaddr; off: RPC cat only). Default: the address in the daemon's $IPFS_PATH/gateway, else its Addresses.Gateway; RPC cat, with the reason logged, when there is none, it does not answer, or the daemon's Gateway.NoFetch is set (it would not fetch missing blocks from peers). Same daemon, same trust as RPC cat, about half its CPU")
@@ -85,8 +87,8 @@ func (c *Config) Validate() error {
 	if len(c.Upstreams) == 0 {
 		return errors.New("--upstream is required")
 	}
-	if c.UpstreamOrder != OrderPriority && c.UpstreamOrder != OrderLatency {
-		return fmt.Errorf("--upstream-order %q: want %s or %s", c.UpstreamOrder, OrderPriority, OrderLatency)
+	if c.UpstreamOrder != upstream.OrderPriority && c.UpstreamOrder != upstream.OrderLatency {
+		return fmt.Errorf("--upstream-order %q: want %s or %s", c.UpstreamOrder, upstream.OrderPriority, upstream.OrderLatency)
 	}
 	if c.FailoverTimeout <= 0 {
 		return errors.New("--failover-timeout must be positive")
@@ -126,11 +128,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	for _, raw := range c.Upstreams {
-		up, err := newUpstream(raw, &http.Client{}, c.UpstreamTimeout)
-		if err != nil {
+		if err := upstream.Check(raw); err != nil {
 			return err
 		}
-		up.close()
 	}
 	if c.Gateway != "" {
 		if _, err := unixfs.NewGateway(c.Gateway, &http.Client{}); err != nil {
@@ -192,7 +192,7 @@ func (c *Config) Options(log *zap.Logger, reg prometheus.Registerer) (Options, e
 		rd.UseBlockStore(b)
 	}
 	o.IPFS = rd
-	o.Peering = c.Mirrors.options(k)
+	o.Peering = c.Mirrors.Options(k)
 	return o, nil
 }
 

@@ -16,9 +16,9 @@
 // so nothing outlives the process), hashed as it streams, and sent only
 // once its size and SHA-256 match the narinfo: bytes that fail the check
 // are never sent at all, and the request falls back to the upstream NAR
-// instead. That read starts when the narinfo is served (spool.go: Nix asks
-// for a closure's narinfos first) and is shared by every request for the
-// NAR. A CID trusted to hold its NAR (proved before, or its binding signed
+// instead. That read starts when the narinfo is served (package spool:
+// Nix asks for a closure's narinfos first) and is shared by every request
+// for the NAR. A CID trusted to hold its NAR (proved before, or its binding signed
 // by a trusted key: trust.go) is read the same way, but its requests
 // follow the read as the file fills (follow.go), the last bytes held back
 // until the whole matched, with the rest from upstream if IPFS fails
@@ -30,7 +30,10 @@
 // The upstream fallback streams (it is the last resort, so there is nothing
 // to gain by spooling it), still hashed when the NAR is uncompressed: on a
 // mismatch the last bytes are held back and the connection is cut, so Nix
-// sees a truncated transfer, never a complete wrong one.
+// sees a truncated transfer, never a complete wrong one. The upstream is a
+// set of caches, the origin and its mirrors, with failover between them
+// (package upstream); the kubo is kept peered with the mirrors the cache
+// lists (package peering, StartPeering).
 //
 // # What is never served
 //

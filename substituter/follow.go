@@ -1,15 +1,14 @@
 package substituter
 
 import (
-	"errors"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/nix-ipfs/nix-ipfs/substituter/spool"
 )
 
 // Following a read. A NAR whose CID is trusted (trust.go) is still read
@@ -39,69 +38,10 @@ import (
 // the whole NAR has matched.
 const holdBack = copyBuf
 
-// readProgress is how far a spool file has been written, for the requests
-// that follow it.
-type readProgress struct {
-	mu   sync.Mutex
-	f    *os.File // the spool file; nil before it exists and after a failed read
-	n    int64
-	grew chan struct{} // closed, and replaced, at every write
-}
-
-func newReadProgress() *readProgress {
-	return &readProgress{grew: make(chan struct{})}
-}
-
-func (p *readProgress) started(f *os.File) {
-	p.mu.Lock()
-	p.f = f
-	p.mu.Unlock()
-}
-
-func (p *readProgress) wrote(n int) {
-	p.mu.Lock()
-	p.n += int64(n)
-	close(p.grew)
-	p.grew = make(chan struct{})
-	p.mu.Unlock()
-}
-
-// failed closes the file of a read that failed. Under the lock, so that
-// no follower reopens its descriptor number after it is closed.
-func (p *readProgress) failed() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.f != nil {
-		p.f.Close()
-		p.f = nil
-	}
-}
-
-// state is how many bytes are in the file, and a channel closed when there
-// are more.
-func (p *readProgress) state() (int64, <-chan struct{}) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.n, p.grew
-}
-
-var errNoSpoolFile = errors.New("the spool file is gone")
-
-// open returns a reader of the spool file, of size bytes once whole, of
-// its own (see reopen).
-func (p *readProgress) open(size int64) (io.ReadSeekCloser, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.f == nil {
-		return nil, errNoSpoolFile
-	}
-	return reopen(p.f, size)
-}
-
 // followSpool answers a request for e's NAR, whose CID is trusted, while
 // e is still being read: see the comment at the top of this file.
-func (s *Server) followSpool(w http.ResponseWriter, r *http.Request, log *zap.Logger, e *spoolEntry, start time.Time) {
-	size := int64(e.ref.narSize)
+func (s *Server) followSpool(w http.ResponseWriter, r *http.Request, log *zap.Logger, e *spool.Entry[*narRef], start time.Time) {
+	size := int64(e.Ref.narSize)
 	cw := &countingWriter{ResponseWriter: w, start: start}
 	var rs io.ReadSeekCloser // our own reader of the file, once a byte is to go out
 	defer func() {
@@ -112,24 +52,23 @@ func (s *Server) followSpool(w http.ResponseWriter, r *http.Request, log *zap.Lo
 	streamed := false // the response began before the read ended
 	var sent int64
 	for {
-		n, grew := e.progress.state()
+		n, grew := e.Progress.State()
 		done := false
 		select {
-		case <-e.done:
+		case <-e.Done():
 			done = true
 		default:
 		}
-		if done && e.err != nil {
+		if done && e.Err != nil {
 			if rs == nil {
 				// Nothing sent: the request goes on, to upstream.
-				s.ipfsFailed(log, e.reason, e.err)
-				s.proxyNar(w, r, log, e.ref, e.reason, start)
+				s.proxyNar(w, r, log, e.Ref, s.ipfsFailed(log, e.Err), start)
 				return
 			}
-			if isMismatch(e.reason) {
-				log.Error("trusted CID does not hold its NAR; connection cut", zap.String("reason", e.reason), zap.Int64("sent", sent), zap.Error(e.err))
+			if holdsOtherBytes(e.Err) {
+				log.Error("trusted CID does not hold its NAR; connection cut", zap.String("reason", reasonOf(e.Err)), zap.Int64("sent", sent), zap.Error(e.Err))
 			} else {
-				log.Warn("NAR transfer failed; connection cut", zap.String("reason", e.reason), zap.Int64("sent", sent), zap.Error(e.err))
+				log.Warn("NAR transfer failed; connection cut", zap.String("reason", reasonOf(e.Err)), zap.Int64("sent", sent), zap.Error(e.Err))
 			}
 			s.m.nars.WithLabelValues(SourceNone, ReasonIPFSError).Inc()
 			panic(http.ErrAbortHandler)
@@ -141,9 +80,9 @@ func (s *Server) followSpool(w http.ResponseWriter, r *http.Request, log *zap.Lo
 		if upto > sent {
 			if rs == nil {
 				var err error
-				if rs, err = e.progress.open(size); err != nil {
+				if rs, err = e.Progress.Open(size); err != nil {
 					// The read failed as we looked: its end says why.
-					<-e.done
+					<-e.Done()
 					continue
 				}
 				streamed = !done
@@ -169,22 +108,12 @@ func (s *Server) followSpool(w http.ResponseWriter, r *http.Request, log *zap.Lo
 		}
 		select {
 		case <-grew:
-		case <-e.done:
+		case <-e.Done():
 		case <-r.Context().Done():
 			log.Debug("client went away while the NAR was read from IPFS", zap.Error(r.Context().Err()))
 			return
 		}
 	}
-	s.narDone(log.With(zap.Bool("streamed", streamed), zap.Int64("upstream_bytes", e.upstreamBytes), zap.Duration("ipfs_took", e.took)),
+	s.narDone(log.With(zap.Bool("streamed", streamed), zap.Int64("upstream_bytes", e.UpstreamBytes), zap.Duration("ipfs_took", e.Took)),
 		SourceIPFS, "", cw.n, start, cw.ttfb)
-}
-
-// isMismatch reports whether reason says IPFS returned other bytes than
-// the narinfo's (rather than failing to return them).
-func isMismatch(reason string) bool {
-	switch reason {
-	case ReasonSizeMismatch, ReasonHashMismatch, ReasonBlockMismatch:
-		return true
-	}
-	return false
 }

@@ -2,9 +2,15 @@ package substituter
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	imetrics "github.com/nix-ipfs/nix-ipfs/internal/metrics"
+	"github.com/nix-ipfs/nix-ipfs/internal/watchdog"
+	"github.com/nix-ipfs/nix-ipfs/unixfs"
 )
 
 // Sources of a NAR response (the "source" label).
@@ -87,16 +93,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		m.nars = register(reg, m.nars)
-		m.ipfsFailures = register(reg, m.ipfsFailures)
-		m.narBytes = register(reg, m.narBytes)
-		m.narinfos = register(reg, m.narinfos)
-		m.upstream = register(reg, m.upstream)
-		m.badUpstream = register(reg, m.badUpstream)
-		m.rejected = register(reg, m.rejected)
-		m.firstByte = register(reg, m.firstByte)
-		m.prefetches = register(reg, m.prefetches)
-		m.keptHits = register(reg, m.keptHits)
+		m.nars = imetrics.Register(reg, m.nars)
+		m.ipfsFailures = imetrics.Register(reg, m.ipfsFailures)
+		m.narBytes = imetrics.Register(reg, m.narBytes)
+		m.narinfos = imetrics.Register(reg, m.narinfos)
+		m.upstream = imetrics.Register(reg, m.upstream)
+		m.badUpstream = imetrics.Register(reg, m.badUpstream)
+		m.rejected = imetrics.Register(reg, m.rejected)
+		m.firstByte = imetrics.Register(reg, m.firstByte)
+		m.prefetches = imetrics.Register(reg, m.prefetches)
+		m.keptHits = imetrics.Register(reg, m.keptHits)
 	}
 	// Every way IPFS can fail is a series from the start, at 0, so a
 	// dashboard or an alert on its rate works before the first failure.
@@ -107,26 +113,82 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-// register registers c, or returns the collector already registered under
-// its name, so that several Servers in one process (a test, or a command
-// mounting more than one) share their counters instead of panicking.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
-}
-
 func (m *metrics) upstreamStatus(what string, status int, err error) {
 	s := "error"
 	if err == nil {
 		s = strconv.Itoa(status)
 	}
 	m.upstream.WithLabelValues(what, s).Inc()
+}
+
+// Why a NAR did not come from IPFS, as errors: reasonOf turns them into
+// the reason label.
+var (
+	errInvalidCID = errs.E(errs.Invalid, errors.New("the narinfo's IPFSHash is not a CID"))
+	errSpoolFull  = errs.E(errs.Transient, errors.New("no room in the spool"))
+)
+
+// timeoutError is an IPFS read that made no progress for IPFSTimeout
+// (ReasonTimeout); its message is its cause's. It is set where the IPFS
+// watchdog is known to have fired (ipfsErr), so that upstream's
+// own watchdog, in the same chain for a trusted read, is not taken for it.
+type timeoutError struct{ error }
+
+func (e timeoutError) Unwrap() error { return e.error }
+
+// ipfsErr marks err, of an IPFS read that w bounds, as a timeout if w
+// fired (see reasonOf).
+func ipfsErr(w *watchdog.Watchdog, err error) error {
+	if w.Stalled() {
+		return timeoutError{err}
+	}
+	return err
+}
+
+// mismatchError is content, from IPFS or upstream, that is not the
+// narinfo's NAR: of another size than NarSize, or not hashing to NarHash.
+type mismatchError struct {
+	size bool // the size differs (else the hash)
+	msg  string
+}
+
+func (e *mismatchError) Error() string { return e.msg }
+
+// mismatch returns a mismatchError of kind Corrupt.
+func mismatch(size bool, format string, args ...any) error {
+	return errs.E(errs.Corrupt, &mismatchError{size: size, msg: fmt.Sprintf(format, args...)})
+}
+
+// holdsOtherBytes reports whether err says IPFS returned other bytes than
+// the narinfo's NAR (rather than failing to return them): for a trusted
+// CID, a reason to distrust it.
+func holdsOtherBytes(err error) bool {
+	var mm *mismatchError
+	return errors.As(err, &mm) || errors.Is(err, unixfs.ErrBlockMismatch)
+}
+
+// reasonOf is the reason label (a Reason* constant) of a NAR that IPFS did
+// not give, derived from the error that says why: the one place a failure
+// becomes a label.
+func reasonOf(err error) string {
+	var (
+		to timeoutError
+		mm *mismatchError
+	)
+	switch {
+	case errors.As(err, &to):
+		return ReasonTimeout
+	case errors.Is(err, unixfs.ErrBlockMismatch):
+		return ReasonBlockMismatch
+	case errors.As(err, &mm) && mm.size:
+		return ReasonSizeMismatch
+	case mm != nil:
+		return ReasonHashMismatch
+	case errors.Is(err, errInvalidCID):
+		return ReasonInvalidCID
+	case errors.Is(err, errSpoolFull):
+		return ReasonSpoolFull
+	default:
+		return ReasonIPFSError
+	}
 }

@@ -17,7 +17,10 @@ import (
 	"github.com/ipfs/go-cid"
 	"go.uber.org/zap"
 
+	"github.com/nix-ipfs/nix-ipfs/internal/watchdog"
+	"github.com/nix-ipfs/nix-ipfs/substituter/spool"
 	"github.com/nix-ipfs/nix-ipfs/unixfs"
+	"github.com/nix-ipfs/nix-ipfs/upstream"
 )
 
 const narContentType = "application/x-nix-nar"
@@ -25,7 +28,7 @@ const narContentType = "application/x-nix-nar"
 func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	key := r.URL.Path
-	ref, known := s.nars.get(key, time.Time{})
+	ref, known := s.nars.Get(key, time.Time{})
 	if !known {
 		ref, known = s.resolveNar(r.Context(), key)
 	}
@@ -55,13 +58,12 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 
 	c, err := cid.Decode(ref.ipfsHash)
 	if err != nil {
-		s.ipfsFailed(log, ReasonInvalidCID, err)
-		s.proxyNar(w, r, log, ref, ReasonInvalidCID, start)
+		s.proxyNar(w, r, log, ref, s.ipfsFailed(log, fmt.Errorf("%w: %w", errInvalidCID, err)), start)
 		return
 	}
 	how, trusted := s.trust(c, ref)
 	follow := trusted && r.Header.Get("Range") == ""
-	e, ok := s.spools.acquire(ref, c)
+	e, ok := s.spools.Acquire(ref.spoolNAR(c), ref)
 	if !ok && follow {
 		// No room in the spool for it: it streams straight through.
 		if done, reason := s.streamVerified(w, r, log.With(zap.String("trust", how)), c, ref, start); !done {
@@ -70,28 +72,26 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ok {
-		s.ipfsFailed(log, ReasonSpoolFull, fmt.Errorf("%d bytes would exceed the spool budget of %d", ref.narSize, s.opts.MaxSpoolBytes))
-		s.proxyNar(w, r, log, ref, ReasonSpoolFull, start)
+		s.proxyNar(w, r, log, ref, s.ipfsFailed(log, fmt.Errorf("%w: %d bytes would exceed the spool budget of %d", errSpoolFull, ref.narSize, s.opts.MaxSpoolBytes)), start)
 		return
 	}
-	defer s.spools.release(e)
-	if e.trust != "" {
-		log = log.With(zap.String("trust", e.trust))
+	defer s.spools.Release(e)
+	if e.Trust != "" {
+		log = log.With(zap.String("trust", e.Trust))
 	}
-	if follow && e.trust != "" && !e.isDone() {
+	if follow && e.Trust != "" && !e.IsDone() {
 		// Being read as a trusted CID: sent as the read goes (follow.go).
 		s.followSpool(w, r, log, e, start)
 		return
 	}
 	select {
-	case <-e.done:
+	case <-e.Done():
 	case <-r.Context().Done():
 		log.Debug("client went away while the NAR was read from IPFS", zap.Error(r.Context().Err()))
 		return
 	}
-	if e.err != nil {
-		s.ipfsFailed(log, e.reason, e.err)
-		s.proxyNar(w, r, log, ref, e.reason, start)
+	if e.Err != nil {
+		s.proxyNar(w, r, log, ref, s.ipfsFailed(log, e.Err), start)
 		return
 	}
 	// Verified: now, and only now, a response, from a descriptor of our
@@ -99,31 +99,16 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request) {
 	// Range requests (Nix resumes interrupted downloads with one), sets
 	// Content-Length, which is NarSize, and sends an *os.File with
 	// sendfile.
-	f, err := reopen(e.f, int64(ref.narSize))
+	f, err := e.Open()
 	if err != nil {
-		s.ipfsFailed(log, ReasonIPFSError, err)
-		s.proxyNar(w, r, log, ref, ReasonIPFSError, start)
+		s.proxyNar(w, r, log, ref, s.ipfsFailed(log, err), start)
 		return
 	}
 	defer f.Close()
 	w.Header().Set("Content-Type", narContentType)
 	cw := &countingWriter{ResponseWriter: w, start: start}
 	http.ServeContent(cw, r, "", time.Time{}, f)
-	s.narDone(log.With(zap.Duration("ipfs_took", e.took)), SourceIPFS, "", cw.n, start, cw.ttfb)
-}
-
-// reopen returns a reader of the spool file f of its own: a new open file
-// description through /proc (so that sendfile works), or a section reader
-// where /proc is not there.
-func reopen(f *os.File, size int64) (io.ReadSeekCloser, error) {
-	g, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
-	if err == nil {
-		return g, nil
-	}
-	return struct {
-		*io.SectionReader
-		io.Closer
-	}{io.NewSectionReader(f, 0, size), io.NopCloser(nil)}, nil
+	s.narDone(log.With(zap.Duration("ipfs_took", e.Took)), SourceIPFS, "", cw.n, start, cw.ttfb)
 }
 
 // streamVerified sends a NAR whose CID is trusted to hold it (proved
@@ -135,39 +120,37 @@ func reopen(f *os.File, size int64) (io.ReadSeekCloser, error) {
 // upstream NAR continues them). done is false when nothing was sent; then
 // reason says why (the request goes to upstream).
 func (s *Server) streamVerified(w http.ResponseWriter, r *http.Request, log *zap.Logger, c cid.Cid, ref *narRef, start time.Time) (done bool, reason string) {
-	kwd := newWatchdog(r.Context(), s.opts.IPFSTimeout)
-	defer kwd.stop()
-	rc, err := s.ipfs.Cat(kwd.ctx, c)
+	kwd := watchdog.New(r.Context(), s.opts.IPFSTimeout)
+	defer kwd.Stop()
+	rc, err := s.ipfs.Cat(kwd.Context(), c)
 	if err != nil {
-		s.ipfsFailed(log, kwd.reason(ReasonIPFSError), err)
-		return false, kwd.reason(ReasonIPFSError)
+		return false, s.ipfsFailed(log, ipfsErr(kwd, err))
 	}
 	defer rc.Close()
 	if n := announcedSize(rc); n >= 0 && uint64(n) != ref.narSize {
 		// Before a byte is sent, a CID of another size (for a signed
 		// one: a publisher bug) goes to upstream, and is read and
 		// checked first from now on.
-		s.ipfsFailed(log, ReasonSizeMismatch, fmt.Errorf("ipfs %s has %d bytes, the narinfo's NarSize is %d", c, n, ref.narSize))
+		reason := s.ipfsFailed(log, mismatch(true, "ipfs %s has %d bytes, the narinfo's NarSize is %d", c, n, ref.narSize))
 		s.distrust(c, ref)
-		return false, ReasonSizeMismatch
+		return false, reason
 	}
-	kr := kwd.reader(rc)
+	kr := kwd.Reader(rc)
 	first := make([]byte, copyBuf)
 	n, err := kr.Read(first)
 	if n == 0 {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		s.ipfsFailed(log, kwd.reason(ReasonIPFSError), fmt.Errorf("ipfs cat %s: %w", c, err))
-		return false, kwd.reason(ReasonIPFSError)
+		return false, s.ipfsFailed(log, ipfsErr(kwd, fmt.Errorf("ipfs cat %s: %w", c, err)))
 	}
 	// The upstream fallback has its own watchdog (wd, in copyVerified).
-	wd := newWatchdog(r.Context(), s.opts.UpstreamTimeout+s.opts.IPFSTimeout)
-	defer wd.stop()
+	wd := watchdog.New(r.Context(), s.opts.UpstreamTimeout+s.opts.IPFSTimeout)
+	defer wd.Stop()
 	fr := unixfs.NewResumer(io.NopCloser(io.MultiReader(bytes.NewReader(first[:n]), kr)), 0, int64(ref.narSize), 1, "upstream",
 		func(off int64, cause error) (io.ReadCloser, error) {
-			s.ipfsFailed(log, kwd.reason(ReasonIPFSError), fmt.Errorf("ipfs cat %s at byte %d: %w; the rest comes from upstream", c, off, cause))
-			return s.upstreamFrom(wd.ctx, ref, off)
+			s.ipfsFailed(log, ipfsErr(kwd, fmt.Errorf("ipfs cat %s at byte %d: %w; the rest comes from upstream", c, off, cause)))
+			return s.upstreamFrom(wd.Context(), ref, off)
 		})
 	defer fr.Close()
 	w.Header().Set("Content-Type", narContentType)
@@ -201,7 +184,7 @@ func (s *Server) upstreamFrom(ctx context.Context, ref *narRef, off int64) (io.R
 	if off > 0 {
 		hdr.Set("Range", fmt.Sprintf("bytes=%d-", off))
 	}
-	resp, err := s.up.get(ctx, http.MethodGet, ref.key[1:], "", hdr)
+	resp, err := s.up.Get(ctx, http.MethodGet, ref.key[1:], "", hdr)
 	if err != nil {
 		s.m.upstreamStatus("nar", 0, err)
 		return nil, err
@@ -222,9 +205,13 @@ func (s *Server) upstreamFrom(ctx context.Context, ref *narRef, off int64) (io.R
 	}
 }
 
-func (s *Server) ipfsFailed(log *zap.Logger, reason string, err error) {
+// ipfsFailed counts and logs a NAR that IPFS did not give, and returns
+// the reason label of err, for the upstream answer that follows.
+func (s *Server) ipfsFailed(log *zap.Logger, err error) (reason string) {
+	reason = reasonOf(err)
 	s.m.ipfsFailures.WithLabelValues(reason).Inc()
 	log.Warn("NAR not served from IPFS; falling back to upstream", zap.String("reason", reason), zap.Error(err))
+	return reason
 }
 
 func (s *Server) narDone(log *zap.Logger, source, reason string, n int64, start time.Time, ttfb time.Duration) {
@@ -240,28 +227,51 @@ func (s *Server) narDone(log *zap.Logger, source, reason string, n int64, start 
 	log.Info("NAR served", fields...)
 }
 
-// fetchIPFS reads e's CID into an unlinked spool file, checking it against
-// its narinfo, and reports each write to e.progress. On success the file is
-// positioned at its start; otherwise reason says why not (a Reason*
-// constant). For a trusted CID, which requests follow as it is read
-// (follow.go), IPFS failing half-way is not the end: the rest comes from
-// upstream, counted in e.upstreamBytes, and the whole is checked as
-// always.
-func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (_ *os.File, reason string, _ error) {
-	c, ref := e.c, e.ref
-	wd := newWatchdog(ctx, s.opts.IPFSTimeout)
-	defer wd.stop()
-	fail := func(err error) (*os.File, string, error) {
-		switch {
-		case wd.stalled():
-			return nil, ReasonTimeout, fmt.Errorf("ipfs %s: %w", c, context.Cause(wd.ctx))
-		case errors.Is(err, unixfs.ErrBlockMismatch):
-			return nil, ReasonBlockMismatch, err
-		default:
-			return nil, ReasonIPFSError, err
-		}
+// fetch is the spool's Fetch: fetchIPFS, and what the outcome says of
+// the CID, known before any request waiting for the read is told.
+func (s *Server) fetch(ctx context.Context, e *spool.Entry[*narRef]) (*os.File, error) {
+	f, err := s.fetchIPFS(ctx, e)
+	switch {
+	case err == nil:
+		s.proved(e.NAR.CID, e.Ref)
+	case e.Trust != "" && holdsOtherBytes(err):
+		// Trusted, and found holding other bytes: read and checked
+		// first from now on.
+		s.distrust(e.NAR.CID, e.Ref)
 	}
-	rc, err := s.ipfs.Cat(wd.ctx, c)
+	return f, err
+}
+
+// prefetch reads ref's NAR ahead of its request (package spool), when it
+// is one IPFS can give.
+func (s *Server) prefetch(ref *narRef) {
+	if ref == nil || ref.compression != "none" || ref.ipfsHash == "" {
+		return
+	}
+	c, err := cid.Decode(ref.ipfsHash)
+	if err != nil {
+		return
+	}
+	s.spools.Prefetch(ref.spoolNAR(c), ref)
+}
+
+// fetchIPFS reads e's CID into an unlinked spool file, checking it against
+// its narinfo, and reports each write to e.Progress. On success the file is
+// positioned at its start; otherwise the error says why not (reasonOf). For a trusted CID, which requests follow as it is read
+// (follow.go), IPFS failing half-way is not the end: the rest comes from
+// upstream, counted in e.UpstreamBytes, and the whole is checked as
+// always.
+func (s *Server) fetchIPFS(ctx context.Context, e *spool.Entry[*narRef]) (*os.File, error) {
+	c, ref := e.NAR.CID, e.Ref
+	wd := watchdog.New(ctx, s.opts.IPFSTimeout)
+	defer wd.Stop()
+	fail := func(err error) (*os.File, error) {
+		if wd.Stalled() {
+			return nil, timeoutError{fmt.Errorf("ipfs %s: %w", c, context.Cause(wd.Context()))}
+		}
+		return nil, err
+	}
+	rc, err := s.ipfs.Cat(wd.Context(), c)
 	if err != nil {
 		return fail(err)
 	}
@@ -269,25 +279,25 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (_ *os.File, reas
 	if n := announcedSize(rc); n >= 0 && uint64(n) != ref.narSize {
 		// kubo's gateway says the file's size before its bytes: no need
 		// to read a wrong CID's content to find out.
-		return nil, ReasonSizeMismatch, fmt.Errorf("ipfs %s has %d bytes, the narinfo's NarSize is %d", c, n, ref.narSize)
+		return nil, mismatch(true, "ipfs %s has %d bytes, the narinfo's NarSize is %d", c, n, ref.narSize)
 	}
 
 	f, err := os.CreateTemp(s.opts.SpoolDir, "nar-*.spool")
 	if err != nil {
-		return nil, ReasonIPFSError, fmt.Errorf("spool: %w", err)
+		return nil, fmt.Errorf("spool: %w", err)
 	}
 	// Unlinked at once: the open descriptor is all that is needed, and a
 	// crash leaves nothing behind.
 	os.Remove(f.Name())
-	e.progress.started(f)
-	var src io.Reader = wd.reader(io.LimitReader(rc, int64(ref.narSize)+1))
-	if e.trust != "" {
+	e.Progress.Started(f)
+	var src io.Reader = wd.Reader(io.LimitReader(rc, int64(ref.narSize)+1))
+	if e.Trust != "" {
 		// The upstream part has a watchdog of its own: wd's may be
 		// what ended the IPFS part.
-		var uwd *watchdog
+		var uwd *watchdog.Watchdog
 		defer func() {
 			if uwd != nil {
-				uwd.stop()
+				uwd.Stop()
 			}
 		}()
 		fr := unixfs.NewResumer(io.NopCloser(src), 0, int64(ref.narSize), 1, "upstream", func(off int64, cause error) (io.ReadCloser, error) {
@@ -296,51 +306,51 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spoolEntry) (_ *os.File, reas
 				// with the reason.
 				return nil, nil
 			}
-			s.ipfsFailed(s.log.With(zap.String("url", ref.key), zap.String("cid", c.String())), wd.reason(ReasonIPFSError),
-				fmt.Errorf("ipfs cat %s at byte %d: %w; the rest comes from upstream", c, off, cause))
-			uwd = newWatchdog(ctx, s.opts.UpstreamTimeout)
-			rc, err := s.upstreamFrom(uwd.ctx, ref, off)
+			s.ipfsFailed(s.log.With(zap.String("url", ref.key), zap.String("cid", c.String())),
+				ipfsErr(wd, fmt.Errorf("ipfs cat %s at byte %d: %w; the rest comes from upstream", c, off, cause)))
+			uwd = watchdog.New(ctx, s.opts.UpstreamTimeout)
+			rc, err := s.upstreamFrom(uwd.Context(), ref, off)
 			if err != nil {
 				return nil, err
 			}
 			return struct {
 				io.Reader
 				io.Closer
-			}{uwd.reader(io.LimitReader(rc, int64(ref.narSize)-off+1)), rc}, nil
+			}{uwd.Reader(io.LimitReader(rc, int64(ref.narSize)-off+1)), rc}, nil
 		})
-		defer func() { e.upstreamBytes = fr.ResumedBytes() }()
+		defer func() { e.UpstreamBytes = fr.ResumedBytes() }()
 		defer fr.Close()
 		src = fr
 	}
 	h := sha256.New()
-	sw := &spoolWriter{f: f, h: h, progress: e.progress}
+	sw := &spoolWriter{f: f, h: h, progress: e.Progress}
 	// Large reads: a stream of gigabytes in fewer system calls, and read
 	// straight into buf past the HTTP client's own small buffer.
 	n, err := io.CopyBuffer(sw, src, make([]byte, spoolBuf))
 	if err != nil {
-		e.progress.failed()
+		e.Progress.Failed()
 		if sw.err != nil {
-			return nil, ReasonIPFSError, fmt.Errorf("spool: %w", sw.err)
+			return nil, fmt.Errorf("spool: %w", sw.err)
 		}
 		return fail(fmt.Errorf("ipfs cat %s: %w", c, err))
 	}
 	if uint64(n) != ref.narSize {
-		e.progress.failed()
+		e.Progress.Failed()
 		what := "fewer"
 		if uint64(n) > ref.narSize {
 			what = "more"
 		}
-		return nil, ReasonSizeMismatch, fmt.Errorf("ipfs %s has %s bytes than the narinfo's NarSize %d", c, what, ref.narSize)
+		return nil, mismatch(true, "ipfs %s has %s bytes than the narinfo's NarSize %d", c, what, ref.narSize)
 	}
 	if sum := h.Sum(nil); !bytes.Equal(sum, ref.narHash) {
-		e.progress.failed()
-		return nil, ReasonHashMismatch, fmt.Errorf("ipfs %s: content does not hash to the narinfo's NarHash", c)
+		e.Progress.Failed()
+		return nil, mismatch(false, "ipfs %s: content does not hash to the narinfo's NarHash", c)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		e.progress.failed()
-		return nil, ReasonIPFSError, fmt.Errorf("spool: %w", err)
+		e.Progress.Failed()
+		return nil, fmt.Errorf("spool: %w", err)
 	}
-	return f, "", nil
+	return f, nil
 }
 
 // announcedSize is the size of the file rc reads, if its source said it
@@ -356,14 +366,14 @@ func announcedSize(rc io.Reader) int64 {
 type spoolWriter struct {
 	f        *os.File
 	h        hash.Hash
-	progress *readProgress
+	progress *spool.Progress
 	err      error
 }
 
 func (w *spoolWriter) Write(b []byte) (int, error) {
 	n, err := w.f.Write(b)
 	w.h.Write(b[:n])
-	w.progress.wrote(n)
+	w.progress.Wrote(n)
 	if err != nil {
 		w.err = err
 	}
@@ -393,7 +403,7 @@ func (s *Server) proxyNar(w http.ResponseWriter, r *http.Request, log *zap.Logge
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	resp, err := s.up.get(ctx, r.Method, r.URL.Path[1:], r.URL.RawQuery, hdr)
+	resp, err := s.up.Get(ctx, r.Method, r.URL.Path[1:], r.URL.RawQuery, hdr)
 	if err != nil {
 		s.m.upstreamStatus("nar", 0, err)
 		log.Warn("upstream NAR failed", zap.Error(err))
@@ -403,7 +413,7 @@ func (s *Server) proxyNar(w http.ResponseWriter, r *http.Request, log *zap.Logge
 	defer resp.Body.Close()
 	s.m.upstreamStatus("nar", resp.Status, nil)
 	switch {
-	case isNotFound(resp.Status):
+	case upstream.IsNotFound(resp.Status):
 		s.narFailed(w, r, log, reason, http.StatusNotFound, start)
 		return
 	case resp.Status == http.StatusOK, resp.Status == http.StatusPartialContent && !verify:
@@ -439,12 +449,12 @@ func (s *Server) proxyNar(w http.ResponseWriter, r *http.Request, log *zap.Logge
 		return
 	}
 
-	wd := newWatchdog(ctx, s.opts.UpstreamTimeout)
-	defer wd.stop()
+	wd := watchdog.New(ctx, s.opts.UpstreamTimeout)
+	defer wd.Stop()
 	// Cancelling the request's context is what interrupts a stalled
 	// upstream body read.
 	go func() {
-		<-wd.ctx.Done()
+		<-wd.Context().Done()
 		cancel()
 	}()
 	var n int64
@@ -462,7 +472,7 @@ func (s *Server) proxyNar(w http.ResponseWriter, r *http.Request, log *zap.Logge
 			s.m.badUpstream.Inc()
 			log.Error("upstream NAR does not match its narinfo; connection cut", zap.Error(err))
 		} else {
-			log.Warn("upstream NAR transfer failed; connection cut", zap.Error(err), zap.Bool("stalled", wd.stalled()))
+			log.Warn("upstream NAR transfer failed; connection cut", zap.Error(err), zap.Bool("stalled", wd.Stalled()))
 		}
 		s.m.nars.WithLabelValues(SourceNone, reason).Inc()
 		// A response that ends early must not look complete: with a
@@ -478,10 +488,6 @@ func (s *Server) narFailed(w http.ResponseWriter, r *http.Request, log *zap.Logg
 	http.Error(w, http.StatusText(status), status)
 }
 
-type mismatchError struct{ msg string }
-
-func (e *mismatchError) Error() string { return e.msg }
-
 const copyBuf = 64 << 10
 
 // spoolBuf is the buffer of a read from IPFS into the spool.
@@ -489,25 +495,25 @@ const spoolBuf = 256 << 10
 
 // copyBody copies r to w, counting reads as progress and not counting the
 // time w takes.
-func copyBody(w io.Writer, wd *watchdog, r io.Reader) (int64, error) {
+func copyBody(w io.Writer, wd *watchdog.Watchdog, r io.Reader) (int64, error) {
 	buf := make([]byte, copyBuf)
 	var n int64
 	for {
 		m, err := r.Read(buf)
 		if m > 0 {
-			wd.pause()
+			wd.Pause()
 			if _, werr := w.Write(buf[:m]); werr != nil {
 				return n, werr
 			}
 			n += int64(m)
-			wd.progress()
+			wd.Progress()
 		}
 		if err == io.EOF {
 			return n, nil
 		}
 		if err != nil {
-			if wd.stalled() {
-				err = context.Cause(wd.ctx)
+			if wd.Stalled() {
+				err = context.Cause(wd.Context())
 			}
 			return n, err
 		}
@@ -517,7 +523,7 @@ func copyBody(w io.Writer, wd *watchdog, r io.Reader) (int64, error) {
 // copyVerified copies r to w, checking it is ref's NAR. It always holds
 // back the last chunk read until the whole body has matched, so on a
 // mismatch the client has fewer bytes than Content-Length announced.
-func copyVerified(w io.Writer, wd *watchdog, r io.Reader, ref *narRef) (int64, error) {
+func copyVerified(w io.Writer, wd *watchdog.Watchdog, r io.Reader, ref *narRef) (int64, error) {
 	bufs := [2][]byte{make([]byte, copyBuf), make([]byte, copyBuf)}
 	cur := 0
 	var held []byte
@@ -528,20 +534,20 @@ func copyVerified(w io.Writer, wd *watchdog, r io.Reader, ref *narRef) (int64, e
 	for {
 		m, err := lr.Read(bufs[cur])
 		if m > 0 {
-			wd.progress()
+			wd.Progress()
 			chunk := bufs[cur][:m]
 			h.Write(chunk)
 			total += uint64(m)
 			if total > ref.narSize {
-				return sent, &mismatchError{fmt.Sprintf("upstream NAR is longer than NarSize %d", ref.narSize)}
+				return sent, mismatch(true, "upstream NAR is longer than NarSize %d", ref.narSize)
 			}
 			if len(held) > 0 {
-				wd.pause()
+				wd.Pause()
 				if _, werr := w.Write(held); werr != nil {
 					return sent, werr
 				}
 				sent += int64(len(held))
-				wd.progress()
+				wd.Progress()
 			}
 			held = chunk
 			cur = 1 - cur
@@ -550,17 +556,17 @@ func copyVerified(w io.Writer, wd *watchdog, r io.Reader, ref *narRef) (int64, e
 			break
 		}
 		if err != nil {
-			if wd.stalled() {
-				err = context.Cause(wd.ctx)
+			if wd.Stalled() {
+				err = context.Cause(wd.Context())
 			}
 			return sent, err
 		}
 	}
 	if total != ref.narSize {
-		return sent, &mismatchError{fmt.Sprintf("upstream NAR has %d bytes, NarSize is %d", total, ref.narSize)}
+		return sent, mismatch(true, "upstream NAR has %d bytes, NarSize is %d", total, ref.narSize)
 	}
 	if !bytes.Equal(h.Sum(nil), ref.narHash) {
-		return sent, &mismatchError{"upstream NAR does not hash to NarHash"}
+		return sent, mismatch(false, "upstream NAR does not hash to NarHash")
 	}
 	if _, err := w.Write(held); err != nil {
 		return sent, err

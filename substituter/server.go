@@ -2,15 +2,12 @@ package substituter
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
 	pathpkg "path"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -20,12 +17,16 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/nix-ipfs/nix-ipfs/internal/bounded"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/peering"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
+	"github.com/nix-ipfs/nix-ipfs/substituter/spool"
 	"github.com/nix-ipfs/nix-ipfs/unixfs"
+	"github.com/nix-ipfs/nix-ipfs/upstream"
 )
 
 // IPFS is where NARs are read by CID: a kubo daemon (*ipfs.Reader, its
@@ -74,7 +75,7 @@ type Options struct {
 	Upstream string
 	// Upstreams are more caches of the same content (mirrors), asked after
 	// Upstream, in this order, when it is down or lacks a file; see
-	// failover.go. UpstreamOrder, FailoverTimeout and ProbeInterval tune
+	// package upstream. UpstreamOrder, FailoverTimeout and ProbeInterval tune
 	// the failover.
 	Upstreams       []string
 	UpstreamOrder   string
@@ -144,27 +145,26 @@ type Options struct {
 	KeepBytes int64
 	KeepTTL   time.Duration
 	// Peering keeps the kubo peered with the upstream's mirrors; it runs
-	// from StartPeering (peers.go).
-	Peering PeeringOptions
+	// from StartPeering (package peering).
+	Peering peering.Options
 }
 
 // Server is the substituter's http.Handler. It is safe for concurrent use.
 type Server struct {
-	opts  Options
-	up    *upstreams
-	ipfs  IPFS
-	log   *zap.Logger
-	m     *metrics
-	now   func() time.Time
-	spool *spoolBudget
+	opts Options
+	up   *upstream.Set
+	ipfs IPFS
+	log  *zap.Logger
+	m    *metrics
+	now  func() time.Time
 
-	meta     *bounded[string, *metaEntry] // request path -> nix-cache-info or narinfo
-	nars     *bounded[string, *narRef]    // NAR request path -> what it must match
+	meta     *bounded.Map[string, *metaEntry] // request path -> nix-cache-info or narinfo
+	nars     *bounded.Map[string, *narRef]    // NAR request path -> what it must match
 	flight   singleflight.Group
-	spools   *spools                    // NARs being read from IPFS, or read and checked
-	verified *bounded[string, struct{}] // verifiedKey -> proved to hold that NAR
-	refuted  *bounded[string, struct{}] // verifiedKey -> signed, but found to hold other bytes
-	peers    peering
+	spools   *spool.Spool[*narRef]          // NARs being read from IPFS, or read and checked
+	verified *bounded.Map[string, struct{}] // verifiedKey -> proved to hold that NAR
+	refuted  *bounded.Map[string, struct{}] // verifiedKey -> signed, but found to hold other bytes
+	peers    *peering.Peerer
 }
 
 // metaEntry is an upstream answer for nix-cache-info or a narinfo.
@@ -187,6 +187,12 @@ type narRef struct {
 	// signed: an IPFSSig by a trusted key binds ipfsHash to this store
 	// path, narHash and narSize (trust.go).
 	signed bool
+}
+
+// spoolNAR is what the spool knows of ref's NAR, whose CID is c.
+func (r *narRef) spoolNAR(c cid.Cid) spool.NAR {
+	return spool.NAR{Key: r.key, StorePath: r.storePath, Base: r.base, References: r.references,
+		CID: c, NarHash: r.narHash, NarSize: r.narSize}
 }
 
 // New checks opts and returns a Server. Close releases it. Only Upstream
@@ -240,38 +246,73 @@ func New(opts Options) (*Server, error) {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
-	up, err := newUpstreams(opts, opts.Log, opts.Registerer)
+	urls := opts.Upstreams
+	if opts.Upstream != "" {
+		urls = append([]string{opts.Upstream}, urls...)
+	}
+	up, err := upstream.New(upstream.Options{URLs: urls, Order: opts.UpstreamOrder, FailoverTimeout: opts.FailoverTimeout,
+		ProbeInterval: opts.ProbeInterval, Client: opts.UpstreamClient, Timeout: opts.UpstreamTimeout,
+		Log: opts.Log, Registerer: opts.Registerer})
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		opts:  opts,
-		up:    up,
-		ipfs:  opts.IPFS,
-		log:   opts.Log,
-		m:     newMetrics(opts.Registerer),
-		now:   time.Now,
-		spool: &spoolBudget{max: opts.MaxSpoolBytes},
-		meta:  newBounded[string, *metaEntry](opts.MaxNarinfos),
-		nars:  newBounded[string, *narRef](opts.MaxNars),
+		opts: opts,
+		up:   up,
+		ipfs: opts.IPFS,
+		log:  opts.Log,
+		m:    newMetrics(opts.Registerer),
+		now:  time.Now,
+		meta: bounded.New[string, *metaEntry](opts.MaxNarinfos),
+		nars: bounded.New[string, *narRef](opts.MaxNars),
 		// A bounded map of at most zero entries holds nothing.
-		verified: newBounded[string, struct{}](max(opts.MaxVerified, 0)),
-		refuted:  newBounded[string, struct{}](maxRefuted),
+		verified: bounded.New[string, struct{}](max(opts.MaxVerified, 0)),
+		refuted:  bounded.New[string, struct{}](maxRefuted),
 	}
-	s.spools = newSpools(s)
+	s.spools = spool.New(spool.Options[*narRef]{
+		MaxBytes:         opts.MaxSpoolBytes,
+		PrefetchAhead:    opts.PrefetchAhead,
+		PrefetchMaxBytes: opts.PrefetchMaxBytes,
+		PrefetchTTL:      opts.PrefetchTTL,
+		KeepBytes:        opts.KeepBytes,
+		KeepTTL:          opts.KeepTTL,
+		Fetch:            s.fetch,
+		Trust: func(n spool.NAR, ref *narRef) string {
+			how, _ := s.trust(n.CID, ref)
+			return how
+		},
+		// Read at each call: a test sets s.now after New.
+		Now:        func() time.Time { return s.now() },
+		Log:        opts.Log,
+		Prefetches: s.m.prefetches,
+		KeptHits:   s.m.keptHits,
+	})
+	s.peers = peering.New(opts.Peering, up, opts.Log, opts.Registerer, opts.UpstreamTimeout)
 	return s, nil
 }
 
-// Close stops probing upstreams and releases the directory of a file://
-// upstream.
+// StartPeering peers the substituter's kubo with the mirrors of its
+// upstream cache (package peering): once now, returning when that round is
+// done or after 15 s, then every Refresh until ctx is done. The returned
+// function waits for the loop to end.
+func (s *Server) StartPeering(ctx context.Context) (wait func()) { return s.peers.Start(ctx) }
+
+// MirrorPeers returns the peers the last peering round gave kubo.
+func (s *Server) MirrorPeers() []mirrorlist.Peer { return s.peers.Peers() }
+
+// Close ends the reads from IPFS (they run on a context of the spool's,
+// not a request's) and the spool's timers, waits for them, drops the NARs
+// kept for a next request, then stops probing upstreams and releases the
+// directory of a file:// upstream. Requests still being answered keep
+// their files until they end.
 func (s *Server) Close() error {
-	s.up.close()
-	s.spools.dropKept()
+	s.spools.Close()
+	s.up.Close()
 	return nil
 }
 
 // Upstream is the upstream cache, for logs.
-func (s *Server) Upstream() string { return s.up.desc }
+func (s *Server) Upstream() string { return s.up.String() }
 
 // ServeHTTP answers GET and HEAD of the cache's paths; see the package
 // comment for what is refused.
@@ -308,7 +349,7 @@ func (s *Server) serveMeta(w http.ResponseWriter, r *http.Request, what string, 
 		s.m.narinfos.WithLabelValues(result).Inc()
 	}
 	if err != nil {
-		s.log.Warn("upstream "+what+" failed", zap.String("path", path), zap.String("upstream", s.up.desc), zap.Error(err))
+		s.log.Warn("upstream "+what+" failed", zap.String("path", path), zap.String("upstream", s.up.String()), zap.Error(err))
 		http.Error(w, "upstream cache failed", http.StatusBadGateway)
 		return
 	}
@@ -319,9 +360,9 @@ func (s *Server) serveMeta(w http.ResponseWriter, r *http.Request, what string, 
 	if e.ref != nil {
 		// Remembered again at every hit, so an entry the NAR table
 		// evicted comes back while Nix still uses the narinfo.
-		s.nars.put(e.ref.key, e.ref, time.Time{})
+		s.nars.Put(e.ref.key, e.ref, time.Time{})
 		if r.Method == http.MethodGet {
-			s.spools.prefetch(e.ref)
+			s.prefetch(e.ref)
 		}
 	}
 	w.Header().Set("Content-Type", ctype)
@@ -335,7 +376,7 @@ func (s *Server) serveMeta(w http.ResponseWriter, r *http.Request, what string, 
 // lookupMeta returns the cached answer for path, or fetches it once however
 // many requests wait for it. result is the narinfos metric's label.
 func (s *Server) lookupMeta(ctx context.Context, path, what string, limit int64) (*metaEntry, string, error) {
-	if e, ok := s.meta.get(path, s.now()); ok {
+	if e, ok := s.meta.Get(path, s.now()); ok {
 		if e.status == http.StatusOK {
 			return e, "hit", nil
 		}
@@ -359,7 +400,7 @@ func (s *Server) lookupMeta(ctx context.Context, path, what string, limit int64)
 }
 
 func (s *Server) fetchMeta(ctx context.Context, path, what string, limit int64) (*metaEntry, error) {
-	resp, err := s.up.get(ctx, http.MethodGet, path[1:], "", nil)
+	resp, err := s.up.Get(ctx, http.MethodGet, path[1:], "", nil)
 	if err != nil {
 		s.m.upstreamStatus(what, 0, err)
 		return nil, err
@@ -371,34 +412,47 @@ func (s *Server) fetchMeta(ctx context.Context, path, what string, limit int64) 
 	case resp.Status == http.StatusOK:
 		body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 		if err != nil {
-			return nil, errs.Errorf(errs.Transient, "upstream %s: reading %s: %w", s.up.desc, path, err)
+			return nil, errs.Errorf(errs.Transient, "upstream %s: reading %s: %w", s.up.String(), path, err)
 		}
 		if int64(len(body)) > limit {
-			return nil, errs.Errorf(errs.Invalid, "upstream %s: %s is larger than %d bytes", s.up.desc, path, limit)
+			return nil, errs.Errorf(errs.Invalid, "upstream %s: %s is larger than %d bytes", s.up.String(), path, limit)
 		}
 		e := &metaEntry{status: http.StatusOK, body: body}
 		if what == "narinfo" {
 			e.ref = s.parseRef(path, body)
 		}
 		if s.opts.NarinfoTTL > 0 {
-			s.meta.put(path, e, now.Add(s.opts.NarinfoTTL))
+			s.meta.Put(path, e, now.Add(s.opts.NarinfoTTL))
 		}
 		return e, nil
-	case isNotFound(resp.Status):
+	case upstream.IsNotFound(resp.Status):
 		e := &metaEntry{status: http.StatusNotFound}
 		if s.opts.NegativeTTL > 0 {
-			s.meta.put(path, e, now.Add(s.opts.NegativeTTL))
+			s.meta.Put(path, e, now.Add(s.opts.NegativeTTL))
 		}
 		return e, nil
 	default:
-		return nil, errs.Errorf(errs.Transient, "upstream %s: %s: HTTP %d", s.up.desc, path, resp.Status)
+		return nil, errs.Errorf(errs.Transient, "upstream %s: %s: HTTP %d", s.up.String(), path, resp.Status)
 	}
 }
 
-// isNotFound is what Nix itself reads as "not in this cache": S3 answers
-// 403 for a missing key when listing is not allowed.
-func isNotFound(status int) bool {
-	return status == http.StatusNotFound || status == http.StatusGone || status == http.StatusForbidden
+// resolveNar finds the narinfo of a NAR request that no served narinfo
+// named (a client that cached the narinfo across this server's restart),
+// through Options.NarIndex, and registers it as if served.
+func (s *Server) resolveNar(ctx context.Context, key string) (*narRef, bool) {
+	if s.opts.NarIndex == nil {
+		return nil, false
+	}
+	np, ok := s.opts.NarIndex(key)
+	if !ok {
+		return nil, false
+	}
+	e, _, err := s.lookupMeta(ctx, np, "narinfo", MaxNarinfoSize)
+	if err != nil || e.ref == nil || e.ref.key != key {
+		return nil, false
+	}
+	s.nars.Put(key, e.ref, time.Time{})
+	return e.ref, true
 }
 
 // parseRef extracts what the narinfo's NAR must match. A narinfo this
@@ -442,88 +496,4 @@ func (s *Server) parseRef(path string, body []byte) *narRef {
 		narSize:     ni.NarSize,
 		signed:      s.cidSigned(log, ni),
 	}
-}
-
-// spoolBudget bounds the bytes of NARs being checked on disk at once.
-type spoolBudget struct {
-	mu   sync.Mutex
-	max  int64
-	used int64
-}
-
-func (b *spoolBudget) acquire(n int64) bool {
-	if b.max <= 0 {
-		return true
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.used+n > b.max {
-		return false
-	}
-	b.used += n
-	return true
-}
-
-func (b *spoolBudget) release(n int64) {
-	if b.max <= 0 {
-		return
-	}
-	b.mu.Lock()
-	b.used -= n
-	b.mu.Unlock()
-}
-
-var errStalled = errors.New("no progress")
-
-// watchdog cancels a context once it has gone d without progress.
-type watchdog struct {
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	timer  *time.Timer
-	d      time.Duration
-}
-
-func newWatchdog(ctx context.Context, d time.Duration) *watchdog {
-	ctx, cancel := context.WithCancelCause(ctx)
-	w := &watchdog{ctx: ctx, cancel: cancel, d: d}
-	w.timer = time.AfterFunc(d, func() { cancel(fmt.Errorf("%w for %v", errStalled, d)) })
-	return w
-}
-
-// progress restarts the countdown.
-func (w *watchdog) progress() { w.timer.Reset(w.d) }
-
-// pause stops the countdown while the other side (a slow client) is the
-// one holding things up.
-func (w *watchdog) pause() { w.timer.Stop() }
-
-func (w *watchdog) stalled() bool { return errors.Is(context.Cause(w.ctx), errStalled) }
-
-// reason is ReasonTimeout if the watchdog fired, else otherwise.
-func (w *watchdog) reason(otherwise string) string {
-	if w.stalled() {
-		return ReasonTimeout
-	}
-	return otherwise
-}
-
-func (w *watchdog) stop() {
-	w.timer.Stop()
-	w.cancel(context.Canceled)
-}
-
-// reader counts every byte read from r as progress.
-func (w *watchdog) reader(r io.Reader) io.Reader { return &progressReader{r: r, w: w} }
-
-type progressReader struct {
-	r io.Reader
-	w *watchdog
-}
-
-func (p *progressReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	if n > 0 {
-		p.w.progress()
-	}
-	return n, err
 }

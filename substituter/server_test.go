@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/upstream"
 )
 
 const (
@@ -217,7 +219,11 @@ func TestFileUpstream(t *testing.T) {
 			t.Errorf("GET %s: %d, %d bytes", path, resp.StatusCode, len(b))
 		}
 	}
-	resp, _ := http.Get(hs.URL + "/" + hp32 + ".narinfo")
+	resp, err := http.Get(hs.URL + "/" + hp32 + ".narinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close() // or its connection outlives the test (goleak)
 	if resp.StatusCode != 404 {
 		t.Errorf("missing narinfo from file://: %d", resp.StatusCode)
 	}
@@ -675,7 +681,7 @@ func TestNewCreatesSpoolDir(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	ok := Config{Upstreams: config.Strings{"http://x", "http://y"}, UpstreamOrder: OrderPriority, FailoverTimeout: time.Second,
+	ok := Config{Upstreams: config.Strings{"http://x", "http://y"}, UpstreamOrder: upstream.OrderPriority, FailoverTimeout: time.Second,
 		Listen: "127.0.0.1:0", IPFSTimeout: time.Second, UpstreamTimeout: time.Second}
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
@@ -709,10 +715,10 @@ func TestNarTableBounded(t *testing.T) {
 		f.mustGet(http.MethodGet, p.narinfoPath())
 		ps = append(ps, p)
 	}
-	if n := f.srv.nars.len(); n != 2 {
+	if n := f.srv.nars.Len(); n != 2 {
 		t.Errorf("NAR table holds %d entries, bound 2", n)
 	}
-	if n := f.srv.meta.len(); n != 2 {
+	if n := f.srv.meta.Len(); n != 2 {
 		t.Errorf("narinfo table holds %d entries, bound 2", n)
 	}
 	resp, b := f.mustGet(http.MethodGet, ps[0].narPath())
@@ -756,5 +762,41 @@ func TestRangeOnFallback(t *testing.T) {
 	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(b, p.nar[4000:]) ||
 		!strings.HasPrefix(resp.Header.Get("Content-Range"), "bytes 4000-9999/10000") {
 		t.Errorf("Range on fallback: %d, %d bytes, Content-Range %q", resp.StatusCode, len(b), resp.Header.Get("Content-Range"))
+	}
+}
+
+// TestServesTheMirrorList: the substituter passes the upstream's mirror
+// list on, so it (or a mirror's cache built on it) can be another's
+// upstream; without one it answers 404 like any missing file.
+func TestServesTheMirrorList(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
+	srv, err := New(Options{Upstream: "file://" + dir, IPFS: newFakeIPFS(), SpoolDir: t.TempDir(), NegativeTTL: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func() (int, string, string) {
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/"+mirrorlist.FileName, nil))
+		return rec.Code, rec.Header().Get("Content-Type"), rec.Body.String()
+	}
+	if code, _, _ := get(); code != http.StatusNotFound {
+		t.Errorf("no list upstream: %d", code)
+	}
+	want, err := (&mirrorlist.List{Type: mirrorlist.Type, Mirrors: []mirrorlist.Mirror{{Name: "b",
+		PeerID: "12D3KooWJyLvsygSJX92sA6Jiu6vgH3ddDPvCi73KDnNkh5yc6Rf", Addrs: []string{"/ip4/1.2.3.4/tcp/4001"}}}}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, mirrorlist.FileName), want, 0o644)
+	if code, ctype, body := get(); code != 200 || ctype != "application/json" || body != string(want) {
+		t.Errorf("list: %d %s %q", code, ctype, body)
+	}
+	for _, p := range []string{"/nix-ipfs-mirrors.json/", "/x/nix-ipfs-mirrors.json", "/NIX-IPFS-MIRRORS.JSON", "/nix-ipfs-mirrors.jsonx"} {
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, p, nil))
+		if rec.Code == 200 {
+			t.Errorf("%s served", p)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"path"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -29,19 +30,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // entryDone reports whether the spool entry of a NAR exists and is done.
 func (f *fixture) entryDone(p *storePath) bool {
-	sp := f.srv.spools
-	sp.mu.Lock()
-	e := sp.entries[p.narPath()]
-	sp.mu.Unlock()
-	if e == nil {
-		return false
-	}
-	select {
-	case <-e.done:
-		return true
-	default:
-		return false
-	}
+	e := f.srv.spools.Entry(p.narPath())
+	return e != nil && e.IsDone()
 }
 
 // gate is a reader that blocks until opened, then reads r.
@@ -105,9 +95,7 @@ func (f *fixture) getFollowing(path string, release chan struct{}) (*http.Respon
 func (f *fixture) waitDropped(path string) {
 	f.t.Helper()
 	waitFor(f.t, path+" dropped from the spool", func() bool {
-		f.srv.spools.mu.Lock()
-		defer f.srv.spools.mu.Unlock()
-		return f.srv.spools.entries[path] == nil
+		return f.srv.spools.Entry(path) == nil
 	})
 }
 
@@ -153,9 +141,7 @@ func TestPrefetchOnNarinfo(t *testing.T) {
 	f.waitMetric(1, "nixipfs_substituter_nars_total", "source", "ipfs")
 	// HEAD of a narinfo prefetches nothing more; the file is gone once sent.
 	waitFor(t, "the spool entry to be dropped", func() bool {
-		f.srv.spools.mu.Lock()
-		defer f.srv.spools.mu.Unlock()
-		return len(f.srv.spools.entries) == 0
+		return f.srv.spools.Len() == 0
 	})
 }
 
@@ -259,9 +245,7 @@ func TestPrefetchUnrequestedDropped(t *testing.T) {
 	f.mustGet(http.MethodGet, p.narinfoPath())
 	f.waitMetric(1, "nixipfs_substituter_prefetches_total", "outcome", "unrequested")
 	waitFor(t, "the spool budget to be returned", func() bool {
-		f.srv.spool.mu.Lock()
-		defer f.srv.spool.mu.Unlock()
-		return f.srv.spool.used == 0
+		return f.srv.spools.Used() == 0
 	})
 	resp, b := f.mustGet(http.MethodGet, p.narPath())
 	if resp.StatusCode != 200 || !bytes.Equal(b, p.nar) {
@@ -288,10 +272,7 @@ func TestSharedFetch(t *testing.T) {
 		}()
 	}
 	waitFor(t, "three requests on one entry", func() bool {
-		f.srv.spools.mu.Lock()
-		defer f.srv.spools.mu.Unlock()
-		e := f.srv.spools.entries[p.narPath()]
-		return e != nil && e.users == 3
+		return f.srv.spools.Holders(p.narPath()) == 3
 	})
 	close(release)
 	wg.Wait()
@@ -399,10 +380,8 @@ func TestStreamDamagedCut(t *testing.T) {
 				// before the request comes.
 				f.mustGet(http.MethodGet, p.narinfoPath())
 				waitFor(t, "the damaged read ended", func() bool {
-					f.srv.spools.mu.Lock()
-					defer f.srv.spools.mu.Unlock()
-					e := f.srv.spools.entries[p.narPath()]
-					return f.ipfs.calls() == 2 && e != nil && e.isDone()
+					e := f.srv.spools.Entry(p.narPath())
+					return f.ipfs.calls() == 2 && e != nil && e.IsDone()
 				})
 				resp, b := f.mustGet(http.MethodGet, p.narPath())
 				if resp.StatusCode != 200 || !bytes.Equal(b, p.nar) {
@@ -451,9 +430,7 @@ func TestKeptNar(t *testing.T) {
 		}
 	}
 	kept := func() int {
-		f.srv.spools.mu.Lock()
-		defer f.srv.spools.mu.Unlock()
-		return len(f.srv.spools.kept)
+		return len(f.srv.spools.Kept())
 	}
 	get(a)
 	waitFor(t, "a kept", func() bool { return kept() == 1 })
@@ -467,9 +444,7 @@ func TestKeptNar(t *testing.T) {
 	// b does not fit beside a: a goes (and, proved before, streams).
 	get(b)
 	waitFor(t, "b kept in a's place", func() bool {
-		f.srv.spools.mu.Lock()
-		defer f.srv.spools.mu.Unlock()
-		return len(f.srv.spools.kept) == 1 && f.srv.spools.kept[0].key == b.narPath()
+		return slices.Equal(f.srv.spools.Kept(), []string{b.narPath()})
 	})
 	get(a)
 	if n := f.ipfs.calls(); n != 3 {
@@ -492,9 +467,7 @@ func TestKeptNar(t *testing.T) {
 	c := f.addPath("kept-c", payload("kept-c", 1200000), nil)
 	get(c)
 	waitFor(t, "c kept alone", func() bool {
-		f.srv.spools.mu.Lock()
-		defer f.srv.spools.mu.Unlock()
-		return len(f.srv.spools.kept) == 1 && f.srv.spools.kept[0].key == c.narPath()
+		return slices.Equal(f.srv.spools.Kept(), []string{c.narPath()})
 	})
 }
 
@@ -513,9 +486,7 @@ func TestKeptNarGivesWay(t *testing.T) {
 			t.Fatalf("%s: %d, %d bytes", p.narPath(), resp.StatusCode, len(body))
 		}
 		waitFor(t, p.narPath()+" kept", func() bool {
-			f.srv.spools.mu.Lock()
-			defer f.srv.spools.mu.Unlock()
-			return len(f.srv.spools.kept) == 1 && f.srv.spools.kept[0].key == p.narPath()
+			return slices.Equal(f.srv.spools.Kept(), []string{p.narPath()})
 		})
 	}
 	f.waitMetric(2, "nixipfs_substituter_nars_total", "source", "ipfs")
@@ -547,17 +518,13 @@ func TestKeptStreamed(t *testing.T) {
 	}
 	p := f.addPath("streamed-kept", payload("streamed-kept", 700000), nil)
 	kept := func() bool {
-		f.srv.spools.mu.Lock()
-		defer f.srv.spools.mu.Unlock()
-		return len(f.srv.spools.kept) == 1 && f.srv.spools.kept[0].key == p.narPath()
+		return slices.Equal(f.srv.spools.Kept(), []string{p.narPath()})
 	}
 	expire := func() {
 		mu.Lock()
 		now = now.Add(DefaultKeepTTL + time.Second)
 		mu.Unlock()
-		f.srv.spools.mu.Lock()
-		f.srv.spools.sweepLocked()
-		f.srv.spools.mu.Unlock()
+		f.srv.spools.Sweep()
 	}
 	f.mustGet(http.MethodGet, p.narinfoPath())
 	f.mustGet(http.MethodGet, p.narPath()) // read into the spool, proved, kept
@@ -593,9 +560,7 @@ func TestKeptStreamed(t *testing.T) {
 		t.Fatal("damaged stream delivered whole")
 	}
 	time.Sleep(100 * time.Millisecond)
-	f.srv.spools.mu.Lock()
-	n := len(f.srv.spools.kept)
-	f.srv.spools.mu.Unlock()
+	n := len(f.srv.spools.Kept())
 	if n != 0 {
 		t.Fatalf("%d NARs kept after a damaged stream", n)
 	}

@@ -2,6 +2,7 @@ package substituter
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -23,7 +24,7 @@ import (
 //     IPFS, vouches for it.
 //
 // Everything else is read into the spool and checked before a byte is
-// sent. Both are read ahead from their narinfo (spool.go). A signed CID
+// sent. Both are read ahead from their narinfo (package spool). A signed CID
 // found holding other bytes (a publisher bug, or damaged blocks) is
 // refuted: it is read and checked first from then on, unless such a read
 // proves it after all.
@@ -60,11 +61,11 @@ func (s *Server) cidSigned(log *zap.Logger, ni *narinfo.NarInfo) bool {
 // trust says whether c may stream as ref's NAR, and why (a trust* label).
 func (s *Server) trust(c cid.Cid, ref *narRef) (string, bool) {
 	k := verifiedKey(c, ref)
-	if _, ok := s.verified.get(k, time.Time{}); ok {
+	if _, ok := s.verified.Get(k, time.Time{}); ok {
 		return trustVerified, true
 	}
 	if ref.signed {
-		if _, bad := s.refuted.get(k, time.Time{}); !bad {
+		if _, bad := s.refuted.Get(k, time.Time{}); !bad {
 			return trustSigned, true
 		}
 	}
@@ -74,13 +75,19 @@ func (s *Server) trust(c cid.Cid, ref *narRef) (string, bool) {
 // distrust forgets c as ref's NAR: its bytes turned out to be others.
 func (s *Server) distrust(c cid.Cid, ref *narRef) {
 	k := verifiedKey(c, ref)
-	s.verified.remove(k)
-	s.refuted.put(k, struct{}{}, time.Time{})
+	s.verified.Remove(k)
+	s.refuted.Put(k, struct{}{}, time.Time{})
 }
 
 // proved records that c was read whole and matched ref.
 func (s *Server) proved(c cid.Cid, ref *narRef) {
 	k := verifiedKey(c, ref)
-	s.verified.put(k, struct{}{}, time.Time{})
-	s.refuted.remove(k)
+	s.verified.Put(k, struct{}{}, time.Time{})
+	s.refuted.Remove(k)
+}
+
+// verifiedKey names a CID already proved to hold a NAR: the CID with the
+// NarHash and NarSize it matched.
+func verifiedKey(c cid.Cid, ref *narRef) string {
+	return fmt.Sprintf("%s %x %d", c.KeyString(), ref.narHash, ref.narSize)
 }

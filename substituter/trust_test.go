@@ -216,10 +216,8 @@ func TestSignedWrongCIDSameSize(t *testing.T) {
 			f.mustGet(http.MethodGet, p.narinfoPath())
 			if early {
 				waitFor(t, "the wrong read ended", func() bool {
-					f.srv.spools.mu.Lock()
-					defer f.srv.spools.mu.Unlock()
-					e := f.srv.spools.entries[p.narPath()]
-					return e != nil && e.isDone()
+					e := f.srv.spools.Entry(p.narPath())
+					return e != nil && e.IsDone()
 				})
 				resp, b := f.mustGet(http.MethodGet, p.narPath())
 				if resp.StatusCode != 200 || !bytes.Equal(b, p.nar) {

@@ -1,4 +1,4 @@
-package substituter
+package upstream
 
 import (
 	"context"
@@ -18,14 +18,15 @@ import (
 
 // upstream is the cache narinfos come from, and NARs when IPFS cannot
 // provide them: an http(s) base URL or a directory (file://).
-type upstream struct {
+type cache struct {
 	desc   string // for logs
 	base   *url.URL
 	client *http.Client
+	own    bool     // client was made here: its idle connections are closed with it
 	root   *os.Root // file:// upstreams only
 }
 
-func newUpstream(raw string, client *http.Client, timeout time.Duration) (*upstream, error) {
+func newCache(raw string, client *http.Client, timeout time.Duration) (*cache, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, errs.Errorf(errs.Invalid, "upstream %q: %w", raw, err)
@@ -38,13 +39,14 @@ func newUpstream(raw string, client *http.Client, timeout time.Duration) (*upstr
 		if u.RawQuery != "" || u.Fragment != "" {
 			return nil, errs.Errorf(errs.Invalid, "upstream %q: a query or fragment cannot be part of a cache URL", raw)
 		}
-		if client == nil {
+		own := client == nil
+		if own {
 			client = defaultUpstreamClient(timeout)
 		}
 		b := *u
 		b.Path = strings.TrimRight(b.Path, "/")
 		b.RawPath = ""
-		return &upstream{desc: b.String(), base: &b, client: client}, nil
+		return &cache{desc: b.String(), base: &b, client: client, own: own}, nil
 	case "file":
 		if u.Host != "" && u.Host != "localhost" {
 			return nil, errs.Errorf(errs.Invalid, "upstream %q: file URL with host %q (want file:///dir)", raw, u.Host)
@@ -56,7 +58,7 @@ func newUpstream(raw string, client *http.Client, timeout time.Duration) (*upstr
 		if err != nil {
 			return nil, errs.Errorf(errs.Invalid, "upstream %q: %w", raw, err)
 		}
-		return &upstream{desc: "file://" + u.Path, root: root}, nil
+		return &cache{desc: "file://" + u.Path, root: root}, nil
 	default:
 		return nil, errs.Errorf(errs.Invalid, "upstream %q: scheme must be http, https or file", raw)
 	}
@@ -81,15 +83,19 @@ func defaultUpstreamClient(timeout time.Duration) *http.Client {
 	}}
 }
 
-func (u *upstream) close() {
+func (u *cache) close() {
 	if u.root != nil {
 		u.root.Close()
+	}
+	if u.own {
+		// Their connections' goroutines would outlive the cache.
+		u.client.CloseIdleConnections()
 	}
 }
 
 // upResponse is an upstream answer. Status is 200 or 404 for a file://
 // upstream; an http upstream's status is passed on as it came.
-type upResponse struct {
+type Response struct {
 	Status int
 	Length int64 // -1 when unknown
 	Header http.Header
@@ -99,7 +105,7 @@ type upResponse struct {
 // get fetches rel (a path that passed classify, without its leading
 // slash) with the client's query appended for an http upstream. A transport
 // failure is an error; any HTTP status is a response.
-func (u *upstream) get(ctx context.Context, method, rel, rawQuery string, hdr http.Header) (*upResponse, error) {
+func (u *cache) get(ctx context.Context, method, rel, rawQuery string, hdr http.Header) (*Response, error) {
 	if u.root != nil {
 		return u.getFile(method, rel)
 	}
@@ -118,11 +124,11 @@ func (u *upstream) get(ctx context.Context, method, rel, rawQuery string, hdr ht
 	if err != nil {
 		return nil, errs.Errorf(errs.Transient, "upstream %s %s: %w", method, t.String(), err)
 	}
-	return &upResponse{Status: resp.StatusCode, Length: resp.ContentLength, Header: resp.Header, Body: resp.Body}, nil
+	return &Response{Status: resp.StatusCode, Length: resp.ContentLength, Header: resp.Header, Body: resp.Body}, nil
 }
 
-func (u *upstream) getFile(method, rel string) (*upResponse, error) {
-	notFound := &upResponse{Status: http.StatusNotFound, Length: 0, Header: http.Header{}, Body: http.NoBody}
+func (u *cache) getFile(method, rel string) (*Response, error) {
+	notFound := &Response{Status: http.StatusNotFound, Length: 0, Header: http.Header{}, Body: http.NoBody}
 	f, err := u.root.Open(rel)
 	if errors.Is(err, fs.ErrNotExist) {
 		return notFound, nil
@@ -139,7 +145,7 @@ func (u *upstream) getFile(method, rel string) (*upResponse, error) {
 		f.Close()
 		return notFound, nil
 	}
-	r := &upResponse{Status: http.StatusOK, Length: st.Size(), Header: http.Header{}, Body: f}
+	r := &Response{Status: http.StatusOK, Length: st.Size(), Header: http.Header{}, Body: f}
 	if method == http.MethodHead {
 		f.Close()
 		r.Body = http.NoBody

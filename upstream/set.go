@@ -1,4 +1,11 @@
-package substituter
+// Package upstream is the set of binary caches (an origin and its
+// mirrors, serving the same content signed by the same key) that a
+// substituter reads narinfos and fallback NARs from, with failover between
+// them: a request goes to the live caches in turn until one has the file,
+// a cache that fails is left out and probed in the background until it
+// answers again. A cache is an http(s) base URL or a local directory
+// (file://, opened through an os.Root).
+package upstream
 
 import (
 	"context"
@@ -15,9 +22,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/internal/metrics"
 )
 
-// Upstream orders (Options.UpstreamOrder).
+// Upstream orders (Options.Order).
 const (
 	// OrderPriority asks the upstreams in the order given: the origin
 	// first, mirrors after it.
@@ -33,7 +41,35 @@ const (
 	DefaultProbeInterval   = 10 * time.Second
 )
 
-// upstreams is the ordered set of caches that narinfos and fallback NARs
+// maxCacheInfoSize bounds what a probe reads of nix-cache-info.
+const maxCacheInfoSize = 64 << 10
+
+// Options configure a Set. URLs is required.
+type Options struct {
+	// URLs are the caches, http://, https:// or file:///dir, asked in
+	// this order (with OrderPriority): the origin first, then its mirrors.
+	URLs []string
+	// Order is OrderPriority (the default) or OrderLatency.
+	Order string
+	// FailoverTimeout bounds the wait for one cache's response headers
+	// when another remains to be asked (default DefaultFailoverTimeout);
+	// ProbeInterval is how often a down cache is probed (default
+	// DefaultProbeInterval).
+	FailoverTimeout time.Duration
+	ProbeInterval   time.Duration
+	// Client replaces the default HTTP client, which bounds the wait for
+	// response headers at Timeout.
+	Client  *http.Client
+	Timeout time.Duration
+	// Log receives a line when a cache goes down and comes back; nil logs
+	// nothing.
+	Log *zap.Logger
+	// Registerer receives the nixipfs_substituter_upstream_up gauge; nil
+	// registers none.
+	Registerer prometheus.Registerer
+}
+
+// Set is the ordered set of caches that narinfos and fallback NARs
 // come from. Every request goes to the live upstreams, one after the other,
 // until one has the file: a transport failure, a timeout or a 5xx marks that
 // upstream down and moves on; a 404 moves on without marking anything. A
@@ -45,7 +81,7 @@ const (
 // All upstreams must serve the same cache (the same narinfos, signed by the
 // same key): a mirror's cache is byte-identical to the origin's, so a NAR
 // URL learnt from one narinfo is valid on any of them.
-type upstreams struct {
+type Set struct {
 	desc    string // for logs: every upstream, comma-separated
 	list    []*upState
 	order   string
@@ -61,7 +97,7 @@ type upstreams struct {
 
 // upState is one upstream and what is known of its health.
 type upState struct {
-	*upstream
+	*cache
 	mu      sync.Mutex
 	down    bool
 	lastErr error
@@ -69,15 +105,14 @@ type upState struct {
 	probing bool
 }
 
-func newUpstreams(opts Options, log *zap.Logger, reg prometheus.Registerer) (*upstreams, error) {
-	raw := slices.Clone(opts.Upstreams)
-	if opts.Upstream != "" {
-		raw = append([]string{opts.Upstream}, raw...)
-	}
+// New opens the caches of opts (a file:// directory is opened now, an
+// http one is not contacted). Close releases them.
+func New(opts Options) (*Set, error) {
+	raw := slices.Clone(opts.URLs)
 	if len(raw) == 0 {
 		return nil, errs.Errorf(errs.Invalid, "substituter: no upstream cache")
 	}
-	order := opts.UpstreamOrder
+	order := opts.Order
 	switch order {
 	case "":
 		order = OrderPriority
@@ -85,7 +120,10 @@ func newUpstreams(opts Options, log *zap.Logger, reg prometheus.Registerer) (*up
 	default:
 		return nil, errs.Errorf(errs.Invalid, "substituter: upstream order %q: want %s or %s", order, OrderPriority, OrderLatency)
 	}
-	u := &upstreams{order: order, timeout: opts.FailoverTimeout, probe: opts.ProbeInterval, log: log}
+	u := &Set{order: order, timeout: opts.FailoverTimeout, probe: opts.ProbeInterval, log: opts.Log}
+	if u.log == nil {
+		u.log = zap.NewNop()
+	}
 	if u.timeout == 0 {
 		u.timeout = DefaultFailoverTimeout
 	}
@@ -94,12 +132,12 @@ func newUpstreams(opts Options, log *zap.Logger, reg prometheus.Registerer) (*up
 	}
 	var descs []string
 	for _, r := range raw {
-		up, err := newUpstream(r, opts.UpstreamClient, opts.UpstreamTimeout)
+		up, err := newCache(r, opts.Client, opts.Timeout)
 		if err != nil {
-			u.close()
+			u.Close()
 			return nil, err
 		}
-		u.list = append(u.list, &upState{upstream: up})
+		u.list = append(u.list, &upState{cache: up})
 		descs = append(descs, up.desc)
 	}
 	u.desc = strings.Join(descs, ",")
@@ -108,13 +146,8 @@ func newUpstreams(opts Options, log *zap.Logger, reg prometheus.Registerer) (*up
 		Name: "nixipfs_substituter_upstream_up",
 		Help: "1 while an upstream cache answers, 0 while it is down and left out of requests (probed in the background).",
 	}, []string{"upstream"})
-	if reg != nil {
-		if err := reg.Register(u.upGauge); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				u.upGauge = are.ExistingCollector.(*prometheus.GaugeVec)
-			}
-		}
+	if opts.Registerer != nil {
+		u.upGauge = metrics.Register(opts.Registerer, u.upGauge)
 	}
 	for _, s := range u.list {
 		u.upGauge.WithLabelValues(s.desc).Set(1)
@@ -122,19 +155,41 @@ func newUpstreams(opts Options, log *zap.Logger, reg prometheus.Registerer) (*up
 	return u, nil
 }
 
-func (u *upstreams) close() {
+// String names every cache, comma-separated, for logs.
+func (u *Set) String() string { return u.desc }
+
+// Check reports whether raw is a cache URL New would accept, opening (and
+// closing again) a file:// directory.
+func Check(raw string) error {
+	c, err := newCache(raw, &http.Client{}, 0)
+	if err != nil {
+		return err
+	}
+	c.close()
+	return nil
+}
+
+// IsNotFound is what Nix itself reads as "not in this cache": S3 answers
+// 403 for a missing key when listing is not allowed.
+func IsNotFound(status int) bool {
+	return status == http.StatusNotFound || status == http.StatusGone || status == http.StatusForbidden
+}
+
+// Close stops the probes, waits for them, and releases the directory of a
+// file:// cache.
+func (u *Set) Close() {
 	if u.cancel != nil {
 		u.cancel()
 	}
 	u.wg.Wait()
 	for _, s := range u.list {
-		s.upstream.close()
+		s.cache.close()
 	}
 }
 
 // candidates returns the upstreams to ask, in order: the live ones, or all
 // of them when none is known to be live.
-func (u *upstreams) candidates() []*upState {
+func (u *Set) candidates() []*upState {
 	var live []*upState
 	for _, s := range u.list {
 		s.mu.Lock()
@@ -159,12 +214,12 @@ func (u *upstreams) candidates() []*upState {
 	return live
 }
 
-// get asks the candidates in turn; see upstreams. The first answer that is
+// Get asks the candidates in turn; see upstreams. The first answer that is
 // not a "not found" is returned; when every reachable upstream said "not
 // found", the last such answer is; an error only when none answered.
-func (u *upstreams) get(ctx context.Context, method, rel, rawQuery string, hdr http.Header) (*upResponse, error) {
+func (u *Set) Get(ctx context.Context, method, rel, rawQuery string, hdr http.Header) (*Response, error) {
 	cands := u.candidates()
-	var notFound *upResponse
+	var notFound *Response
 	var errList []error
 	for _, s := range cands {
 		if ctx.Err() != nil {
@@ -175,7 +230,7 @@ func (u *upstreams) get(ctx context.Context, method, rel, rawQuery string, hdr h
 			errList = append(errList, err)
 			continue
 		}
-		if isNotFound(resp.Status) {
+		if IsNotFound(resp.Status) {
 			resp.Body.Close()
 			notFound = resp
 			continue
@@ -196,7 +251,7 @@ func (u *upstreams) get(ctx context.Context, method, rel, rawQuery string, hdr h
 // (connecting included) is cut at the failover timeout, so that a dead or
 // hung upstream hands the request on quickly; the body is not bounded here
 // (the callers' watchdogs bound its pauses).
-func (u *upstreams) try(ctx context.Context, s *upState, bounded bool, method, rel, rawQuery string, hdr http.Header) (*upResponse, error) {
+func (u *Set) try(ctx context.Context, s *upState, bounded bool, method, rel, rawQuery string, hdr http.Header) (*Response, error) {
 	start := time.Now()
 	actx, cancel := context.WithCancel(ctx)
 	var timedOut bool
@@ -268,7 +323,7 @@ func (s *upState) observe(d time.Duration) {
 
 // markDown leaves s out of requests and starts probing it. With a single
 // upstream there is nothing to fail over to: it stays in use.
-func (u *upstreams) markDown(s *upState, err error) {
+func (u *Set) markDown(s *upState, err error) {
 	if len(u.list) < 2 {
 		return
 	}
@@ -291,7 +346,7 @@ func (u *upstreams) markDown(s *upState, err error) {
 
 // probeUntilUp asks s for nix-cache-info every probe interval until it
 // answers 200, then puts it back in use.
-func (u *upstreams) probeUntilUp(s *upState) {
+func (u *Set) probeUntilUp(s *upState) {
 	defer u.wg.Done()
 	t := time.NewTicker(u.probe)
 	defer t.Stop()
@@ -306,7 +361,7 @@ func (u *upstreams) probeUntilUp(s *upState) {
 		resp, err := s.get(ctx, http.MethodGet, "nix-cache-info", "", nil)
 		ok := err == nil && resp.Status == http.StatusOK
 		if err == nil {
-			io.Copy(io.Discard, io.LimitReader(resp.Body, MaxCacheInfoSize))
+			io.Copy(io.Discard, io.LimitReader(resp.Body, maxCacheInfoSize))
 			resp.Body.Close()
 		}
 		cancel()
@@ -321,23 +376,4 @@ func (u *upstreams) probeUntilUp(s *upState) {
 		u.log.Info("upstream answers again; back in use", zap.String("upstream", s.desc))
 		return
 	}
-}
-
-// resolveNar finds the narinfo of a NAR request that no served narinfo
-// named (a client that cached the narinfo across this server's restart),
-// through Options.NarIndex, and registers it as if served.
-func (s *Server) resolveNar(ctx context.Context, key string) (*narRef, bool) {
-	if s.opts.NarIndex == nil {
-		return nil, false
-	}
-	np, ok := s.opts.NarIndex(key)
-	if !ok {
-		return nil, false
-	}
-	e, _, err := s.lookupMeta(ctx, np, "narinfo", MaxNarinfoSize)
-	if err != nil || e.ref == nil || e.ref.key != key {
-		return nil, false
-	}
-	s.nars.put(key, e.ref, time.Time{})
-	return e.ref, true
 }

@@ -1,13 +1,16 @@
-package substituter
+// Package peering keeps a substituter's kubo peered with the mirrors of
+// its upstream cache (the mirror list the cache publishes, package
+// mirrorlist, and peers given by hand), so that NARs come from them over
+// bitswap without the DHT: a round reads the list, gives kubo every peer
+// (kubo's peering keeps and redials them) and dials each at once; rounds
+// repeat every Refresh, and mirrors that left the list are dropped.
+package peering
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -15,22 +18,36 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/internal/metrics"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
+	"github.com/nix-ipfs/nix-ipfs/upstream"
 )
 
-// Peering is what the substituter needs from its kubo to stay connected to
-// the mirrors that hold the upstream cache's NARs.
-type Peering interface {
+// Kubo is what peering needs from the substituter's kubo to stay
+// connected to the mirrors that hold the upstream cache's NARs.
+type Kubo interface {
 	Self(ctx context.Context) (ipfs.Node, error)
 	PeeringAdd(ctx context.Context, addrs []string) error
 	PeeringRemove(ctx context.Context, ids ...string) error
 	Connect(ctx context.Context, n ipfs.Node) error
 }
 
-var _ Peering = (*ipfs.Kubo)(nil)
+var _ Kubo = (*ipfs.Kubo)(nil)
 
-// Defaults of PeeringOptions.
+// Upstream is where the mirror list is read: the substituter's upstream
+// caches.
+type Upstream interface {
+	Get(ctx context.Context, method, rel, rawQuery string, hdr http.Header) (*upstream.Response, error)
+	// Private reports whether the caches are on this host or a private
+	// network (PrivateAuto).
+	Private(ctx context.Context) bool
+	String() string
+}
+
+var _ Upstream = (*upstream.Set)(nil)
+
+// Defaults of Options.
 const (
 	DefaultMirrorRefresh = 5 * time.Minute
 	// peeringRetry is how soon a round that failed is tried again.
@@ -55,12 +72,12 @@ const (
 	PrivateDeny  Private = "deny"
 )
 
-// PeeringOptions configure how the substituter keeps its kubo peered with
+// Options configure how the substituter keeps its kubo peered with
 // the upstream cache's mirrors (its mirror list, package mirrorlist), so
 // that NARs come from them without the DHT.
-type PeeringOptions struct {
+type Options struct {
 	// Kubo is the node to peer; nil turns peering off.
-	Kubo Peering
+	Kubo Kubo
 	// Manual are peers given by hand (--mirror-peer), always kept.
 	Manual []mirrorlist.Peer
 	// Refresh is how often the list is read again (default 5 min); a
@@ -73,8 +90,14 @@ type PeeringOptions struct {
 	Private Private
 }
 
-// peering is the state of the peering loop.
-type peering struct {
+// Peerer runs the peering rounds for one substituter.
+type Peerer struct {
+	opts    Options
+	up      Upstream
+	log     *zap.Logger
+	reg     prometheus.Registerer
+	timeout time.Duration // of a mirror list read
+
 	mu       sync.Mutex
 	listed   map[string]bool   // peers from the list that kubo was given
 	fromList []mirrorlist.Peer // what the last list read gave
@@ -82,34 +105,42 @@ type peering struct {
 	gauge    prometheus.Gauge
 }
 
-// StartPeering peers the substituter's kubo with the mirrors of its
-// upstream cache: once now, returning when that round is done or after
-// 15 s, whichever comes first (a failure is logged, never fatal), then
-// every Refresh until ctx is done. The returned function waits for the
-// loop to end.
-func (s *Server) StartPeering(ctx context.Context) (wait func()) {
-	o := s.opts.Peering
-	if o.Kubo == nil {
-		return func() {}
-	}
+// New returns a Peerer for o, reading the mirror list from up within
+// upstreamTimeout; Start runs it. log and reg may be nil.
+func New(o Options, up Upstream, log *zap.Logger, reg prometheus.Registerer, upstreamTimeout time.Duration) *Peerer {
 	if o.Refresh == 0 {
 		o.Refresh = DefaultMirrorRefresh
 	}
 	if o.Private == "" {
 		o.Private = PrivateAuto
 	}
-	s.opts.Peering = o
-	s.peers.gauge = prometheus.NewGauge(prometheus.GaugeOpts{
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Peerer{opts: o, up: up, log: log, reg: reg, timeout: upstreamTimeout}
+}
+
+// Start peers the substituter's kubo with the mirrors of its
+// upstream cache: once now, returning when that round is done or after
+// 15 s, whichever comes first (a failure is logged, never fatal), then
+// every Refresh until ctx is done. The returned function waits for the
+// loop to end.
+func (s *Peerer) Start(ctx context.Context) (wait func()) {
+	o := s.opts
+	if o.Kubo == nil {
+		return func() {}
+	}
+	s.gauge = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "nixipfs_substituter_mirror_peers",
 		Help: "Mirrors (from the upstream's mirror list and --mirror-peer) the last peering round gave kubo.",
 	})
-	if s.opts.Registerer != nil {
-		s.peers.gauge = register(s.opts.Registerer, s.peers.gauge)
+	if s.reg != nil {
+		s.gauge = metrics.Register(s.reg, s.gauge)
 	}
 	done, first := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		ok := s.peerRound(ctx)
+		ok := s.round(ctx)
 		close(first)
 		for {
 			next := o.Refresh
@@ -126,7 +157,7 @@ func (s *Server) StartPeering(ctx context.Context) (wait func()) {
 				return
 			case <-time.After(next):
 			}
-			ok = s.peerRound(ctx)
+			ok = s.round(ctx)
 		}
 	}()
 	// The first round is waited for, so the first NARs already come from
@@ -141,18 +172,18 @@ func (s *Server) StartPeering(ctx context.Context) (wait func()) {
 	return func() { <-done }
 }
 
-// MirrorPeers returns the peers the last round gave kubo.
-func (s *Server) MirrorPeers() []mirrorlist.Peer {
-	s.peers.mu.Lock()
-	defer s.peers.mu.Unlock()
-	return append([]mirrorlist.Peer(nil), s.peers.last...)
+// Peers returns the peers the last round gave kubo.
+func (s *Peerer) Peers() []mirrorlist.Peer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]mirrorlist.Peer(nil), s.last...)
 }
 
-// peerRound reads the list and tells kubo; it reports whether kubo got
+// round reads the list and tells kubo; it reports whether kubo got
 // the peers (a missing or refused list still counts as done).
-func (s *Server) peerRound(ctx context.Context) bool {
-	o := s.opts.Peering
-	log := s.log.With(zap.String("upstream", s.up.desc))
+func (s *Peerer) round(ctx context.Context) bool {
+	o := s.opts
+	log := s.log.With(zap.String("upstream", s.up.String()))
 	cctx, cancel := context.WithTimeout(ctx, peeringCall)
 	self, err := o.Kubo.Self(cctx)
 	cancel()
@@ -168,9 +199,9 @@ func (s *Server) peerRound(ctx context.Context) bool {
 			// No list this time (an upstream down, or answering without
 			// one, or a list refused): the mirrors of the last list stay.
 			// Only a list that says otherwise drops them.
-			s.peers.mu.Lock()
-			listed = s.peers.fromList
-			s.peers.mu.Unlock()
+			s.mu.Lock()
+			listed = s.fromList
+			s.mu.Unlock()
 		}
 	}
 	all := mirrorlist.MergePeers(append(append([]mirrorlist.Peer{}, o.Manual...), listed...))
@@ -201,15 +232,15 @@ func (s *Server) peerRound(ctx context.Context) bool {
 	for _, p := range o.Manual {
 		manual[p.ID] = true
 	}
-	s.peers.mu.Lock()
+	s.mu.Lock()
 	var gone []string
-	for id := range s.peers.listed {
+	for id := range s.listed {
 		if !now[id] && !manual[id] {
 			gone = append(gone, id)
 		}
 	}
-	s.peers.listed, s.peers.last, s.peers.fromList = now, all, listed
-	s.peers.mu.Unlock()
+	s.listed, s.last, s.fromList = now, all, listed
+	s.mu.Unlock()
 	if len(gone) > 0 {
 		if err := o.Kubo.PeeringRemove(cctx, gone...); err != nil {
 			log.Warn("mirror peering: could not drop mirrors that left the list", zap.Strings("peer_ids", gone), zap.Error(err))
@@ -219,8 +250,8 @@ func (s *Server) peerRound(ctx context.Context) bool {
 	for _, p := range all {
 		ids = append(ids, p.ID)
 	}
-	if s.peers.gauge != nil {
-		s.peers.gauge.Set(float64(len(all)))
+	if s.gauge != nil {
+		s.gauge.Set(float64(len(all)))
 	}
 	log.Info("mirror peering", zap.Int("peers", len(all)), zap.Int("from_list", len(listed)), zap.Int("by_hand", len(o.Manual)),
 		zap.Strings("peer_ids", ids), zap.Strings("dropped", gone))
@@ -229,7 +260,7 @@ func (s *Server) peerRound(ctx context.Context) bool {
 
 // connectAll dials every peer at once, in parallel, each bounded by
 // peeringCall. A peer that cannot be dialled now is left to kubo's peering.
-func (s *Server) connectAll(ctx context.Context, peers []mirrorlist.Peer, self string, log *zap.Logger) {
+func (s *Peerer) connectAll(ctx context.Context, peers []mirrorlist.Peer, self string, log *zap.Logger) {
 	var wg sync.WaitGroup
 	for _, p := range peers {
 		if p.ID == self {
@@ -244,7 +275,7 @@ func (s *Server) connectAll(ctx context.Context, peers []mirrorlist.Peer, self s
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, peeringCall)
 			defer cancel()
-			if err := s.opts.Peering.Kubo.Connect(cctx, n); err != nil {
+			if err := s.opts.Kubo.Connect(cctx, n); err != nil {
 				log.Info("mirror not reachable now; kubo's peering keeps trying", zap.String("peer_id", n.PeerID), zap.Error(err))
 			}
 		}()
@@ -255,8 +286,8 @@ func (s *Server) connectAll(ctx context.Context, peers []mirrorlist.Peer, self s
 // listedPeers fetches the upstream's mirror list and returns what the
 // policy accepts of it, logging what it refuses; read is false when no
 // list was read (none there, the upstream failed, or it was refused whole).
-func (s *Server) listedPeers(ctx context.Context, self string, log *zap.Logger) (peers []mirrorlist.Peer, read bool) {
-	ctx, cancel := context.WithTimeout(ctx, s.opts.UpstreamTimeout)
+func (s *Peerer) listedPeers(ctx context.Context, self string, log *zap.Logger) (peers []mirrorlist.Peer, read bool) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	l, err := s.fetchMirrorList(ctx)
 	if err != nil {
@@ -267,9 +298,9 @@ func (s *Server) listedPeers(ctx context.Context, self string, log *zap.Logger) 
 		log.Debug("upstream has no mirror list")
 		return nil, false
 	}
-	allow := s.opts.Peering.Private == PrivateAllow ||
-		(s.opts.Peering.Private == PrivateAuto && upstreamsArePrivate(ctx, s.up))
-	peers, dropped := mirrorlist.Policy{MaxPeers: s.opts.Peering.MaxPeers, AllowPrivate: allow, Self: self}.Peers(l)
+	allow := s.opts.Private == PrivateAllow ||
+		(s.opts.Private == PrivateAuto && s.up.Private(ctx))
+	peers, dropped := mirrorlist.Policy{MaxPeers: s.opts.MaxPeers, AllowPrivate: allow, Self: self}.Peers(l)
 	if len(dropped) > 0 {
 		log.Warn("mirror list: entries or addresses refused", zap.Bool("private_allowed", allow),
 			zap.Int("entries", len(l.Mirrors)), zap.Strings("refused", dropped))
@@ -278,83 +309,31 @@ func (s *Server) listedPeers(ctx context.Context, self string, log *zap.Logger) 
 }
 
 // fetchMirrorList returns the upstream's list, nil when it has none.
-func (s *Server) fetchMirrorList(ctx context.Context) (*mirrorlist.List, error) {
-	resp, err := s.up.get(ctx, http.MethodGet, mirrorlist.FileName, "", nil)
+func (s *Peerer) fetchMirrorList(ctx context.Context) (*mirrorlist.List, error) {
+	resp, err := s.up.Get(ctx, http.MethodGet, mirrorlist.FileName, "", nil)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	switch {
 	case resp.Status == http.StatusOK:
-	case isNotFound(resp.Status):
+	case upstream.IsNotFound(resp.Status):
 		return nil, nil
 	default:
-		return nil, fmt.Errorf("upstream %s: %s: HTTP %d", s.up.desc, mirrorlist.FileName, resp.Status)
+		return nil, fmt.Errorf("upstream %s: %s: HTTP %d", s.up, mirrorlist.FileName, resp.Status)
 	}
 	if resp.Length > mirrorlist.MaxSize {
-		return nil, fmt.Errorf("upstream %s: %s: %w", s.up.desc, mirrorlist.FileName, mirrorlist.ErrTooLarge)
+		return nil, fmt.Errorf("upstream %s: %s: %w", s.up, mirrorlist.FileName, mirrorlist.ErrTooLarge)
 	}
 	l, err := mirrorlist.Read(resp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("upstream %s: %s: %w", s.up.desc, mirrorlist.FileName, err)
+		return nil, fmt.Errorf("upstream %s: %s: %w", s.up, mirrorlist.FileName, err)
 	}
 	return l, nil
 }
 
-// upstreamsArePrivate reports whether every upstream is private (the list
-// may come from any of them).
-func upstreamsArePrivate(ctx context.Context, us *upstreams) bool {
-	for _, u := range us.list {
-		if !upstreamIsPrivate(ctx, u.upstream) {
-			return false
-		}
-	}
-	return len(us.list) > 0
-}
-
-// upstreamIsPrivate reports whether the upstream cache is on this host or
-// a private network: a file:// directory, localhost, or a host whose
-// addresses are all loopback, private or link-local. A name that does not
-// resolve counts as public, the stricter choice.
-func upstreamIsPrivate(ctx context.Context, u *upstream) bool {
-	if u.root != nil {
-		return true
-	}
-	return hostIsPrivate(ctx, u.base.Hostname(), net.DefaultResolver.LookupNetIP)
-}
-
-func hostIsPrivate(ctx context.Context, host string, lookup func(context.Context, string, string) ([]netip.Addr, error)) bool {
-	if host == "" {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
-		return true
-	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		return privateIP(a)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	addrs, err := lookup(ctx, "ip", host)
-	if err != nil || len(addrs) == 0 {
-		return false
-	}
-	for _, a := range addrs {
-		if !privateIP(a) {
-			return false
-		}
-	}
-	return true
-}
-
-func privateIP(a netip.Addr) bool {
-	a = a.Unmap()
-	return a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsUnspecified() ||
-		netip.MustParsePrefix("100.64.0.0/10").Contains(a) // carrier-grade NAT
-}
-
-// MirrorConfig is the substituter's peering settings.
-type MirrorConfig struct {
+// Config is the substituter's peering settings (its --mirror-* flags).
+type Config struct {
 	Peers   config.Strings
 	Refresh time.Duration
 	Max     int
@@ -364,7 +343,7 @@ type MirrorConfig struct {
 }
 
 // Register adds the peering flags.
-func (c *MirrorConfig) Register(s *config.Set) {
+func (c *Config) Register(s *config.Set) {
 	s.StringsVar(&c.Peers, "mirror-peer", "keep kubo connected to this mirror: a multiaddr ending in /p2p/<peer ID> (kubo's peering; added to those the upstream's mirror list names)")
 	s.DurationVar(&c.Refresh, "mirror-refresh", DefaultMirrorRefresh,
 		"read the upstream's mirror list ("+mirrorlist.FileName+") at start and this often, and keep kubo peered with the mirrors it names, so NARs come from them without the DHT (negative: never read it; only --mirror-peer)")
@@ -375,7 +354,7 @@ func (c *MirrorConfig) Register(s *config.Set) {
 
 // Validate checks the peering settings; gateway says NARs come from a
 // gateway, where there is no kubo to peer.
-func (c *MirrorConfig) Validate(gateway bool) error {
+func (c *Config) Validate(gateway bool) error {
 	if c.Private == "" {
 		c.Private = string(PrivateAuto)
 	}
@@ -404,10 +383,10 @@ func (c *MirrorConfig) Validate(gateway bool) error {
 	return nil
 }
 
-// options returns the PeeringOptions for kubo k (nil: no peering).
-func (c *MirrorConfig) options(k Peering) PeeringOptions {
+// Options returns the Options for kubo k (nil: no peering).
+func (c *Config) Options(k Kubo) Options {
 	if k == nil {
-		return PeeringOptions{}
+		return Options{}
 	}
-	return PeeringOptions{Kubo: k, Manual: c.manual, Refresh: c.Refresh, MaxPeers: c.Max, Private: Private(c.Private)}
+	return Options{Kubo: k, Manual: c.manual, Refresh: c.Refresh, MaxPeers: c.Max, Private: Private(c.Private)}
 }

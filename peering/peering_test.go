@@ -1,4 +1,4 @@
-package substituter
+package peering
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +20,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
+	"github.com/nix-ipfs/nix-ipfs/upstream"
 )
 
 const (
@@ -124,6 +124,21 @@ func listJSON(t *testing.T, ms ...mirrorlist.Mirror) []byte {
 	return b
 }
 
+// newPeerer peers for the cache at url, reading its list within
+// upstreamTimeout (zero: the substituter's default, 30 s).
+func newPeerer(t *testing.T, url string, o Options, log *zap.Logger, upstreamTimeout time.Duration) *Peerer {
+	t.Helper()
+	if upstreamTimeout == 0 {
+		upstreamTimeout = 30 * time.Second
+	}
+	up, err := upstream.New(upstream.Options{URLs: []string{url}, Timeout: upstreamTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Close)
+	return New(o, up, log, nil, upstreamTimeout)
+}
+
 func waitPeering(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
@@ -147,19 +162,16 @@ func TestPeeringFollowsTheList(t *testing.T) {
 		mirrorlist.Mirror{Name: "self", PeerID: peerSelf, Addrs: []string{"/ip4/127.0.0.1/tcp/4002"}},
 	))
 	kubo := &fakePeering{peering: map[string][]string{}}
-	var mc MirrorConfig
+	var mc Config
 	mc.Peers = config.Strings{"/ip4/10.9.9.9/tcp/4001/p2p/" + peerM}
 	mc.Refresh, mc.Max, mc.Private = 20*time.Millisecond, 16, "auto"
 	if err := mc.Validate(false); err != nil {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zap.DebugLevel)
-	srv, err := New(Options{Upstream: up.URL, IPFS: newFakeIPFS(), SpoolDir: t.TempDir(), Log: zap.New(core), Peering: mc.options(kubo)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := newPeerer(t, up.URL, mc.Options(kubo), zap.New(core), 0)
 	ctx, cancel := context.WithCancel(context.Background())
-	wait := srv.StartPeering(ctx)
+	wait := srv.Start(ctx)
 	defer func() { cancel(); wait() }()
 
 	got, _, _ := kubo.snapshot()
@@ -232,7 +244,7 @@ func TestPeeringFollowsTheList(t *testing.T) {
 	if logs.FilterMessage("mirror list refused").Len() == 0 {
 		t.Error("refused lists were not logged")
 	}
-	if len(srv.MirrorPeers()) == 0 {
+	if len(srv.Peers()) == 0 {
 		t.Error("MirrorPeers is empty")
 	}
 }
@@ -245,19 +257,15 @@ func TestPeeringWaitsForKubo(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, mirrorlist.FileName), listJSON(t,
 		mirrorlist.Mirror{Name: "b", PeerID: peerB, Addrs: []string{"/ip4/192.168.7.7/tcp/4001"}}), 0o644)
 	kubo := &fakePeering{peering: map[string][]string{}, down: true}
-	srv, err := New(Options{Upstream: "file://" + dir, IPFS: newFakeIPFS(), SpoolDir: t.TempDir(),
-		Peering: PeeringOptions{Kubo: kubo, Refresh: time.Hour}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if srv.peerRound(context.Background()) {
+	srv := newPeerer(t, "file://"+dir, Options{Kubo: kubo, Refresh: time.Hour}, nil, 0)
+	if srv.round(context.Background()) {
 		t.Fatal("a round with kubo down reported success")
 	}
 	kubo.mu.Lock()
 	kubo.down = false
 	kubo.mu.Unlock()
-	srv.opts.Peering.Private = PrivateAuto
-	if !srv.peerRound(context.Background()) {
+	srv.opts.Private = PrivateAuto
+	if !srv.round(context.Background()) {
 		t.Fatal("round failed with kubo up")
 	}
 	// A file:// upstream is this host's: a private address is taken.
@@ -266,46 +274,12 @@ func TestPeeringWaitsForKubo(t *testing.T) {
 	}
 }
 
-// TestUpstreamPrivateRule: listed private addresses are accepted only when
-// the upstream itself is private; a name that does not resolve counts as
-// public.
-func TestUpstreamPrivateRule(t *testing.T) {
-	lookup := func(_ context.Context, _, host string) ([]netip.Addr, error) {
-		switch host {
-		case "cache.lan":
-			return []netip.Addr{netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("fd00::1")}, nil
-		case "cache.example.org":
-			return []netip.Addr{netip.MustParseAddr("93.184.215.14")}, nil
-		case "mixed.example.org":
-			return []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("93.184.215.14")}, nil
-		}
-		return nil, errors.New("no such host")
-	}
-	for host, want := range map[string]bool{
-		"127.0.0.1": true, "::1": true, "10.1.2.3": true, "172.16.0.9": true, "169.254.3.3": true, "100.64.1.1": true,
-		"localhost": true, "cache.localhost": true, "cache.lan": true,
-		"1.2.3.4": false, "2a01:4f8::1": false, "cache.example.org": false, "mixed.example.org": false, "unknown.invalid": false,
-	} {
-		if got := hostIsPrivate(context.Background(), host, lookup); got != want {
-			t.Errorf("%s: private %v, want %v", host, got, want)
-		}
-	}
-	l := &mirrorlist.List{Type: mirrorlist.Type, Mirrors: []mirrorlist.Mirror{{Name: "b", PeerID: peerB,
-		Addrs: []string{"/ip4/127.0.0.1/tcp/4001", "/ip4/10.0.0.2/tcp/4001", "/dns4/b.example.org/tcp/4001"}}}}
-	for host, want := range map[string]int{"127.0.0.1": 3, "cache.example.org": 1} {
-		peers, _ := mirrorlist.Policy{AllowPrivate: hostIsPrivate(context.Background(), host, lookup)}.Peers(l)
-		if len(peers) != 1 || len(peers[0].Addrs) != want {
-			t.Errorf("upstream %s: %+v, want %d addresses", host, peers, want)
-		}
-	}
-}
-
 func TestMirrorConfigValidate(t *testing.T) {
-	ok := MirrorConfig{Max: 4, Private: "deny", Peers: config.Strings{"/dns4/b.example.org/tcp/4001/p2p/" + peerB}}
+	ok := Config{Max: 4, Private: "deny", Peers: config.Strings{"/dns4/b.example.org/tcp/4001/p2p/" + peerB}}
 	if err := ok.Validate(false); err != nil || len(ok.manual) != 1 {
 		t.Errorf("%v %+v", err, ok.manual)
 	}
-	for name, c := range map[string]MirrorConfig{
+	for name, c := range map[string]Config{
 		"no /p2p/":      {Max: 4, Private: "auto", Peers: config.Strings{"/ip4/1.2.3.4/tcp/4001"}},
 		"bad private":   {Max: 4, Private: "maybe"},
 		"negative max":  {Max: -1, Private: "auto"},
@@ -334,49 +308,13 @@ func TestPeeringDoesNotWaitForAHungUpstream(t *testing.T) {
 	peeringFirstWait = 200 * time.Millisecond
 	defer func() { peeringFirstWait = old }()
 	kubo := &fakePeering{peering: map[string][]string{}}
-	srv, err := New(Options{Upstream: up.URL, IPFS: newFakeIPFS(), SpoolDir: t.TempDir(), UpstreamTimeout: time.Minute,
-		Peering: PeeringOptions{Kubo: kubo, Refresh: time.Hour}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := newPeerer(t, up.URL, Options{Kubo: kubo, Refresh: time.Hour}, nil, time.Minute)
 	ctx, cancel := context.WithCancel(context.Background())
 	start := time.Now()
-	wait := srv.StartPeering(ctx)
+	wait := srv.Start(ctx)
 	if d := time.Since(start); d > 20*time.Second {
 		t.Errorf("StartPeering waited %v for a hung upstream", d)
 	}
 	cancel()
 	wait()
-}
-
-// TestServesTheMirrorList: the substituter passes the upstream's mirror
-// list on, so it (or a mirror's cache built on it) can be another's
-// upstream; without one it answers 404 like any missing file.
-func TestServesTheMirrorList(t *testing.T) {
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
-	srv, err := New(Options{Upstream: "file://" + dir, IPFS: newFakeIPFS(), SpoolDir: t.TempDir(), NegativeTTL: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	get := func() (int, string, string) {
-		rec := httptest.NewRecorder()
-		srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/"+mirrorlist.FileName, nil))
-		return rec.Code, rec.Header().Get("Content-Type"), rec.Body.String()
-	}
-	if code, _, _ := get(); code != http.StatusNotFound {
-		t.Errorf("no list upstream: %d", code)
-	}
-	want := listJSON(t, mirrorlist.Mirror{Name: "b", PeerID: peerB, Addrs: []string{"/ip4/1.2.3.4/tcp/4001"}})
-	os.WriteFile(filepath.Join(dir, mirrorlist.FileName), want, 0o644)
-	if code, ctype, body := get(); code != 200 || ctype != "application/json" || body != string(want) {
-		t.Errorf("list: %d %s %q", code, ctype, body)
-	}
-	for _, p := range []string{"/nix-ipfs-mirrors.json/", "/x/nix-ipfs-mirrors.json", "/NIX-IPFS-MIRRORS.JSON", "/nix-ipfs-mirrors.jsonx"} {
-		rec := httptest.NewRecorder()
-		srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, p, nil))
-		if rec.Code == 200 {
-			t.Errorf("%s served", p)
-		}
-	}
 }
