@@ -47,9 +47,21 @@ func Fresh(modTime time.Time, grace time.Duration) bool {
 // relies on it, so that prune spares a path a closure being published
 // right now reuses; a narinfo prune took away meanwhile reads as absent,
 // and the path is published again.
+//
+// The narinfo is looked at again after the touch: utimensat finds the file
+// by its name, then sets its times, and a prune may rename the file in
+// between and find it still old after the move. The touch then lands on
+// the file in the journal, and only this second look tells the publisher
+// the path is gone. A file that is still there after the touch had its new
+// time when prune moved it, so prune puts it back.
 func (c Cache) Claim(hashPart string) bool {
+	p := c.NarInfoPath(hashPart)
 	now := time.Now()
-	err := os.Chtimes(c.NarInfoPath(hashPart), now, now)
+	if err := os.Chtimes(p, now, now); errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	hook("claimed")
+	_, err := os.Lstat(p)
 	return !errors.Is(err, fs.ErrNotExist)
 }
 
@@ -68,6 +80,20 @@ const (
 	// serves.
 	Withdrawn
 )
+
+func (w Withdrawal) String() string {
+	switch w {
+	case Gone:
+		return "gone"
+	case Spared:
+		return "spared"
+	case Reclaimed:
+		return "reclaimed"
+	case Withdrawn:
+		return "withdrawn"
+	}
+	return fmt.Sprintf("Withdrawal(%d)", int(w))
+}
 
 // testHook, if set, runs between a check of a file's freshness and its
 // move: the moment a concurrent Claim or publish must not be lost.

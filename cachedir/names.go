@@ -66,11 +66,12 @@ func NarFileHash(url string) (string, bool) {
 
 // CheckNarURL refuses a narinfo's URL that does not name a file directly
 // inside nar/: a narinfo read from the cache must never lead a reader or a
-// prune to a file elsewhere (another cache file, the state directory, or
-// outside the cache). Compressed NARs (nar/<hash>.nar.xz) pass.
+// prune to a file elsewhere (another cache file, the state directory, a
+// temp file, or outside the cache). Compressed NARs (nar/<hash>.nar.xz)
+// pass.
 func CheckNarURL(url string) error {
 	name, ok := strings.CutPrefix(url, NarDirName+"/")
-	if !ok || name == "" || strings.Contains(name, "/") || strings.Contains(name, "..") ||
+	if !ok || name == "" || name[0] == '.' || strings.Contains(name, "/") || strings.Contains(name, "..") ||
 		strings.ContainsAny(name, "\\\x00") {
 		return fmt.Errorf("URL %q is not under nar/", url)
 	}
