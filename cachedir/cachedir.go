@@ -43,6 +43,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/perm"
 	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
 // Cache is a binary cache directory. The zero StoreDir is only for readers
@@ -131,8 +132,13 @@ func (c Cache) MirrorListPath() string { return mirrorlist.Path(c.Dir) }
 // AnnouncedDir, JournalDir, RootsFile, MirrorIndexDir, or below them.
 func (c Cache) StatePath(rel string) string { return c.path(rel) }
 
-// NarInfoPath is where the narinfo of the path with hashPart lives.
+// NarInfoPath is where the narinfo of the path with hashPart lives, and
+// "" (which names no file) for a hashPart that is not 32 nix32 characters:
+// a name from outside never leads elsewhere.
 func (c Cache) NarInfoPath(hashPart string) string {
+	if storepath.ValidateHashPart(hashPart) != nil {
+		return ""
+	}
 	return filepath.Join(c.Dir, NarInfoName(hashPart))
 }
 
@@ -157,6 +163,9 @@ func (c Cache) CreateNAR() (*atomicfile.File, error) {
 // sync grouped through s (nil: a sync of its own). Its NAR must be in
 // place and synced already: no reader may see a narinfo without its NAR.
 func (c Cache) WriteNarInfo(hashPart string, text []byte, s *atomicfile.DirSyncer) error {
+	if err := storepath.ValidateHashPart(hashPart); err != nil {
+		return errs.E(errs.Invalid, err)
+	}
 	if s == nil {
 		return atomicfile.WriteFile(c.NarInfoPath(hashPart), text, 0o644)
 	}
@@ -208,10 +217,16 @@ func (c Cache) Announced(hashPart, cid string) bool {
 // small path's publish (docs/BENCHMARKS.md, section 7). Announced treats a
 // record a power loss emptied as absent.
 func (c Cache) MarkAnnounced(hashPart, cid string) error {
+	if err := storepath.ValidateHashPart(hashPart); err != nil {
+		return errs.E(errs.Invalid, err)
+	}
 	return atomicfile.WriteHint(c.announcedPath(hashPart), []byte(cid+"\n"), 0o644)
 }
 
 func (c Cache) announcedPath(hashPart string) string {
+	if storepath.ValidateHashPart(hashPart) != nil {
+		return ""
+	}
 	return filepath.Join(c.path(AnnouncedDir), hashPart)
 }
 
@@ -219,11 +234,20 @@ func (c Cache) announcedPath(hashPart string) string {
 // fileHash. A mirror writes it before the narinfo, so a narinfo is never
 // visible without the way to its NAR.
 func (c Cache) WriteMirrorIndex(fileHash, hashPart string) error {
+	if _, ok := NarFileHash(NarURL(fileHash)); !ok {
+		return errs.Errorf(errs.Invalid, "mirror index: %q is not a NAR's file hash", fileHash)
+	}
+	if err := storepath.ValidateHashPart(hashPart); err != nil {
+		return errs.E(errs.Invalid, err)
+	}
 	return atomicfile.WriteFile(filepath.Join(c.path(MirrorIndexDir), fileHash), []byte(hashPart+"\n"), 0o644)
 }
 
 // MirrorIndex returns the hash part the mirror index names for fileHash.
 func (c Cache) MirrorIndex(fileHash string) (string, bool) {
+	if _, ok := NarFileHash(NarURL(fileHash)); !ok {
+		return "", false
+	}
 	b, err := os.ReadFile(filepath.Join(c.path(MirrorIndexDir), fileHash))
 	if err != nil {
 		return "", false

@@ -8,6 +8,8 @@ import (
 	"path"
 	"path/filepath"
 	"time"
+
+	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
 // The grace handshake.
@@ -154,6 +156,9 @@ func (c Cache) Withdraw(hashPart string, grace time.Duration) (Withdrawal, error
 // Restore moves the narinfo of hashPart from the journal back into the
 // cache (a retirement undone). A narinfo published again meanwhile wins.
 func (c Cache) Restore(hashPart string) error {
+	if err := storepath.ValidateHashPart(hashPart); err != nil {
+		return fmt.Errorf("restore from the prune journal: %w", err)
+	}
 	jp := c.journalPath(NarInfoName(hashPart))
 	if err := os.Link(jp, c.NarInfoPath(hashPart)); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("restore %s from the prune journal: %w", hashPart, err)
@@ -217,6 +222,9 @@ func (c Cache) WithdrawNAR(url string, grace time.Duration) (size int64, removed
 // under name: back into nar/ if no NAR of that name is there, else (the
 // same bytes, published again) dropped.
 func (c Cache) PutBackNAR(name string) error {
+	if err := CheckNarURL(NarDirName + "/" + name); err != nil {
+		return fmt.Errorf("put NAR back from the prune journal: %w", err)
+	}
 	jp, np := c.journalPath(name), filepath.Join(c.NarDir(), name)
 	if _, err := os.Lstat(np); errors.Is(err, fs.ErrNotExist) {
 		if err := os.Rename(jp, np); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -248,6 +256,9 @@ func (c Cache) RemoveOldNAR(url string, age time.Duration) (int64, bool) {
 // DropJournalNarInfo forgets the journal's narinfo of hashPart (its
 // retirement finished, or the path is back in the cache).
 func (c Cache) DropJournalNarInfo(hashPart string) error {
+	if storepath.ValidateHashPart(hashPart) != nil {
+		return nil // no such entry
+	}
 	if err := os.Remove(c.journalPath(NarInfoName(hashPart))); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("prune journal: %w", err)
 	}

@@ -2,6 +2,7 @@ package cachedir
 
 import (
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -259,5 +260,55 @@ func TestRefusesOutsideNar(t *testing.T) {
 	}
 	if !exists(secret) {
 		t.Error("a hostile URL removed a file outside nar/")
+	}
+}
+
+// TestRefusesHostileHashParts: a hash part or file hash that is not Nix's
+// (from a file name, an event, a request) names no file, so no write,
+// move or removal leaves the directories it belongs in.
+func TestRefusesHostileHashParts(t *testing.T) {
+	c := open(t)
+	c.MakeJournal()
+	outside := filepath.Join(c.Dir, "precious")
+	os.WriteFile(outside+".narinfo", []byte("x"), 0o644)
+	for _, h := range []string{"", "../precious", "../../etc/passwd", hp + "/../precious", "0C6KZPH7L0DCBFMJAP64F0CZDAFN3B7X", hp + "x", "precious"} {
+		if p := c.NarInfoPath(h); p != "" {
+			t.Errorf("NarInfoPath(%q) = %q", h, p)
+		}
+		if err := c.WriteNarInfo(h, []byte("x"), nil); err == nil {
+			t.Errorf("WriteNarInfo(%q) wrote", h)
+		}
+		if err := c.MarkAnnounced(h, "bafy"); err == nil {
+			t.Errorf("MarkAnnounced(%q) wrote", h)
+		}
+		if c.Claim(h) {
+			t.Errorf("Claim(%q) = true", h)
+		}
+		if w, _ := c.Withdraw(h, 0); w != Gone {
+			t.Errorf("Withdraw(%q) = %v", h, w)
+		}
+		if err := c.Restore(h); err == nil {
+			t.Errorf("Restore(%q) did not refuse", h)
+		}
+		if err := c.WriteMirrorIndex(h, hp); err == nil {
+			t.Errorf("WriteMirrorIndex(%q) wrote", h)
+		}
+		if _, ok := c.MirrorIndex(h); ok {
+			t.Errorf("MirrorIndex(%q) found something", h)
+		}
+	}
+	for _, name := range []string{"", ".", "..", "../precious.narinfo", "a/b.nar", ".tmp-incoming.nar-1"} {
+		if err := c.PutBackNAR(name); err == nil {
+			t.Errorf("PutBackNAR(%q) did not refuse", name)
+		}
+	}
+	if !exists(outside + ".narinfo") {
+		t.Error("a hostile name removed a file")
+	}
+	if ents, _ := os.ReadDir(c.Dir); len(ents) != 4 { // nix-cache-info, nar, .nix-ipfs, precious.narinfo
+		t.Errorf("cache holds %d entries after hostile writes", len(ents))
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(c.Dir)); len(ents) != 1 {
+		t.Errorf("hostile writes reached the cache's parent: %d entries", len(ents))
 	}
 }
