@@ -1,21 +1,22 @@
 // Package cachehttp serves a file:// binary cache directory over HTTP, the
 // way Nix's http:// binary cache store reads it, and nothing else: only
 // /nix-cache-info, /<hashpart>.narinfo, /nar/<filehash>.nar[.ext] and the
-// mirror list (/nix-ipfs-mirrors.json, package mirrorlist) are answered, each name checked against Nix's alphabet before it touches the
-// disk, so no request can reach a file outside what a cache holds (the
-// publisher's .nix-ipfs/ state, temp files, symlinks out of the directory).
+// mirror list (/nix-ipfs-mirrors.json, package mirrorlist) are answered,
+// each name checked against Nix's alphabet (package cachedir's name rules)
+// before it touches the disk, so no request can reach a file outside what
+// a cache holds (the publisher's .nix-ipfs/ state, temp files, symlinks
+// out of the directory).
 package cachehttp
 
 import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"syscall"
 	"time"
 
-	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
+	"github.com/nix-ipfs/nix-ipfs/cachedir"
 )
 
 // Kind is what a request path names.
@@ -29,21 +30,16 @@ const (
 	MirrorList
 )
 
-var (
-	narInfoRE = regexp.MustCompile(`^/[0-9a-df-np-sv-z]{32}\.narinfo$`)
-	narRE     = regexp.MustCompile(`^/nar/[0-9a-df-np-sv-z]{52}\.nar(\.xz|\.zst|\.bz2|\.br|\.lz4|\.lzip)?$`)
-)
-
 // Classify says what a request's (decoded) URL path names.
 func Classify(p string) Kind {
 	switch {
-	case p == "/nix-cache-info":
+	case cachedir.IsCacheInfoPath(p):
 		return CacheInfo
-	case narInfoRE.MatchString(p):
+	case cachedir.IsNarInfoPath(p):
 		return NarInfo
-	case narRE.MatchString(p):
+	case cachedir.IsNarPath(p):
 		return Nar
-	case p == "/"+mirrorlist.FileName:
+	case cachedir.IsMirrorListPath(p):
 		return MirrorList
 	}
 	return Invalid

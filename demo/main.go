@@ -41,6 +41,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/nix-ipfs/nix-ipfs/cachedir"
 	"github.com/nix-ipfs/nix-ipfs/internal/chroot"
 	"github.com/nix-ipfs/nix-ipfs/internal/kubod"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
@@ -304,7 +305,7 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	info("A pins none of the closure's CIDs any more")
 	kA.Stop(20 * time.Second)
-	narDir := filepath.Join(d.dir, "up", "cache", "nar")
+	narDir := cachedir.Cache{Dir: filepath.Join(d.dir, "up", "cache")}.NarDir()
 	if err := os.Rename(narDir, narDir+".away"); err != nil {
 		return err
 	}

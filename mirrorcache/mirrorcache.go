@@ -21,20 +21,19 @@
 //	DIR/<hashpart>.narinfo              one per path pinned
 //	DIR/.nix-ipfs/nar/<filehash>        the hash part whose narinfo names that NAR
 //
-// Every file is written atomically (internal/atomicfile), the index entry
-// before the narinfo, so a narinfo is never visible without the way to its
-// NAR. There are no NAR files: NARs live in kubo.
+// Package cachedir owns that layout (OpenMirror, MirrorIndexDir). Every
+// file is written atomically, the index entry before the narinfo, so a
+// narinfo is never visible without the way to its NAR. There are no NAR
+// files: NARs live in kubo.
 package mirrorcache
 
 import (
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path"
-	"path/filepath"
 	"strings"
 
+	"github.com/nix-ipfs/nix-ipfs/cachedir"
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
@@ -53,8 +52,7 @@ func NarInfo(ev *events.Published) (*narinfo.NarInfo, error) {
 	if len(ev.Sigs) == 0 {
 		return nil, ErrUnsigned
 	}
-	hash, ok := strings.CutPrefix(ev.NarHash, "sha256:")
-	if !ok || ev.NarURL != "nar/"+hash+".nar" {
+	if !strings.HasPrefix(ev.NarHash, "sha256:") || ev.NarURL != cachedir.NarURL(ev.NarHash) {
 		return nil, errs.Errorf(errs.Invalid, "published event %s: nar_url %q is not the uncompressed NAR of %s", ev.ID, ev.NarURL, ev.NarHash)
 	}
 	if ev.NarSize <= 0 {
@@ -92,7 +90,7 @@ func Servable(ni *narinfo.NarInfo) error {
 	case len(ni.Sigs) == 0:
 		return errs.Errorf(errs.Invalid, "narinfo of %s has no signature", ni.StorePath)
 	}
-	if _, ok := narFileHash(ni.URL); !ok {
+	if _, ok := cachedir.NarFileHash(ni.URL); !ok {
 		return errs.Errorf(errs.Invalid, "narinfo of %s: URL %q is not nar/<nix32>.nar", ni.StorePath, ni.URL)
 	}
 	return nil
@@ -100,8 +98,7 @@ func Servable(ni *narinfo.NarInfo) error {
 
 // Cache is a mirror's binary cache directory.
 type Cache struct {
-	dir      string
-	storeDir string
+	d cachedir.Cache
 }
 
 // Open creates the cache's directories and nix-cache-info if missing, and
@@ -113,44 +110,18 @@ func Open(dir, storeDir string) (*Cache, error) {
 	if err := storepath.ValidateStoreDir(storeDir); err != nil {
 		return nil, errs.E(errs.Invalid, fmt.Errorf("mirror cache %s: %w", dir, err))
 	}
-	c := &Cache{dir: dir, storeDir: storeDir}
-	if err := os.MkdirAll(c.indexDir(), 0o755); err != nil {
-		return nil, fmt.Errorf("mirror cache %s: %w", dir, err)
-	}
-	info := filepath.Join(dir, "nix-cache-info")
-	want := "StoreDir: " + storeDir + "\n"
-	switch b, err := os.ReadFile(info); {
-	case errors.Is(err, fs.ErrNotExist):
-		// Exactly what the origin's publisher (and Nix) writes.
-		if err := atomicfile.WriteFile(info, []byte(want), 0o644); err != nil {
-			return nil, fmt.Errorf("mirror cache %s: %w", dir, err)
-		}
-	case err != nil:
-		return nil, fmt.Errorf("mirror cache %s: %w", dir, err)
-	default:
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "StoreDir: "); ok && v != storeDir {
-				return nil, errs.Errorf(errs.Invalid, "mirror cache %s is for store %s, not %s", dir, v, storeDir)
-			}
-		}
-	}
-	for _, d := range []string{dir, c.indexDir()} {
-		atomicfile.Clean(d, atomicfile.StaleAfter) // younger ones may be a live writer's
+	c := &Cache{d: cachedir.Cache{Dir: dir, StoreDir: storeDir}}
+	if err := c.d.OpenMirror(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
 // Dir is the cache directory.
-func (c *Cache) Dir() string { return c.dir }
+func (c *Cache) Dir() string { return c.d.Dir }
 
 // StoreDir is the store the cache serves.
-func (c *Cache) StoreDir() string { return c.storeDir }
-
-func (c *Cache) indexDir() string { return filepath.Join(c.dir, ".nix-ipfs", "nar") }
-
-func (c *Cache) narinfoPath(hashPart string) string {
-	return filepath.Join(c.dir, hashPart+".narinfo")
-}
+func (c *Cache) StoreDir() string { return c.d.StoreDir }
 
 // Put keeps ni, which must pass Servable and be for this cache's store.
 // Writing the same narinfo again changes nothing.
@@ -158,19 +129,19 @@ func (c *Cache) Put(ni *narinfo.NarInfo) error {
 	if err := Servable(ni); err != nil {
 		return err
 	}
-	if err := storepath.Validate(c.storeDir, ni.StorePath); err != nil {
-		return errs.E(errs.Invalid, fmt.Errorf("mirror cache serves %s: %w", c.storeDir, err))
+	if err := storepath.Validate(c.d.StoreDir, ni.StorePath); err != nil {
+		return errs.E(errs.Invalid, fmt.Errorf("mirror cache serves %s: %w", c.d.StoreDir, err))
 	}
 	hp := storepath.HashPart(ni.StorePath)
 	text := []byte(ni.String())
-	if old, err := os.ReadFile(c.narinfoPath(hp)); err == nil && string(old) == string(text) {
+	if old, err := c.d.ReadNarInfoBytes(hp); err == nil && string(old) == string(text) {
 		return nil
 	}
-	fh, _ := narFileHash(ni.URL)
-	if err := atomicfile.WriteFile(filepath.Join(c.indexDir(), fh), []byte(hp+"\n"), 0o644); err != nil {
+	fh, _ := cachedir.NarFileHash(ni.URL)
+	if err := c.d.WriteMirrorIndex(fh, hp); err != nil {
 		return errs.E(errs.Transient, fmt.Errorf("mirror cache: index of %s: %w", ni.StorePath, err))
 	}
-	if err := atomicfile.WriteFile(c.narinfoPath(hp), text, 0o644); err != nil {
+	if err := c.d.WriteNarInfo(hp, text, nil); err != nil {
 		return errs.E(errs.Transient, fmt.Errorf("mirror cache: narinfo of %s: %w", ni.StorePath, err))
 	}
 	return nil
@@ -181,12 +152,12 @@ func (c *Cache) Get(hashPart string) (*narinfo.NarInfo, error) {
 	if storepath.ValidateHashPart(hashPart) != nil {
 		return nil, nil
 	}
-	b, err := os.ReadFile(c.narinfoPath(hashPart))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	b, err := c.d.ReadNarInfoBytes(hashPart)
 	if err != nil {
-		return nil, errs.E(errs.Transient, err)
+		return nil, err
+	}
+	if b == nil {
+		return nil, nil
 	}
 	return narinfo.ParseBytes(b)
 }
@@ -204,48 +175,27 @@ func (c *Cache) Remove(storePath string) error {
 	} else if err != nil {
 		return err
 	}
-	if err := os.Remove(c.narinfoPath(hp)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := c.d.RemoveNarInfo(hp); err != nil {
 		return errs.E(errs.Transient, fmt.Errorf("mirror cache: remove narinfo of %s: %w", storePath, err))
 	}
 	if ni != nil {
-		if fh, ok := narFileHash(ni.URL); ok {
-			idx := filepath.Join(c.indexDir(), fh)
-			// Another path with the very same NAR may own the entry now.
-			if b, err := os.ReadFile(idx); err == nil && strings.TrimSpace(string(b)) == hp {
-				os.Remove(idx)
-			}
+		if fh, ok := cachedir.NarFileHash(ni.URL); ok {
+			c.d.DropMirrorIndex(fh, hp)
 		}
 	}
-	return atomicfile.SyncDir(c.dir)
+	return atomicfile.SyncDir(c.d.Dir)
 }
 
 // NarIndex maps a NAR request path ("/nar/<filehash>.nar") to the request
 // path of the narinfo that names it, for substituter.Options.NarIndex.
 func (c *Cache) NarIndex(narPath string) (string, bool) {
-	fh, ok := narFileHash(strings.TrimPrefix(narPath, "/"))
+	fh, ok := cachedir.NarFileHash(strings.TrimPrefix(narPath, "/"))
 	if !ok {
 		return "", false
 	}
-	b, err := os.ReadFile(filepath.Join(c.indexDir(), fh))
-	if err != nil {
+	hp, ok := c.d.MirrorIndex(fh)
+	if !ok || storepath.ValidateHashPart(hp) != nil {
 		return "", false
 	}
-	hp := strings.TrimSpace(string(b))
-	if storepath.ValidateHashPart(hp) != nil {
-		return "", false
-	}
-	return "/" + hp + ".narinfo", true
-}
-
-// narFileHash returns the nix32 hash of an uncompressed NAR URL.
-func narFileHash(url string) (string, bool) {
-	h, ok := strings.CutPrefix(url, "nar/")
-	if !ok {
-		return "", false
-	}
-	h, ok = strings.CutSuffix(h, ".nar")
-	if !ok || len(h) != 52 || strings.Trim(h, "0123456789abcdfghijklmnpqrsvwxyz") != "" {
-		return "", false
-	}
-	return h, true
+	return "/" + cachedir.NarInfoName(hp), true
 }

@@ -17,7 +17,7 @@ import (
 // holds no NAR files, so that the client tries its next substituter.
 func NewServer(c *Cache, node substituter.IPFS, log *zap.Logger, reg prometheus.Registerer) (*substituter.Server, error) {
 	return substituter.New(substituter.Options{
-		Upstream:   "file://" + c.dir,
+		Upstream:   "file://" + c.d.Dir,
 		IPFS:       node,
 		Log:        log,
 		Registerer: reg,

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/nix-ipfs/nix-ipfs/cachedir"
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
@@ -91,10 +91,10 @@ func (m *MFSCache) init(ctx context.Context) error {
 	if m.inited {
 		return nil
 	}
-	if err := m.node.FilesMkdir(ctx, m.dir+"/nar"); err != nil {
+	if err := m.node.FilesMkdir(ctx, m.dir+"/"+cachedir.NarDirName); err != nil {
 		return fmt.Errorf("mfs %s: %w", m.dir, err)
 	}
-	if err := m.node.FilesWrite(ctx, m.dir+"/nix-cache-info", []byte("StoreDir: "+m.storeDir+"\n"), true); err != nil {
+	if err := m.node.FilesWrite(ctx, m.dir+"/"+cachedir.CacheInfoName, []byte("StoreDir: "+m.storeDir+"\n"), true); err != nil {
 		return fmt.Errorf("mfs %s: %w", m.dir, err)
 	}
 	m.inited = true
@@ -111,14 +111,14 @@ func (m *MFSCache) Add(ctx context.Context, ni *narinfo.NarInfo) error {
 	if err != nil {
 		return errs.Errorf(errs.Invalid, "mfs: narinfo of %s: IPFSHash %q: %w", ni.StorePath, ni.IPFSHash, err)
 	}
-	if !strings.HasPrefix(ni.URL, "nar/") || strings.Contains(ni.URL[4:], "/") {
+	if err := cachedir.CheckNarURL(ni.URL); err != nil {
 		return errs.Errorf(errs.Invalid, "mfs: narinfo of %s: URL %q", ni.StorePath, ni.URL)
 	}
 	if err := m.node.FilesLink(ctx, c, m.dir+"/"+ni.URL, true); err != nil {
 		return fmt.Errorf("mfs: link NAR of %s: %w", ni.StorePath, err)
 	}
 	hp := storepath.HashPart(ni.StorePath)
-	if err := m.node.FilesWrite(ctx, m.dir+"/"+hp+".narinfo", []byte(ni.String()), true); err != nil {
+	if err := m.node.FilesWrite(ctx, m.dir+"/"+cachedir.NarInfoName(hp), []byte(ni.String()), true); err != nil {
 		return fmt.Errorf("mfs: narinfo of %s: %w", ni.StorePath, err)
 	}
 	m.signal()
@@ -130,11 +130,11 @@ func (m *MFSCache) Add(ctx context.Context, ni *narinfo.NarInfo) error {
 // another path in the cache shares the NAR, whose link must stay).
 func (m *MFSCache) Remove(ctx context.Context, ev *events.Retired) error {
 	hp := storepath.HashPart(ev.StorePath)
-	if err := m.node.FilesRm(ctx, m.dir+"/"+hp+".narinfo", true); err != nil {
+	if err := m.node.FilesRm(ctx, m.dir+"/"+cachedir.NarInfoName(hp), true); err != nil {
 		return fmt.Errorf("mfs: remove narinfo of %s: %w", ev.StorePath, err)
 	}
-	if h, ok := strings.CutPrefix(ev.NarHash, "sha256:"); ok && ev.CID != "" {
-		if err := m.node.FilesRm(ctx, m.dir+"/nar/"+h+".nar", true); err != nil {
+	if strings.HasPrefix(ev.NarHash, "sha256:") && ev.CID != "" {
+		if err := m.node.FilesRm(ctx, m.dir+"/"+cachedir.NarURL(ev.NarHash), true); err != nil {
 			return fmt.Errorf("mfs: remove NAR link of %s: %w", ev.StorePath, err)
 		}
 	}
@@ -282,7 +282,7 @@ func (m *MFSCache) Sync(ctx context.Context, cache Cache) (added int, err error)
 	if err := m.init(ctx); err != nil {
 		return 0, err
 	}
-	names, err := filepath.Glob(filepath.Join(cache.Dir, "*.narinfo"))
+	names, err := cache.NarInfoFiles()
 	if err != nil {
 		return 0, err
 	}
@@ -290,8 +290,8 @@ func (m *MFSCache) Sync(ctx context.Context, cache Cache) (added int, err error)
 		if ctx.Err() != nil {
 			return added, ctx.Err()
 		}
-		hp := strings.TrimSuffix(filepath.Base(name), ".narinfo")
-		if _, err := m.node.FilesStat(ctx, m.dir+"/"+hp+".narinfo"); err == nil {
+		hp := cachedir.HashPartOf(name)
+		if _, err := m.node.FilesStat(ctx, m.dir+"/"+cachedir.NarInfoName(hp)); err == nil {
 			continue
 		} else if !ipfs.IsNotExist(err) {
 			return added, err

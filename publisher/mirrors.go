@@ -9,9 +9,6 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
 )
 
-// MirrorListPath is where the cache's mirror list lives.
-func (c Cache) MirrorListPath() string { return mirrorlist.Path(c.Dir) }
-
 // FollowMirrors keeps the cache's mirror list from the mirrors' "pinned"
 // events until ctx is done (mirrorlist.Follow).
 func FollowMirrors(ctx context.Context, js jetstream.JetStream, stream string, cache Cache, log *zap.Logger) {

@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/nix-ipfs/nix-ipfs/cachedir"
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
@@ -251,7 +252,7 @@ func (p *Publisher) publish(ctx context.Context, log *zap.Logger, sp, hashPart s
 	if err := ni.SignCID(p.opt.Key); err != nil {
 		return nil, errs.E(errs.Invalid, fmt.Errorf("sign CID of %s: %w", sp, err))
 	}
-	if err := atomicfile.WriteFileGrouped(p.opt.Cache.NarInfoPath(hashPart), []byte(ni.String()), 0o644, &p.dirs); err != nil {
+	if err := p.opt.Cache.WriteNarInfo(hashPart, []byte(ni.String()), &p.dirs); err != nil {
 		return nil, errs.E(errs.Transient, fmt.Errorf("write narinfo of %s: %w", sp, err))
 	}
 	ev, err := p.eventFor(ctx, ni)
@@ -280,8 +281,9 @@ func (p *Publisher) doneAlready(ctx context.Context, sp, hashPart string, start 
 		return nil, false, err
 	}
 	// Touched before it is relied on, so that prune's --grace spares a path
-	// a closure being published right now reuses (Cache.Touch).
-	if ni == nil || ni.IPFSHash == "" || ni.StorePath != sp || !p.narPresent(ni) || !p.opt.Cache.Touch(hashPart) {
+	// a closure being published right now reuses (the grace handshake,
+	// cachedir.Cache.Claim).
+	if ni == nil || ni.IPFSHash == "" || ni.StorePath != sp || !p.narPresent(ni) || !p.opt.Cache.Claim(hashPart) {
 		return nil, false, nil
 	}
 	ev, err := p.eventFor(ctx, ni)
@@ -333,8 +335,7 @@ func (p *Publisher) narPresent(ni *narinfo.NarInfo) bool {
 // that becomes nar/<hash>.nar, and (unless nocopy) into kubo. It returns the
 // narinfo with everything but the cache's signature.
 func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstore.PathInfo) (*narinfo.NarInfo, error) {
-	narDir := p.opt.Cache.narDir()
-	tmp, err := atomicfile.Create(path.Join(narDir, "incoming.nar"), 0o644)
+	tmp, err := p.opt.Cache.CreateNAR()
 	if err != nil {
 		return nil, errs.E(errs.Transient, fmt.Errorf("nar temp file: %w", err))
 	}
@@ -400,7 +401,7 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 			"store path %s is corrupt: its NAR hashes to %s (%d bytes) but the store recorded %s (%d bytes); run nix-store --verify --check-contents",
 			info.Path, narHash, size, info.NarHash, info.NarSize)
 	}
-	url := "nar/" + narHash[len("sha256:"):] + ".nar"
+	url := cachedir.NarURL(narHash)
 	// Rename into place; an existing file of this name has these very bytes.
 	if err := tmp.CommitGrouped(p.opt.Cache.NarPath(url), &p.dirs); err != nil {
 		return nil, classifyIOErr(fmt.Errorf("write NAR of %s: %w", info.Path, err))

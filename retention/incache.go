@@ -11,10 +11,10 @@ import (
 	"net/url"
 	"os"
 	"path"
-	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/nix-ipfs/nix-ipfs/cachedir"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
@@ -30,13 +30,13 @@ func InCache(ctx context.Context, dir, cacheURL, sp string) error {
 	if err := storepath.Validate(path.Dir(sp), sp); err != nil {
 		return errs.E(errs.Invalid, err)
 	}
-	name := storepath.HashPart(sp) + ".narinfo"
+	name := cachedir.NarInfoName(storepath.HashPart(sp))
 	var body []byte
 	where := ""
 	switch {
 	case dir != "":
 		where = dir
-		b, err := os.ReadFile(filepath.Join(dir, name))
+		b, err := os.ReadFile(cachedir.Cache{Dir: dir}.NarInfoPath(storepath.HashPart(sp)))
 		if errors.Is(err, fs.ErrNotExist) {
 			return errs.Errorf(errs.Invalid, "%s is not in the cache %s (no %s): publish it first, a pin keeps only what the cache holds", sp, dir, name)
 		}

@@ -1,18 +1,15 @@
 package retention
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
+	"github.com/nix-ipfs/nix-ipfs/cachedir"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
@@ -45,7 +42,7 @@ type Entry struct {
 type Index struct {
 	Dir     string
 	Entries map[string]*Entry // by hash part
-	// NARs are the files in nar/ (by URL "nar/<name>"), with their size
+	// NARs are the files in nar/ (by URL, cachedir.File), with their size
 	// and modification time.
 	NARs map[string]NarFile
 	// Unreadable are narinfos that could not be read or parsed, with why.
@@ -67,43 +64,27 @@ type NarFile struct {
 	ModTime time.Time
 }
 
-// Layout of the state prune keeps next to the publisher's, in the cache's
-// .nix-ipfs/ directory (never served).
-const (
-	stateDir = ".nix-ipfs"
-	// journalDir holds narinfos moved out of the cache by a prune whose
-	// retirement of them is not finished.
-	journalDir = stateDir + "/retiring"
-	// announcedDir is the publisher's record of announced paths.
-	announcedDir = stateDir + "/announced"
-	// RootsFile is where prune remembers the roots, relative to the cache.
-	RootsFile = stateDir + "/roots.json"
-)
+// RootsFile is where prune remembers the roots, relative to the cache.
+const RootsFile = cachedir.RootsFile
 
 // ReadIndex reads every narinfo of the cache in dir, the journal of an
 // interrupted prune, and the list of NARs.
 func ReadIndex(dir string) (*Index, error) {
 	ix := &Index{Dir: dir, Entries: map[string]*Entry{}, NARs: map[string]NarFile{}}
-	ents, err := os.ReadDir(dir)
+	c := cachedir.Cache{Dir: dir}
+	files, err := c.NarInfoFiles()
 	if err != nil {
 		return nil, fmt.Errorf("cache %s: %w", dir, err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "nix-cache-info")); err != nil {
-		return nil, fmt.Errorf("cache %s: no nix-cache-info: not a binary cache directory? (%w)", dir, err)
-	}
-	nars, err := os.ReadDir(filepath.Join(dir, "nar"))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := c.CheckCacheInfo(); err != nil {
 		return nil, fmt.Errorf("cache %s: %w", dir, err)
 	}
-	for _, e := range nars {
-		if strings.HasPrefix(e.Name(), atomicfile.TempPrefix) || !e.Type().IsRegular() {
-			continue
-		}
-		fi, err := e.Info()
-		if err != nil {
-			continue // removed meanwhile
-		}
-		ix.NARs["nar/"+e.Name()] = NarFile{Size: fi.Size(), ModTime: fi.ModTime()}
+	nars, err := c.NARs()
+	if err != nil {
+		return nil, fmt.Errorf("cache %s: %w", dir, err)
+	}
+	for _, f := range nars {
+		ix.NARs[f.URL] = NarFile{Size: f.Size, ModTime: f.ModTime}
 	}
 
 	type job struct {
@@ -111,32 +92,23 @@ func ReadIndex(dir string) (*Index, error) {
 		retiring bool
 	}
 	var jobs []job
-	for _, e := range ents {
-		n := e.Name()
-		if strings.HasSuffix(n, ".narinfo") && !strings.HasPrefix(n, atomicfile.TempPrefix) && e.Type().IsRegular() {
-			jobs = append(jobs, job{path: filepath.Join(dir, n)})
-		}
+	for _, f := range files {
+		jobs = append(jobs, job{path: f})
 	}
-	jents, err := os.ReadDir(filepath.Join(dir, journalDir))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	jinfos, jnars, err := c.Journal()
+	if err != nil {
 		return nil, fmt.Errorf("cache %s: prune journal: %w", dir, err)
 	}
-	for _, e := range jents {
-		// A NAR an interrupted prune moved out and had not yet removed (or
-		// put back): the next prune puts it back first, then decides.
-		if strings.HasSuffix(e.Name(), ".nar") {
-			if fi, err := e.Info(); err == nil {
-				ix.journalNARs = append(ix.journalNARs, e.Name())
-				if _, ok := ix.NARs["nar/"+e.Name()]; !ok {
-					ix.NARs["nar/"+e.Name()] = NarFile{Size: fi.Size(), ModTime: fi.ModTime()}
-				}
-			}
+	// A NAR an interrupted prune moved out and had not yet removed (or
+	// put back): the next prune puts it back first, then decides.
+	for _, f := range jnars {
+		ix.journalNARs = append(ix.journalNARs, f.Name)
+		if _, ok := ix.NARs[f.URL]; !ok {
+			ix.NARs[f.URL] = NarFile{Size: f.Size, ModTime: f.ModTime}
 		}
 	}
-	for _, e := range jents {
-		if strings.HasSuffix(e.Name(), ".narinfo") && !strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
-			jobs = append(jobs, job{path: filepath.Join(dir, journalDir, e.Name()), retiring: true})
-		}
+	for _, f := range jinfos {
+		jobs = append(jobs, job{path: f, retiring: true})
 	}
 
 	type result struct {
@@ -209,13 +181,12 @@ func readEntry(p string) (*Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
-	base := filepath.Base(p)
-	hashPart := strings.TrimSuffix(base, ".narinfo")
+	hashPart := cachedir.HashPartOf(p)
 	if !path.IsAbs(ni.StorePath) || storepath.HashPart(ni.StorePath) != hashPart {
 		return nil, fmt.Errorf("%s: StorePath %q does not match the file name", p, ni.StorePath)
 	}
-	if ni.URL == "" || strings.Contains(ni.URL, "..") || !strings.HasPrefix(ni.URL, "nar/") {
-		return nil, fmt.Errorf("%s: URL %q is not under nar/", p, ni.URL)
+	if err := cachedir.CheckNarURL(ni.URL); err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	h, err := ni.NarHashNix32()
 	if err != nil {

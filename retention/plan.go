@@ -17,7 +17,8 @@ type Policy struct {
 	// Grace keeps every path whose narinfo or NAR was written (or, for
 	// the publisher, found present again), or whose "published" event was
 	// stored, within this long, with its closure: what is being published
-	// right now.
+	// right now. Prune checks it again at each removal (the grace
+	// handshake, package cachedir).
 	Grace time.Duration
 }
 

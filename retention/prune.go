@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -17,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/nix-ipfs/nix-ipfs/cachedir"
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
 )
@@ -36,7 +34,8 @@ type Executor struct {
 	// Host names this host in the events.
 	Host string
 	// Grace is checked again just before each removal: a path the
-	// publisher wrote or found present meanwhile stays.
+	// publisher wrote or found present meanwhile stays (the grace
+	// handshake: cachedir.Cache.Withdraw and WithdrawNAR).
 	Grace       time.Duration
 	Concurrency int
 	Log         *zap.Logger
@@ -79,22 +78,18 @@ func (x *Executor) Run(ctx context.Context, p *Plan) (Result, error) {
 		x.BatchSize = 5000
 	}
 	var res Result
-	jdir := filepath.Join(x.Dir, journalDir)
-	if err := os.MkdirAll(jdir, 0o755); err != nil {
+	c := x.cache()
+	jdir := c.StatePath(cachedir.JournalDir)
+	if err := c.MakeJournal(); err != nil {
 		return res, fmt.Errorf("prune journal: %w", err)
 	}
 	for _, name := range p.journalNARs {
-		jp, np := filepath.Join(jdir, name), filepath.Join(x.Dir, "nar", name)
-		if _, err := os.Lstat(np); errors.Is(err, fs.ErrNotExist) {
-			if err := os.Rename(jp, np); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return res, fmt.Errorf("put NAR %s back from the prune journal: %w", name, err)
-			}
-		} else {
-			_ = os.Remove(jp)
+		if err := c.PutBackNAR(name); err != nil {
+			return res, err
 		}
 	}
 	for _, h := range p.shadowed {
-		_ = os.Remove(filepath.Join(jdir, h+".narinfo"))
+		_ = c.DropJournalNarInfo(h)
 	}
 	for _, h := range p.restore {
 		if err := x.restore(h); err != nil {
@@ -131,14 +126,9 @@ func (x *Executor) Run(ctx context.Context, p *Plan) (Result, error) {
 		}
 	}
 	for _, url := range p.OrphanNARs {
-		np := filepath.Join(x.Dir, filepath.FromSlash(url))
-		fi, err := os.Lstat(np)
-		if err != nil || time.Since(fi.ModTime()) < max(x.Grace, OrphanAge) {
-			continue
-		}
-		if err := os.Remove(np); err == nil {
+		if size, ok := c.RemoveOldNAR(url, max(x.Grace, OrphanAge)); ok {
 			res.OrphanNARs++
-			res.FreedBytes += fi.Size()
+			res.FreedBytes += size
 		}
 	}
 	if len(errsSeen) > 0 {
@@ -148,27 +138,25 @@ func (x *Executor) Run(ctx context.Context, p *Plan) (Result, error) {
 	return res, nil
 }
 
-func (x *Executor) fresh(t time.Time) bool {
-	return x.Grace > 0 && time.Since(t) < x.Grace
-}
+// cache is the directory x prunes.
+func (x *Executor) cache() cachedir.Cache { return cachedir.Cache{Dir: x.Dir} }
 
 func (x *Executor) restore(h string) error {
-	jp := filepath.Join(x.Dir, journalDir, h+".narinfo")
-	cp := filepath.Join(x.Dir, h+".narinfo")
-	if err := os.Link(jp, cp); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("restore %s from the prune journal: %w", h, err)
+	if err := x.cache().Restore(h); err != nil {
+		return err
 	}
-	if err := os.Remove(jp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("restore %s: %w", h, err)
-	}
-	x.Log.Info("kept after all: moved back from the prune journal", zap.String("hash", h))
+	x.logRestored(h)
 	return nil
+}
+
+func (x *Executor) logRestored(h string) {
+	x.Log.Info("kept after all: moved back from the prune journal", zap.String("hash", h))
 }
 
 // moveOut takes the batch's narinfos out of the cache, into the journal,
 // and syncs both directories. It returns the retirements to carry on with.
 func (x *Executor) moveOut(batch []Retirement, res *Result) ([]Retirement, error) {
-	jdir := filepath.Join(x.Dir, journalDir)
+	jdir := x.cache().StatePath(cachedir.JournalDir)
 	type outcome struct {
 		moved, spared bool
 		err           error
@@ -200,42 +188,25 @@ func (x *Executor) moveOut(batch []Retirement, res *Result) ([]Retirement, error
 }
 
 // moveOne moves one narinfo out of the cache into the journal, unless it
-// is fresh.
+// is fresh: prune's half of the grace handshake (cachedir.Cache.Withdraw).
 func (x *Executor) moveOne(r Retirement) (moved, spared bool, err error) {
 	if r.Journal {
 		return true, false, nil
 	}
-	cp := filepath.Join(x.Dir, r.HashPart+".narinfo")
-	jp := filepath.Join(x.Dir, journalDir, r.HashPart+".narinfo")
-	fi, err := os.Lstat(cp)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, false, nil // gone meanwhile
-	}
+	w, err := x.cache().Withdraw(r.HashPart, x.Grace)
 	if err != nil {
 		return false, false, fmt.Errorf("prune %s: %w", r.StorePath, err)
 	}
-	if x.fresh(fi.ModTime()) {
+	switch w {
+	case cachedir.Reclaimed:
+		x.logRestored(r.HashPart)
 		return false, true, nil
+	case cachedir.Spared:
+		return false, true, nil
+	case cachedir.Withdrawn:
+		return true, false, nil
 	}
-	if err := os.Rename(cp, jp); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return false, false, nil
-		}
-		return false, false, fmt.Errorf("prune %s: %w", r.StorePath, err)
-	}
-	// The publisher refreshes a narinfo it finds present before it relies
-	// on it: one refreshed between the check above and the rename goes
-	// back. (One refreshed after the rename is gone for the publisher,
-	// which then publishes the path again.)
-	if x.Grace > 0 {
-		if fi, err := os.Lstat(jp); err == nil && x.fresh(fi.ModTime()) {
-			if err := x.restore(r.HashPart); err != nil {
-				return false, false, err
-			}
-			return false, true, nil
-		}
-	}
-	return true, false, nil
+	return false, false, nil // gone meanwhile
 }
 
 // parallel runs fn(0..n-1) on x.Concurrency goroutines: file system
@@ -291,51 +262,20 @@ func (x *Executor) removeNARs(moved []Retirement, res *Result) error {
 		}
 	}
 	if removed {
-		return atomicfile.SyncDir(filepath.Join(x.Dir, "nar"))
+		return atomicfile.SyncDir(x.cache().NarDir())
 	}
 	return nil
 }
 
-// removeNAR removes one retired path's NAR and reports its size.
+// removeNAR removes one retired path's NAR and reports its size, unless
+// the publisher put it in place again within grace (the grace handshake,
+// cachedir.Cache.WithdrawNAR).
 func (x *Executor) removeNAR(r Retirement) (int64, bool, error) {
-	np := filepath.Join(x.Dir, filepath.FromSlash(r.URL))
-	if x.Grace <= 0 {
-		// Nothing counts as fresh: no need to look before removing.
-		fi, err := os.Lstat(np)
-		if errors.Is(err, fs.ErrNotExist) {
-			return 0, false, nil
-		}
-		if err == nil {
-			err = os.Remove(np)
-		}
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return 0, false, fmt.Errorf("prune %s: NAR %s: %w", r.StorePath, r.URL, err)
-		}
-		return fi.Size(), err == nil, nil
-	}
-	// Moved out first and then checked, like the narinfo: if the publisher
-	// put the same NAR in place again just before the move, the moved file
-	// is fresh and goes back; if just after, the moved file is the old one.
-	tp := filepath.Join(x.Dir, journalDir, path.Base(r.URL))
-	if err := os.Rename(np, tp); errors.Is(err, fs.ErrNotExist) {
-		return 0, false, nil
-	} else if err != nil {
-		return 0, false, fmt.Errorf("prune %s: NAR %s: %w", r.StorePath, r.URL, err)
-	}
-	fi, err := os.Lstat(tp)
+	size, removed, err := x.cache().WithdrawNAR(r.URL, x.Grace)
 	if err != nil {
-		return 0, false, fmt.Errorf("prune %s: NAR %s: %w", r.StorePath, r.URL, err)
+		return 0, false, fmt.Errorf("prune %s: %w", r.StorePath, err)
 	}
-	if x.fresh(fi.ModTime()) {
-		if err := os.Rename(tp, np); err != nil {
-			return 0, false, fmt.Errorf("prune %s: put NAR %s back: %w", r.StorePath, r.URL, err)
-		}
-		return 0, false, nil
-	}
-	if err := os.Remove(tp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return 0, false, fmt.Errorf("prune %s: NAR %s: %w", r.StorePath, r.URL, err)
-	}
-	return fi.Size(), true, nil
+	return size, removed, nil
 }
 
 // unpin unpins the CIDs of the moved paths on this host's kubo, and returns
@@ -464,10 +404,10 @@ func (x *Executor) announce(ctx context.Context, moved []Retirement, res *Result
 		if errsOf[i] != nil {
 			return
 		}
-		r := moved[i]
-		_ = os.Remove(filepath.Join(x.Dir, announcedDir, r.HashPart))
-		if err := os.Remove(filepath.Join(x.Dir, journalDir, r.HashPart+".narinfo")); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errsOf[i] = fmt.Errorf("prune journal: %w", err)
+		c := x.cache()
+		c.ForgetAnnounced(moved[i].HashPart)
+		if err := c.DropJournalNarInfo(moved[i].HashPart); err != nil {
+			errsOf[i] = err
 		}
 	})
 	var failed []error

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/nix-ipfs/nix-ipfs/cachedir"
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/synthcache"
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
@@ -248,7 +249,7 @@ func TestPruneKeepsLiveClosures(t *testing.T) {
 	if len(evs) != len(gone) {
 		t.Errorf("%d retired events, want %d", len(evs), len(gone))
 	}
-	if left, _ := os.ReadDir(filepath.Join(w.dir, journalDir)); len(left) != 0 {
+	if left, _ := os.ReadDir(filepath.Join(w.dir, cachedir.JournalDir)); len(left) != 0 {
 		t.Errorf("journal not empty: %v", left)
 	}
 	plan2, res2 := w.prune(pol, false)
@@ -312,7 +313,7 @@ func TestPruneResumesFromJournal(t *testing.T) {
 	pol := Policy{KeepLastPerJob: 1}
 	plan, _ := w.prune(pol, true)
 	// Interrupt by hand: move two narinfos and one NAR into the journal.
-	jdir := filepath.Join(w.dir, journalDir)
+	jdir := filepath.Join(w.dir, cachedir.JournalDir)
 	os.MkdirAll(jdir, 0o755)
 	top0 := g0[6].StorePath // a leaf only generation 0 has
 	pinned := w.closure(top0)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"text/tabwriter"
@@ -16,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/nix-ipfs/nix-ipfs/cachedir"
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
@@ -105,7 +105,7 @@ func (c *PruneConfig) Validate() error {
 // published within grace.
 func Load(ctx context.Context, js jetstream.JetStream, stream, cacheDir string, grace time.Duration) (*Index, *Roots, []Pin, error) {
 	roots := NewRoots()
-	if err := roots.LoadFile(filepath.Join(cacheDir, RootsFile)); err != nil {
+	if err := roots.LoadFile(cachedir.Cache{Dir: cacheDir}.StatePath(cachedir.RootsFile)); err != nil {
 		return nil, nil, nil, err
 	}
 	if err := roots.ReadBuilt(ctx, js, stream); err != nil {
@@ -186,7 +186,7 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 				kept[h] = true
 			}
 		}
-		if err := roots.SaveFile(filepath.Join(cfg.Policy.CacheDir, RootsFile), func(r Root) bool {
+		if err := roots.SaveFile(cachedir.Cache{Dir: cfg.Policy.CacheDir}.StatePath(cachedir.RootsFile), func(r Root) bool {
 			if time.Since(r.LastBuilt) < 24*time.Hour {
 				return true // maybe still being published
 			}

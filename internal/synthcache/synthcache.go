@@ -15,6 +15,7 @@ import (
 	"github.com/multiformats/go-multihash"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
+	"github.com/nix-ipfs/nix-ipfs/cachedir"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 )
 
@@ -36,10 +37,11 @@ func StorePath(seed, name string) string {
 
 // Init creates dir as an empty cache.
 func Init(dir string) error {
-	if err := os.MkdirAll(filepath.Join(dir, "nar"), 0o755); err != nil {
+	c := cachedir.Cache{Dir: dir}
+	if err := os.MkdirAll(c.NarDir(), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, "nix-cache-info"), []byte("StoreDir: /nix/store\n"), 0o644)
+	return os.WriteFile(c.CacheInfoPath(), []byte("StoreDir: /nix/store\n"), 0o644)
 }
 
 // Write writes p's NAR and narinfo into dir, with modification time mtime
@@ -55,18 +57,19 @@ func Write(dir string, p Path, mtime time.Time) (*narinfo.NarInfo, error) {
 	h := nixbase32.EncodeToString(sum[:])
 	mh, _ := multihash.Sum(nar, multihash.SHA2_256, -1)
 	ni := &narinfo.NarInfo{
-		StorePath: p.StorePath, URL: "nar/" + h + ".nar", Compression: "none",
+		StorePath: p.StorePath, URL: cachedir.NarURL(h), Compression: "none",
 		FileHash: "sha256:" + h, FileSize: uint64(len(nar)), NarHash: "sha256:" + h, NarSize: uint64(len(nar)),
 		IPFSHash: cid.NewCidV1(cid.Raw, mh).String(),
 	}
 	for _, r := range p.Refs {
 		ni.References = append(ni.References, filepath.Base(r))
 	}
-	narPath := filepath.Join(dir, ni.URL)
+	c := cachedir.Cache{Dir: dir}
+	narPath := c.NarPath(ni.URL)
 	if err := os.WriteFile(narPath, nar, 0o644); err != nil {
 		return nil, err
 	}
-	infoPath := filepath.Join(dir, filepath.Base(p.StorePath)[:32]+".narinfo")
+	infoPath := c.NarInfoPath(filepath.Base(p.StorePath)[:32])
 	if err := os.WriteFile(infoPath, []byte(ni.String()), 0o644); err != nil {
 		return nil, err
 	}

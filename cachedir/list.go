@@ -1,0 +1,104 @@
+package cachedir
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
+)
+
+// File is a NAR of the cache (or of the journal).
+type File struct {
+	// Name is the file's name; URL is "nar/<Name>", as narinfos name it.
+	Name    string
+	URL     string
+	Size    int64
+	ModTime time.Time
+}
+
+// CheckCacheInfo fails unless the directory has a nix-cache-info: a guard
+// against pruning a directory that is no binary cache.
+func (c Cache) CheckCacheInfo() error {
+	if _, err := os.Stat(c.CacheInfoPath()); err != nil {
+		return fmt.Errorf("no %s: not a binary cache directory? (%w)", CacheInfoName, err)
+	}
+	return nil
+}
+
+// NarInfoFiles lists the paths of the cache's narinfo files (temp files
+// and anything but regular files left out).
+func (c Cache) NarInfoFiles() ([]string, error) {
+	ents, err := os.ReadDir(c.Dir)
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, e := range ents {
+		if n := e.Name(); isNarInfoFile(n) && e.Type().IsRegular() {
+			files = append(files, filepath.Join(c.Dir, n))
+		}
+	}
+	return files, nil
+}
+
+func isNarInfoFile(name string) bool {
+	return strings.HasSuffix(name, NarInfoExt) && !strings.HasPrefix(name, atomicfile.TempPrefix)
+}
+
+// HashPartOf is the hash part of a narinfo file's path (its name without
+// .narinfo).
+func HashPartOf(narinfoFile string) string {
+	return strings.TrimSuffix(filepath.Base(narinfoFile), NarInfoExt)
+}
+
+// NARs lists the files in nar/ (temp files and anything but regular files
+// left out). A cache without nar/ has none.
+func (c Cache) NARs() ([]File, error) {
+	ents, err := os.ReadDir(c.NarDir())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	var out []File
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), atomicfile.TempPrefix) || !e.Type().IsRegular() {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		out = append(out, File{Name: e.Name(), URL: NarDirName + "/" + e.Name(), Size: fi.Size(), ModTime: fi.ModTime()})
+	}
+	return out, nil
+}
+
+// Journal lists what an interrupted prune left in the journal: the paths
+// of narinfos it moved out, and NARs it moved out and had not removed (or
+// put back). A cache never pruned has an empty journal.
+func (c Cache) Journal() (narinfos []string, nars []File, err error) {
+	ents, err := os.ReadDir(c.path(JournalDir))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, err
+	}
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".nar") {
+			if fi, err := e.Info(); err == nil {
+				nars = append(nars, File{Name: e.Name(), URL: NarDirName + "/" + e.Name(), Size: fi.Size(), ModTime: fi.ModTime()})
+			}
+		}
+	}
+	for _, e := range ents {
+		if isNarInfoFile(e.Name()) {
+			narinfos = append(narinfos, filepath.Join(c.path(JournalDir), e.Name()))
+		}
+	}
+	return narinfos, nars, nil
+}
+
+// MakeJournal creates the journal directory.
+func (c Cache) MakeJournal() error { return os.MkdirAll(c.path(JournalDir), 0o755) }
