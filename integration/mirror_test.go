@@ -29,6 +29,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/mirror"
+	"github.com/nix-ipfs/nix-ipfs/mirrorfill"
 )
 
 // mirFanIn is a derivation depending on n small ones and one of 3 MiB (a NAR
@@ -328,7 +329,7 @@ func TestMirrorEndToEnd(t *testing.T) {
 		if ev := mirPinnedEvents(t, js, "c"); len(mirMissing(mirKeys(ev), cids)) > 0 {
 			t.Errorf("replay announced %d of %d pins", len(ev), len(cids))
 		}
-		seq, ok, err := mirror.ReadState(state)
+		seq, ok, err := mirrorfill.ReadState(state)
 		if !ok || err != nil || seq == 0 {
 			t.Fatalf("state file after replay: %d %v %v", seq, ok, err)
 		}

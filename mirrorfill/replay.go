@@ -1,4 +1,4 @@
-package mirror
+package mirrorfill
 
 import (
 	"context"
@@ -14,13 +14,15 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/mirror"
 )
 
 // ReplayConfig is replay's settings.
 type ReplayConfig struct {
 	NATS             config.NATS
 	Log              config.Log
-	Pin              PinConfig
+	Pin              mirror.PinConfig
 	Mirror           string
 	All              bool
 	FromSeq          uint64
@@ -47,15 +49,15 @@ func (c *ReplayConfig) Register(s *config.Set) {
 	s.StringVar(&c.StateFile, "state-file", "", "where progress is recorded (default $XDG_STATE_HOME/nix-ipfs/replay-NAME.seq, else ~/.local/state/nix-ipfs/replay-NAME.seq)")
 	s.StringVar(&c.Progress, "progress", ProgressAuto, "progress display on stderr: auto (a bar on a terminal, lines otherwise), bar, lines or none")
 	s.DurationVar(&c.ProgressInterval, "progress-interval", 5*time.Second, "how often --progress=lines prints a line")
-	s.StringsVar(&c.Announce, "announce-addr", AnnounceUsage)
+	s.StringsVar(&c.Announce, "announce-addr", mirror.AnnounceUsage)
 }
 
 // Validate checks the settings and fills in defaults from the environment.
 func (c *ReplayConfig) Validate(getenv func(string) string) error {
-	if err := ValidateName("--mirror", c.Mirror); err != nil {
+	if err := mirror.ValidateName("--mirror", c.Mirror); err != nil {
 		return err
 	}
-	if err := ValidateAnnounce(c.Announce); err != nil {
+	if err := mirror.ValidateAnnounce(c.Announce); err != nil {
 		return err
 	}
 	n := 0
@@ -114,7 +116,7 @@ type ReplayOptions struct {
 	// StateFile, if set, records the sequence up to which every event is
 	// handled, as it advances.
 	StateFile string
-	Pin       PinConfig
+	Pin       mirror.PinConfig
 	Progress  Progress
 	Logger    *zap.Logger
 }
@@ -135,7 +137,7 @@ const stateEvery = time.Second
 // with p, concurrently, and records its progress. It returns an error
 // when it was interrupted or some CIDs could not be pinned; a run with the
 // state file's sequence as its start then retries what is left.
-func Replay(ctx context.Context, js jetstream.JetStream, p *Pinner, o ReplayOptions) (ReplaySummary, error) {
+func Replay(ctx context.Context, js jetstream.JetStream, p *mirror.Pinner, o ReplayOptions) (ReplaySummary, error) {
 	if o.Stream == "" {
 		o.Stream = events.DefaultStream
 	}
@@ -204,10 +206,10 @@ func Replay(ctx context.Context, js jetstream.JetStream, p *Pinner, o ReplayOpti
 		}
 		seq := meta.Sequence.Stream
 		ev, err := events.Decode(m.Data())
-		var it Item
+		var it mirror.Item
 		if err == nil {
 			if pe, ok := ev.(*events.Published); ok {
-				it, err = FromPublished(pe)
+				it, err = mirror.FromPublished(pe)
 			} else {
 				err = errs.Errorf(errs.Invalid, "a %s event on %s", events.Head(ev).Type, m.Subject())
 			}
@@ -255,7 +257,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, p *Pinner, o ReplayOpti
 	case sum.Failed > 0:
 		return sum, fmt.Errorf("%d of %d CIDs could not be pinned (see the log); run again with --resume to retry them", sum.Failed, sum.Total)
 	}
-	if err := pinLatestRoot(ctx, js, o.Stream, p, o.Logger); err != nil {
+	if err := mirror.PinLatestRoot(ctx, js, o.Stream, p, o.Logger); err != nil {
 		return sum, err
 	}
 	return sum, nil
@@ -304,9 +306,9 @@ func RunReplay(ctx context.Context, cfg ReplayConfig, log *zap.Logger, out, prog
 	if err != nil {
 		return err
 	}
-	p := NewPinner(kubo, PinnerOptions{
+	p := mirror.NewPinner(kubo, mirror.PinnerOptions{
 		Mirror: cfg.Mirror, Announce: cfg.Announce, JS: js, Verify: cfg.Pin.Verify, PinTimeout: cfg.Pin.PinTimeout,
-		Logger: log.With(zap.String("mirror", cfg.Mirror)), OnPin: defaultMetrics.onPin, QuietPins: true,
+		Logger: log.With(zap.String("mirror", cfg.Mirror)), OnPin: mirror.RecordPin, QuietPins: true,
 		Cache: cache,
 	})
 	sum, err := Replay(ctx, js, p, o)
@@ -342,4 +344,19 @@ func RetiredCIDs(ctx context.Context, js jetstream.JetStream, stream string) (ma
 		return nil, fmt.Errorf("read retired events: %w", err)
 	}
 	return out, nil
+}
+
+// dialKubo dials a node for a command that runs once, and checks that it
+// answers.
+func dialKubo(ctx context.Context, api string) (*ipfs.Kubo, error) {
+	k, err := ipfs.Dial(api)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := k.Ping(pctx); err != nil {
+		return nil, fmt.Errorf("kubo does not answer: %w", err)
+	}
+	return k, nil
 }
