@@ -58,6 +58,10 @@ type cidOrder struct {
 	floor func(ctx context.Context) (uint64, error)
 	log   *zap.Logger
 
+	// minPrune is the fewest entries at which the order asks for the
+	// floor (minPruneAt; tests lower it).
+	minPrune int
+
 	mu      sync.Mutex
 	last    map[string]uint64
 	locks   map[string]*cidLock
@@ -84,7 +88,8 @@ func newCIDOrder(floor func(ctx context.Context) (uint64, error), log *zap.Logge
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &cidOrder{floor: floor, log: log, last: map[string]uint64{}, locks: map[string]*cidLock{}, pruneAt: minPruneAt}
+	return &cidOrder{floor: floor, log: log, minPrune: minPruneAt, pruneAt: minPruneAt,
+		last: map[string]uint64{}, locks: map[string]*cidLock{}}
 }
 
 // do runs fn for the event at stream sequence seq about c, unless an event
@@ -152,7 +157,7 @@ func (o *cidOrder) prune(ctx context.Context) {
 			}
 		}
 	}
-	o.pruneAt = max(minPruneAt, 2*len(o.last))
+	o.pruneAt = max(o.minPrune, 2*len(o.last))
 	if err != nil {
 		o.log.Warn("cannot read the consumer's ack floor; the event order keeps its entries until the next try",
 			zap.Int("entries", before), zap.Int("next_try_at", o.pruneAt), zap.Error(err))

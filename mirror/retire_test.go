@@ -15,12 +15,13 @@ import (
 
 func runWorker(t *testing.T, js jetstream.JetStream, node *mirrortest.Node, name string, keep bool) (stop func()) {
 	t.Helper()
-	_, stop = startWorker(t, js, node, name, keep, 4)
+	_, stop = startWorker(t, js, node, name, keep, 4, nil)
 	return stop
 }
 
-// startWorker runs a Worker on the stream with concurrency handlers.
-func startWorker(t *testing.T, js jetstream.JetStream, node *mirrortest.Node, name string, keep bool, concurrency int) (*Worker, func()) {
+// startWorker runs a Worker on the stream with concurrency handlers;
+// setup, if set, adjusts it before it runs.
+func startWorker(t *testing.T, js jetstream.JetStream, node *mirrortest.Node, name string, keep bool, concurrency int, setup func(*Worker)) (*Worker, func()) {
 	t.Helper()
 	w := NewWorker(NewPinner(node, PinnerOptions{Mirror: name, JS: js, PinTimeout: time.Minute}), WorkerOptions{
 		JS: js,
@@ -28,6 +29,9 @@ func startWorker(t *testing.T, js jetstream.JetStream, node *mirrortest.Node, na
 			Backoff: []time.Duration{10 * time.Millisecond}},
 		KeepRetired: keep,
 	})
+	if setup != nil {
+		setup(w)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
