@@ -108,7 +108,8 @@ func TestOrderDropsOnlySettled(t *testing.T) {
 }
 
 // TestHandleConcurrently: a Worker made by NewWorker, without Run, handles
-// events from many goroutines at once (run with -race): for each CID a
+// events from many goroutines at once, as events.Consume calls it (run with
+// -race): for each CID a
 // publish, its retirement and a republish arrive in any order and the CID
 // ends pinned; for a CID whose last event is its retirement, unpinned.
 func TestHandleConcurrently(t *testing.T) {
@@ -147,7 +148,7 @@ func TestHandleConcurrently(t *testing.T) {
 			defer wg.Done()
 			<-start
 			meta := &jetstream.MsgMetadata{Sequence: jetstream.SequencePair{Stream: d.seq}}
-			if err := w.Handle(context.Background(), events.Delivery{Event: d.ev, Meta: meta}); err != nil {
+			if err := w.handle(context.Background(), events.Delivery{Event: d.ev, Meta: meta}); err != nil {
 				t.Errorf("seq %d: %v", d.seq, err)
 			}
 		}()

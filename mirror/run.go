@@ -84,8 +84,9 @@ type Worker struct {
 // WorkerOptions are what a Worker works with besides its Pinner.
 type WorkerOptions struct {
 	// JS and Consumer name the stream and the durable consumer Run
-	// follows; a Worker without JS only handles the events given to
-	// Handle, and remembers the order of every CID it handled.
+	// follows. A Worker without them (the one that pins a replay's last
+	// cache root) consumes nothing, and its order keeps every CID it
+	// handled: it has no ack floor to ask.
 	JS       jetstream.JetStream
 	Consumer events.ConsumerOptions
 	// Cache is the mirror's own cache, nil without --cache-dir; Kubo its
@@ -205,12 +206,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		}()
 		defer func() { stop(); <-done }()
 	}
-	return events.Consume(ctx, w.js, w.consumer, w.Handle)
+	return events.Consume(ctx, w.js, w.consumer, w.handle)
 }
 
-// Handle pins the CID of a "published" event, or lets go of a "retired"
+// handle pins the CID of a "published" event, or lets go of a "retired"
 // one's (retire).
-func (w *Worker) Handle(ctx context.Context, d events.Delivery) error {
+func (w *Worker) handle(ctx context.Context, d events.Delivery) error {
 	var seq uint64
 	if d.Meta != nil {
 		seq = d.Meta.Sequence.Stream

@@ -81,7 +81,7 @@ func (c *BackfillConfig) Validate() error {
 			return err
 		}
 	}
-	c.peers, err = ParsePeers(c.Peers)
+	c.peers, err = parsePeers(c.Peers)
 	if err != nil {
 		return fmt.Errorf("--peer: %w", err)
 	}
@@ -91,8 +91,8 @@ func (c *BackfillConfig) Validate() error {
 	return c.Pin.Validate()
 }
 
-// ParsePeers reads comma-separated multiaddrs that end in /p2p/<peer id>.
-func ParsePeers(s string) ([]ipfs.Node, error) {
+// parsePeers reads comma-separated multiaddrs that end in /p2p/<peer id>.
+func parsePeers(s string) ([]ipfs.Node, error) {
 	var out []ipfs.Node
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
@@ -214,10 +214,10 @@ func (s *narinfoSource) read(ctx context.Context, hashPart string) (*narinfo.Nar
 	return ni, nil
 }
 
-// ReadPaths reads store paths, one per line ('#' comments and blank lines
+// readPaths reads store paths, one per line ('#' comments and blank lines
 // skipped), and returns their hash parts. A line may be an absolute store
 // path, a basename, or a bare hash part.
-func ReadPaths(r io.Reader) ([]string, error) {
+func readPaths(r io.Reader) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
 	sc := bufio.NewScanner(r)
@@ -335,7 +335,7 @@ func RunBackfill(ctx context.Context, cfg BackfillConfig, log *zap.Logger, out, 
 		if err != nil {
 			return errs.Errorf(errs.Invalid, "--paths-from: %w", err)
 		}
-		o.HashParts, err = ReadPaths(f)
+		o.HashParts, err = readPaths(f)
 		f.Close()
 		if err != nil {
 			return errs.Errorf(errs.Invalid, "--paths-from %s: %w", cfg.PathsFrom, err)

@@ -20,7 +20,7 @@ func TestStateFile(t *testing.T) {
 		t.Fatalf("missing file: ok=%v err=%v", ok, err)
 	}
 	for _, seq := range []uint64{7, 123456789} {
-		if err := WriteState(f, seq); err != nil {
+		if err := writeState(f, seq); err != nil {
 			t.Fatal(err)
 		}
 		got, ok, err := ReadState(f)
@@ -41,11 +41,11 @@ func TestStateFile(t *testing.T) {
 func TestDefaultStateFile(t *testing.T) {
 	env := map[string]string{"XDG_STATE_HOME": "/x/state", "HOME": "/home/u"}
 	get := func(k string) string { return env[k] }
-	if f, _ := DefaultStateFile(get, "b"); f != "/x/state/nix-ipfs/replay-b.seq" {
+	if f, _ := defaultStateFile(get, "b"); f != "/x/state/nix-ipfs/replay-b.seq" {
 		t.Errorf("with XDG_STATE_HOME: %s", f)
 	}
 	delete(env, "XDG_STATE_HOME")
-	if f, _ := DefaultStateFile(get, "b"); f != "/home/u/.local/state/nix-ipfs/replay-b.seq" {
+	if f, _ := defaultStateFile(get, "b"); f != "/home/u/.local/state/nix-ipfs/replay-b.seq" {
 		t.Errorf("without: %s", f)
 	}
 }
@@ -123,12 +123,12 @@ func TestParseSince(t *testing.T) {
 		"2025-01-31":           time.Date(2025, 1, 31, 0, 0, 0, 0, time.UTC),
 		"36h":                  now.Add(-36 * time.Hour),
 	} {
-		got, err := ParseSince(in, now)
+		got, err := parseSince(in, now)
 		if err != nil || !got.Equal(want) {
 			t.Errorf("%s: %v, %v; want %v", in, got, err, want)
 		}
 	}
-	if _, err := ParseSince("yesterday", now); err == nil {
+	if _, err := parseSince("yesterday", now); err == nil {
 		t.Error("yesterday accepted")
 	}
 }
@@ -136,20 +136,20 @@ func TestParseSince(t *testing.T) {
 func TestReadPaths(t *testing.T) {
 	p1, p2 := mirrortest.StorePath("hello-2.12"), mirrortest.StorePath("glibc-2.40")
 	in := fmt.Sprintf("# closure\n%s\n\n%s\n%s\n%s\n", p1, filepath.Base(p2), p1, filepath.Base(p2)[:32])
-	got, err := ReadPaths(strings.NewReader(in))
+	got, err := readPaths(strings.NewReader(in))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{filepath.Base(p1)[:32], filepath.Base(p2)[:32]}; !reflect.DeepEqual(got, want) {
 		t.Errorf("got %v, want %v", got, want)
 	}
-	if _, err := ReadPaths(strings.NewReader("/etc/passwd\n")); err == nil || !strings.Contains(err.Error(), "line 1") {
+	if _, err := readPaths(strings.NewReader("/etc/passwd\n")); err == nil || !strings.Contains(err.Error(), "line 1") {
 		t.Errorf("non-store path: %v", err)
 	}
 }
 
 func TestParsePeers(t *testing.T) {
-	got, err := ParsePeers("/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWA, /p2p/12D3KooWB")
+	got, err := parsePeers("/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWA, /p2p/12D3KooWB")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestParsePeers(t *testing.T) {
 		t.Errorf("got %+v", got)
 	}
 	for _, bad := range []string{"/ip4/127.0.0.1/tcp/4001", "/ip4/300.0.0.1/p2p/x", "/p2p/"} {
-		if _, err := ParsePeers(bad); err == nil {
+		if _, err := parsePeers(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}

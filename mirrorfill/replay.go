@@ -73,14 +73,14 @@ func (c *ReplayConfig) Validate(getenv func(string) string) error {
 		return errors.New("say what to replay: --all, --from-seq N, --since TIME, or --resume")
 	}
 	if c.Since != "" {
-		t, err := ParseSince(c.Since, time.Now())
+		t, err := parseSince(c.Since, time.Now())
 		if err != nil {
 			return fmt.Errorf("--since: %w", err)
 		}
 		c.since = t
 	}
 	if c.StateFile == "" {
-		f, err := DefaultStateFile(getenv, c.Mirror)
+		f, err := defaultStateFile(getenv, c.Mirror)
 		if err != nil {
 			return err
 		}
@@ -92,9 +92,9 @@ func (c *ReplayConfig) Validate(getenv func(string) string) error {
 	return c.Pin.Validate()
 }
 
-// ParseSince reads a time: RFC 3339, a date (midnight UTC), or a duration
+// parseSince reads a time: RFC 3339, a date (midnight UTC), or a duration
 // before now.
-func ParseSince(s string, now time.Time) (time.Time, error) {
+func parseSince(s string, now time.Time) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 		return t, nil
 	}
@@ -161,7 +161,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, p *mirror.Pinner, o Rep
 	}
 	// What prune retired, and when: a CID retired after it was published
 	// is not pinned again, unless a later event published it again.
-	retired, err := RetiredCIDs(ctx, js, o.Stream)
+	retired, err := retiredCIDs(ctx, js, o.Stream)
 	if err != nil {
 		return ReplaySummary{}, err
 	}
@@ -181,7 +181,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, p *mirror.Pinner, o Rep
 		if m == saved || m == 0 || (!force && time.Since(lastSave) < stateEvery) {
 			return
 		}
-		if err := WriteState(o.StateFile, m); err != nil {
+		if err := writeState(o.StateFile, m); err != nil {
 			o.Logger.Warn("cannot record progress", zap.String("state_file", o.StateFile), zap.Error(err))
 			return
 		}
@@ -321,9 +321,9 @@ func RunReplay(ctx context.Context, cfg ReplayConfig, log *zap.Logger, out, prog
 	return err
 }
 
-// RetiredCIDs reads every "retired" event in the stream and returns, for
+// retiredCIDs reads every "retired" event in the stream and returns, for
 // each CID, the stream sequence of its last retirement.
-func RetiredCIDs(ctx context.Context, js jetstream.JetStream, stream string) (map[string]uint64, error) {
+func retiredCIDs(ctx context.Context, js jetstream.JetStream, stream string) (map[string]uint64, error) {
 	out := map[string]uint64{}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectRetired}, DeliverPolicy: jetstream.DeliverAllPolicy}
 	err := events.Scan(ctx, js, stream, events.ScanOptions{Consumer: cfg}, func(m jetstream.Msg) error {
