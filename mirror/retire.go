@@ -40,18 +40,22 @@ import (
 // every entry at or below it; the next mark is twice what is left (at
 // least minPruneAt), so a floor held back by an event that keeps failing
 // costs a request per doubling, not per event. What the order holds is
-// then the CIDs handled since the oldest event not yet settled, plus up to
-// pruneAt handled before the last look at the floor: bounded by the
-// consumer's window of unsettled events (Concurrency in flight, failures
-// waiting out their backoff for at most MaxAttempts deliveries), not by
-// the stream's history. The per-CID locks live only while an event about
-// their CID is in flight.
+// the CIDs handled since the oldest event still unsettled, plus fewer than
+// pruneAt added since the last look. An event stays unsettled for at most
+// its retries: MaxAttempts deliveries with backoff when its CID cannot be
+// pinned yet; a Transient failure means the mirror's kubo is unreachable,
+// when other events fail too. So the order is bounded by what a mirror
+// handles while one event runs out its retries, not by the stream's
+// history. The per-CID locks live only while an event about their CID is
+// in flight.
 //
 // One case the floor cannot see: an event delivered a second time while
 // its first delivery still runs (its ack wait ran out despite the
 // heartbeat, a stall of 2/3 of AckWait), whose first delivery is acked,
 // a newer event about the same CID handled, and the floor read, all
-// before the second copy reaches its handler. An order without a floor
+// before the second copy reaches its handler; that copy then runs. Only
+// keeping every entry for ever covers it, and a restarted mirror starts
+// with an empty order anyway. An order without a floor
 // (nil: a Worker with no consumer, which handles only the events it is
 // given) keeps every entry.
 type cidOrder struct {
