@@ -4,14 +4,14 @@ import (
 	"context"
 
 	"github.com/nix-ipfs/nix-ipfs/config"
-	"github.com/nix-ipfs/nix-ipfs/mirror"
+	"github.com/nix-ipfs/nix-ipfs/mirrorfill"
 )
 
 func init() {
 	register("backfill", command{
 		summary: "pin every IPFSHash in an existing cache's narinfos (a directory, or an http(s) URL with --paths-from) on a node",
 		setup: func(s *config.Set) func(context.Context, *Env) error {
-			var cfg mirror.BackfillConfig
+			var cfg mirrorfill.BackfillConfig
 			cfg.Register(s)
 			metrics := metricsFlag(s, "")
 			return func(ctx context.Context, env *Env) error {
@@ -22,7 +22,7 @@ func init() {
 				defer log.Sync()
 				stop := serveMetrics(ctx, *metrics, log)
 				defer stop()
-				return mirror.RunBackfill(ctx, cfg, log, env.Stdout, env.Stderr)
+				return mirrorfill.RunBackfill(ctx, cfg, log, env.Stdout, env.Stderr)
 			}
 		},
 	})

@@ -4,14 +4,14 @@ import (
 	"context"
 
 	"github.com/nix-ipfs/nix-ipfs/config"
-	"github.com/nix-ipfs/nix-ipfs/mirror"
+	"github.com/nix-ipfs/nix-ipfs/retention/gc"
 )
 
 func init() {
 	register("gc", command{
 		summary: "unpin from host A's kubo only the NARs at least --min-mirrors mirrors confirmed, then run its repo gc",
 		setup: func(s *config.Set) func(context.Context, *Env) error {
-			var cfg mirror.GCConfig
+			var cfg gc.Config
 			cfg.Register(s)
 			return func(ctx context.Context, env *Env) error {
 				log, err := prepare(ctx, cfg.Validate, &cfg.Log)
@@ -19,7 +19,7 @@ func init() {
 					return err
 				}
 				defer log.Sync()
-				return mirror.RunGC(ctx, cfg, log, env.Stdout)
+				return gc.Run(ctx, cfg, log, env.Stdout)
 			}
 		},
 	})

@@ -30,10 +30,10 @@ func init() {
 					return err
 				}
 				defer w.Close()
-				stop := serveMetrics(ctx, *metrics, log, natsHealth(w.JS))
+				stop := serveMetrics(ctx, *metrics, log, natsHealth(w.JS()))
 				defer stop()
 				if cfg.Listen != "" {
-					srv, err := mirrorcache.NewServer(w.Cache, w.Kubo, log.Named("cache"), prometheus.DefaultRegisterer)
+					srv, err := mirrorcache.NewServer(w.Cache(), w.Kubo(), log.Named("cache"), prometheus.DefaultRegisterer)
 					if err != nil {
 						return err
 					}

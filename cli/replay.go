@@ -4,14 +4,14 @@ import (
 	"context"
 
 	"github.com/nix-ipfs/nix-ipfs/config"
-	"github.com/nix-ipfs/nix-ipfs/mirror"
+	"github.com/nix-ipfs/nix-ipfs/mirrorfill"
 )
 
 func init() {
 	register("replay", command{
 		summary: "re-pin the NARs published in a range of the stream (--all, --from-seq, --since) onto a mirror's node; resumable",
 		setup: func(s *config.Set) func(context.Context, *Env) error {
-			var cfg mirror.ReplayConfig
+			var cfg mirrorfill.ReplayConfig
 			cfg.Register(s)
 			metrics := metricsFlag(s, "")
 			return func(ctx context.Context, env *Env) error {
@@ -22,7 +22,7 @@ func init() {
 				defer log.Sync()
 				stop := serveMetrics(ctx, *metrics, log)
 				defer stop()
-				return mirror.RunReplay(ctx, cfg, log, env.Stdout, env.Stderr)
+				return mirrorfill.RunReplay(ctx, cfg, log, env.Stdout, env.Stderr)
 			}
 		},
 	})

@@ -29,6 +29,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/mirror"
+	"github.com/nix-ipfs/nix-ipfs/mirrorfill"
 )
 
 // mirFanIn is a derivation depending on n small ones and one of 3 MiB (a NAR
@@ -328,7 +329,7 @@ func TestMirrorEndToEnd(t *testing.T) {
 		if ev := mirPinnedEvents(t, js, "c"); len(mirMissing(mirKeys(ev), cids)) > 0 {
 			t.Errorf("replay announced %d of %d pins", len(ev), len(cids))
 		}
-		seq, ok, err := mirror.ReadState(state)
+		seq, ok, err := mirrorfill.ReadState(state)
 		if !ok || err != nil || seq == 0 {
 			t.Fatalf("state file after replay: %d %v %v", seq, ok, err)
 		}
@@ -576,7 +577,7 @@ func TestMirrorDeadLettersUnfetchableAndCorrupt(t *testing.T) {
 	for _, want := range []string{
 		`nixipfs_mirror_pins_total{kind="",result="pinned"} 2`,
 		`nixipfs_mirror_pins_total{kind="corrupt",result="failed"} 1`,
-		`nixipfs_mirror_pins_total{kind="other",result="failed"} 2`,
+		`nixipfs_mirror_pins_total{kind="not_yet",result="failed"} 2`,
 		`nixipfs_mirror_events_total{outcome="dead_lettered"} 2`,
 		`nixipfs_mirror_pin_seconds_count 2`,
 		"nixipfs_mirror_pinned_bytes_total " + strconv.FormatFloat(float64(len(good1Bytes)+len(good2Bytes)), 'g', -1, 64),

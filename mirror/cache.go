@@ -1,6 +1,8 @@
 package mirror
 
 import (
+	"context"
+
 	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/events"
@@ -11,18 +13,15 @@ import (
 // longer does, --keep-retired or not: the cache mirrors the origin's cache,
 // while --keep-retired only decides about the blocks. Under the CID's
 // order, so that a later publish of the same NAR keeps its narinfo.
-func (w *Worker) forgetNarinfo(ev *events.Retired, seq uint64, log *zap.Logger) error {
-	if w.Cache == nil {
+func (w *Worker) forgetNarinfo(ctx context.Context, ev *events.Retired, seq uint64, log *zap.Logger) error {
+	if w.cache == nil {
 		return nil
 	}
-	remove := func() error { return w.Cache.Remove(ev.StorePath) }
+	remove := func() error { return w.cache.Remove(ev.StorePath) }
 	if ev.CID == "" {
 		return remove()
 	}
-	if w.order == nil {
-		w.order = newCIDOrder()
-	}
-	ran, err := w.order.do(ev.CID, seq, remove)
+	ran, err := w.order.do(ctx, ev.CID, seq, remove)
 	if err == nil && ran {
 		log.Debug("retired; narinfo removed from the mirror's cache")
 	}

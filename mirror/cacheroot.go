@@ -15,8 +15,8 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 )
 
-// RootPinName is the kubo pin name of the cache root a mirror holds.
-const RootPinName = "nix-ipfs-cache-root"
+// rootPinName is the kubo pin name of the cache root a mirror holds.
+const rootPinName = "nix-ipfs-cache-root"
 
 // rootPins lists pins by name; *ipfs.Kubo has it. A node without it (the
 // unit tests' fake) is trusted to the roots this process pinned.
@@ -41,21 +41,21 @@ type rootState struct {
 	root cid.Cid
 }
 
-// PinRoot handles a "cacheroot" event: it pins the announced root of the
+// pinRoot handles a "cacheroot" event: it pins the announced root of the
 // cache as a UnixFS directory (the narinfos and the links to every NAR, so
 // this node's gateway serves the whole cache at /ipfs/<root>) in place of
 // the root it held before (kubo's pin update, which walks only what
 // differs). An event older than the root pinned last is skipped. The NARs
 // are pinned already, one by one, so a new root costs the blocks of the
 // narinfos and directories that changed.
-func (w *Worker) PinRoot(ctx context.Context, ev *events.CacheRoot, seq uint64) error {
+func (w *Worker) pinRoot(ctx context.Context, ev *events.CacheRoot, seq uint64) error {
 	c, err := cid.Decode(ev.Root)
 	if err != nil {
 		return errs.Errorf(errs.Invalid, "cacheroot event %s: root %q: %v", ev.ID, ev.Root, err)
 	}
 	w.roots.mu.Lock()
 	defer w.roots.mu.Unlock()
-	log := w.Pinner.log.With(zap.String("root", ev.Root), zap.String("event_id", ev.ID))
+	log := w.pinner.log.With(zap.String("root", ev.Root), zap.String("event_id", ev.ID))
 	if seq != 0 && seq < w.roots.seq {
 		log.Debug("cache root older than the one pinned; skipped")
 		return nil
@@ -64,14 +64,14 @@ func (w *Worker) PinRoot(ctx context.Context, ev *events.CacheRoot, seq uint64) 
 	if ev.Publisher.PeerID != "" {
 		providers = []ipfs.Node{{PeerID: ev.Publisher.PeerID, Addrs: ev.Publisher.Addrs}}
 	}
-	pctx, cancel := context.WithTimeout(ctx, w.Pinner.opt.PinTimeout)
+	pctx, cancel := context.WithTimeout(ctx, w.pinner.opt.PinTimeout)
 	defer cancel()
 	for _, n := range providers {
-		w.Pinner.connect(pctx, log, n)
+		w.pinner.connect(pctx, log, n)
 	}
 	var old []cid.Cid
-	if rp, ok := w.Pinner.node.(rootPins); ok {
-		if old, err = rp.PinsNamed(ctx, RootPinName); err != nil {
+	if rp, ok := w.pinner.node.(rootPins); ok {
+		if old, err = rp.PinsNamed(ctx, rootPinName); err != nil {
 			return err
 		}
 	} else if w.roots.root.Defined() {
@@ -80,7 +80,7 @@ func (w *Worker) PinRoot(ctx context.Context, ev *events.CacheRoot, seq uint64) 
 	// pin update walks only what changed (0.16 s against 10 s for pinning
 	// a root of 100,000 paths anew, docs/BENCHMARKS.md) and keeps the name.
 	moved := false
-	if up, ok := w.Pinner.node.(rootUpdater); ok && len(old) > 0 && !slices.ContainsFunc(old, c.Equals) {
+	if up, ok := w.pinner.node.(rootUpdater); ok && len(old) > 0 && !slices.ContainsFunc(old, c.Equals) {
 		if err := up.PinUpdate(pctx, old[0], c); err != nil {
 			log.Warn("pin update of the cache root failed; pinning it anew", zap.Error(err))
 		} else {
@@ -88,8 +88,8 @@ func (w *Worker) PinRoot(ctx context.Context, ev *events.CacheRoot, seq uint64) 
 		}
 	}
 	if !moved {
-		if err := w.Pinner.node.Pin(pctx, c, RootPinName); err != nil {
-			w.Pinner.forget(providers)
+		if err := w.pinner.node.Pin(pctx, c, rootPinName); err != nil {
+			w.pinner.forget(providers)
 			return fmt.Errorf("pin cache root %s: %w", c, err)
 		}
 	}
@@ -97,7 +97,7 @@ func (w *Worker) PinRoot(ctx context.Context, ev *events.CacheRoot, seq uint64) 
 		if o.Equals(c) {
 			continue
 		}
-		if err := w.Pinner.node.Unpin(ctx, o); err != nil {
+		if err := w.pinner.node.Unpin(ctx, o); err != nil {
 			return fmt.Errorf("unpin the previous cache root %s: %w", o, err)
 		}
 	}
@@ -106,11 +106,11 @@ func (w *Worker) PinRoot(ctx context.Context, ev *events.CacheRoot, seq uint64) 
 	return nil
 }
 
-// pinLatestRoot pins the last cache root the stream announced, if any, as
-// the mirror worker would: a node filled by replay then serves the cache
-// as a directory too. The stream leader answers, so a cluster member still
-// catching up cannot hand back an older root.
-func pinLatestRoot(ctx context.Context, js jetstream.JetStream, stream string, p *Pinner, log *zap.Logger) error {
+// PinLatestRoot pins with p the last cache root the stream announced, if
+// any, as the mirror worker would: a node filled by replay then serves the
+// cache as a directory too. The stream leader answers, so a cluster member
+// still catching up cannot hand back an older root.
+func PinLatestRoot(ctx context.Context, js jetstream.JetStream, stream string, p *Pinner, log *zap.Logger) error {
 	m, err := events.LastMsg(ctx, js, stream, events.SubjectCacheRoot)
 	if err != nil {
 		return fmt.Errorf("read the last cache root: %w", err)
@@ -127,6 +127,5 @@ func pinLatestRoot(ctx context.Context, js jetstream.JetStream, stream string, p
 	if !ok {
 		return nil
 	}
-	w := &Worker{Pinner: p}
-	return w.PinRoot(ctx, root, m.Sequence)
+	return NewWorker(p, WorkerOptions{}).pinRoot(ctx, root, m.Sequence)
 }

@@ -1,20 +1,17 @@
-// Package mirror keeps copies of the published NARs on other IPFS nodes, and
-// lets host A drop its own copy once enough of them hold one.
+// Package mirror keeps copies of the published NARs on other IPFS nodes, so
+// that host A can drop its own copy once enough of them hold one.
 //
-// Four things are built on one Pinner, so that a NAR is pinned, verified and
-// confirmed the same way whichever way it arrives:
+// The mirror worker (Worker) consumes "published" events with a durable
+// consumer of its own ("mirror-NAME"), so every mirror gets every event.
+// For each it dials the publishing node, pins the CID recursively, and acks
+// only once the pin is complete; it then announces the copy with a "pinned"
+// event on nixipfs.pinned.NAME. It unpins what prune retired, and pins the
+// cache's root as a directory.
 //
-//   - the mirror worker (Worker) consumes "published" events with a durable
-//     consumer of its own ("mirror-NAME"), so every mirror gets every event.
-//     For each it dials the publishing node, pins the CID recursively, and
-//     acks only once the pin is complete; it then announces the copy with a
-//     "pinned" event on nixipfs.pinned.NAME.
-//   - Replay re-pins a range of the stream's history onto one node, with
-//     progress on a terminal and a state file to resume from.
-//   - Backfill pins every IPFSHash of an existing cache's narinfos, for
-//     caches filled before the pipeline ran.
-//   - GC unpins from host A's node the CIDs that enough distinct mirror
-//     nodes have confirmed, then runs kubo's garbage collection.
+// The Pinner is what pins, verifies and confirms a NAR, whichever way it
+// arrives: the worker, and the commands of package mirrorfill (replay,
+// backfill), pin through it. Package retention/gc reads the confirmations
+// to free host A.
 //
 // # What decides a retry
 //

@@ -37,6 +37,11 @@ var defaultMetrics = func() *metrics {
 	return m
 }()
 
+// RecordPin counts a pin's outcome in the mirror's metrics
+// (nixipfs_mirror_pins_total and the rest): the PinnerOptions.OnPin of every
+// command that pins onto a mirror's node.
+func RecordPin(r Result, err error) { defaultMetrics.onPin(r, err) }
+
 func (m *metrics) onPin(r Result, err error) {
 	switch {
 	case err != nil:

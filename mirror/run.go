@@ -63,21 +63,74 @@ func (c *Config) Validate() error {
 	return c.Pin.Validate()
 }
 
-// Worker is a running mirror.
+// Worker is a mirror: it handles the events of its consumer, each pinned
+// (or let go) through its Pinner. Build it with NewWorker, or Open.
 type Worker struct {
-	Pinner *Pinner
-	// Cache is the mirror's own cache, nil without --cache-dir; Kubo its
+	pinner *Pinner
+	// cache is the mirror's own cache, nil without --cache-dir; kubo its
 	// node, which serves the cache's NARs.
-	Cache    *mirrorcache.Cache
-	Kubo     *ipfs.Kubo
+	cache       *mirrorcache.Cache
+	kubo        *ipfs.Kubo
+	js          jetstream.JetStream
+	consumer    events.ConsumerOptions
+	keepRetired bool
+	// order is made with the Worker, never later: its handlers run
+	// concurrently.
+	order   *cidOrder
+	roots   rootState
+	closers []func()
+}
+
+// WorkerOptions are what a Worker works with besides its Pinner.
+type WorkerOptions struct {
+	// JS and Consumer name the stream and the durable consumer Run
+	// follows. A Worker without them (the one that pins a replay's last
+	// cache root) consumes nothing, and its order keeps every CID it
+	// handled: it has no ack floor to ask.
 	JS       jetstream.JetStream
 	Consumer events.ConsumerOptions
+	// Cache is the mirror's own cache, nil without --cache-dir; Kubo its
+	// node, which serves the cache's NARs.
+	Cache *mirrorcache.Cache
+	Kubo  *ipfs.Kubo
 	// KeepRetired leaves retired CIDs pinned.
 	KeepRetired bool
-	order       *cidOrder
-	roots       rootState
-	closers     []func()
 }
+
+// NewWorker returns a Worker that pins with p.
+func NewWorker(p *Pinner, o WorkerOptions) *Worker {
+	w := &Worker{pinner: p, cache: o.Cache, kubo: o.Kubo, js: o.JS, consumer: o.Consumer, keepRetired: o.KeepRetired}
+	var floor func(context.Context) (uint64, error)
+	if o.JS != nil && o.Consumer.Durable != "" {
+		floor = w.ackFloor
+	}
+	w.order = newCIDOrder(floor, p.log.Named("order"))
+	return w
+}
+
+// ackFloor asks the server for the consumer's ack floor: the stream
+// sequence at and below which every event it delivers is settled.
+func (w *Worker) ackFloor(ctx context.Context) (uint64, error) {
+	stream := w.consumer.Stream
+	if stream == "" {
+		stream = events.DefaultStream
+	}
+	c, err := w.js.Consumer(ctx, stream, w.consumer.Durable)
+	if err != nil {
+		return 0, fmt.Errorf("consumer %s: %w", w.consumer.Durable, err)
+	}
+	return c.CachedInfo().AckFloor.Stream, nil
+}
+
+// JS is the JetStream the Worker consumes from.
+func (w *Worker) JS() jetstream.JetStream { return w.js }
+
+// Cache is the mirror's own cache, nil without --cache-dir.
+func (w *Worker) Cache() *mirrorcache.Cache { return w.cache }
+
+// Kubo is the mirror's node, which serves the cache's NARs; nil for a
+// Worker not made by Open.
+func (w *Worker) Kubo() *ipfs.Kubo { return w.kubo }
 
 // Open connects everything a mirror needs.
 func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
@@ -98,63 +151,67 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &Worker{KeepRetired: cfg.KeepRetired, order: newCIDOrder(), Cache: cache, Kubo: kubo}
 	nc, js, err := cfg.NATS.JetStream(ctx, "nix-ipfs mirror "+cfg.Name, log)
 	if err != nil {
 		return nil, err
 	}
-	w.closers = append(w.closers, func() { nc.Drain() })
-	w.JS = js
 	m := defaultMetrics
-	w.Pinner = NewPinner(kubo, PinnerOptions{
+	p := NewPinner(kubo, PinnerOptions{
 		Mirror:     cfg.Name,
 		Announce:   cfg.Announce,
 		JS:         js,
 		Verify:     cfg.Pin.Verify,
 		PinTimeout: cfg.Pin.PinTimeout,
 		Logger:     log.With(zap.String("mirror", cfg.Name)),
-		OnPin:      m.onPin,
+		OnPin:      RecordPin,
 		Cache:      cache,
 	})
-	w.Consumer = events.ConsumerOptions{
-		Stream:         cfg.NATS.Stream,
-		Durable:        Durable(cfg.Name),
-		FilterSubjects: FilterSubjects,
-		Concurrency:    cfg.Pin.Concurrency,
-		AckWait:        cfg.AckWait,
-		MaxAttempts:    cfg.Pin.MaxAttempts,
-		Backoff:        cfg.Pin.Backoff,
-		Logger:         log,
-		OnResult:       m.onEvent,
-		OnLag:          sharedmetrics.LagOf(Durable(cfg.Name)),
-	}
+	w := NewWorker(p, WorkerOptions{
+		JS: js,
+		Consumer: events.ConsumerOptions{
+			Stream:         cfg.NATS.Stream,
+			Durable:        Durable(cfg.Name),
+			FilterSubjects: filterSubjects,
+			Concurrency:    cfg.Pin.Concurrency,
+			AckWait:        cfg.AckWait,
+			MaxAttempts:    cfg.Pin.MaxAttempts,
+			Backoff:        cfg.Pin.Backoff,
+			Logger:         log,
+			OnResult:       m.onEvent,
+			OnLag:          sharedmetrics.LagOf(Durable(cfg.Name)),
+		},
+		Cache:       cache,
+		Kubo:        kubo,
+		KeepRetired: cfg.KeepRetired,
+	})
+	w.closers = append(w.closers, func() { nc.Drain() })
 	return w, nil
 }
 
-// FilterSubjects are the events a mirror consumes: what to pin, what to
+// filterSubjects are the events a mirror consumes: what to pin, what to
 // let go, and the cache's root as a UnixFS directory.
-var FilterSubjects = []string{events.SubjectPublished, events.SubjectRetired, events.SubjectCacheRoot}
+var filterSubjects = []string{events.SubjectPublished, events.SubjectRetired, events.SubjectCacheRoot}
 
 // Run pins every published CID, and unpins every retired one, until ctx is
 // done. A mirror with a cache of its own keeps the cache's mirror list
 // meanwhile, as the publisher does, so clients that fail over to this
 // cache still find the mirrors.
 func (w *Worker) Run(ctx context.Context) error {
-	if w.Cache != nil {
+	if w.cache != nil {
 		mctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			mirrorlist.Follow(mctx, w.JS, w.Consumer.Stream, w.Cache.Dir(), w.Pinner.log.Named("mirrors"))
+			mirrorlist.Follow(mctx, w.js, w.consumer.Stream, w.cache.Dir(), w.pinner.log.Named("mirrors"))
 		}()
 		defer func() { stop(); <-done }()
 	}
-	return events.Consume(ctx, w.JS, w.Consumer, w.Handle)
+	return events.Consume(ctx, w.js, w.consumer, w.handle)
 }
 
-// Handle pins the CID of a "published" event, or lets go of a "retired"
-// one's (Retire).
-func (w *Worker) Handle(ctx context.Context, d events.Delivery) error {
+// handle pins the CID of a "published" event, or lets go of a "retired"
+// one's (retire).
+func (w *Worker) handle(ctx context.Context, d events.Delivery) error {
 	var seq uint64
 	if d.Meta != nil {
 		seq = d.Meta.Sequence.Stream
@@ -165,29 +222,23 @@ func (w *Worker) Handle(ctx context.Context, d events.Delivery) error {
 		if err != nil {
 			return err
 		}
-		if w.order == nil {
-			w.order = newCIDOrder()
-		}
 		received := time.Now()
 		var r Result
-		ran, err := w.order.do(it.CID.String(), seq, func() error {
+		ran, err := w.order.do(ctx, it.CID.String(), seq, func() error {
 			var perr error
-			r, perr = w.Pinner.Pin(ctx, it)
+			r, perr = w.pinner.Pin(ctx, it)
 			return perr
 		})
 		w.logStages(d, ev, received, r, err)
 		if err == nil && !ran {
-			w.Pinner.log.Info("published event older than a later retirement of the same CID; not pinned",
+			w.pinner.log.Info("published event older than a later retirement of the same CID; not pinned",
 				zap.String("cid", it.CID.String()), zap.String("store_path", it.StorePath))
 		}
 		return err
 	case *events.CacheRoot:
-		return w.PinRoot(ctx, ev, seq)
+		return w.pinRoot(ctx, ev, seq)
 	case *events.Retired:
-		if w.order == nil {
-			w.order = newCIDOrder()
-		}
-		return w.Retire(ctx, ev, seq)
+		return w.retire(ctx, ev, seq)
 	}
 	return errs.Errorf(errs.Invalid, "mirror got a %s event on %s", events.Head(d.Event).Type, d.Msg.Subject())
 }
@@ -197,7 +248,7 @@ func (w *Worker) Handle(ctx context.Context, d events.Delivery) error {
 // it, from there to this mirror receiving it, waiting for an earlier event
 // of the same CID, checking and pinning it, and announcing the pin.
 func (w *Worker) logStages(d events.Delivery, ev *events.Published, received time.Time, r Result, err error) {
-	log := w.Pinner.log
+	log := w.pinner.log
 	if ce := log.Check(zap.DebugLevel, "published event handled"); ce != nil {
 		fields := []zap.Field{zap.String("store_path", ev.StorePath), zap.String("event_id", ev.ID),
 			zap.Time("published", ev.Time), zap.Time("received", received),
@@ -226,19 +277,4 @@ func (w *Worker) Close() {
 		w.closers[i]()
 	}
 	w.closers = nil
-}
-
-// dialKubo dials a node for a command that runs once, and checks that it
-// answers.
-func dialKubo(ctx context.Context, api string) (*ipfs.Kubo, error) {
-	k, err := ipfs.Dial(api)
-	if err != nil {
-		return nil, err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := k.Ping(pctx); err != nil {
-		return nil, fmt.Errorf("kubo does not answer: %w", err)
-	}
-	return k, nil
 }

@@ -1,4 +1,4 @@
-package mirror
+package mirrorfill
 
 import (
 	"context"
@@ -9,12 +9,13 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/mirror"
 )
 
 // batch pins many items with bounded concurrency, retrying each a few times
 // with backoff: the part replay and backfill share.
 type batch struct {
-	pinner   *Pinner
+	pinner   *mirror.Pinner
 	attempts int
 	backoff  []time.Duration
 	progress Progress
@@ -27,7 +28,7 @@ type batch struct {
 	tally Tally
 }
 
-func newBatch(p *Pinner, cfg PinConfig, progress Progress, log *zap.Logger) *batch {
+func newBatch(p *mirror.Pinner, cfg mirror.PinConfig, progress Progress, log *zap.Logger) *batch {
 	if progress == nil {
 		progress = noProgress{}
 	}
@@ -80,12 +81,12 @@ func (b *batch) wait() Tally {
 
 // pin pins it, retrying what may heal. settled is true when the item needs
 // no later run: pinned, or refused for good (invalid or corrupt).
-func (b *batch) pin(ctx context.Context, it Item) (o Outcome, settled bool) {
+func (b *batch) pin(ctx context.Context, it mirror.Item) (o Outcome, settled bool) {
 	log := b.log.With(zap.String("cid", it.CID.String()), zap.String("store_path", it.StorePath))
 	return b.try(ctx, log, func(ctx context.Context) (Outcome, error) { return b.pinOnce(ctx, it) })
 }
 
-func (b *batch) pinOnce(ctx context.Context, it Item) (Outcome, error) {
+func (b *batch) pinOnce(ctx context.Context, it mirror.Item) (Outcome, error) {
 	r, err := b.pinner.Pin(ctx, it)
 	switch {
 	case err != nil:

@@ -1,4 +1,4 @@
-package mirror
+package mirrorfill
 
 import (
 	"bufio"
@@ -23,6 +23,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/mirror"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
@@ -31,7 +32,7 @@ import (
 type BackfillConfig struct {
 	NATS             config.NATS
 	Log              config.Log
-	Pin              PinConfig
+	Pin              mirror.PinConfig
 	Cache            string
 	PathsFrom        string
 	Mirror           string
@@ -76,11 +77,11 @@ func (c *BackfillConfig) Validate() error {
 		return fmt.Errorf("--cache %q: want a directory, file://, http:// or https://", c.Cache)
 	}
 	if c.Mirror != "" {
-		if err := ValidateName("--mirror", c.Mirror); err != nil {
+		if err := mirror.ValidateName("--mirror", c.Mirror); err != nil {
 			return err
 		}
 	}
-	c.peers, err = ParsePeers(c.Peers)
+	c.peers, err = parsePeers(c.Peers)
 	if err != nil {
 		return fmt.Errorf("--peer: %w", err)
 	}
@@ -90,8 +91,8 @@ func (c *BackfillConfig) Validate() error {
 	return c.Pin.Validate()
 }
 
-// ParsePeers reads comma-separated multiaddrs that end in /p2p/<peer id>.
-func ParsePeers(s string) ([]ipfs.Node, error) {
+// parsePeers reads comma-separated multiaddrs that end in /p2p/<peer id>.
+func parsePeers(s string) ([]ipfs.Node, error) {
 	var out []ipfs.Node
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
@@ -213,10 +214,10 @@ func (s *narinfoSource) read(ctx context.Context, hashPart string) (*narinfo.Nar
 	return ni, nil
 }
 
-// ReadPaths reads store paths, one per line ('#' comments and blank lines
+// readPaths reads store paths, one per line ('#' comments and blank lines
 // skipped), and returns their hash parts. A line may be an absolute store
 // path, a basename, or a bare hash part.
-func ReadPaths(r io.Reader) ([]string, error) {
+func readPaths(r io.Reader) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
 	sc := bufio.NewScanner(r)
@@ -251,9 +252,9 @@ func ReadPaths(r io.Reader) ([]string, error) {
 type BackfillOptions struct {
 	// HashParts to backfill; nil means every narinfo of a directory cache.
 	HashParts []string
-	// Peers are dialled before each pin (see PinnerOptions).
+	// Peers are dialled before each pin (see mirror.PinnerOptions).
 	Peers    []ipfs.Node
-	Pin      PinConfig
+	Pin      mirror.PinConfig
 	Progress Progress
 	Logger   *zap.Logger
 }
@@ -261,7 +262,7 @@ type BackfillOptions struct {
 // Backfill pins the IPFSHash of every narinfo of the cache at src (a
 // directory, file:// or http(s) URL) with p, concurrently. Narinfos without
 // an IPFSHash, and listed paths the cache does not have, are skipped.
-func Backfill(ctx context.Context, src string, p *Pinner, o BackfillOptions, httpTimeout time.Duration) (Tally, error) {
+func Backfill(ctx context.Context, src string, p *mirror.Pinner, o BackfillOptions, httpTimeout time.Duration) (Tally, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
@@ -299,7 +300,7 @@ func Backfill(ctx context.Context, src string, p *Pinner, o BackfillOptions, htt
 					log.Debug("no IPFSHash; skipped", zap.String("store_path", ni.StorePath))
 					return OutSkipped, nil
 				}
-				it, err := FromNarInfo(ni)
+				it, err := mirror.FromNarInfo(ni)
 				if err != nil {
 					return OutFailed, err
 				}
@@ -334,7 +335,7 @@ func RunBackfill(ctx context.Context, cfg BackfillConfig, log *zap.Logger, out, 
 		if err != nil {
 			return errs.Errorf(errs.Invalid, "--paths-from: %w", err)
 		}
-		o.HashParts, err = ReadPaths(f)
+		o.HashParts, err = readPaths(f)
 		f.Close()
 		if err != nil {
 			return errs.Errorf(errs.Invalid, "--paths-from %s: %w", cfg.PathsFrom, err)
@@ -347,7 +348,7 @@ func RunBackfill(ctx context.Context, cfg BackfillConfig, log *zap.Logger, out, 
 	if err != nil {
 		return err
 	}
-	popt := PinnerOptions{Verify: cfg.Pin.Verify, PinTimeout: cfg.Pin.PinTimeout, Logger: log, OnPin: defaultMetrics.onPin, QuietPins: true, Cache: cache}
+	popt := mirror.PinnerOptions{Verify: cfg.Pin.Verify, PinTimeout: cfg.Pin.PinTimeout, Logger: log, OnPin: mirror.RecordPin, QuietPins: true, Cache: cache}
 	if cfg.Mirror != "" {
 		nc, js, err := cfg.NATS.ConnectOnce("nix-ipfs backfill " + cfg.Mirror)
 		if err != nil {
@@ -372,7 +373,7 @@ func RunBackfill(ctx context.Context, cfg BackfillConfig, log *zap.Logger, out, 
 		return err
 	}
 	o.Progress = progress
-	t, err := Backfill(ctx, cfg.Cache, NewPinner(kubo, popt), o, cfg.HTTPTimeout)
+	t, err := Backfill(ctx, cfg.Cache, mirror.NewPinner(kubo, popt), o, cfg.HTTPTimeout)
 	fmt.Fprintf(out, "%s from %s: %d narinfos: %s\n", label, cfg.Cache, t.Done(), t)
 	return err
 }

@@ -1,4 +1,4 @@
-package mirror
+package mirrorfill
 
 import (
 	"errors"
@@ -13,10 +13,10 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
 )
 
-// DefaultStateFile is where replay records its progress for mirror name:
+// defaultStateFile is where replay records its progress for mirror name:
 // $XDG_STATE_HOME/nix-ipfs/replay-NAME.seq, else
 // ~/.local/state/nix-ipfs/replay-NAME.seq.
-func DefaultStateFile(getenv func(string) string, name string) (string, error) {
+func defaultStateFile(getenv func(string) string, name string) (string, error) {
 	dir := getenv("XDG_STATE_HOME")
 	if dir == "" || !filepath.IsAbs(dir) {
 		home := getenv("HOME")
@@ -49,9 +49,9 @@ func ReadState(path string) (uint64, bool, error) {
 	return seq, true, nil
 }
 
-// WriteState records seq in the state file, atomically: an interrupted
+// writeState records seq in the state file, atomically: an interrupted
 // write leaves the previous value.
-func WriteState(path string, seq uint64) error {
+func writeState(path string, seq uint64) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("state file: %w", err)
 	}

@@ -1,4 +1,4 @@
-package mirror_test
+package gc_test
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
-	"github.com/nix-ipfs/nix-ipfs/mirror"
+	"github.com/nix-ipfs/nix-ipfs/retention/gc"
 )
 
 // TestVerifyFilestore: gc --verify-filestore passes while every NAR added
@@ -35,12 +35,12 @@ func TestVerifyFilestore(t *testing.T) {
 		names = append(names, name)
 	}
 	var out bytes.Buffer
-	if err := mirror.VerifyFilestore(ctx, k.Client, &out); err != nil || !strings.Contains(out.String(), "all ok") {
+	if err := gc.VerifyFilestore(ctx, k.Client, &out); err != nil || !strings.Contains(out.String(), "all ok") {
 		t.Fatalf("intact filestore: %v\n%s", err, out.String())
 	}
 	os.Remove(names[1])
 	out.Reset()
-	err := mirror.VerifyFilestore(ctx, k.Client, &out)
+	err := gc.VerifyFilestore(ctx, k.Client, &out)
 	if err == nil || !strings.Contains(out.String(), "no-file: cache/nar/b.nar") || strings.Contains(out.String(), "a.nar") {
 		t.Fatalf("a pinned NAR's file removed: %v\n%s", err, out.String())
 	}

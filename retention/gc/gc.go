@@ -1,4 +1,9 @@
-package mirror
+// Package gc frees host A's kubo of the NARs the mirrors hold: it unpins
+// from A the CIDs that enough distinct mirror nodes confirmed with
+// "pinned" events, then runs kubo's repo GC (`nix-ipfs gc`). It is
+// retention's other half: prune decides what the cache keeps, gc what A's
+// node needs to keep once copies live elsewhere (docs/MIRROR.md).
+package gc
 
 import (
 	"context"
@@ -19,8 +24,8 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 )
 
-// GCConfig is gc's settings.
-type GCConfig struct {
+// Config is gc's settings.
+type Config struct {
 	NATS            config.NATS
 	Log             config.Log
 	KuboAPI         string
@@ -31,7 +36,7 @@ type GCConfig struct {
 }
 
 // Register adds gc's flags.
-func (c *GCConfig) Register(s *config.Set) {
+func (c *Config) Register(s *config.Set) {
 	c.NATS.Register(s)
 	c.Log.Register(s, "console")
 	s.StringVar(&c.KuboAPI, "kubo-api", "", "kubo RPC API of host A's node, the one to free: http URL, host:port or multiaddr (default: $IPFS_PATH/api, else ~/.ipfs/api)")
@@ -42,22 +47,22 @@ func (c *GCConfig) Register(s *config.Set) {
 }
 
 // Validate checks the settings that need no network.
-func (c *GCConfig) Validate() error {
+func (c *Config) Validate() error {
 	if c.MinMirrors < 1 {
 		return fmt.Errorf("--min-mirrors %d: must be at least 1 (a CID no mirror holds must stay pinned here)", c.MinMirrors)
 	}
 	return nil
 }
 
-// GCIPFS is what gc needs from host A's node.
-type GCIPFS interface {
+// IPFS is what gc needs from host A's node.
+type IPFS interface {
 	Pins(ctx context.Context) ([]cid.Cid, error)
 	Unpin(ctx context.Context, c cid.Cid) error
 	RepoGC(ctx context.Context) error
 	Self(ctx context.Context) (ipfs.Node, error)
 }
 
-var _ GCIPFS = (*ipfs.Kubo)(nil)
+var _ IPFS = (*ipfs.Kubo)(nil)
 
 // Confirmations are, per CID, the mirror nodes that announced holding it:
 // peer ID to the mirror name it used.
@@ -132,8 +137,8 @@ func ReadPinned(ctx context.Context, js jetstream.JetStream, stream string, log 
 	return out, err
 }
 
-// GCOptions configure GC.
-type GCOptions struct {
+// Options configure Collect.
+type Options struct {
 	Stream          string
 	MinMirrors      int
 	RequireVerified bool
@@ -141,20 +146,20 @@ type GCOptions struct {
 	Logger          *zap.Logger
 }
 
-// GCSummary is what GC did.
-type GCSummary struct {
+// Summary is what Collect did.
+type Summary struct {
 	Pins      int // recursive pins on the node
 	Confirmed int // of those, confirmed by enough mirrors
 	Unpinned  int
 	Failed    int
 }
 
-// GC unpins from node the CIDs it has pinned that at least o.MinMirrors
+// Collect unpins from node the CIDs it has pinned that at least o.MinMirrors
 // distinct mirror nodes have confirmed, then runs the node's garbage
 // collection. It writes one line per CID to out. With o.DryRun it only
 // lists them.
-func GC(ctx context.Context, js jetstream.JetStream, node GCIPFS, o GCOptions, out io.Writer) (GCSummary, error) {
-	var sum GCSummary
+func Collect(ctx context.Context, js jetstream.JetStream, node IPFS, o Options, out io.Writer) (Summary, error) {
+	var sum Summary
 	if o.MinMirrors < 1 {
 		return sum, errs.Errorf(errs.Invalid, "gc: min mirrors %d: must be at least 1", o.MinMirrors)
 	}
@@ -222,18 +227,24 @@ func GC(ctx context.Context, js jetstream.JetStream, node GCIPFS, o GCOptions, o
 	return sum, nil
 }
 
-// RunGC runs gc as the CLI does.
-func RunGC(ctx context.Context, cfg GCConfig, log *zap.Logger, out io.Writer) error {
+// Run runs gc as the CLI does.
+func Run(ctx context.Context, cfg Config, log *zap.Logger, out io.Writer) error {
 	nc, js, err := cfg.NATS.ConnectOnce("nix-ipfs gc")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	kubo, err := dialKubo(ctx, cfg.KuboAPI)
+	kubo, err := ipfs.Dial(cfg.KuboAPI)
 	if err != nil {
 		return err
 	}
-	_, err = GC(ctx, js, kubo, GCOptions{
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = kubo.Ping(pctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("kubo does not answer: %w", err)
+	}
+	_, err = Collect(ctx, js, kubo, Options{
 		Stream: cfg.NATS.Stream, MinMirrors: cfg.MinMirrors, RequireVerified: cfg.RequireVerified,
 		DryRun: cfg.DryRun, Logger: log,
 	}, out)

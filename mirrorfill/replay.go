@@ -1,4 +1,4 @@
-package mirror
+package mirrorfill
 
 import (
 	"context"
@@ -14,13 +14,15 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/mirror"
 )
 
 // ReplayConfig is replay's settings.
 type ReplayConfig struct {
 	NATS             config.NATS
 	Log              config.Log
-	Pin              PinConfig
+	Pin              mirror.PinConfig
 	Mirror           string
 	All              bool
 	FromSeq          uint64
@@ -47,15 +49,15 @@ func (c *ReplayConfig) Register(s *config.Set) {
 	s.StringVar(&c.StateFile, "state-file", "", "where progress is recorded (default $XDG_STATE_HOME/nix-ipfs/replay-NAME.seq, else ~/.local/state/nix-ipfs/replay-NAME.seq)")
 	s.StringVar(&c.Progress, "progress", ProgressAuto, "progress display on stderr: auto (a bar on a terminal, lines otherwise), bar, lines or none")
 	s.DurationVar(&c.ProgressInterval, "progress-interval", 5*time.Second, "how often --progress=lines prints a line")
-	s.StringsVar(&c.Announce, "announce-addr", AnnounceUsage)
+	s.StringsVar(&c.Announce, "announce-addr", mirror.AnnounceUsage)
 }
 
 // Validate checks the settings and fills in defaults from the environment.
 func (c *ReplayConfig) Validate(getenv func(string) string) error {
-	if err := ValidateName("--mirror", c.Mirror); err != nil {
+	if err := mirror.ValidateName("--mirror", c.Mirror); err != nil {
 		return err
 	}
-	if err := ValidateAnnounce(c.Announce); err != nil {
+	if err := mirror.ValidateAnnounce(c.Announce); err != nil {
 		return err
 	}
 	n := 0
@@ -71,14 +73,14 @@ func (c *ReplayConfig) Validate(getenv func(string) string) error {
 		return errors.New("say what to replay: --all, --from-seq N, --since TIME, or --resume")
 	}
 	if c.Since != "" {
-		t, err := ParseSince(c.Since, time.Now())
+		t, err := parseSince(c.Since, time.Now())
 		if err != nil {
 			return fmt.Errorf("--since: %w", err)
 		}
 		c.since = t
 	}
 	if c.StateFile == "" {
-		f, err := DefaultStateFile(getenv, c.Mirror)
+		f, err := defaultStateFile(getenv, c.Mirror)
 		if err != nil {
 			return err
 		}
@@ -90,9 +92,9 @@ func (c *ReplayConfig) Validate(getenv func(string) string) error {
 	return c.Pin.Validate()
 }
 
-// ParseSince reads a time: RFC 3339, a date (midnight UTC), or a duration
+// parseSince reads a time: RFC 3339, a date (midnight UTC), or a duration
 // before now.
-func ParseSince(s string, now time.Time) (time.Time, error) {
+func parseSince(s string, now time.Time) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 		return t, nil
 	}
@@ -114,7 +116,7 @@ type ReplayOptions struct {
 	// StateFile, if set, records the sequence up to which every event is
 	// handled, as it advances.
 	StateFile string
-	Pin       PinConfig
+	Pin       mirror.PinConfig
 	Progress  Progress
 	Logger    *zap.Logger
 }
@@ -135,7 +137,7 @@ const stateEvery = time.Second
 // with p, concurrently, and records its progress. It returns an error
 // when it was interrupted or some CIDs could not be pinned; a run with the
 // state file's sequence as its start then retries what is left.
-func Replay(ctx context.Context, js jetstream.JetStream, p *Pinner, o ReplayOptions) (ReplaySummary, error) {
+func Replay(ctx context.Context, js jetstream.JetStream, p *mirror.Pinner, o ReplayOptions) (ReplaySummary, error) {
 	if o.Stream == "" {
 		o.Stream = events.DefaultStream
 	}
@@ -159,7 +161,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, p *Pinner, o ReplayOpti
 	}
 	// What prune retired, and when: a CID retired after it was published
 	// is not pinned again, unless a later event published it again.
-	retired, err := RetiredCIDs(ctx, js, o.Stream)
+	retired, err := retiredCIDs(ctx, js, o.Stream)
 	if err != nil {
 		return ReplaySummary{}, err
 	}
@@ -179,7 +181,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, p *Pinner, o ReplayOpti
 		if m == saved || m == 0 || (!force && time.Since(lastSave) < stateEvery) {
 			return
 		}
-		if err := WriteState(o.StateFile, m); err != nil {
+		if err := writeState(o.StateFile, m); err != nil {
 			o.Logger.Warn("cannot record progress", zap.String("state_file", o.StateFile), zap.Error(err))
 			return
 		}
@@ -204,10 +206,10 @@ func Replay(ctx context.Context, js jetstream.JetStream, p *Pinner, o ReplayOpti
 		}
 		seq := meta.Sequence.Stream
 		ev, err := events.Decode(m.Data())
-		var it Item
+		var it mirror.Item
 		if err == nil {
 			if pe, ok := ev.(*events.Published); ok {
-				it, err = FromPublished(pe)
+				it, err = mirror.FromPublished(pe)
 			} else {
 				err = errs.Errorf(errs.Invalid, "a %s event on %s", events.Head(ev).Type, m.Subject())
 			}
@@ -255,7 +257,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, p *Pinner, o ReplayOpti
 	case sum.Failed > 0:
 		return sum, fmt.Errorf("%d of %d CIDs could not be pinned (see the log); run again with --resume to retry them", sum.Failed, sum.Total)
 	}
-	if err := pinLatestRoot(ctx, js, o.Stream, p, o.Logger); err != nil {
+	if err := mirror.PinLatestRoot(ctx, js, o.Stream, p, o.Logger); err != nil {
 		return sum, err
 	}
 	return sum, nil
@@ -304,9 +306,9 @@ func RunReplay(ctx context.Context, cfg ReplayConfig, log *zap.Logger, out, prog
 	if err != nil {
 		return err
 	}
-	p := NewPinner(kubo, PinnerOptions{
+	p := mirror.NewPinner(kubo, mirror.PinnerOptions{
 		Mirror: cfg.Mirror, Announce: cfg.Announce, JS: js, Verify: cfg.Pin.Verify, PinTimeout: cfg.Pin.PinTimeout,
-		Logger: log.With(zap.String("mirror", cfg.Mirror)), OnPin: defaultMetrics.onPin, QuietPins: true,
+		Logger: log.With(zap.String("mirror", cfg.Mirror)), OnPin: mirror.RecordPin, QuietPins: true,
 		Cache: cache,
 	})
 	sum, err := Replay(ctx, js, p, o)
@@ -319,9 +321,9 @@ func RunReplay(ctx context.Context, cfg ReplayConfig, log *zap.Logger, out, prog
 	return err
 }
 
-// RetiredCIDs reads every "retired" event in the stream and returns, for
+// retiredCIDs reads every "retired" event in the stream and returns, for
 // each CID, the stream sequence of its last retirement.
-func RetiredCIDs(ctx context.Context, js jetstream.JetStream, stream string) (map[string]uint64, error) {
+func retiredCIDs(ctx context.Context, js jetstream.JetStream, stream string) (map[string]uint64, error) {
 	out := map[string]uint64{}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectRetired}, DeliverPolicy: jetstream.DeliverAllPolicy}
 	err := events.Scan(ctx, js, stream, events.ScanOptions{Consumer: cfg}, func(m jetstream.Msg) error {
@@ -342,4 +344,19 @@ func RetiredCIDs(ctx context.Context, js jetstream.JetStream, stream string) (ma
 		return nil, fmt.Errorf("read retired events: %w", err)
 	}
 	return out, nil
+}
+
+// dialKubo dials a node for a command that runs once, and checks that it
+// answers.
+func dialKubo(ctx context.Context, api string) (*ipfs.Kubo, error) {
+	k, err := ipfs.Dial(api)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := k.Ping(pctx); err != nil {
+		return nil, fmt.Errorf("kubo does not answer: %w", err)
+	}
+	return k, nil
 }
