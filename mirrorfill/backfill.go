@@ -2,16 +2,15 @@ package mirrorfill
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
 	"path"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/nix-ipfs/nix-ipfs/cachedir"
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
@@ -158,13 +158,13 @@ func (s *narinfoSource) list() ([]string, error) {
 	} else if !fi.IsDir() {
 		return nil, errs.Errorf(errs.Invalid, "cache %s: not a directory", s.dir)
 	}
-	names, err := filepath.Glob(filepath.Join(s.dir, "*.narinfo"))
+	names, err := cachedir.Cache{Dir: s.dir}.NarInfoFiles()
 	if err != nil {
-		return nil, err
+		return nil, errs.E(errs.Transient, err)
 	}
 	var out []string
 	for _, n := range names {
-		h := strings.TrimSuffix(filepath.Base(n), ".narinfo")
+		h := cachedir.HashPartOf(n)
 		if storepath.ValidateHashPart(h) == nil {
 			out = append(out, h)
 		}
@@ -176,21 +176,20 @@ func (s *narinfoSource) list() ([]string, error) {
 // read returns the narinfo of hashPart, or nil when the cache has none.
 func (s *narinfoSource) read(ctx context.Context, hashPart string) (*narinfo.NarInfo, error) {
 	if s.dir != "" {
-		f, err := os.Open(filepath.Join(s.dir, hashPart+".narinfo"))
-		if errors.Is(err, fs.ErrNotExist) {
+		b, err := cachedir.Cache{Dir: s.dir}.ReadNarInfoBytes(hashPart)
+		if err != nil {
+			return nil, err
+		}
+		if b == nil {
 			return nil, nil
 		}
+		ni, err := narinfo.Parse(bytes.NewReader(b))
 		if err != nil {
-			return nil, errs.E(errs.Transient, err)
-		}
-		defer f.Close()
-		ni, err := narinfo.Parse(f)
-		if err != nil {
-			return nil, errs.Errorf(errs.Invalid, "%s: %w", f.Name(), err)
+			return nil, errs.Errorf(errs.Invalid, "%s: %w", cachedir.Cache{Dir: s.dir}.NarInfoPath(hashPart), err)
 		}
 		return ni, nil
 	}
-	u := s.base + "/" + hashPart + ".narinfo"
+	u := s.base + "/" + cachedir.NarInfoName(hashPart)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, errs.E(errs.Invalid, err)
