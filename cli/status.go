@@ -2,9 +2,12 @@ package cli
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/config"
@@ -25,7 +28,7 @@ func init() {
 			asJSON := s.Bool("json", false, "print JSON instead of a table")
 			last := s.Int("dead-letters", 10, "show this many of the latest dead letters")
 			timeout := s.Duration("status-timeout", 10*time.Second, "give up reaching NATS after this long")
-			listen := s.String("listen", "", "serve the status page here (e.g. 127.0.0.1:8485; its JSON at /status.json) until stopped, instead of printing")
+			listen := s.String("listen", "", "serve the status page here (e.g. 127.0.0.1:8485; its JSON at /status.json, its figures for Prometheus at /metrics) until stopped, instead of printing")
 			refresh := s.Duration("refresh", 10*time.Second, "with --listen: how often the page reloads itself")
 			closure := s.String("closure", "", closureHelp)
 			k := s.Int("mirrors", 1, mirrorsHelp)
@@ -51,8 +54,12 @@ func init() {
 				}
 				col := status.NewCollector(js, status.CollectorOptions{Stream: n.Stream, LastDead: *last, CacheDir: pol.CacheDir, Policy: pol.Policy(), Log: log})
 				if *listen != "" {
-					page := statuspage.New(col, statuspage.Options{Refresh: *refresh, Timeout: *timeout, Log: log})
-					return httpserve.ListenAndServe(ctx, *listen, page, log, "status page")
+					reg := prometheus.NewRegistry()
+					reg.MustRegister(status.NewMetrics(col, *timeout, log))
+					mux := http.NewServeMux()
+					mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+					mux.Handle("/", statuspage.New(col, statuspage.Options{Refresh: *refresh, Timeout: *timeout, Log: log}))
+					return httpserve.ListenAndServe(ctx, *listen, mux, log, "status page (and its /metrics)")
 				}
 				ctx, cancel := context.WithTimeout(ctx, *timeout)
 				defer cancel()

@@ -5,9 +5,11 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	mh "github.com/multiformats/go-multihash"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
@@ -65,6 +67,28 @@ func TestCollectorOverview(t *testing.T) {
 	}
 	if sum != 1 || o.Flow.Stages[0].Buckets[FlowBuckets-1] != 1 {
 		t.Errorf("the build is not in the last bucket: %v", o.Flow.Stages[0].Buckets)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewMetrics(col, 10*time.Second, nil))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += "/" + l.GetValue()
+			}
+			got[name] = m.GetGauge().GetValue()
+		}
+	}
+	for name, want := range map[string]float64{"nixipfs_status_up": 1, "nixipfs_live_paths": 1, "nixipfs_live_nar_bytes": 42,
+		"nixipfs_mirror_live_paths/b": 1, "nixipfs_dead_letters": 0} {
+		if v, ok := got[name]; !ok || v != want {
+			t.Errorf("metric %s = %v (%v), want %v", name, v, ok, want)
+		}
 	}
 	var text bytes.Buffer
 	o.WriteText(&text)
