@@ -219,7 +219,7 @@ install_nats() {
 static() { ! grep -qa -e '/lib64/ld-linux' -e '/lib/ld-linux' "$1"; }
 if [ -n "$want_tests" ]; then
 	if [ ! -x "$nats_bin" ] || ! static "$nats_bin"; then
-		step "nats-server $NATS_SERVER_VERSION not cached: for the NATS cluster, leaf and compose tests, go install (static)" install_nats
+		step "nats-server $NATS_SERVER_VERSION not cached (static): for the NATS cluster, leaf and compose tests, go install" install_nats
 	fi
 	ln -sf "$nats_bin" "$TOOLS/nats-server"
 	say "nats-server: $("$TOOLS/nats-server" --version)"
