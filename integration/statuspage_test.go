@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -195,5 +196,65 @@ func TestStatusPageInBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("screenshot %s (%d bytes)", p, len(shot))
+	}
+}
+
+// TestStatusPageInUp: `nix-ipfs up` serves the same page at /status/
+// (without retention: up runs no prune), and after a real build through
+// the hook its figures in chromium equal what `nix-ipfs status --json`
+// prints against up's embedded NATS.
+func TestStatusPageInUp(t *testing.T) {
+	testenv.NeedProgram(t, "ipfs")
+	testenv.NeedProgram(t, "chromium")
+	n := testenv.NewNix(t)
+	bin := testenv.Binaries(t)
+	natsAddr, httpAddr := freeAddr(t), freeAddr(t)
+	testenv.StartProc(t, filepath.Join(bin, "nix-ipfs"), []string{"up",
+		"--data-dir", t.TempDir(), "--secret-key-file", n.SecretKey,
+		"--nats-listen", natsAddr, "--listen", httpAddr, "--kubo-init-profile", "test", "--log-format", "console"},
+		"IPFS_PATH="+filepath.Join(t.TempDir(), "no-kubo-here"))
+	base := "http://" + httpAddr
+	testenv.Eventually(t, 90*time.Second, "nix-ipfs up serving", func() bool { return httpOK(base + "/nix-cache-info") })
+	n.Hook = filepath.Join(bin, "nix-ipfs-hook")
+	empty := filepath.Join(t.TempDir(), "hook.conf")
+	must(t, os.WriteFile(empty, nil, 0o644))
+	n.Env = []string{"NIX_IPFS_NATS_URL=nats://" + natsAddr, "NIX_IPFS_CONFIG=" + empty,
+		"NIX_IPFS_SPOOL_DIR=" + filepath.Join(t.TempDir(), "spool")}
+	n.Build(t, opsClosure(testenv.Nonce()))
+
+	var report status.Report
+	testenv.Eventually(t, 2*time.Minute, "the closure published and the publisher caught up", func() bool {
+		out, err := exec.Command(filepath.Join(bin, "nix-ipfs"), "status", "--json", "--nats-url", "nats://"+natsAddr).Output()
+		if err != nil {
+			return false
+		}
+		report = status.Report{}
+		if json.Unmarshal(out, &report) != nil || report.Overview == nil {
+			return false
+		}
+		for _, c := range report.Consumers {
+			if c.Pending > 0 || c.AckPending > 0 {
+				return false
+			}
+		}
+		return report.Overview.Live.Paths == 2
+	})
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/status/"), chromedp.WaitVisible(chromedp.CSS("main"))); err != nil {
+		t.Fatalf("load %s/status/ in chromium: %v", base, err)
+	}
+	figs, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]string](figuresJS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(figs, "now")
+	if want := expectedFigures(&report); !reflect.DeepEqual(figs, want) {
+		t.Errorf("up's page differs from status --json:\npage: %v\njson: %v", figs, want)
+	}
+	if figs["live/paths"] != "2" || figs["flow/published"] != "2" || figs["build/0/mirrors"] != "" {
+		t.Errorf("up's page: %v (want 2 paths published, no mirror)", figs)
+	}
+	if !httpOK(base + "/status/status.json") {
+		t.Error("up does not serve /status/status.json")
 	}
 }
