@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
@@ -43,15 +42,11 @@ func init() {
 					return err
 				}
 				defer log.Sync()
-				nc, err := n.Connect("nix-ipfs status", zap.NewNop())
+				nc, js, err := connectJS(&n, "nix-ipfs status", zap.NewNop())
 				if err != nil {
 					return err
 				}
 				defer nc.Close()
-				js, err := jetstream.New(nc)
-				if err != nil {
-					return err
-				}
 				col := status.NewCollector(js, status.CollectorOptions{Stream: n.Stream, LastDead: *last, CacheDir: pol.CacheDir, Policy: pol.Policy(), Log: log})
 				if *listen != "" {
 					reg := prometheus.NewRegistry()

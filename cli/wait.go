@@ -8,7 +8,9 @@ import (
 	"io"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/replication"
@@ -54,15 +56,11 @@ func init() {
 					return err
 				}
 				defer log.Sync()
-				nc, err := n.Connect("nix-ipfs wait", log)
+				nc, js, err := connectJS(&n, "nix-ipfs wait", log)
 				if err != nil {
 					return err
 				}
 				defer nc.Close()
-				js, err := jetstream.New(nc)
-				if err != nil {
-					return err
-				}
 				ctx, cancel := context.WithTimeout(ctx, *timeout)
 				defer cancel()
 				start := time.Now()
@@ -93,4 +91,19 @@ func writeJSON(w io.Writer, v any) error {
 	e := json.NewEncoder(w)
 	e.SetIndent("", "  ")
 	return e.Encode(v)
+}
+
+// connectJS connects a reader to NATS (reconnecting, as Connect does) and
+// returns its JetStream.
+func connectJS(n *config.NATS, name string, log *zap.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := n.Connect(name, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
 }

@@ -3,6 +3,8 @@ package integration
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
+	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
 // opsHost is host A with its publisher, and a second kubo (B) for a
@@ -69,4 +73,26 @@ func (h *opsHost) waitReplicated(t *testing.T, top string, k int, timeout time.D
 		t.Fatalf("nix-ipfs wait --closure %s --mirrors %d: exit %d\n%s", top, k, code, out)
 	}
 	return out
+}
+
+// fetchThrough asks the substituter for p's narinfo, then for the NAR it
+// names, as Nix does, and fails the test unless both are served.
+func fetchThrough(t *testing.T, sub *substituterProc, p string) {
+	t.Helper()
+	resp, err := http.Get(sub.URL + "/" + storepath.HashPart(p) + ".narinfo")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("narinfo from the substituter: %v %v", resp, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	served, err := narinfo.ParseBytes(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err = http.Get(sub.URL + "/" + served.URL)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("NAR from the substituter: %v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
 }

@@ -19,8 +19,6 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
-	"github.com/nix-ipfs/nix-ipfs/narinfo"
-	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
 // promServer is a Debian prometheus process and its HTTP API.
@@ -163,19 +161,7 @@ func TestPrometheusScrapesPipeline(t *testing.T) {
 		return resp.StatusCode
 	}
 	// From IPFS: the narinfo, then its NAR.
-	resp, err := http.Get(sub.URL + "/" + storepath.HashPart(top) + ".narinfo")
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("narinfo from the substituter: %v %v", resp, err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	served, err := narinfo.ParseBytes(body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if code := get(sub.URL + "/" + served.URL); code != 200 {
-		t.Fatalf("NAR of %s: %d", top, code)
-	}
+	fetchThrough(t, sub, top)
 	sub.waitNars(t, 1, `source="ipfs"`)
 	// Over HTTP: a NAR asked for without its narinfo first.
 	var dep string
