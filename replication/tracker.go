@@ -17,8 +17,13 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 )
 
-// Subjects are the subjects a Tracker reads.
-var Subjects = []string{events.SubjectBuilt, events.SubjectPublished, events.SubjectPinnedPrefix + ">", events.SubjectRetired}
+// subjects is what a Tracker reads: the whole stream, as one filter, the
+// events it does not fold skipped as they come. One filter keeps the
+// consumer's create request naming it, so a NATS user that may only read
+// (deploy/nats/nats-server.conf's status user) can be granted exactly
+// that; a consumer of several filters is created on a subject that names
+// none.
+const subjects = events.SubjectPrefix + ">"
 
 // Tracker keeps a State current with the stream: each Update reads only
 // the events stored since the last one. It is safe for concurrent use.
@@ -48,7 +53,7 @@ func NewTracker(js jetstream.JetStream, stream string, log *zap.Logger) *Tracker
 func (t *Tracker) Update(ctx context.Context) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: Subjects, DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subjects}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq: t.next, InactiveThreshold: 10 * time.Second}
 	return events.Scan(ctx, t.js, t.stream, events.ScanOptions{Consumer: cfg}, func(m jetstream.Msg) error {
 		meta, err := m.Metadata()
@@ -56,6 +61,9 @@ func (t *Tracker) Update(ctx context.Context) error {
 			return errs.E(errs.Transient, err)
 		}
 		t.next = meta.Sequence.Stream + 1
+		if !folded(m.Subject()) {
+			return nil
+		}
 		ev, err := events.Decode(m.Data())
 		if err != nil {
 			t.log.Debug("ignoring an invalid event", zap.String("subject", m.Subject()), zap.Error(err))
@@ -71,6 +79,15 @@ func (t *Tracker) Update(ctx context.Context) error {
 		t.state.Apply(ev)
 		return nil
 	})
+}
+
+// folded reports whether State.Apply uses the events of subject.
+func folded(subject string) bool {
+	switch subject {
+	case events.SubjectBuilt, events.SubjectPublished, events.SubjectRetired:
+		return true
+	}
+	return strings.HasPrefix(subject, events.SubjectPinnedPrefix)
 }
 
 // Read calls fn with the State, under the Tracker's lock: fn must not keep
