@@ -17,14 +17,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// The embedded NATS server's and nats.go's background goroutines
-		// end a moment after Shutdown/Close return.
-		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats.go.(*Conn).flusher"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats.go.(*asyncCallbacksHandler).asyncCBDispatcher"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats.go.(*Conn).readLoop"),
-	)
+	goleak.VerifyTestMain(m)
 }
 
 const (
