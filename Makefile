@@ -1,7 +1,9 @@
 # nix-ipfs. `make demo` runs the whole story on one machine; `make test` runs
-# every test. Both install what is missing first (scripts/install-deps.sh:
-# Debian's nix-bin, kubo built from its Go module source; for make test also
-# Nix 2.26 in a Debian trixie chroot).
+# every test. Both install what is missing first (scripts/install-deps.sh,
+# each step saying what it is for): the demo only Debian's nix-bin and kubo
+# built from its Go module source; make test also nats-server, the compose
+# test's Docker tools, chromium, prometheus, and Nix 2.26 in a Debian trixie
+# chroot.
 
 GO       ?= go
 TOOLS    := $(shell echo $${NIX_IPFS_TOOLS:-$$HOME/.cache/nix-ipfs/bin})
@@ -46,7 +48,8 @@ fuzz:
 	  done; \
 	done
 
-# The README's first command: installs what is missing, then the whole story.
+# The README's first command: installs what the demo needs and is missing
+# (install-deps.sh --demo), then the whole story.
 demo:
 	scripts/demo.sh
 

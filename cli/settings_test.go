@@ -61,6 +61,9 @@ var sharedMeanings = map[string]string{
 	"dry-run":             "change nothing, say what would change",
 	"upstream":            "the binary cache to read from, several for failover",
 	"trusted-public-keys": "the publishers' keys, as in nix.conf",
+	// The issue's gate is `wait --timeout D`; the hook's timeout bounds a
+	// run the same way, on NATS instead of on the mirrors.
+	"timeout": "how long one run waits before it gives up",
 }
 
 // perProcess lists settings whose meaning is the same everywhere but whose
@@ -71,6 +74,8 @@ var perProcess = map[string]bool{
 	"config":       true,
 	"listen":       true,
 	"metrics-addr": true,
+	// The store path a status or wait run asks about.
+	"closure": true,
 }
 
 // TestOneMeaningPerSetting: a setting (flag, NIX_IPFS_* variable, config
@@ -146,13 +151,14 @@ func TestEveryCommandWithTheUnionEnvironment(t *testing.T) {
 		"gc":          {"NATS_URL": n.URL, "KUBO_API": kubo, "MIN_MIRRORS": "1"},
 		"prune":       {"NATS_URL": n.URL, "KUBO_API": kubo, "CACHE_DIR": cache, "KEEP_FOR": "720h0m0s", "HOST": "host-a"},
 		"pin":         {"NATS_URL": n.URL, "CACHE_DIR": cache, "CACHE_URL": upstream.URL},
-		"status":      {"NATS_URL": n.URL, "STATUS_TIMEOUT": "30s"},
+		"status":      {"NATS_URL": n.URL, "STATUS_TIMEOUT": "30s", "MIRRORS": "2"},
+		"wait":        {"NATS_URL": n.URL, "MIRRORS": "2", "POLL": "1s"},
 		"up":          {"NATS_URL": n.URL, "KUBO_API": kubo, "SECRET_KEY_FILE": key, "DATA_DIR": filepath.Join(dir, "up"), "CACHE_DIR": cache, "CACHE_URL": upstream.URL, "STORE_DIR": "/nix/store", "CONCURRENCY": "4", "ACK_WAIT": "2m0s", "LOG_FORMAT": "json"},
 		"version":     {},
 		"latest": {"UPSTREAM": upstream.URL, "STATE_DIR": filepath.Join(dir, "latest"),
 			"TRUSTED_PUBLIC_KEYS": "cache.example.org-1:" + base64.StdEncoding.EncodeToString(pub)},
 	}
-	perArgs := map[string][]string{"replay": {"--all"}, "pin": {"list"}, "latest": {"proj:main:hello"}}
+	perArgs := map[string][]string{"replay": {"--all"}, "pin": {"list"}, "latest": {"proj:main:hello"}, "wait": {"--closure", "/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-x"}}
 	sets := settingSets()
 	for cmd := range sets {
 		if _, ok := envs[cmd]; !ok {

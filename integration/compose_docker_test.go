@@ -27,8 +27,8 @@ import (
 // the same releases of the same programs, honouring what the compose file
 // relies on in the upstream images (see kuboImage and natsImage).
 const (
-	composeNATSImage    = "nats:2.11"
-	composeNATSVersion  = "v2.11.17" // scripts/install-deps.sh COMPOSE_NATS_VERSION
+	composeNATSImage    = "nats:2.15"
+	composeNATSVersion  = "v2.15.2" // scripts/install-deps.sh NATS_SERVER_VERSION, go.mod's
 	composeKuboImage    = "ipfs/kubo:v0.42.0"
 	composeKuboVersion  = "0.42.0"
 	composeProjectImage = "nix-ipfs:latest"

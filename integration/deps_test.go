@@ -42,7 +42,7 @@ func TestInstallDepsOneLinePerStep(t *testing.T) {
 	if len(cached) == 0 {
 		testenv.Unavailable(t, "no cached tools in "+real+" (scripts/install-deps.sh caches them; make test runs it first)")
 	}
-	run := func(t *testing.T, failPackage string) (string, string, error) {
+	run := func(t *testing.T, failPackage string, args ...string) (string, string, error) {
 		dir := t.TempDir()
 		stubs, tools := filepath.Join(dir, "stubs"), filepath.Join(dir, "cache", "bin")
 		must(t, os.MkdirAll(stubs, 0o755))
@@ -62,7 +62,7 @@ func TestInstallDepsOneLinePerStep(t *testing.T) {
 			must(t, os.Symlink(p, filepath.Join(stubs, c)))
 		}
 		log := filepath.Join(dir, "install-deps.log")
-		cmd := exec.Command(filepath.Join(stubs, "bash"), repoFile(t, "scripts/install-deps.sh"))
+		cmd := exec.Command(filepath.Join(stubs, "bash"), append([]string{repoFile(t, "scripts/install-deps.sh")}, args...)...)
 		cmd.Env = []string{"PATH=" + stubs, "HOME=" + dir, "NIX_IPFS_TOOLS=" + tools, "NIX_IPFS_DEPS_LOG=" + log,
 			"STUBS=" + stubs, "NIX_IPFS_TRIXIE_ROOT=" + filepath.Join(filepath.Dir(real), "nix-trixie"), "FAIL_PACKAGE=" + failPackage, "GOPATH=" + os.Getenv("GOPATH"), "GOMODCACHE=" + goEnv(t, "GOMODCACHE"), "GOCACHE=" + goEnv(t, "GOCACHE")}
 		var stderr strings.Builder
@@ -83,6 +83,12 @@ func TestInstallDepsOneLinePerStep(t *testing.T) {
 		if strings.Contains(out, "noise-") {
 			t.Errorf("apt-get's output reached the terminal:\n%s", out)
 		}
+		for _, want := range []string{"chromium not found: for the status page's browser test, installing Debian's chromium ... done",
+			"prometheus not found: for the metrics and alert tests (with promtool), installing Debian's prometheus ... done"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("no line %q:\n%s", want, out)
+			}
+		}
 		t.Logf("what a person sees:\n%s", out)
 		if lines := strings.Count(out, "\n"); lines > 15 {
 			t.Errorf("%d lines of output; want one per step:\n%s", lines, out)
@@ -90,6 +96,22 @@ func TestInstallDepsOneLinePerStep(t *testing.T) {
 		if !strings.Contains(log, "noise-200") {
 			t.Errorf("apt-get's output is not in the log:\n%s", log)
 		}
+	})
+	// make demo installs what the demo runs, and nothing for the tests.
+	t.Run("Demo", func(t *testing.T) {
+		out, _, err := run(t, "", "--demo")
+		if err != nil {
+			t.Fatalf("install-deps --demo: %v\n%s", err, out)
+		}
+		if !strings.Contains(out, "for the builds of the demo and the tests, installing Debian's nix-bin (apt-get) ... done") {
+			t.Errorf("no line for the nix-bin step:\n%s", out)
+		}
+		for _, not := range []string{"docker", "chromium", "prometheus", "nats-server", "gosu", "busybox"} {
+			if strings.Contains(out, not) {
+				t.Errorf("install-deps --demo mentions %s:\n%s", not, out)
+			}
+		}
+		t.Logf("what a person sees:\n%s", out)
 	})
 	t.Run("StepFails", func(t *testing.T) {
 		out, _, err := run(t, "nix-bin")

@@ -3,7 +3,6 @@ package integration
 import (
 	"bufio"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,8 +13,6 @@ import (
 	"time"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
-	"github.com/nix-ipfs/nix-ipfs/narinfo"
-	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
 // dashboardQueries returns every PromQL expression of the Grafana dashboard
@@ -121,22 +118,7 @@ func TestGrafanaDashboardQueriesRealMetrics(t *testing.T) {
 	testenv.Eventually(t, 2*time.Minute, "pinned on B", func() bool { return mirPins(t, b)[ni.IPFSHash] })
 
 	sub := startSubstituterProc(t, a.bin, "file://"+a.cache, "--kubo-api", b.API)
-	resp, err := http.Get(sub.URL + "/" + storepath.HashPart(top) + ".narinfo")
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("narinfo from the substituter: %v %v", resp, err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	served, err := narinfo.ParseBytes(body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err = http.Get(sub.URL + "/" + served.URL)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("NAR from the substituter: %v %v", resp, err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	fetchThrough(t, sub, top)
 	sub.waitNars(t, 1, `source="ipfs"`)
 	// And one request it refuses.
 	if resp, err := http.Post(sub.URL+"/nix-cache-info", "text/plain", nil); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# make demo: the whole story on this machine, with real parts. Installs what
-# is missing first (Debian's nix-bin, kubo from its Go module source), one
-# line per step, their output in a log file; then runs demo/ (see its package
-# comment) and exits 0 only if every step held.
+# make demo: the whole story on this machine, with real parts. Installs only
+# what the demo needs and is missing (install-deps.sh --demo: Debian's
+# nix-bin, kubo from its Go module source; NATS is embedded in `nix-ipfs
+# up`), one line per step saying what it is for, their output in a log
+# file; then runs demo/ (see its package comment) and exits 0 only if every
+# step held. `make test` installs the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools="$(scripts/install-deps.sh | tail -1)"
+tools="$(scripts/install-deps.sh --demo | tail -1)"
 export PATH="$tools:$PATH"
 log="${NIX_IPFS_DEPS_LOG:-$(dirname "$tools")/install-deps.log}"
 # On a fresh machine go prints a line per module it downloads: into the log.

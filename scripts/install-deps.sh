@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# install-deps.sh: install what nix-ipfs's tests, demo and benchmarks need on
-# a fresh Debian machine, and nothing that is already there.
+# install-deps.sh: install what nix-ipfs's demo, tests and benchmarks need on
+# a fresh Debian machine, and nothing that is already there. Each install
+# says on screen what it is for.
 #
-#   - Debian's nix-bin (Nix 2.8.0, single-user as root) when nix-build is missing
-#   - kubo (the `ipfs` daemon) built from its Go module source, because
-#     `go install github.com/ipfs/kubo/cmd/ipfs@...` is refused by the module
-#     proxy (replace/exclude directives). The binary is cached under
-#     $NIX_IPFS_TOOLS (default ~/.cache/nix-ipfs/bin) so a second run is instant.
-#   - with --nix-2.26 (make test passes it): a second, current Nix, Debian
-#     trixie's nix-bin (Nix 2.26) in a chroot made by debootstrap from the
-#     Debian mirror apt already uses, cached as a directory
-#     ($NIX_IPFS_TRIXIE_ROOT, default ~/.cache/nix-ipfs/nix-trixie). As root
-#     only (chroot and mount need it); about 2 minutes once.
-#   - nats-server (go install), for the tests and benchmarks that run a
-#     three-node JetStream cluster and a leaf node as real processes; cached
-#     in the same directory.
+#   --demo      only what `make demo` runs: Debian's nix-bin (Nix 2.8.0,
+#               single-user as root) when nix-build is missing, and kubo
+#               (the `ipfs` daemon). NATS is embedded in `nix-ipfs up`.
+#   (default)   also what the tests need (make test, make bench):
+#               nats-server for the NATS cluster and leaf tests and the
+#               compose test's stand-in of the nats image; a Docker engine,
+#               docker-compose, busybox, gosu and tini for the compose test;
+#               chromium for the status page's browser test; prometheus
+#               (with promtool) for the metrics and alert tests.
+#   --nix-2.26  (make test passes it) also a second, current Nix, Debian
+#               trixie's nix-bin (Nix 2.26) in a chroot made by debootstrap
+#               from the Debian mirror apt already uses, cached as a
+#               directory ($NIX_IPFS_TRIXIE_ROOT, default
+#               ~/.cache/nix-ipfs/nix-trixie). As root only (chroot and
+#               mount need it); about 2 minutes once.
+#
+# kubo is built from its Go module source, because `go install
+# github.com/ipfs/kubo/cmd/ipfs@...` is refused by the module proxy
+# (replace/exclude directives); it and nats-server are cached under
+# $NIX_IPFS_TOOLS (default ~/.cache/nix-ipfs/bin) so a second run is instant.
 #
 # Prints the directory holding `ipfs` on its last line of stdout so callers can
 # put it on PATH:  export PATH="$(scripts/install-deps.sh | tail -1):$PATH"
@@ -31,14 +39,21 @@ mkdir -p "$TOOLS"
 
 say() { echo "install-deps: $*" >&2; }
 
-# --nix-2.26: also the second Nix the tests run against (make test asks).
+# --demo: only the demo's needs; --nix-2.26: also the second Nix the
+# tests run against (make test asks).
 want_trixie=
+want_tests=1
 for arg in "$@"; do
 	case "$arg" in
 	--nix-2.26) want_trixie=1 ;;
-	*) echo "usage: $0 [--nix-2.26]" >&2; exit 2 ;;
+	--demo) want_tests= ;;
+	*) echo "usage: $0 [--demo | --nix-2.26]" >&2; exit 2 ;;
 	esac
 done
+if [ -z "$want_tests" ] && [ -n "$want_trixie" ]; then
+	echo "$0: --demo and --nix-2.26 exclude each other" >&2
+	exit 2
+fi
 
 LOG="${NIX_IPFS_DEPS_LOG:-$(dirname "$TOOLS")/install-deps.log}"
 
@@ -72,7 +87,7 @@ apt_install() {
 }
 
 if ! command -v nix-build >/dev/null 2>&1; then
-	step "nix-build not found: installing Debian's nix-bin (apt-get)" apt_install nix-bin
+	step "nix-build not found: for the builds of the demo and the tests, installing Debian's nix-bin (apt-get)" apt_install nix-bin
 fi
 
 # nix-bin on Debian runs single-user as root; make sure the store exists.
@@ -80,13 +95,15 @@ if [ ! -d /nix/store ]; then
 	mkdir -p /nix/store /nix/var/nix
 fi
 
-# Other tools the integration tests use: iproute2 (netns), procps.
-for pkg in procps:pkill; do
-	p="${pkg%%:*}"; c="${pkg##*:}"
-	if ! command -v "$c" >/dev/null 2>&1; then
-		step "$c not found: installing Debian's $p" apt_install "$p"
+# test_tool PACKAGE COMMAND WHY: Debian's PACKAGE when COMMAND is missing,
+# for the tests only (not --demo).
+test_tool() {
+	local p="$1" c="$2" why="$3"
+	if [ -n "$want_tests" ] && ! command -v "$c" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$c" ]; then
+		step "$c not found: $why, installing Debian's $p" apt_install "$p"
 	fi
-done
+}
+test_tool procps pkill "for the fault tests"
 
 # The Debian mirror apt uses (deb822 .sources or one-line .list), for
 # debootstrap; the security archive has no trixie base system.
@@ -153,24 +170,15 @@ fi
 # for the ipfs/kubo image holds besides kubo (busybox for the image's shell
 # entrypoint, gosu, tini). Nothing here starts a daemon: the test starts its
 # own dockerd, in a network namespace of its own.
-for pkg in docker.io:dockerd docker-compose:docker-compose busybox:busybox gosu:gosu tini:tini-static; do
-	p="${pkg%%:*}"; c="${pkg##*:}"
-	if ! command -v "$c" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$c" ]; then
-		step "$c not found: installing Debian's $p" apt_install "$p"
-	fi
-done
-
-# nats-server of the release the nats:2.11 image in docker-compose.yml
-# holds, for the compose test's stand-in of that image (only under its
-# versioned name: it is not the nats-server other tests run).
-COMPOSE_NATS_VERSION="${COMPOSE_NATS_VERSION:-v2.11.17}"
-compose_nats="$TOOLS/nats-server-$COMPOSE_NATS_VERSION"
-if [ ! -x "$compose_nats" ]; then
-	step "nats-server $COMPOSE_NATS_VERSION not cached: go install, static (about a minute)" \
-		env GOBIN="$TOOLS/.gobin-compose" CGO_ENABLED=0 go install "github.com/nats-io/nats-server/v2@$COMPOSE_NATS_VERSION"
-	mv "$TOOLS/.gobin-compose/nats-server" "$compose_nats"
-	rmdir "$TOOLS/.gobin-compose"
-fi
+test_tool docker.io dockerd "for the compose test's Docker engine"
+test_tool docker-compose docker-compose "for the compose test"
+test_tool busybox busybox "for the compose test's kubo image (its shell)"
+test_tool gosu gosu "for the compose test's kubo image"
+test_tool tini tini-static "for the compose test's kubo image"
+# The status page's browser test (integration/statuspage_test.go) and the
+# metrics tests (integration/prometheus_test.go).
+test_tool chromium chromium "for the status page's browser test"
+test_tool prometheus prometheus "for the metrics and alert tests (with promtool)"
 
 ipfs_bin="$TOOLS/ipfs-$KUBO_VERSION"
 build_kubo() {
@@ -188,26 +196,33 @@ build_kubo() {
 	return $rc
 }
 if [ ! -x "$ipfs_bin" ]; then
-	step "kubo $KUBO_VERSION not cached: building it from its Go module source (about 2 minutes)" build_kubo
+	step "kubo $KUBO_VERSION not cached: the IPFS node of the demo and the tests, building it from its Go module source (about 2 minutes)" build_kubo
 	mv "$ipfs_bin.tmp" "$ipfs_bin"
 fi
 ln -sf "$ipfs_bin" "$TOOLS/ipfs"
 say "ipfs: $("$TOOLS/ipfs" version)"
 
+# One nats-server, the release go.mod embeds, static so that the compose
+# test's stand-in of the nats image (FROM scratch) runs it as it is.
 nats_bin="$TOOLS/nats-server-$NATS_SERVER_VERSION"
 install_nats() {
 	local gobin
 	gobin="$(mktemp -d)" || return
-	GOBIN="$gobin" go install "github.com/nats-io/nats-server/v2@$NATS_SERVER_VERSION" &&
+	GOBIN="$gobin" CGO_ENABLED=0 go install "github.com/nats-io/nats-server/v2@$NATS_SERVER_VERSION" &&
 		mv "$gobin/nats-server" "$nats_bin"
 	local rc=$?
 	rm -rf "$gobin"
 	return $rc
 }
-if [ ! -x "$nats_bin" ]; then
-	step "nats-server $NATS_SERVER_VERSION not cached: go install github.com/nats-io/nats-server/v2@$NATS_SERVER_VERSION" install_nats
+# A cached one from before it was built static (it names the dynamic
+# loader) is built again.
+static() { ! grep -qa -e '/lib64/ld-linux' -e '/lib/ld-linux' "$1"; }
+if [ -n "$want_tests" ]; then
+	if [ ! -x "$nats_bin" ] || ! static "$nats_bin"; then
+		step "nats-server $NATS_SERVER_VERSION not cached (static): for the NATS cluster, leaf and compose tests, go install" install_nats
+	fi
+	ln -sf "$nats_bin" "$TOOLS/nats-server"
+	say "nats-server: $("$TOOLS/nats-server" --version)"
 fi
-ln -sf "$nats_bin" "$TOOLS/nats-server"
-say "nats-server: $("$TOOLS/nats-server" --version)"
 say "nix: $(nix-build --version)"
 echo "$TOOLS"

@@ -46,6 +46,10 @@ func CollectRetention(ctx context.Context, js jetstream.JetStream, stream, cache
 	}, nil
 }
 
+// KeptBytes is what the cache would hold after a prune now: the bytes of
+// the live set as the policy has it.
+func (r *Retention) KeptBytes() int64 { return r.CacheBytes - r.WouldFree }
+
 // WriteText writes the retention summary for a person.
 func (r *Retention) WriteText(w io.Writer) {
 	if r == nil {

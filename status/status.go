@@ -37,6 +37,9 @@ type Report struct {
 	LastDead    []DeadLetter      `json:"last_dead_letters,omitempty"`
 	// Retention, with --cache-dir: the cache and what a prune would free.
 	Retention *Retention `json:"retention,omitempty"`
+	// Overview, from a Collector: the last hour's flow, the mirrors'
+	// shares of the live set, the latest builds.
+	Overview *Overview `json:"overview,omitempty"`
 }
 
 // Cluster is the Raft group of a clustered stream or consumer.

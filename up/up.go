@@ -3,8 +3,8 @@
 // embedded NATS JetStream server (file store under the data directory)
 // unless --nats-url names one, a kubo daemon of its own where none answers,
 // the publisher, a mirror when --mirror-kubo-api names a second node, and on
-// --listen one HTTP server for the binary cache (at /) and the substituter
-// (at /substituter/). SIGINT or SIGTERM stops it cleanly: in-flight work
+// --listen one HTTP server for the binary cache (at /), the substituter
+// (at /substituter/) and the status page (at /status/). SIGINT or SIGTERM stops it cleanly: in-flight work
 // finishes or is left for redelivery.
 package up
 
@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
@@ -30,6 +31,8 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/kubod"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/publisher"
+	"github.com/nix-ipfs/nix-ipfs/status"
+	"github.com/nix-ipfs/nix-ipfs/statuspage"
 )
 
 // Config is up's settings.
@@ -59,7 +62,7 @@ func (c *Config) Register(s *config.Set) {
 		f.DefValue = "true" // the meaning stays the publisher's; decideNocopy checks kubo can
 	}
 	s.StringVar(&c.DataDir, "data-dir", "", "where up keeps NATS's store, its kubo repo and the cache (required)")
-	s.StringVar(&c.Listen, "listen", "127.0.0.1:8484", "serve the cache (at /) and the substituter (at /substituter/) here; empty: no HTTP")
+	s.StringVar(&c.Listen, "listen", "127.0.0.1:8484", "serve the cache (at /), the substituter (at /substituter/) and the status page (at /status/) here; empty: no HTTP")
 	s.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "the embedded NATS server's client address (used when --nats-url is not set on the command line, env or file)")
 	s.StringVar(&c.MirrorName, "mirror-name", "local", "name of the mirror up runs when --mirror-kubo-api is set")
 	s.StringVar(&c.MirrorKuboAPI, "mirror-kubo-api", "", "run a mirror that pins every published NAR on this second kubo node")
@@ -149,7 +152,7 @@ func Run(ctx context.Context, c Config, natsURLGiven bool, log *zap.Logger) erro
 	}
 
 	if c.Listen != "" {
-		h, err := handler(c, api, log)
+		h, err := handler(c, api, pw.JS, log)
 		if err != nil {
 			return err
 		}
@@ -262,9 +265,13 @@ func ensureKubo(ctx context.Context, api, repo, profile string, log *zap.Logger)
 	return d.API, d, nil
 }
 
-func handler(c Config, api string, log *zap.Logger) (http.Handler, error) {
+func handler(c Config, api string, js jetstream.JetStream, log *zap.Logger) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/", cachehttp.Handler(c.Publisher.CacheDir))
+	// The status page, without retention: up runs no prune, so it has no
+	// policy to plan with.
+	col := status.NewCollector(js, status.CollectorOptions{Stream: c.Publisher.NATS.Stream, LastDead: 10, Log: log.Named("status")})
+	mux.Handle("/status/", http.StripPrefix("/status", statuspage.New(col, statuspage.Options{Refresh: 10 * time.Second, Log: log.Named("status")})))
 	sub, err := newSubstituter(c, api, log)
 	if err != nil {
 		return nil, err
