@@ -80,8 +80,10 @@ if [ ! -d /nix/store ]; then
 	mkdir -p /nix/store /nix/var/nix
 fi
 
-# Other tools the integration tests use: iproute2 (netns), procps.
-for pkg in procps:pkill; do
+# Other tools the integration tests use: iproute2 (netns), procps;
+# patchelf for the upgrade workload (internal/upgradeload) of the upgrade
+# test and bench.
+for pkg in procps:pkill patchelf:patchelf; do
 	p="${pkg%%:*}"; c="${pkg##*:}"
 	if ! command -v "$c" >/dev/null 2>&1; then
 		step "$c not found: installing Debian's $p" apt_install "$p"
