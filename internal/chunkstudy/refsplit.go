@@ -1,0 +1,143 @@
+package chunkstudy
+
+import (
+	"bytes"
+	"io"
+	"strings"
+
+	chunker "github.com/ipfs/boxo/chunker"
+
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+)
+
+// RefsPrefix marks a reference-aware chunker: "refs+buzhash" is buzhash
+// between store path hashes, each hash a block of its own.
+const RefsPrefix = "refs+"
+
+// HashLen is the length of a store path's hash part (nix32 of 160 bits).
+const HashLen = 32
+
+// nix32 is Nix's base-32 alphabet (no e, o, u, t).
+const nix32 = "0123456789abcdfghijklmnpqrsvwxyz"
+
+var isNix32 [256]bool
+
+func init() {
+	for i := 0; i < len(nix32); i++ {
+		isNix32[nix32[i]] = true
+	}
+}
+
+// RefSplitter is a prototype chunker for NARs: it cuts just before and
+// just after every occurrence of a store path hash part it is given (the
+// path's own and its references', the strings Nix's reference scanner
+// looks for) and splits the bytes between them with an ordinary chunker,
+// started afresh after each hash.
+//
+// A rebuild with new references changes a NAR mostly in those 32-byte
+// strings; with the cuts, each occurrence dirties one 32-byte block instead
+// of a whole chunk, and, because the inner chunker restarts at each hash,
+// the chunks between hashes are the same bytes in both generations
+// whatever the inner chunker is (a fixed-size one included), as long as
+// the hashes stand at the same offsets.
+type RefSplitter struct {
+	r     io.Reader
+	data  []byte
+	pos   int
+	refs  []int // offsets of hash occurrences, ascending, not overlapping
+	inner string
+	cur   chunker.Splitter // over the segment before the next hash
+}
+
+var _ chunker.Splitter = (*RefSplitter)(nil)
+
+// NewRefSplitter reads all of r (a NAR fits in memory for this study) and
+// splits it with inner (a chunker.FromString spec) between occurrences of
+// hashes (hash parts, 32 characters each).
+func NewRefSplitter(r io.Reader, inner string, hashes []string) (*RefSplitter, error) {
+	if _, err := chunker.FromString(bytes.NewReader(nil), inner); err != nil {
+		return nil, errs.Errorf(errs.Invalid, "chunkstudy: inner chunker %q: %w", inner, err)
+	}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	return &RefSplitter{r: r, data: data, inner: inner, refs: scan(data, hashes)}, nil
+}
+
+// scan returns the offsets of the hashes in data: as Nix's scanner does,
+// it looks at each run of nix32 characters at least HashLen long.
+func scan(data []byte, hashes []string) []int {
+	set := make(map[string]struct{}, len(hashes))
+	for _, h := range hashes {
+		if len(h) == HashLen {
+			set[h] = struct{}{}
+		}
+	}
+	var out []int
+	run := 0
+	for i := 0; i < len(data); i++ {
+		if !isNix32[data[i]] {
+			run = 0
+			continue
+		}
+		run++
+		if run < HashLen {
+			continue
+		}
+		start := i - HashLen + 1
+		if _, ok := set[string(data[start:i+1])]; ok {
+			out = append(out, start)
+			run = 0
+		}
+	}
+	return out
+}
+
+// Reader returns the reader the splitter was made from.
+func (s *RefSplitter) Reader() io.Reader { return s.r }
+
+// NextBytes returns the next chunk, or io.EOF at the end.
+func (s *RefSplitter) NextBytes() ([]byte, error) {
+	for {
+		if s.cur != nil {
+			b, err := s.cur.NextBytes()
+			if err == io.EOF {
+				s.cur = nil
+				continue
+			}
+			return b, err
+		}
+		if s.pos >= len(s.data) {
+			return nil, io.EOF
+		}
+		if len(s.refs) > 0 && s.refs[0] == s.pos {
+			s.refs = s.refs[1:]
+			b := s.data[s.pos : s.pos+HashLen]
+			s.pos += HashLen
+			return b, nil
+		}
+		end := len(s.data)
+		if len(s.refs) > 0 {
+			end = s.refs[0]
+		}
+		cur, err := chunker.FromString(bytes.NewReader(s.data[s.pos:end]), s.inner)
+		if err != nil {
+			return nil, err
+		}
+		s.cur, s.pos = cur, end
+	}
+}
+
+// splitter returns the splitter spec names, over r, for a path whose hash
+// parts (its own and its references') are hashes.
+func splitter(r io.Reader, spec string, hashes []string) (chunker.Splitter, error) {
+	if inner, ok := strings.CutPrefix(spec, RefsPrefix); ok {
+		return NewRefSplitter(r, inner, hashes)
+	}
+	s, err := chunker.FromString(r, spec)
+	if err != nil {
+		return nil, errs.Errorf(errs.Invalid, "chunkstudy: chunker %q: %w", spec, err)
+	}
+	return s, nil
+}
