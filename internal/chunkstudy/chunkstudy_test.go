@@ -114,3 +114,17 @@ func TestDAGMatchesKubo(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkRefSplitter(b *testing.B) {
+	data := testData(32<<20, []string{hashA, hashB}, 4)
+	for _, ch := range []string{"buzhash", "refs+buzhash", "size-262144", "refs+size-262144"} {
+		b.Run(ch, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			for i := 0; i < b.N; i++ {
+				if _, err := DAG(context.Background(), bytes.NewReader(data), ch, []string{hashA, hashB}, func(cid.Cid, int) {}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

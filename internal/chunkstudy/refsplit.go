@@ -58,15 +58,26 @@ func NewRefSplitter(r io.Reader, inner string, hashes []string) (*RefSplitter, e
 	if _, err := chunker.FromString(bytes.NewReader(nil), inner); err != nil {
 		return nil, errs.Errorf(errs.Invalid, "chunkstudy: inner chunker %q: %w", inner, err)
 	}
-	data, err := io.ReadAll(r)
+	var data []byte
+	var err error
+	if l, ok := r.(interface{ Len() int }); ok {
+		// One allocation of the right size (a NAR can be large).
+		data = make([]byte, l.Len())
+		_, err = io.ReadFull(r, data)
+	} else {
+		data, err = io.ReadAll(r)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return &RefSplitter{r: r, data: data, inner: inner, refs: scan(data, hashes)}, nil
 }
 
-// scan returns the offsets of the hashes in data: as Nix's scanner does,
-// it looks at each run of nix32 characters at least HashLen long.
+// scan returns the offsets of the hashes in data, the way Nix's reference
+// scanner finds them: a window of HashLen bytes is a candidate only if
+// all its bytes are nix32 characters, checked from its end, so that one
+// byte outside the alphabet skips the window past it (most of a binary
+// is skipped HashLen bytes at a time).
 func scan(data []byte, hashes []string) []int {
 	set := make(map[string]struct{}, len(hashes))
 	for _, h := range hashes {
@@ -75,21 +86,21 @@ func scan(data []byte, hashes []string) []int {
 		}
 	}
 	var out []int
-	run := 0
-	for i := 0; i < len(data); i++ {
-		if !isNix32[data[i]] {
-			run = 0
+	for i := 0; i+HashLen <= len(data); {
+		j := i + HashLen - 1
+		for j >= i && isNix32[data[j]] {
+			j--
+		}
+		if j >= i {
+			i = j + 1
 			continue
 		}
-		run++
-		if run < HashLen {
+		if _, ok := set[string(data[i:i+HashLen])]; ok {
+			out = append(out, i)
+			i += HashLen
 			continue
 		}
-		start := i - HashLen + 1
-		if _, ok := set[string(data[start:i+1])]; ok {
-			out = append(out, start)
-			run = 0
-		}
+		i++
 	}
 	return out
 }
