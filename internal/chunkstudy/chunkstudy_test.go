@@ -95,13 +95,20 @@ func TestDAGMatchesKubo(t *testing.T) {
 	if out, err := (&exec.Cmd{Path: ipfs, Args: []string{"ipfs", "init", "--profile=test"}, Env: env}).CombinedOutput(); err != nil {
 		t.Fatalf("ipfs init: %v\n%s", err, out)
 	}
-	data := testData(5<<20, []string{hashA}, 3)
+	// 20 bytes past a multiple of every fixed size: a last chunk to inline.
+	data := testData(5<<20+20, []string{hashA}, 3)
 	f := filepath.Join(t.TempDir(), "data")
 	if err := os.WriteFile(f, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, ch := range []string{"buzhash", "size-262144", "size-16384", "rabin-4096-16384-65536"} {
-		out, err := (&exec.Cmd{Path: ipfs, Args: []string{"ipfs", "add", "--offline", "--only-hash", "-Q", "--cid-version=1", "--chunker=" + ch, f}, Env: env}).CombinedOutput()
+	for _, ch := range []string{"buzhash", "size-262144", "size-16384", "rabin-4096-16384-65536", "inline+size-262144"} {
+		args := []string{"ipfs", "add", "--offline", "--only-hash", "-Q", "--cid-version=1"}
+		if rest, ok := strings.CutPrefix(ch, InlinePrefix); ok {
+			args = append(args, "--inline", "--inline-limit=32", "--chunker="+rest)
+		} else {
+			args = append(args, "--chunker="+ch)
+		}
+		out, err := (&exec.Cmd{Path: ipfs, Args: append(args, f), Env: env}).CombinedOutput()
 		if err != nil {
 			t.Fatalf("ipfs add: %v\n%s", err, out)
 		}
