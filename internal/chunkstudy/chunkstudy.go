@@ -222,7 +222,8 @@ func addPath(ctx context.Context, p Path, ch string, add func(cid.Cid, int)) (in
 		return 0, 0, fmt.Errorf("chunkstudy: NAR of %s: %w", p.StorePath, err)
 	}
 	start := time.Now()
-	if _, err := DAG(ctx, bytes.NewReader(data), ch, p.hashes(), add); err != nil {
+	block := func(c cid.Cid, b []byte) { add(c, len(b)) }
+	if _, err := DAG(ctx, bytes.NewReader(data), ch, p.hashes(), block); err != nil {
 		return 0, 0, fmt.Errorf("chunkstudy: %s with %s: %w", p.StorePath, ch, err)
 	}
 	return int64(len(data)), time.Since(start), nil
@@ -241,9 +242,9 @@ const InlineLimit = 32
 
 // DAG builds the UnixFS DAG of r with chunker spec as the publisher gets
 // it from kubo (CIDv1, raw leaves, SHA-256, balanced, 174 links), calls
-// block for every block made, and returns the root. hashes are the hash
-// parts a "refs+" chunker cuts around.
-func DAG(ctx context.Context, r io.Reader, spec string, hashes []string, block func(cid.Cid, int)) (cid.Cid, error) {
+// block for every block made (not for inlined ones), and returns the
+// root. hashes are the hash parts a "refs+" chunker cuts around.
+func DAG(ctx context.Context, r io.Reader, spec string, hashes []string, block func(c cid.Cid, data []byte)) (cid.Cid, error) {
 	var builder cid.Builder = cid.Prefix{Version: 1, Codec: cid.DagProtobuf, MhType: mh.SHA2_256, MhLength: -1}
 	if rest, ok := strings.CutPrefix(spec, InlinePrefix); ok {
 		// kubo's --inline: the CID of a block this small is the block.
@@ -272,7 +273,7 @@ func DAG(ctx context.Context, r io.Reader, spec string, hashes []string, block f
 
 // recorder is a DAGService that keeps nothing: it reports each block
 // added. Reading is never needed to build a DAG.
-type recorder struct{ block func(cid.Cid, int) }
+type recorder struct{ block func(cid.Cid, []byte) }
 
 var _ ipld.DAGService = recorder{}
 
@@ -281,7 +282,7 @@ func (r recorder) Add(_ context.Context, n ipld.Node) error {
 		// Inlined in its parent's link: never stored or sent alone.
 		return nil
 	}
-	r.block(n.Cid(), len(n.RawData()))
+	r.block(n.Cid(), n.RawData())
 	return nil
 }
 

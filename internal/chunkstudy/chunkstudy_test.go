@@ -112,7 +112,7 @@ func TestDAGMatchesKubo(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ipfs add: %v\n%s", err, out)
 		}
-		root, err := DAG(context.Background(), bytes.NewReader(data), ch, nil, func(cid.Cid, int) {})
+		root, err := DAG(context.Background(), bytes.NewReader(data), ch, nil, func(cid.Cid, []byte) {})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +128,7 @@ func BenchmarkRefSplitter(b *testing.B) {
 		b.Run(ch, func(b *testing.B) {
 			b.SetBytes(int64(len(data)))
 			for i := 0; i < b.N; i++ {
-				if _, err := DAG(context.Background(), bytes.NewReader(data), ch, []string{hashA, hashB}, func(cid.Cid, int) {}); err != nil {
+				if _, err := DAG(context.Background(), bytes.NewReader(data), ch, []string{hashA, hashB}, func(cid.Cid, []byte) {}); err != nil {
 					b.Fatal(err)
 				}
 			}

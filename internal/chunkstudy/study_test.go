@@ -20,6 +20,23 @@ import (
 // it too), not a check. NIX_IPFS_STUDY_CHUNKERS, space-separated, narrows
 // the chunkers.
 func TestStudy(t *testing.T) {
+	gens := studyGenerations(t)
+	chunkers := Chunkers
+	if s := os.Getenv("NIX_IPFS_STUDY_CHUNKERS"); s != "" {
+		chunkers = strings.Fields(s)
+	}
+	rs, err := Compare(context.Background(), gens[0], gens[1], chunkers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	Table(&b, rs)
+	t.Logf("%d paths per generation, generation 2's NAR %.1f MB\n%s", len(gens[1]), float64(rs[0].Gen2NAR)/1e6, b.String())
+}
+
+// studyGenerations builds both generations of a workload of
+// NIX_IPFS_STUDY_MB with real Nix (skipping the test without it).
+func studyGenerations(t *testing.T) [2][]Path {
 	mb, _ := strconv.Atoi(os.Getenv("NIX_IPFS_STUDY_MB"))
 	if mb <= 0 {
 		t.Skip("NIX_IPFS_STUDY_MB not set")
@@ -46,15 +63,5 @@ func TestStudy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	chunkers := Chunkers
-	if s := os.Getenv("NIX_IPFS_STUDY_CHUNKERS"); s != "" {
-		chunkers = strings.Fields(s)
-	}
-	rs, err := Compare(context.Background(), gens[0], gens[1], chunkers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	Table(&b, rs)
-	t.Logf("%d paths per generation, generation 2's NAR %.1f MB\n%s", len(gens[1]), float64(rs[0].Gen2NAR)/1e6, b.String())
+	return gens
 }
