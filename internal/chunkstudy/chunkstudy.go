@@ -54,6 +54,9 @@ var Chunkers = []string{
 	"refs+rabin-4096-16384-65536",
 	"inline+refs+buzhash",
 	"inline+refs+size-262144",
+	"refs/4096+buzhash",
+	"refs/4096+size-262144",
+	"refs/16384+buzhash",
 }
 
 // Path is one store path of a generation.

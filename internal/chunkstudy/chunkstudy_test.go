@@ -3,6 +3,7 @@ package chunkstudy
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -133,5 +134,35 @@ func BenchmarkRefSplitter(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestRefSplitterGapJoinsHashes: hashes closer than the gap, and the bytes
+// between them, make one block.
+func TestRefSplitterGapJoinsHashes(t *testing.T) {
+	data := bytes.Repeat([]byte{'.'}, 10000)
+	for _, off := range []int{1000, 1100, 1300, 8000} {
+		copy(data[off:], hashA)
+	}
+	spl, err := splitter(bytes.NewReader(data), "refs/1000+size-262144", []string{hashA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int
+	for {
+		b, err := spl.NextBytes()
+		if err != nil {
+			break
+		}
+		sizes = append(sizes, len(b))
+	}
+	want := []int{1000, 1300 + HashLen - 1000, 8000 - 1300 - HashLen, HashLen, 10000 - 8000 - HashLen}
+	if fmt.Sprint(sizes) != fmt.Sprint(want) {
+		t.Errorf("chunks %v, want %v", sizes, want)
+	}
+	for _, bad := range []string{"refs", "refs/x+buzhash", "refs4096+buzhash", "refs+nonsense"} {
+		if _, err := splitter(bytes.NewReader(data), bad, nil); err == nil {
+			t.Errorf("chunker %q accepted", bad)
+		}
 	}
 }

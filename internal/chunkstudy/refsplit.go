@@ -3,6 +3,7 @@ package chunkstudy
 import (
 	"bytes"
 	"io"
+	"strconv"
 	"strings"
 
 	chunker "github.com/ipfs/boxo/chunker"
@@ -11,8 +12,14 @@ import (
 )
 
 // RefsPrefix marks a reference-aware chunker: "refs+buzhash" is buzhash
-// between store path hashes, each hash a block of its own.
-const RefsPrefix = "refs+"
+// between store path hashes, each hash a block of its own;
+// "refs/4096+buzhash" joins hashes less than 4096 bytes apart, and the
+// bytes between them, into one block (see RefSplitter.Gap).
+const RefsPrefix = "refs"
+
+// maxCluster bounds a block of joined hashes (kubo refuses blocks above
+// 1 MiB, and a block this size is a chunk's worth already).
+const maxCluster = 256 << 10
 
 // HashLen is the length of a store path's hash part (nix32 of 160 bits).
 const HashLen = 32
@@ -41,6 +48,13 @@ func init() {
 // whatever the inner chunker is (a fixed-size one included), as long as
 // the hashes stand at the same offsets.
 type RefSplitter struct {
+	// Gap joins a hash to the next one when fewer than Gap bytes lie
+	// between them: the hashes and the bytes between become one block.
+	// Text that names many store paths (wrappers, docs, manifests) then
+	// makes a few blocks instead of two per hash, at the cost of moving
+	// the bytes between hashes with them.
+	Gap int
+
 	r     io.Reader
 	data  []byte
 	pos   int
@@ -123,9 +137,14 @@ func (s *RefSplitter) NextBytes() ([]byte, error) {
 			return nil, io.EOF
 		}
 		if len(s.refs) > 0 && s.refs[0] == s.pos {
+			end := s.pos + HashLen
 			s.refs = s.refs[1:]
-			b := s.data[s.pos : s.pos+HashLen]
-			s.pos += HashLen
+			for len(s.refs) > 0 && s.refs[0]-end < s.Gap && s.refs[0]+HashLen-s.pos <= maxCluster {
+				end = s.refs[0] + HashLen
+				s.refs = s.refs[1:]
+			}
+			b := s.data[s.pos:end]
+			s.pos = end
 			return b, nil
 		}
 		end := len(s.data)
@@ -143,8 +162,25 @@ func (s *RefSplitter) NextBytes() ([]byte, error) {
 // splitter returns the splitter spec names, over r, for a path whose hash
 // parts (its own and its references') are hashes.
 func splitter(r io.Reader, spec string, hashes []string) (chunker.Splitter, error) {
-	if inner, ok := strings.CutPrefix(spec, RefsPrefix); ok {
-		return NewRefSplitter(r, inner, hashes)
+	if rest, ok := strings.CutPrefix(spec, RefsPrefix); ok {
+		head, inner, ok := strings.Cut(rest, "+")
+		gap := 0
+		if ok && head != "" {
+			g, err := strconv.Atoi(strings.TrimPrefix(head, "/"))
+			if err != nil || !strings.HasPrefix(head, "/") || g < 0 {
+				return nil, errs.Errorf(errs.Invalid, "chunkstudy: chunker %q: want refs+X or refs/GAP+X", spec)
+			}
+			gap = g
+		}
+		if !ok {
+			return nil, errs.Errorf(errs.Invalid, "chunkstudy: chunker %q: want refs+X or refs/GAP+X", spec)
+		}
+		s, err := NewRefSplitter(r, inner, hashes)
+		if err != nil {
+			return nil, err
+		}
+		s.Gap = gap
+		return s, nil
 	}
 	s, err := chunker.FromString(r, spec)
 	if err != nil {
