@@ -16,6 +16,7 @@ import (
 	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
 	"github.com/ipld/go-car/v2/storage"
+	mh "github.com/multiformats/go-multihash"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
@@ -103,7 +104,7 @@ func transferOne(t *testing.T, gens [2][]Path, ch string) transfer {
 }
 
 // publish puts one NAR into k: kubo's add for its own chunkers, else the
-// DAG built here and imported as a CAR.
+// DAG built here and streamed to kubo's dag import as a CAR.
 func publish(t *testing.T, k *testenv.Kubo, data []byte, ch string, hashes []string) cid.Cid {
 	ctx := context.Background()
 	if !strings.HasPrefix(ch, RefsPrefix) && !strings.HasPrefix(ch, InlinePrefix) {
@@ -115,41 +116,55 @@ func publish(t *testing.T, k *testenv.Kubo, data []byte, ch string, hashes []str
 		}
 		return root
 	}
-	type blk struct {
-		c    cid.Cid
-		data []byte
-	}
-	var blocks []blk
-	root, err := DAG(ctx, bytes.NewReader(data), ch, hashes, func(c cid.Cid, b []byte) { blocks = append(blocks, blk{c, b}) })
+	// Streamed: the DAG is built while kubo imports it (a CARv1 is written
+	// as blocks come; its header cannot name a root not yet known, so it
+	// names a placeholder and the root is pinned after).
+	placeholder, _ := cid.V1Builder{Codec: cid.Raw, MhType: mh.IDENTITY}.Sum(nil)
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	var root cid.Cid
+	done := make(chan error, 1)
+	go func() {
+		err := func() error {
+			fw, err := mw.CreateFormFile("path", "nar.car")
+			if err != nil {
+				return err
+			}
+			w, err := storage.NewWritable(fw, []cid.Cid{placeholder}, carv2.WriteAsCarV1(true))
+			if err != nil {
+				return err
+			}
+			var werr error
+			root, err = DAG(ctx, bytes.NewReader(data), ch, hashes, func(c cid.Cid, b []byte) {
+				if werr == nil {
+					werr = w.Put(ctx, c.KeyString(), b)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			if werr != nil {
+				return werr
+			}
+			return mw.Close()
+		}()
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	resp, err := http.Post(k.API+"/api/v0/dag/import?pin-roots=false", mw.FormDataContentType(), pr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var car bytes.Buffer
-	w, err := storage.NewWritable(&car, []cid.Cid{root}, carv2.WriteAsCarV1(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range blocks {
-		if err := w.Put(ctx, b.c.KeyString(), b.data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Finalize(); err != nil {
-		t.Fatal(err)
-	}
-	var body bytes.Buffer
-	mw := multipart.NewWriter(&body)
-	fw, _ := mw.CreateFormFile("path", "nar.car")
-	io.Copy(fw, &car)
-	mw.Close()
-	resp, err := http.Post(k.API+"/api/v0/dag/import?pin-roots=true", mw.FormDataContentType(), &body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK || !bytes.Contains(out, []byte(root.String())) {
+	resp.Body.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("dag import: %s %s", resp.Status, out)
+	}
+	if err := k.Client.Pin(ctx, root, ""); err != nil {
+		t.Fatal(err)
 	}
 	return root
 }
