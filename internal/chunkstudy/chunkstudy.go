@@ -10,9 +10,11 @@
 // 2's new paths (leaves and inner nodes alike) that generation 1 lacks;
 // over HTTP it moves their NARs whole.
 //
-// Chunkers are kubo's specs ("buzhash", "size-N", "rabin-MIN-AVG-MAX") and
-// the prototype "refs+<spec>" (RefSplitter), which cuts around store path
-// hashes.
+// Chunkers are kubo's specs ("buzhash", "size-N", "rabin-MIN-AVG-MAX"),
+// the prototype "refs+<spec>" or "refs/GAP+<spec>" (RefSplitter), which
+// cuts around store path hashes, and any of these prefixed "inline+"
+// (kubo's --inline: blocks of 32 bytes or less inlined in their parent).
+// docs/CHUNKING.md has the figures.
 package chunkstudy
 
 import (
@@ -220,6 +222,9 @@ func (s blockSet) bytes() int64 {
 // addPath builds p's DAG with chunker ch, records its blocks and returns
 // its NAR size and the time chunking and hashing took.
 func addPath(ctx context.Context, p Path, ch string, add func(cid.Cid, int)) (int64, time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, err
+	}
 	data, err := p.nar()
 	if err != nil {
 		return 0, 0, fmt.Errorf("chunkstudy: NAR of %s: %w", p.StorePath, err)

@@ -154,8 +154,8 @@ func (p *Plan) Grown() string   { return p.grown }
 // Files is how many machine files the plan copies, and their bytes.
 func (p *Plan) Files() (n int, bytes int64) {
 	for _, g := range [][][]file{p.bases, p.apps, p.docs} {
-		for _, fs := range g {
-			for _, f := range fs {
+		for _, group := range g {
+			for _, f := range group {
 				n++
 				bytes += f.size
 			}
