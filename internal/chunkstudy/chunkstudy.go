@@ -59,6 +59,9 @@ var Chunkers = []string{
 	"refs/4096+buzhash",
 	"refs/4096+size-262144",
 	"refs/16384+buzhash",
+	"refs/4096+size-524288",
+	"refs/4096+size-1048576",
+	"refs/16384+size-524288",
 }
 
 // Path is one store path of a generation.
