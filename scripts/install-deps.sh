@@ -104,6 +104,7 @@ test_tool() {
 	fi
 }
 test_tool procps pkill "for the fault tests"
+test_tool patchelf patchelf "for the upgrade workload (internal/upgradeload) of the upgrade test and bench"
 
 # The Debian mirror apt uses (deb822 .sources or one-line .list), for
 # debootstrap; the security archive has no trixie base system.
