@@ -216,6 +216,11 @@ func Validate(e Event) error {
 				return fmt.Errorf("sigs[%d] %q: not keyname:base64", i, sig)
 			}
 		}
+		for i, sig := range e.IPFSSigs {
+			if name, _, ok := strings.Cut(sig, ":"); !ok || name == "" || strings.ContainsAny(sig, "\n\r ") {
+				return fmt.Errorf("ipfs_sigs[%d] %q: not keyname:base64", i, sig)
+			}
+		}
 		if strings.ContainsAny(e.CA, "\n\r") {
 			return fmt.Errorf("ca %q: contains a line break", e.CA)
 		}

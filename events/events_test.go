@@ -152,11 +152,13 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// v1 events, byte for byte as the previous release wrote them (ids included),
+// Older versions (every v1, and published.v2), byte for byte as the release
+// that wrote them did (ids included),
 // must still decode: the stream keeps them, and replay reads them.
 var v1Events = map[string]string{
 	events.TypeBuiltV1:     `{"type":"nixipfs.built.v1","id":"ID","time":"2026-11-25T12:00:00Z","host":"a","store_dir":"/nix/store","drv_path":"/nix/store/y7xkdi3jbhfl4zfavs6b1fr2mnbm4vj1-hello-2.12.drv","out_paths":["/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-hello-2.12"]}`,
 	events.TypePublishedV1: `{"type":"nixipfs.published.v1","id":"ID","time":"2026-11-25T12:00:00Z","host":"a","store_dir":"/nix/store","store_path":"/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-hello-2.12","nar_hash":"sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s","nar_size":120,"references":[],"cache_url":"file:///c","nar_url":"nar/1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s.nar","cid":"bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku","import":{"cid_version":1,"chunker":"size-262144","raw_leaves":true,"hash_function":"sha2-256","max_file_links":174,"nocopy":false},"publisher":{"peer_id":"12D3KooWabc","addrs":[]}}`,
+	events.TypePublishedV2: `{"type":"nixipfs.published.v2","id":"ID","time":"2026-12-01T12:00:00Z","host":"a","store_dir":"/nix/store","store_path":"/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-hello-2.12","nar_hash":"sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s","nar_size":120,"references":[],"cache_url":"file:///c","nar_url":"nar/1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s.nar","cid":"bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku","import":{"cid_version":1,"chunker":"buzhash","raw_leaves":true,"hash_function":"sha2-256","max_file_links":174,"nocopy":false},"publisher":{"peer_id":"12D3KooWabc","addrs":[]},"deriver":"y7xkdi3jbhfl4zfavs6b1fr2mnbm4vj1-hello-2.12.drv","sigs":["cache-1:AAAA"]}`,
 	events.TypePinnedV1:    `{"type":"nixipfs.pinned.v1","id":"ID","time":"2026-11-25T12:00:00Z","mirror":"b","cid":"bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku","store_path":"/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-hello-2.12","bytes":120,"duration_ms":5,"verified":true,"node":{"peer_id":"12D3KooWdef","addrs":[]}}`,
 }
 
@@ -166,6 +168,7 @@ var v1Events = map[string]string{
 var v1IDs = map[string]string{
 	events.TypeBuiltV1:     "692d6436791449092566aaa3b7f83b0c4cfad0d701fa0c68ee210793a2cf4611",
 	events.TypePublishedV1: "ec9214467ffe8edd5dc79ce82562a444b56c4bf6d72b02bd13cb504eb0561e72",
+	events.TypePublishedV2: "01a70df929f180fc1a83f123e9ad96c269723eba1d15eeca1d829a9aa576338b",
 	events.TypePinnedV1:    "5496daf0a4eaf853481de057941fec77f5089fc8cd3a7c98ef201acda8600a14",
 }
 
@@ -190,6 +193,8 @@ func TestOldVersionsStillDecode(t *testing.T) {
 			m["job"] = "p:j:x"
 		case events.TypePublishedV1:
 			m["deriver"] = "y7xkdi3jbhfl4zfavs6b1fr2mnbm4vj1-hello-2.12.drv"
+		case events.TypePublishedV2:
+			m["ipfs_sigs"] = []string{"cache-1:AAAA"}
 		case events.TypePinnedV1:
 			m["announce_addrs"] = []string{"/ip4/192.0.2.1/tcp/4001"}
 		}

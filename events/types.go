@@ -13,9 +13,11 @@ import (
 const (
 	// TypeBuilt adds the Hydra job (job, hydra_build) to v1.
 	TypeBuilt = "nixipfs.built.v2"
-	// TypePublished adds what a narinfo needs beyond v1 (deriver, sigs, ca),
-	// so any mirror can serve the narinfo byte-identical to the origin's.
-	TypePublished = "nixipfs.published.v2"
+	// TypePublished adds the narinfo's IPFSSig lines (ipfs_sigs) to v2, so a
+	// mirror's narinfo is the origin's byte for byte and clients fed by a
+	// mirror stream a signed CID at once. v2 added what a narinfo needs
+	// beyond v1 (deriver, sigs, ca).
+	TypePublished = "nixipfs.published.v3"
 	// TypePinned adds the addresses the mirror announces (announce_addrs).
 	TypePinned     = "nixipfs.pinned.v2"
 	TypeRetired    = "nixipfs.retired.v1"
@@ -28,6 +30,7 @@ const (
 
 	TypeBuiltV1     = "nixipfs.built.v1"
 	TypePublishedV1 = "nixipfs.published.v1"
+	TypePublishedV2 = "nixipfs.published.v2"
 	TypePinnedV1    = "nixipfs.pinned.v1"
 )
 
@@ -36,7 +39,7 @@ var Types = []string{TypeBuilt, TypePublished, TypePinned, TypeRetired, TypeCach
 
 // OldTypes lists the superseded versions that are still read. Their schemas
 // in schemas/ are frozen: they are no longer generated, and never change.
-var OldTypes = []string{TypeBuiltV1, TypePublishedV1, TypePinnedV1}
+var OldTypes = []string{TypeBuiltV1, TypePublishedV1, TypePublishedV2, TypePinnedV1}
 
 // Current returns the version this code writes of typ's family:
 // Current("nixipfs.built.v1") is TypeBuilt. Unknown types return "".
@@ -44,7 +47,7 @@ func Current(typ string) string {
 	switch typ {
 	case TypeBuilt, TypeBuiltV1:
 		return TypeBuilt
-	case TypePublished, TypePublishedV1:
+	case TypePublished, TypePublishedV1, TypePublishedV2:
 		return TypePublished
 	case TypePinned, TypePinnedV1:
 		return TypePinned
@@ -172,6 +175,9 @@ type Published struct {
 	Sigs []string `json:"sigs,omitempty" jsonschema:"maxItems=64"`
 	// CA is the narinfo's CA field, for content-addressed paths. (v2)
 	CA string `json:"ca,omitempty" jsonschema:"maxLength=1024"`
+	// IPFSSigs are the narinfo's IPFSSig lines ("keyname:base64"): the
+	// cache key's signatures binding CID to the NAR. (v3)
+	IPFSSigs []string `json:"ipfs_sigs,omitempty" jsonschema:"maxItems=64"`
 }
 
 // Pinned says that a mirror holds a CID pinned; sent by the mirror.

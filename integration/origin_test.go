@@ -50,14 +50,15 @@ func httpGet(t *testing.T, url string) (int, []byte) {
 // TestCacheWithoutOrigin is the proof that no client depends on host A.
 // A builds and publishes a closure; mirror B pins it and keeps the narinfos
 // (--cache-dir), serving them (--listen). B's nix-cache-info and narinfos
-// must be A's byte for byte, but for A's IPFSSig lines (published events do
-// not carry them). Then A's HTTP server and kubo stop and A's
+// must be A's byte for byte, A's IPFSSig lines included (published.v3
+// carries them). Then A's HTTP server and kubo stop and A's
 // cache directory is deleted, and stock Nix, trusting only A's key, copies
 // the whole closure into fresh stores:
 //   - from B's cache directly;
 //   - through a substituter whose first upstream is the dead A and whose
 //     second is B, which marks A down once and serves everything from B's
-//     narinfos and IPFS.
+//     narinfos and IPFS, streaming each CID at once because B's narinfos
+//     carry A's IPFSSig.
 func TestCacheWithoutOrigin(t *testing.T) {
 	a := newHostA(t)
 	a.startPublisher(t)
@@ -79,7 +80,7 @@ func TestCacheWithoutOrigin(t *testing.T) {
 			t.Fatal(err)
 		}
 		code, got := httpGet(t, bURL+"/"+f)
-		if code != 200 || !bytes.Equal(got, withoutIPFSSig(want)) {
+		if code != 200 || !bytes.Equal(got, want) {
 			t.Errorf("%s from B's cache (HTTP %d) differs from A's:\n%s\n--- A ---\n%s", f, code, got, want)
 		}
 	}
@@ -124,9 +125,15 @@ func TestCacheWithoutOrigin(t *testing.T) {
 	})
 
 	t.Run("SubstituterDeadOriginFirst", func(t *testing.T) {
-		s := startSubstituterProc(t, a.bin, aURL, "--upstream", bURL, "--kubo-api", b.API, "--failover-timeout", "2s")
+		s := startSubstituterProc(t, a.bin, aURL, "--upstream", bURL, "--kubo-api", b.API, "--failover-timeout", "2s",
+			"--trusted-public-keys", a.nix.PublicKey)
 		checkStockNixCopy(t, a, top, s.URL)
 		s.waitNars(t, float64(len(closure)), `source="ipfs"`)
+		for _, p := range closure {
+			if !s.logHas(t, `NAR served.*"store_path": "`+regexp.QuoteMeta(p)+`".*"trust": "signed".*"source": "ipfs"`) {
+				t.Errorf("%s: B's narinfo did not let the client trust its CID as signed", p)
+			}
+		}
 		if !s.logHas(t, `upstream down; asking the others.*"upstream": "`+regexp.QuoteMeta(aURL)) {
 			t.Errorf("the substituter did not report A down")
 		}
@@ -134,18 +141,6 @@ func TestCacheWithoutOrigin(t *testing.T) {
 			t.Errorf("upstream_up for dead A = %v, want 0", got)
 		}
 	})
-}
-
-// withoutIPFSSig is a narinfo as a mirror rebuilds it from the published
-// event: the origin's text without its IPFSSig lines.
-func withoutIPFSSig(b []byte) []byte {
-	var out []byte
-	for _, l := range bytes.SplitAfter(b, []byte("\n")) {
-		if !bytes.HasPrefix(l, []byte("IPFSSig: ")) {
-			out = append(out, l...)
-		}
-	}
-	return out
 }
 
 func hashParts(paths []string) []string {

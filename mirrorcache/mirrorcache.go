@@ -71,6 +71,10 @@ func NarInfo(ev *events.Published) (*narinfo.NarInfo, error) {
 		Sigs:        append([]string(nil), ev.Sigs...),
 		CA:          ev.CA,
 		IPFSHash:    ev.CID,
+		IPFSSigs:    append([]string(nil), ev.IPFSSigs...),
+	}
+	if len(ni.IPFSSigs) == 0 {
+		ni.IPFSSigs = nil
 	}
 	if len(ni.References) == 0 {
 		ni.References = nil

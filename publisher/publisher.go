@@ -460,6 +460,9 @@ func (p *Publisher) eventFor(ctx context.Context, ni *narinfo.NarInfo) (*events.
 		Deriver: ni.Deriver,
 		Sigs:    append([]string(nil), ni.Sigs...),
 		CA:      ni.CA,
+		// And with this one, the mirror's narinfo lets a client that
+		// trusts the key stream the CID at once, as from the origin.
+		IPFSSigs: append([]string(nil), ni.IPFSSigs...),
 	}
 	if ev.Host == "" {
 		ev.Host = "unknown"
