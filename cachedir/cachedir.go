@@ -272,3 +272,64 @@ func (c Cache) RemoveNarInfo(hashPart string) error {
 	}
 	return nil
 }
+
+// LatestPath is where job's latest-build document lives, or "" for a job
+// name that cannot be one.
+func (c Cache) LatestPath(job string) string {
+	n := LatestName(job)
+	if n == "" {
+		return ""
+	}
+	return c.path(n)
+}
+
+// ReadLatest returns job's latest-build document, or nil if there is none.
+func (c Cache) ReadLatest(job string) ([]byte, error) {
+	p := c.LatestPath(job)
+	if p == "" {
+		return nil, errs.Errorf(errs.Invalid, "job %q cannot name a latest-build document", job)
+	}
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, errs.E(errs.Transient, err)
+	}
+	return b, nil
+}
+
+// WriteLatest replaces job's latest-build document atomically. Whether
+// doc is newer than the one in place is the caller's to decide (package
+// latest), under a lock of its own if several writers may race.
+func (c Cache) WriteLatest(job string, doc []byte) error {
+	p := c.LatestPath(job)
+	if p == "" {
+		return errs.Errorf(errs.Invalid, "job %q cannot name a latest-build document", job)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return errs.E(errs.Transient, err)
+	}
+	if err := atomicfile.WriteFile(p, doc, 0o644); err != nil {
+		return errs.E(errs.Transient, err)
+	}
+	return nil
+}
+
+// LatestJobs lists the jobs with a latest-build document.
+func (c Cache) LatestJobs() ([]string, error) {
+	ents, err := os.ReadDir(c.path(LatestDirName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var jobs []string
+	for _, e := range ents {
+		if job, ok := strings.CutSuffix(e.Name(), ".json"); ok && ValidJob(job) && e.Type().IsRegular() {
+			jobs = append(jobs, job)
+		}
+	}
+	return jobs, nil
+}

@@ -51,13 +51,14 @@ func FuzzRequestPath(f *testing.F) {
 		"/nar/1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s.nar.zst",
 		"/nix-ipfs-mirrors.json", "/.nix-ipfs/announced/0c6kzph7l0dcbfmjap64f0czdafn3b7x",
 		"/../etc/passwd", "/nar/.tmp-incoming.nar-1", "/nar/../x.narinfo",
+		"/nix-ipfs-latest/proj:main:hello.json", "/nix-ipfs-latest/../x.json",
 	} {
 		f.Add(s)
 	}
 	dir := "/cache"
 	f.Fuzz(func(t *testing.T, p string) {
 		kinds := 0
-		for _, ok := range []bool{IsCacheInfoPath(p), IsNarInfoPath(p), IsNarPath(p), IsMirrorListPath(p)} {
+		for _, ok := range []bool{IsCacheInfoPath(p), IsNarInfoPath(p), IsNarPath(p), IsMirrorListPath(p), IsLatestPath(p)} {
 			if ok {
 				kinds++
 			}

@@ -17,6 +17,9 @@ const (
 	NarInfoExt = ".narinfo"
 	// NarDirName holds the NARs: nar/<filehash>.nar[.ext].
 	NarDirName = "nar"
+	// LatestDirName holds each job's latest-build document (package
+	// latest): nix-ipfs-latest/<job>.json, served like any cache file.
+	LatestDirName = "nix-ipfs-latest"
 	// StateDirName holds this project's own state next to the cache, never
 	// served: the announced marks, prune's roots and journal, a mirror
 	// cache's NAR index.
@@ -99,6 +102,34 @@ func IsNarInfoPath(p string) bool { return narInfoPathRE.MatchString(p) }
 // IsNarPath reports whether an HTTP request path names a NAR:
 // /nar/<52 nix32 chars>.nar, optionally with a compression's extension.
 func IsNarPath(p string) bool { return narPathRE.MatchString(p) }
+
+// latestJobRE is the job names a latest-build document may have (package
+// latest's rule): no slash, no leading dot, so a name never leaves
+// LatestDirName.
+var latestJobRE = regexp.MustCompile(`^[A-Za-z0-9_+][A-Za-z0-9._+:-]{0,254}$`)
+
+// ValidJob reports whether job can name a latest-build document.
+func ValidJob(job string) bool { return latestJobRE.MatchString(job) }
+
+// LatestName is the path of job's latest-build document, relative to the
+// cache (slash-separated), or "" for a job name that cannot be one.
+func LatestName(job string) string {
+	if !ValidJob(job) {
+		return ""
+	}
+	return LatestDirName + "/" + job + ".json"
+}
+
+// IsLatestPath reports whether an HTTP request path names a latest-build
+// document: /nix-ipfs-latest/<job>.json.
+func IsLatestPath(p string) bool {
+	rest, ok := strings.CutPrefix(p, "/"+LatestDirName+"/")
+	if !ok {
+		return false
+	}
+	job, ok := strings.CutSuffix(rest, ".json")
+	return ok && ValidJob(job)
+}
 
 // IsMirrorListPath reports whether an HTTP request path names the cache's
 // mirror list.

@@ -28,6 +28,7 @@ const (
 	NarInfo
 	Nar
 	MirrorList
+	Latest
 )
 
 // Classify says what a request's (decoded) URL path names.
@@ -41,6 +42,8 @@ func Classify(p string) Kind {
 		return Nar
 	case cachedir.IsMirrorListPath(p):
 		return MirrorList
+	case cachedir.IsLatestPath(p):
+		return Latest
 	}
 	return Invalid
 }
@@ -89,6 +92,10 @@ func Handler(dir string) http.Handler {
 			w.Header().Set("Content-Type", "application/json")
 			// Rewritten when mirrors come and go.
 			w.Header().Set("Cache-Control", "public, max-age=60")
+		case Latest:
+			w.Header().Set("Content-Type", "application/json")
+			// Replaced at each build of the job; a fleet polls it.
+			w.Header().Set("Cache-Control", "public, max-age=10")
 		}
 		w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
 		http.ServeContent(w, r, "", time.Time{}, f)

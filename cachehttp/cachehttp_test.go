@@ -21,6 +21,8 @@ func TestHandlerServesOnlyCacheFiles(t *testing.T) {
 		"nar/.tmp-incoming.nar-1":                                      "half",
 		"nix-ipfs-mirrors.json":                                        `{"type":"nixipfs.mirrors.v1","mirrors":[]}`,
 		".tmp-nix-ipfs-mirrors.json-1":                                 "half",
+		"nix-ipfs-latest/proj:main:hello.json":                         `{}`,
+		"nix-ipfs-latest/.tmp-proj:main:hello.json-1":                  "half",
 	}
 	for n, c := range files {
 		os.MkdirAll(filepath.Dir(filepath.Join(dir, n)), 0o755)
@@ -41,7 +43,7 @@ func TestHandlerServesOnlyCacheFiles(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	for _, p := range []string{"/nix-cache-info", "/0c6kzph7l0dcbfmjap64f0czdafn3b7x.narinfo", "/nar/1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s.nar", "/nix-ipfs-mirrors.json"} {
+	for _, p := range []string{"/nix-cache-info", "/0c6kzph7l0dcbfmjap64f0czdafn3b7x.narinfo", "/nar/1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s.nar", "/nix-ipfs-mirrors.json", "/nix-ipfs-latest/proj:main:hello.json"} {
 		if code, _ := get(p); code != 200 {
 			t.Errorf("%s: %d", p, code)
 		}
@@ -53,6 +55,8 @@ func TestHandlerServesOnlyCacheFiles(t *testing.T) {
 		"/nar\\..\\x", "//etc/passwd", "/0c6kzph7l0dcbfmjap64f0czdafn3b7%78.narinfo",
 		"/1b9p07z77phvv2hf6gm9f28syp39f1ag.narinfo", // a symlink out of the cache
 		"/.tmp-nix-ipfs-mirrors.json-1", "/nix-ipfs-mirrors.json/", "/nar/nix-ipfs-mirrors.json", "/NIX-IPFS-MIRRORS.JSON",
+		"/nix-ipfs-latest/.tmp-proj:main:hello.json-1", "/nix-ipfs-latest/../nix-cache-info", "/nix-ipfs-latest/a/b.json",
+		"/nix-ipfs-latest/", "/nix-ipfs-latest/.json",
 	} {
 		if code, body := get(p); code == 200 || body == "key" || body == "state" || body == "half" {
 			t.Errorf("%s: served (%d %q)", p, code, body)

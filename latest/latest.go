@@ -21,14 +21,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
+	"github.com/nix-ipfs/nix-ipfs/cachedir"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
@@ -37,8 +38,9 @@ import (
 // refused: its signature may cover fields this code cannot check.
 const Type = "nixipfs.latestbuild.v1"
 
-// Dir is the documents' directory in the cache root.
-const Dir = "nix-ipfs-latest"
+// Dir is the documents' directory in the cache root (package cachedir
+// owns the layout).
+const Dir = cachedir.LatestDirName
 
 // Bounds a reader applies; the writer keeps within them.
 const (
@@ -51,12 +53,6 @@ const (
 // ("1;...") or IPFSSig fingerprint ("nix-ipfs-cid-1;...") is also one, and
 // no signature can be replayed from one to the other.
 const FingerprintPrefix = "nix-ipfs-latest-1;"
-
-// jobRE is what a job name may be: Hydra's project:jobset:job (whose parts
-// are identifiers, a job's with dots), or a derivation name without its
-// version. It is also the document's file name, so no '/' and no leading
-// dot.
-var jobRE = regexp.MustCompile(`^[A-Za-z0-9_+][A-Za-z0-9._+:-]{0,254}$`)
 
 // Doc is one job's latest build.
 type Doc struct {
@@ -82,11 +78,14 @@ type Doc struct {
 }
 
 // FileName is the document's path in the cache, relative to its root.
-func FileName(job string) string { return Dir + "/" + job + ".json" }
+func FileName(job string) string { return cachedir.LatestName(job) }
 
-// ValidJob says why job cannot name a document, or nil.
+// ValidJob says why job cannot name a document, or nil. A job name is
+// Hydra's project:jobset:job (whose parts are identifiers, a job's with
+// dots), or a derivation name without its version; it is also the
+// document's file name, so no '/' and no leading dot.
 func ValidJob(job string) error {
-	if !jobRE.MatchString(job) {
+	if !cachedir.ValidJob(job) {
 		return errs.Errorf(errs.Invalid, "latest: job %q: want letters, digits and ._+:- (at most 255), not starting with a dot or dash", trunc(job))
 	}
 	return nil
@@ -234,4 +233,35 @@ func trunc(s string) string {
 		return s[:80] + "..."
 	}
 	return s
+}
+
+// keepMu orders this process's updates of documents: two builds of one
+// job handled at once must end with the newer in place.
+var keepMu sync.Mutex
+
+// Keep writes raw, a document of the cache's store, as its job's latest
+// in the cache c unless the one in place is newer; it reports whether raw
+// is in place afterwards (written now, or already). A document in place
+// that does not parse is replaced. raw is written byte for byte, so a
+// mirror's copy is the publisher's.
+func Keep(c cachedir.Cache, raw []byte) (bool, error) {
+	d, err := Parse(bytes.NewReader(raw), c.StoreDir)
+	if err != nil {
+		return false, err
+	}
+	keepMu.Lock()
+	defer keepMu.Unlock()
+	old, err := c.ReadLatest(d.Job)
+	if err != nil {
+		return false, err
+	}
+	if bytes.Equal(old, raw) {
+		return true, nil
+	}
+	if old != nil {
+		if prev, perr := Parse(bytes.NewReader(old), ""); perr == nil && !d.Newer(prev) {
+			return false, nil
+		}
+	}
+	return true, c.WriteLatest(d.Job, raw)
 }

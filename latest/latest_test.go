@@ -14,6 +14,7 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
+	"github.com/nix-ipfs/nix-ipfs/cachedir"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/schemas"
 )
@@ -178,5 +179,49 @@ func TestSchema(t *testing.T) {
 	}
 	if _, err := Parse(bytes.NewReader(bad), ""); err == nil {
 		t.Fatal("Parse accepts a job name with a slash")
+	}
+}
+
+func TestKeep(t *testing.T) {
+	sk, _ := keys(t, "cache-1")
+	c := cachedir.Cache{Dir: t.TempDir(), StoreDir: "/nix/store"}
+	t0 := time.Unix(1700000000, 0)
+	mk := func(at time.Time, seq uint64, out string) []byte {
+		b, err := signed(t, sk, at, seq, out).Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	older, newer := mk(t0, 1, out1), mk(t0.Add(time.Minute), 2, out2)
+	for _, step := range []struct {
+		raw    []byte
+		kept   bool
+		holds  []byte
+		reason string
+	}{
+		{older, true, older, "first document"},
+		{newer, true, newer, "a newer build replaces it"},
+		{older, false, newer, "an older build replayed does not"},
+		{newer, true, newer, "the same document again is in place"},
+	} {
+		kept, err := Keep(c, step.raw)
+		if err != nil || kept != step.kept {
+			t.Fatalf("%s: Keep = %v, %v; want %v", step.reason, kept, err, step.kept)
+		}
+		got, _ := c.ReadLatest("proj:main:hello")
+		if !bytes.Equal(got, step.holds) {
+			t.Fatalf("%s: the cache holds\n%s", step.reason, got)
+		}
+	}
+	if _, err := Keep(c, []byte("garbage")); err == nil {
+		t.Fatal("Keep accepted garbage")
+	}
+	other := cachedir.Cache{Dir: c.Dir, StoreDir: "/gnu/store"}
+	if _, err := Keep(other, newer); err == nil {
+		t.Fatal("Keep accepted a document of another store")
+	}
+	if jobs, err := c.LatestJobs(); err != nil || len(jobs) != 1 || jobs[0] != "proj:main:hello" {
+		t.Fatalf("LatestJobs = %v, %v", jobs, err)
 	}
 }

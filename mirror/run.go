@@ -190,7 +190,7 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 
 // filterSubjects are the events a mirror consumes: what to pin, what to
 // let go, and the cache's root as a UnixFS directory.
-var filterSubjects = []string{events.SubjectPublished, events.SubjectRetired, events.SubjectCacheRoot}
+var filterSubjects = []string{events.SubjectPublished, events.SubjectRetired, events.SubjectCacheRoot, events.SubjectLatest}
 
 // Run pins every published CID, and unpins every retired one, until ctx is
 // done. A mirror with a cache of its own keeps the cache's mirror list
@@ -239,6 +239,8 @@ func (w *Worker) handle(ctx context.Context, d events.Delivery) error {
 		return w.pinRoot(ctx, ev, seq)
 	case *events.Retired:
 		return w.retire(ctx, ev, seq)
+	case *events.Latest:
+		return KeepLatest(w.cache, ev)
 	}
 	return errs.Errorf(errs.Invalid, "mirror got a %s event on %s", events.Head(d.Event).Type, d.Msg.Subject())
 }

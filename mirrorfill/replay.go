@@ -16,6 +16,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/mirror"
+	"github.com/nix-ipfs/nix-ipfs/mirrorcache"
 )
 
 // ReplayConfig is replay's settings.
@@ -312,6 +313,9 @@ func RunReplay(ctx context.Context, cfg ReplayConfig, log *zap.Logger, out, prog
 		Cache: cache,
 	})
 	sum, err := Replay(ctx, js, p, o)
+	if err == nil && cache != nil {
+		err = KeepLatestDocs(ctx, js, o.Stream, cache, log)
+	}
 	if sum.Total == 0 && err == nil {
 		fmt.Fprintf(out, "%s: nothing to replay\n", label)
 		return nil
@@ -319,6 +323,34 @@ func RunReplay(ctx context.Context, cfg ReplayConfig, log *zap.Logger, out, prog
 	fmt.Fprintf(out, "%s: %d events: %s; done up to stream sequence %d (state file %s)\n",
 		label, sum.Total, sum.Tally, sum.Mark, cfg.StateFile)
 	return err
+}
+
+// KeepLatestDocs writes every job's latest-build document the stream holds
+// ("latest" events, oldest first) into a mirror's cache, the newest build
+// of each job winning: a replayed mirror serves them as the origin does.
+// An invalid document is skipped with a warning.
+func KeepLatestDocs(ctx context.Context, js jetstream.JetStream, stream string, cache *mirrorcache.Cache, log *zap.Logger) error {
+	if stream == "" {
+		stream = events.DefaultStream
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectLatest}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	err := events.Scan(ctx, js, stream, events.ScanOptions{Consumer: cfg}, func(m jetstream.Msg) error {
+		ev, err := events.Decode(m.Data())
+		if err == nil {
+			if l, ok := ev.(*events.Latest); ok {
+				err = mirror.KeepLatest(cache, l)
+			}
+		}
+		if errs.Is(err, errs.Invalid) || errs.Is(err, errs.Corrupt) {
+			log.Warn("skipping a latest-build document", zap.String("subject", m.Subject()), zap.Error(err))
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("read latest-build documents: %w", err)
+	}
+	return nil
 }
 
 // retiredCIDs reads every "retired" event in the stream and returns, for

@@ -254,7 +254,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		if !ok {
 			return errs.Errorf(errs.Invalid, "publisher got a %s event on %s", events.Head(d.Event).Type, d.Msg.Subject())
 		}
-		return w.Publisher.HandleBuilt(ctx, ev)
+		if err := w.Publisher.HandleBuilt(ctx, ev); err != nil {
+			return err
+		}
+		var seq uint64
+		if d.Meta != nil {
+			seq = d.Meta.Sequence.Stream
+		}
+		return w.Publisher.RecordLatest(ctx, ev, seq)
 	})
 }
 

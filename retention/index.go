@@ -1,6 +1,7 @@
 package retention
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nix-ipfs/nix-ipfs/cachedir"
+	"github.com/nix-ipfs/nix-ipfs/latest"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
@@ -56,6 +58,10 @@ type Index struct {
 	Shadowed []string
 	// NarInfoBytes is the total size of the narinfos.
 	NarInfoBytes int64
+	// Latest are the outputs of each job's latest build, from the cache's
+	// latest-build documents (package latest): live roots whatever the
+	// policy, so a fleet pulling a job's latest never finds it gone.
+	Latest map[string][]string
 }
 
 // NarFile is one file in nar/.
@@ -163,7 +169,31 @@ func ReadIndex(dir string) (*Index, error) {
 			ix.NarInfoBytes += e.InfoSize
 		}
 	}
+	if ix.Latest, err = readLatest(c); err != nil {
+		return nil, fmt.Errorf("cache %s: latest-build documents: %w", dir, err)
+	}
 	return ix, nil
+}
+
+// readLatest reads every job's latest-build document. One that does not
+// parse keeps nothing (a reader would refuse it too). Signatures are not
+// checked: the cache directory is this host's own.
+func readLatest(c cachedir.Cache) (map[string][]string, error) {
+	jobs, err := c.LatestJobs()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, job := range jobs {
+		b, err := c.ReadLatest(job)
+		if err != nil || b == nil {
+			continue
+		}
+		if d, err := latest.Parse(bytes.NewReader(b), ""); err == nil && d.Job == job {
+			out[job] = d.Outputs
+		}
+	}
+	return out, nil
 }
 
 // readEntry reads one narinfo file.

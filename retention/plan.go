@@ -2,6 +2,8 @@ package retention
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -142,6 +144,9 @@ func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Pla
 			}
 			mark(Root{Outputs: []string{sp}, Job: "pin:" + pin.Name}, "pin "+pin.Name)
 		}
+	}
+	for _, job := range slices.Sorted(maps.Keys(ix.Latest)) {
+		mark(Root{Outputs: ix.Latest[job], Job: job}, "latest build of job "+job)
 	}
 	for _, k := range liveOrder {
 		p.LiveRoots = append(p.LiveRoots, *live[k])

@@ -7,17 +7,20 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
 	"github.com/nix-ipfs/nix-ipfs/cachedir"
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/synthcache"
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
+	"github.com/nix-ipfs/nix-ipfs/latest"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
@@ -479,6 +482,49 @@ func TestPruneGraceByPublishedEvent(t *testing.T) {
 	for sp := range w.paths {
 		if in := w.inCache(sp); in != keep[sp] {
 			t.Errorf("%s in cache %v, want %v", sp, in, keep[sp])
+		}
+	}
+}
+
+// TestPruneKeepsEachJobsLatest: a job's latest-build document in the cache
+// keeps its outputs' closure, whatever --keep-for and --keep-last-per-job
+// say; the other generations go.
+func TestPruneKeepsEachJobsLatest(t *testing.T) {
+	w := newWorld(t)
+	now := time.Now()
+	for g := 0; g < 3; g++ {
+		w.addGen("app", g, 48*time.Hour, now.Add(-time.Duration(100-g)*time.Hour))
+	}
+	top := w.gens[1][len(w.gens[1])-1].StorePath
+	sk, _, err := signature.GenerateKeypair("cache-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := latest.New("proj:main:app", now.Add(-99*time.Hour), 2, "", 0, []string{top})
+	if err := d.Sign(sk); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := d.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := latest.Keep(cachedir.Cache{Dir: w.dir, StoreDir: "/nix/store"}, raw); err != nil {
+		t.Fatal(err)
+	}
+	plan, _ := w.prune(Policy{}, false)
+	found := false
+	for _, lr := range plan.LiveRoots {
+		if lr.Job == "proj:main:app" && slices.Contains(lr.Why, "latest build of job proj:main:app") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("the job's latest is not a live root: %+v", plan.LiveRoots)
+	}
+	keep := w.closure(top)
+	for sp := range w.paths {
+		if got := w.inCache(sp); got != keep[sp] {
+			t.Errorf("%s in cache = %v, want %v", sp, got, keep[sp])
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/nix-ipfs/nix-ipfs/cachedir"
 	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
 )
 
@@ -25,6 +26,7 @@ const (
 	kindNarinfo
 	kindNar
 	kindMirrorList
+	kindLatest
 )
 
 // classify says what r asks for, or why it is refused: 400 for a path no
@@ -50,6 +52,8 @@ func classify(r *http.Request) (kind, int) {
 		return kindNar, 0
 	case p == "/"+mirrorlist.FileName:
 		return kindMirrorList, 0
+	case cachedir.IsLatestPath(p):
+		return kindLatest, 0
 	}
 	return kindNone, http.StatusNotFound
 }

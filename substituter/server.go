@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/bounded"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
@@ -335,6 +336,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Passed on as upstream has it, so a substituter (or a mirror's
 		// cache) can be another's upstream.
 		s.serveMeta(w, r, "mirror_list", mirrorlist.MaxSize, "application/json")
+	case kindLatest:
+		// A job's latest-build document, passed on as upstream has it
+		// (for at most NarinfoTTL): the reader checks its signature.
+		s.serveMeta(w, r, "latest", events.MaxLatestDocument, "application/json")
 	default:
 		s.m.rejected.WithLabelValues(strconv.Itoa(code)).Inc()
 		s.log.Debug("request refused", zap.String("path", r.URL.EscapedPath()), zap.Int("status", code))
