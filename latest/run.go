@@ -12,10 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nix-community/go-nix/pkg/narinfo/signature"
-
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/narinfo"
 )
 
 // Config is what `nix-ipfs latest` runs with.
@@ -58,7 +57,7 @@ func (c *Config) Validate() error {
 	if strings.TrimSpace(c.TrustedKeys) == "" {
 		return errors.New("--trusted-public-keys is required: a latest-build document is only as good as the key that signed it")
 	}
-	if _, err := parseKeys(c.TrustedKeys); err != nil {
+	if _, err := narinfo.ParsePublicKeys(c.TrustedKeys); err != nil {
 		return err
 	}
 	if c.Timeout <= 0 {
@@ -67,23 +66,11 @@ func (c *Config) Validate() error {
 	return c.Store.Validate()
 }
 
-func parseKeys(s string) ([]signature.PublicKey, error) {
-	var keys []signature.PublicKey
-	for _, f := range strings.Fields(s) {
-		k, err := signature.ParsePublicKey(f)
-		if err != nil {
-			return nil, fmt.Errorf("--trusted-public-keys: %q: %w", f, err)
-		}
-		keys = append(keys, k)
-	}
-	return keys, nil
-}
-
 // Run fetches job's document from the upstream, verifies its signature,
 // refuses a rollback (with a state directory), and prints the outputs,
 // one per line (or the document, with JSON).
 func Run(ctx context.Context, c Config, job string, stdout io.Writer) error {
-	keys, err := parseKeys(c.TrustedKeys)
+	keys, err := narinfo.ParsePublicKeys(c.TrustedKeys)
 	if err != nil {
 		return err
 	}

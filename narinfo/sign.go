@@ -240,3 +240,18 @@ func (n *NarInfo) VerifyCID(keys []signature.PublicKey) error {
 	}
 	return fmt.Errorf("narinfo: %s%s", strings.Join(why, "; "), untried)
 }
+
+// ParsePublicKeys reads keys in nix.conf's trusted-public-keys syntax:
+// "name:base64" public keys separated by whitespace. Its errors name the
+// flag that setting is given by everywhere here.
+func ParsePublicKeys(s string) ([]signature.PublicKey, error) {
+	var keys []signature.PublicKey
+	for _, f := range strings.Fields(s) {
+		k, err := signature.ParsePublicKey(f)
+		if err != nil {
+			return nil, fmt.Errorf("--trusted-public-keys: %q: %w", f, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/peering"
 	"github.com/nix-ipfs/nix-ipfs/unixfs"
 	"github.com/nix-ipfs/nix-ipfs/upstream"
@@ -196,19 +197,9 @@ func (c *Config) Options(log *zap.Logger, reg prometheus.Registerer) (Options, e
 	return o, nil
 }
 
-// ParseTrustedKeys reads keys in nix.conf's trusted-public-keys syntax:
-// "name:base64" public keys separated by whitespace.
-func ParseTrustedKeys(s string) ([]signature.PublicKey, error) {
-	var keys []signature.PublicKey
-	for _, f := range strings.Fields(s) {
-		k, err := signature.ParsePublicKey(f)
-		if err != nil {
-			return nil, fmt.Errorf("--trusted-public-keys: %q: %w", f, err)
-		}
-		keys = append(keys, k)
-	}
-	return keys, nil
-}
+// ParseTrustedKeys is narinfo.ParsePublicKeys, under the name of the flag
+// it reads.
+func ParseTrustedKeys(s string) ([]signature.PublicKey, error) { return narinfo.ParsePublicKeys(s) }
 
 func orNone[T int | int64](n T) T {
 	if n == 0 {
