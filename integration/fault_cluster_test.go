@@ -328,9 +328,17 @@ func TestFaultNATSCluster(t *testing.T) {
 		// A consumer just created may be missing from a cluster's listing
 		// until its group has a leader.
 		var r *status.Report
+		// (status's own short-lived readers may be listed too: wait for
+		// the two durable ones by name.)
 		testenv.Eventually(t, time.Minute, "both consumers in status", func() bool {
 			r = h.statusReport(t)
-			return len(r.Consumers) >= 2
+			seen := 0
+			for _, c := range r.Consumers {
+				if c.Name == publisher.DefaultDurable || c.Name == mirror.Durable("b") {
+					seen++
+				}
+			}
+			return seen == 2
 		})
 		if r.Replicas != 3 || r.Cluster == nil || r.Cluster.Leader == "" || len(r.Cluster.Peers) != 2 {
 			t.Errorf("status: stream replicas %d, cluster %+v; want R3 with a leader and two peers", r.Replicas, r.Cluster)
