@@ -38,6 +38,12 @@ type Setting struct{ Key, JSON string }
 // process with GOMEMLIMIT, above it. A mirror keeps more connections
 // (clients peer with it) than kubo's default 32-96.
 //
+// Kept blocks: a client's kubo keeps the blocks it fetched, unpinned, as a
+// bounded cache (Datastore.StorageMax, collected when the daemon runs with
+// --enable-gc), so that the next upgrade moves only what changed without
+// pinning a second copy of the Nix store (docs/OPERATIONS.md, "What a
+// client keeps").
+//
 // Fan-out: a mirror serves each peer one block at a time, with one worker
 // (Internal.Bitswap), so that clients on one network that ask it for the
 // same block at once are served in turn, and the later ones mostly get the
@@ -70,6 +76,8 @@ func Settings(r Role) []Setting {
 			{"Provide.Enabled", `false`},
 			{"Routing.Type", `"autoclient"`},
 			{"Swarm.ResourceMgr.MaxMemory", `"512MiB"`},
+			{"Datastore.StorageMax", `"10GB"`},
+			{"Datastore.StorageGCWatermark", `90`},
 		}
 	}
 	return nil
