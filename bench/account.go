@@ -106,8 +106,14 @@ func runAs(s *scope, k *testenv.Kubo, uid int) *testenv.Proc {
 		}
 	}
 	os.Remove(filepath.Join(k.Repo, "api"))
-	bin, err := exec.LookPath("ipfs")
+	src, err := exec.LookPath("ipfs")
 	s.check(err, "ipfs")
+	// A copy the user can run: kubo usually lives under a home directory
+	// only its owner may enter.
+	data, err := os.ReadFile(src)
+	s.check(err, "ipfs binary")
+	bin := filepath.Join(filepath.Dir(k.Repo), "ipfs")
+	s.check(os.WriteFile(bin, data, 0o755), "ipfs binary copy")
 	p := testenv.StartProcAs(s, &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}, bin, []string{"daemon"},
 		"IPFS_PATH="+k.Repo, "HOME="+home)
 	deadline := time.Now().Add(60 * time.Second)

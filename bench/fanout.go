@@ -143,11 +143,13 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 		{"plain", "plain HTTP: six `nix copy` from `nix-ipfs serve` on A", clients, nil},
 		{"sub", "substituters (defaults: blocks fetched 128 at once in a random order, 4 NARs read ahead)", clients, nil},
 		{"sub-inorder", "substituters with `--block-fetch-parallel 0` (blocks fetched in the NAR's order, as before)", clients, []string{"--block-fetch-parallel", "0"}},
+		{"sub-p32", "substituters with `--block-fetch-parallel 32`", clients, []string{"--block-fetch-parallel", "32"}},
 		{"sub-serial", "substituters with `--prefetch 0` (NARs read only when Nix asks)", clients, []string{"--prefetch", "0"}},
 		{"sub-two", "substituters, only two of the six clients peered with B (all with each other)", clients, nil},
 		{"plain-16", "plain HTTP: sixteen `nix copy` from `nix-ipfs serve` on A", many, nil},
 		{"sub-16", "sixteen substituters (defaults)", many, nil},
 		{"sub-16-inorder", "sixteen substituters with `--block-fetch-parallel 0`", many, []string{"--block-fetch-parallel", "0"}},
+		{"sub-16-p32", "sixteen substituters with `--block-fetch-parallel 32`", many, []string{"--block-fetch-parallel", "32"}},
 	}
 	bID := strings.TrimSpace(kb.IPFS(s, "id", "-f", "<id>"))
 	// onlyTwo leaves clients 2-5 without a connection to B (or restores it).
