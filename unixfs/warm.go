@@ -52,6 +52,9 @@ type Warmer struct {
 	sem  chan struct{}
 }
 
+// DefaultWarmStall is the Stall of a Warmer that sets none.
+const DefaultWarmStall = 2 * time.Second
+
 // WarmStats is what one Warm did.
 type WarmStats struct {
 	Blocks  int // blocks of the file, the root included
@@ -132,7 +135,11 @@ func (w *Warmer) Warm(ctx context.Context, src Source, f Fetcher, has Haver, c c
 	}
 	rand.Shuffle(len(missing), func(i, j int) { missing[i], missing[j] = missing[j], missing[i] })
 	st.Fetched = len(missing)
-	t := newStallTracker(w.Stall, 2*cap(w.slots()), time.Now)
+	stall := w.Stall
+	if stall <= 0 {
+		stall = DefaultWarmStall
+	}
+	t := newStallTracker(stall, 2*cap(w.slots()), time.Now)
 	stop := t.watch()
 	err := w.each(ctx, missing, func(ctx context.Context, l cid.Cid) error {
 		err := t.fetch(ctx, l, f.Fetch)
