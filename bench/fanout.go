@@ -30,22 +30,34 @@ func statsOf(s *scope, k *testenv.Kubo) bitswapStats {
 	return st
 }
 
-// benchFanout: six clients, each with its own kubo and substituter, peered
-// with B and with each other, fetch the same closure at once. What B sends
-// is the figure: plain HTTP sends the closure once per client.
+// benchFanout: six clients, then sixteen, each with its own kubo and
+// substituter, peered with B and with each other, fetch the same closure at
+// once. What B sends is the figure, counted by an iptables owner match on
+// the user B's kubo runs as (every protocol) and by bitswap's statistics:
+// plain HTTP sends the closure once per client.
 func benchFanout(b *Bench, s *scope, sec *Section) {
-	sec.Title = "11. Fan-out: six clients fetch one closure at once"
+	sec.Title = "11. Fan-out: six and sixteen clients fetch one closure at once"
 	if !b.hasCommand("substituter") {
 		sec.NotRun = "`nix-ipfs substituter` is not in this tree yet"
 		return
 	}
 	ctx := b.ctx
-	const clients = 6
+	const clients, many = 6, 16
 	top, closure := b.closureSized(s, "fanout-closure", b.sz.fanParts, b.sz.fanPartBytes)
 	total := b.narSize(s, closure)
 
 	progress("fanout: publishing the closure and pinning it on B")
 	a, kb, cids := b.mirrorOnB(s, []string{top}, closure)
+	// B as a mirror is deployed (the mirror role's bitswap settings), and
+	// run as its own user so that iptables counts all it sends.
+	mirrorRole(s, kb)
+	acct := newUIDCounter(s, accountUID)
+	if acct != nil {
+		runAs(s, kb, accountUID)
+	} else {
+		kb.Stop(s)
+		kb.Start(s)
+	}
 	var dagBytes uint64
 	for _, p := range closure {
 		var st struct{ TotalSize uint64 }
@@ -62,7 +74,7 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 	// A link without delay or limit, to count what A's HTTP server sends.
 	plainLink := newLink(s, plainAddr, 0, 0)
 
-	progress("fanout: starting %d client kubos, peered with B and with each other", clients)
+	progress("fanout: starting %d client kubos, peered with B and with each other", many)
 	addr := func(k *testenv.Kubo) string {
 		id := strings.TrimSpace(k.IPFS(s, "id", "-f", "<id>"))
 		for _, a := range strings.Fields(k.IPFS(s, "swarm", "addrs", "listen")) {
@@ -74,7 +86,7 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 		return ""
 	}
 	var ks []*testenv.Kubo
-	for i := 0; i < clients; i++ {
+	for i := 0; i < many; i++ {
 		ks = append(ks, testenv.StartKubo(s, testenv.KuboConfig("Routing.Type", `"none"`)))
 	}
 	bAddr := addr(kb)
@@ -122,17 +134,26 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 		return time.Since(start)
 	}
 
-	type variant struct{ key, name string }
+	type variant struct {
+		key, name string
+		n         int // clients
+		args      []string
+	}
 	variants := []variant{
-		{"plain", "plain HTTP: six `nix copy` from `nix-ipfs serve` on A"},
-		{"sub", "substituters (defaults: 4 NARs read ahead)"},
-		{"sub-serial", "substituters with `--prefetch 0` (NARs read only when Nix asks)"},
-		{"sub-two", "substituters, only two of the six clients peered with B (all with each other)"},
+		{"plain", "plain HTTP: six `nix copy` from `nix-ipfs serve` on A", clients, nil},
+		{"sub", "substituters (defaults: blocks fetched 128 at once in a random order, 16 NARs read ahead)", clients, nil},
+		{"sub-inorder", "substituters with `--block-fetch-parallel 0 --prefetch 4` (the substituter's defaults before issue 22)", clients, []string{"--block-fetch-parallel", "0", "--prefetch", "4"}},
+		{"sub-ahead4", "substituters with `--prefetch 4` (fewer NARs, so fewer blocks, in play at once)", clients, []string{"--prefetch", "4"}},
+		{"sub-serial", "substituters with `--prefetch 0` (NARs read only when Nix asks)", clients, []string{"--prefetch", "0"}},
+		{"sub-two", "substituters, only two of the six clients peered with B (all with each other)", clients, nil},
+		{"plain-16", "plain HTTP: sixteen `nix copy` from `nix-ipfs serve` on A", many, nil},
+		{"sub-16", "sixteen substituters (defaults)", many, nil},
+		{"sub-16-inorder", "sixteen substituters with `--block-fetch-parallel 0 --prefetch 4` (before issue 22)", many, []string{"--block-fetch-parallel", "0", "--prefetch", "4"}},
 	}
 	bID := strings.TrimSpace(kb.IPFS(s, "id", "-f", "<id>"))
 	// onlyTwo leaves clients 2-5 without a connection to B (or restores it).
 	onlyTwo := func(on bool) {
-		for _, k := range ks[2:] {
+		for _, k := range ks[2:clients] {
 			if on {
 				k.IPFS(s, "swarm", "peering", "rm", bID)
 				k.IPFS(s, "swarm", "disconnect", bAddr)
@@ -144,7 +165,7 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 		if on {
 			// B must not have dialled back in the meantime.
 			peers := kb.IPFS(s, "swarm", "peers")
-			for _, k := range ks[2:] {
+			for _, k := range ks[2:clients] {
 				if id := strings.TrimSpace(k.IPFS(s, "id", "-f", "<id>")); strings.Contains(peers, id) {
 					s.Fatalf("client %s still connected to B", id)
 				}
@@ -152,21 +173,27 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 		}
 	}
 	type result struct {
-		sentRatio float64
+		sentRatio float64 // by iptables when it counts, else bitswap
+		bitswap   float64 // bitswap DataSent ÷ closure
 		took      time.Duration
 		dups      uint64 // duplicate blocks received by the clients
 		recv      uint64 // blocks received by the clients
 		fromPeers uint64 // bytes the clients received beyond what B sent
 		upstream  int64  // NAR bytes the substituters sent from upstream
+		kuboRSS   int64  // the largest client kubo's peak RSS
+		subRSS    int64  // the largest substituter's peak RSS
 	}
 	res := map[string][]result{}
 	for r := 0; r < b.rounds; r++ {
 		for _, v := range rotate(variants, r) {
 			progress("fanout: round %d/%d: %s", r+1, b.rounds, v.key)
-			if v.key == "plain" {
+			if strings.HasPrefix(v.key, "plain") {
 				before := plainLink.down.bytes()
-				took := copyAll([]string{"http://" + plainLink.Addr(), "http://" + plainLink.Addr(), "http://" + plainLink.Addr(),
-					"http://" + plainLink.Addr(), "http://" + plainLink.Addr(), "http://" + plainLink.Addr()})
+				var urls []string
+				for range v.n {
+					urls = append(urls, "http://"+plainLink.Addr())
+				}
+				took := copyAll(urls)
 				sent := plainLink.down.bytes() - before
 				res[v.key] = append(res[v.key], result{sentRatio: float64(sent) / float64(total), took: took})
 				continue
@@ -174,13 +201,13 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 			var urls []string
 			var procs []*testenv.Proc
 			var beforeC []bitswapStats
-			for _, k := range ks {
+			for _, k := range ks[:v.n] {
 				k.IPFS(s, "repo", "gc")
-				listen := freeAddr(s)
-				args := []string{"substituter", "--listen", listen, "--upstream", "http://" + plainAddr, "--kubo-api", k.API}
-				if v.key == "sub-serial" {
-					args = append(args, "--prefetch", "0")
+				if pid := kuboPID(k.Repo); pid > 0 {
+					resetPeakRSS(pid)
 				}
+				listen := freeAddr(s)
+				args := append([]string{"substituter", "--listen", listen, "--upstream", "http://" + plainAddr, "--kubo-api", k.API}, v.args...)
 				// Bitswap sometimes leaves one NAR's read without a byte
 				// (see docs/BENCHMARKS.md); it then comes from upstream
 				// after this long, counted in the table.
@@ -195,14 +222,27 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 				onlyTwo(true)
 			}
 			before := statsOf(s, kb)
+			var acctBefore int64
+			if acct != nil {
+				acctBefore = acct.bytes(s)
+			}
 			took := copyAll(urls)
 			after := statsOf(s, kb)
 			if v.key == "sub-two" {
 				onlyTwo(false)
 			}
-			out := result{sentRatio: float64(after.DataSent-before.DataSent) / float64(total), took: took}
+			out := result{bitswap: float64(after.DataSent-before.DataSent) / float64(total), took: took}
+			out.sentRatio = out.bitswap
+			if acct != nil {
+				out.sentRatio = float64(acct.bytes(s)-acctBefore) / float64(total)
+			}
 			var recvData uint64
-			for i, k := range ks {
+			for i, k := range ks[:v.n] {
+				if pid := kuboPID(k.Repo); pid > 0 {
+					if rss, err := procStatus(pid, "VmHWM"); err == nil {
+						out.kuboRSS = max(out.kuboRSS, rss)
+					}
+				}
 				st := statsOf(s, k)
 				out.dups += st.DupBlksReceived - beforeC[i].DupBlksReceived
 				out.recv += st.BlocksReceived - beforeC[i].BlocksReceived
@@ -212,6 +252,9 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 				out.fromPeers = recvData - sent
 			}
 			for _, p := range procs {
+				if rss, err := procStatus(p.Cmd.Process.Pid, "VmHWM"); err == nil {
+					out.subRSS = max(out.subRSS, rss)
+				}
 				for _, l := range narLines(p.Log) {
 					if l.Source != SourceIPFS {
 						out.upstream += l.Bytes
@@ -229,29 +272,59 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 		for _, x := range res[v.key] {
 			ratios = append(ratios, x.sentRatio)
 		}
-		row := Row{What: fmt.Sprintf("Fan-out, %d clients at once: what the origin sends ÷ closure size, %s", clients, v.name),
+		row := Row{What: fmt.Sprintf("Fan-out, %d clients at once: what B sends ÷ closure size, %s", v.n, v.name),
 			Ratio: nan, RatioText: fmt.Sprintf("%.2fx", median(ratios))}
-		if v.key != "plain" {
+		switch v.key {
+		case "sub":
+			row.Aim, row.Verdict = "<= 1.5x", verdict(median(ratios) <= 1.5)
+		case "sub-16":
 			row.Aim, row.Verdict = "<= 2x", verdict(median(ratios) <= 2)
 		}
 		sec.add(row)
 	}
-	sec.detailf("Six client hosts, each with its own kubo (`Routing.Type none`) peered (`swarm peering add` and `swarm connect`) with B and with every other client, and its own `nix-ipfs substituter --kubo-api <its kubo> --upstream <A>`, run stock Nix `nix copy` of the same closure (%d paths, %s of NAR, %s of DAG on B) at the same moment. B holds the closure pinned; A's kubo is stopped. "+
-		"B's share is `ipfs stats bitswap` DataSent on B over the copies; plain HTTP's is the bytes A's `nix-ipfs serve` sent (counted by a pass-through proxy). Each client's kubo is garbage-collected and its substituter (`--ipfs-timeout 15s`) restarted before every round. Variants rotate, %d rounds.\n\n",
+	for _, pair := range [][2]string{{"sub", "sub-inorder"}, {"sub-16", "sub-16-inorder"}} {
+		var a, b []time.Duration
+		for _, x := range res[pair[0]] {
+			a = append(a, x.took)
+		}
+		for _, x := range res[pair[1]] {
+			b = append(b, x.took)
+		}
+		if len(a) > 0 && len(b) > 0 {
+			r := float64(medianDur(a)) / float64(medianDur(b))
+			sec.add(Row{What: fmt.Sprintf("Fan-out, %s: time until every client is done ÷ the substituter's defaults before issue 22", pair[0]),
+				Ratio: nan, RatioText: fmt.Sprintf("%.2fx", r), Aim: "<= 1.25x", Verdict: verdict(r <= 1.25)})
+		}
+	}
+	counted := "bitswap's DataSent on B (iptables was not usable here)"
+	if acct != nil {
+		counted = fmt.Sprintf("every byte B's kubo sent, any protocol, counted by an iptables owner match on the user it runs as (uid %d, its own HOME); bitswap's DataSent beside it", accountUID)
+	}
+	sec.detailf("B's kubo has the mirror role's bitswap settings (internal/kubod, deploy/kubo/mirror.sh). B's share is %s. Memory: the largest peak RSS (VmHWM, reset before each round) of one client's kubo and of one substituter is in the last columns.\n\n", counted)
+	sec.detailf("Six (then sixteen) client hosts, each with its own kubo (`Routing.Type none`) peered (`swarm peering add` and `swarm connect`) with B and with every other client, and its own `nix-ipfs substituter --kubo-api <its kubo> --upstream <A>`, run stock Nix `nix copy` of the same closure (%d paths, %s of NAR, %s of DAG on B) at the same moment. B holds the closure pinned; A's kubo is stopped. "+
+		"Plain HTTP's is the bytes A's `nix-ipfs serve` sent (counted by a pass-through proxy). Each client's kubo is garbage-collected and its substituter (`--ipfs-timeout 15s`) restarted before every round. Variants rotate, %d rounds.\n\n",
 		len(closure), fmtBytes(total), fmtBytes(int64(dagBytes)), b.rounds)
-	sec.detailf("| Variant | sent ÷ closure per round | wall clock per round | blocks the clients received (duplicates) | bytes clients had from each other | NAR bytes from upstream |\n|---|---|---|---|---|---|\n")
+	sec.detailf("| Variant | B sent ÷ closure per round | (bitswap) | wall clock per round | blocks the clients received (duplicates) | bytes clients had from each other | NAR bytes from upstream | client kubo peak RSS | substituter peak RSS |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, v := range variants {
-		var rs, ts, bl, fp, up []string
+		var rs, bs, ts, bl, fp, up, kr, sr []string
 		for _, x := range res[v.key] {
 			rs = append(rs, fmt.Sprintf("%.2fx", x.sentRatio))
+			bs = append(bs, fmt.Sprintf("%.2fx", x.bitswap))
+			kr = append(kr, fmtBytes(x.kuboRSS))
+			sr = append(sr, fmtBytes(x.subRSS))
 			ts = append(ts, fmtDur(x.took))
 			bl = append(bl, fmt.Sprintf("%d (%d)", x.recv, x.dups))
 			fp = append(fp, fmtBytes(int64(x.fromPeers)))
 			up = append(up, fmtBytes(x.upstream))
 		}
-		if v.key == "plain" {
-			bl, fp, up = []string{"-"}, []string{"-"}, []string{"-"}
+		if strings.HasPrefix(v.key, "plain") {
+			rs = []string{"-"}
+			bl, fp, up, kr, sr = rs, rs, rs, rs, rs
+			for _, x := range res[v.key] {
+				rs = append(rs, fmt.Sprintf("%.2fx", x.sentRatio))
+			}
+			rs, bs = rs[1:], []string{"-"}
 		}
-		sec.detailf("| %s | %s | %s | %s | %s | %s |\n", v.name, strings.Join(rs, ", "), strings.Join(ts, ", "), strings.Join(bl, ", "), strings.Join(fp, ", "), strings.Join(up, ", "))
+		sec.detailf("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", v.name, strings.Join(rs, ", "), strings.Join(bs, ", "), strings.Join(ts, ", "), strings.Join(bl, ", "), strings.Join(fp, ", "), strings.Join(up, ", "), strings.Join(kr, ", "), strings.Join(sr, ", "))
 	}
 }

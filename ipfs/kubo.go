@@ -569,6 +569,18 @@ func (k *Kubo) Block(ctx context.Context, c cid.Cid) ([]byte, error) {
 	return b, nil
 }
 
+// Fetch makes the daemon hold the block c, fetching it from peers if it
+// lacks it, without sending its bytes over RPC (block/stat).
+func (k *Kubo) Fetch(ctx context.Context, c cid.Cid) error {
+	if err := needCID("block stat", c); err != nil {
+		return err
+	}
+	var out struct{ Size int64 }
+	return k.fail(ctx, k.api.Request("block/stat", c.String()).Exec(ctx, &out), "block stat %s", c)
+}
+
+var _ unixfs.Fetcher = (*Kubo)(nil)
+
 // Checks is CheckNone: kubo checks the blocks it fetches from peers, not
 // those its store already holds, unless Datastore.HashOnRead is set.
 func (k *Kubo) Checks() unixfs.Check { return unixfs.CheckNone }

@@ -52,6 +52,8 @@ type Config struct {
 	TrustedKeys     string
 	KeepBytes       int64
 	KeepTTL         time.Duration
+	BlockFetch      int
+	BlockFetchStall time.Duration
 	Mirrors         peering.Config
 }
 
@@ -80,6 +82,8 @@ func (c *Config) Register(s *config.Set) {
 	s.StringVar(&c.TrustedKeys, "trusted-public-keys", "", "publishers' keys, as in nix.conf: space-separated name:base64; a narinfo whose IPFSSig verifies under one streams its CID on the first fetch (still hashed, the last bytes held back until it matches) instead of reading and checking it whole first")
 	s.Int64Var(&c.KeepBytes, "nar-keep-bytes", DefaultKeepBytes, "NARs kept, verified, in the spool after their last request, at most this many bytes in all (oldest dropped first; the last one is kept whatever its size): the next request for one is sent from the file, with no read from IPFS (0: none)")
 	s.DurationVar(&c.KeepTTL, "nar-keep-ttl", DefaultKeepTTL, "how long a NAR is kept in the spool after its last request")
+	s.IntVar(&c.BlockFetch, "block-fetch-parallel", DefaultBlockFetchParallel, "with kubo: before a NAR is read, ask the daemon for this many of its blocks at once (over all NARs being read), in a random order, so that clients on one network fetching the same closure ask the mirror for different blocks and take the rest from each other (docs/OPERATIONS.md, \"A fleet on one network\"); 0: none, the NAR's blocks are fetched in order as it is read. A NAR whose blocks are all in the daemon's store costs one check per block")
+	s.DurationVar(&c.BlockFetchStall, "block-fetch-stall", DefaultBlockFetchStall, "ask again for a block outstanding this long while later ones arrived (or none did; 0: the default): bitswap can leave a request unanswered until its next rebroadcast, a minute later")
 	c.Mirrors.Register(s)
 }
 
@@ -108,6 +112,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxSpoolBytes < 0 {
 		return errors.New("--nar-spool-max-bytes must not be negative")
+	}
+	if c.BlockFetch < 0 || c.BlockFetchStall < 0 {
+		return errors.New("--block-fetch-parallel and --block-fetch-stall must not be negative")
 	}
 	if c.Prefetch < 0 || c.PrefetchBytes < 0 || c.PrefetchTTL < 0 || c.VerifiedCIDs < 0 || c.KeepBytes < 0 || c.KeepTTL < 0 {
 		return errors.New("--prefetch, --prefetch-max-bytes, --prefetch-ttl, --verified-cids, --nar-keep-bytes and --nar-keep-ttl must not be negative")
@@ -163,6 +170,9 @@ func (c *Config) Options(log *zap.Logger, reg prometheus.Registerer) (Options, e
 		MaxVerified:      orNone(c.VerifiedCIDs),
 		KeepBytes:        orNone(c.KeepBytes),
 		KeepTTL:          c.KeepTTL,
+		// The flag's zero is "none", as for the others.
+		BlockFetchParallel: orNone(c.BlockFetch),
+		BlockFetchStall:    c.BlockFetchStall,
 	}
 	keys, err := ParseTrustedKeys(c.TrustedKeys)
 	if err != nil {

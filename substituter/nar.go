@@ -271,6 +271,7 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spool.Entry[*narRef]) (*os.Fi
 		}
 		return nil, err
 	}
+	s.warmBlocks(wd, c, ref)
 	rc, err := s.ipfs.Cat(wd.Context(), c)
 	if err != nil {
 		return fail(err)
@@ -351,6 +352,28 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spool.Entry[*narRef]) (*os.Fi
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	return f, nil
+}
+
+// warmBlocks has the kubo fetch c's blocks in a random order, many at
+// once (unixfs.Warmer), before the NAR is read: clients on one network
+// fetching the same NAR at once then ask the mirror for different blocks
+// and take the rest from each other (docs/BENCHMARKS.md, fan-out). Best
+// effort: what it leaves missing, the read fetches; a stall ends it
+// through wd, and the read then fails as it would have.
+func (s *Server) warmBlocks(wd *watchdog.Watchdog, c cid.Cid, ref *narRef) {
+	bf, ok := s.ipfs.(blockFetcher)
+	if !ok || s.warm == nil {
+		return
+	}
+	start := time.Now()
+	st, err := bf.Warm(wd.Context(), s.warm, c, wd.Progress)
+	log := s.log.With(zap.String("url", ref.key), zap.String("cid", c.String()), zap.Int("blocks", st.Blocks),
+		zap.Int("fetched", st.Fetched), zap.Int("retries", st.Retries), zap.Duration("took", time.Since(start)))
+	if err != nil {
+		log.Info("fetching the NAR's blocks ahead stopped; the read fetches the rest", zap.Error(err))
+		return
+	}
+	log.Debug("NAR's blocks fetched ahead")
 }
 
 // announcedSize is the size of the file rc reads, if its source said it

@@ -40,6 +40,14 @@ type IPFS interface {
 	Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error)
 }
 
+// blockFetcher is an IPFS that can fill its store with a file's blocks,
+// in an order of its Warmer's choosing, before the file is read.
+type blockFetcher interface {
+	Warm(ctx context.Context, w *unixfs.Warmer, c cid.Cid, progress func()) (unixfs.WarmStats, error)
+}
+
+var _ blockFetcher = (*ipfs.Reader)(nil)
+
 var (
 	_ IPFS = (*ipfs.Kubo)(nil)
 	_ IPFS = (*ipfs.Reader)(nil)
@@ -54,12 +62,24 @@ const (
 	DefaultUpstreamTimeout = 30 * time.Second
 	DefaultMaxNarinfos     = 10000
 	DefaultMaxNars         = 100000
-	DefaultPrefetchAhead   = 4
-	DefaultPrefetchBytes   = 1 << 30
-	DefaultPrefetchTTL     = 2 * time.Minute
-	DefaultMaxVerified     = 100000
-	DefaultKeepBytes       = 1 << 30
-	DefaultKeepTTL         = 5 * time.Minute
+	// DefaultPrefetchAhead is 16 rather than 4 for fan-out: with blocks
+	// fetched in a random order (BlockFetchParallel), clients of one
+	// network spread over more blocks when more NARs are in play at once,
+	// and the mirror sent 1.65x a closure to six clients instead of 3.08x
+	// with 4 (docs/BENCHMARKS.md, fan-out). PrefetchMaxBytes still bounds
+	// the spool.
+	DefaultPrefetchAhead = 16
+	DefaultPrefetchBytes = 1 << 30
+	DefaultPrefetchTTL   = 2 * time.Minute
+	DefaultMaxVerified   = 100000
+	DefaultKeepBytes     = 1 << 30
+	DefaultKeepTTL       = 5 * time.Minute
+	// DefaultBlockFetchParallel and DefaultBlockFetchStall: see
+	// Options.BlockFetchParallel. Chosen with the bench's fan-out section
+	// (docs/BENCHMARKS.md): with fewer blocks outstanding, more of them are
+	// asked of the mirror by several clients at once.
+	DefaultBlockFetchParallel = 128
+	DefaultBlockFetchStall    = 2 * time.Second
 )
 
 // Size bounds of what is read from upstream into memory.
@@ -145,6 +165,14 @@ type Options struct {
 	// none); KeepTTL is how long one is kept.
 	KeepBytes int64
 	KeepTTL   time.Duration
+	// BlockFetchParallel is how many blocks the kubo is asked for at once
+	// (over all NARs) before a NAR is read, in a random order
+	// (unixfs.Warmer), when IPFS can do so (a kubo Reader); zero: the
+	// default; negative: none, the NAR is read in order as kubo fetches
+	// it. BlockFetchStall is how long a block may stay outstanding, while
+	// others arrive, before it is asked for again.
+	BlockFetchParallel int
+	BlockFetchStall    time.Duration
 	// Peering keeps the kubo peered with the upstream's mirrors; it runs
 	// from StartPeering (package peering).
 	Peering peering.Options
@@ -155,6 +183,7 @@ type Server struct {
 	opts Options
 	up   *upstream.Set
 	ipfs IPFS
+	warm *unixfs.Warmer // nil: NARs read in order only
 	log  *zap.Logger
 	m    *metrics
 	now  func() time.Time
@@ -234,6 +263,10 @@ func New(opts Options) (*Server, error) {
 		opts.KeepBytes = DefaultKeepBytes
 	}
 	def(&opts.KeepTTL, DefaultKeepTTL)
+	if opts.BlockFetchParallel == 0 {
+		opts.BlockFetchParallel = DefaultBlockFetchParallel
+	}
+	def(&opts.BlockFetchStall, DefaultBlockFetchStall)
 	if opts.SpoolDir == "" {
 		opts.SpoolDir = os.TempDir()
 	}
@@ -269,6 +302,9 @@ func New(opts Options) (*Server, error) {
 		// A bounded map of at most zero entries holds nothing.
 		verified: bounded.New[string, struct{}](max(opts.MaxVerified, 0)),
 		refuted:  bounded.New[string, struct{}](maxRefuted),
+	}
+	if opts.BlockFetchParallel > 0 {
+		s.warm = &unixfs.Warmer{Parallel: opts.BlockFetchParallel, Stall: opts.BlockFetchStall}
 	}
 	s.spools = spool.New(spool.Options[*narRef]{
 		MaxBytes:         opts.MaxSpoolBytes,

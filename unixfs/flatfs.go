@@ -113,6 +113,17 @@ func (s *FlatFS) Block(_ context.Context, c cid.Cid) ([]byte, error) {
 	return b, nil
 }
 
+// Has says whether the store holds c (a file under its key).
+func (s *FlatFS) Has(c cid.Cid) bool {
+	if _, ok := identity(c); ok {
+		return true
+	}
+	_, err := os.Stat(s.path(c))
+	return err == nil
+}
+
+var _ Haver = (*FlatFS)(nil)
+
 // OpenLeaf opens the raw block c's file.
 func (s *FlatFS) OpenLeaf(c cid.Cid) (io.ReadCloser, int64, error) {
 	f, err := os.Open(s.path(c))

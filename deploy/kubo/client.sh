@@ -7,3 +7,5 @@ set -e
 ipfs config --json Provide.Enabled 'false'
 ipfs config --json Routing.Type '"autoclient"'
 ipfs config --json Swarm.ResourceMgr.MaxMemory '"512MiB"'
+ipfs config --json Datastore.StorageMax '"10GB"'
+ipfs config --json Datastore.StorageGCWatermark '90'

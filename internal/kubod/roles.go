@@ -37,6 +37,21 @@ type Setting struct{ Key, JSON string }
 // (kubo's default is half of the machine's memory); bound the whole
 // process with GOMEMLIMIT, above it. A mirror keeps more connections
 // (clients peer with it) than kubo's default 32-96.
+//
+// Kept blocks: a client's kubo keeps the blocks it fetched, unpinned, as a
+// bounded cache (Datastore.StorageMax, collected when the daemon runs with
+// --enable-gc), so that the next upgrade moves only what changed without
+// pinning a second copy of the Nix store (docs/OPERATIONS.md, "What a
+// client keeps").
+//
+// Fan-out: a mirror serves each peer one block at a time, with one worker
+// (Internal.Bitswap), so that clients on one network that ask it for the
+// same block at once are served in turn, and the later ones mostly get the
+// block from the first before the mirror's turn comes; with kubo's
+// defaults it sends each a copy. Together with the substituter fetching
+// blocks in a random order this brings what the mirror sends to about one
+// and a half times the closure for six clients (docs/BENCHMARKS.md,
+// fan-out; docs/OPERATIONS.md, "A fleet on one network").
 func Settings(r Role) []Setting {
 	switch r {
 	case Origin:
@@ -54,12 +69,15 @@ func Settings(r Role) []Setting {
 			{"Swarm.ConnMgr.LowWater", `200`},
 			{"Swarm.ConnMgr.HighWater", `400`},
 			{"Swarm.ConnMgr.GracePeriod", `"1m"`},
+			{"Internal.Bitswap", `{"EngineTaskWorkerCount":1,"TaskWorkerCount":1,"MaxOutstandingBytesPerPeer":262144}`},
 		}
 	case Client:
 		return []Setting{
 			{"Provide.Enabled", `false`},
 			{"Routing.Type", `"autoclient"`},
 			{"Swarm.ResourceMgr.MaxMemory", `"512MiB"`},
+			{"Datastore.StorageMax", `"10GB"`},
+			{"Datastore.StorageGCWatermark", `90`},
 		}
 	}
 	return nil

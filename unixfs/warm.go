@@ -1,0 +1,301 @@
+package unixfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/go-cid"
+
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+)
+
+// Fetcher makes a daemon hold a block without handing its bytes over:
+// kubo's RPC block/stat, which fetches a missing block from peers into the
+// daemon's store.
+type Fetcher interface {
+	Fetch(ctx context.Context, c cid.Cid) error
+}
+
+// Haver says whether a block is already held (a local block store); a
+// Warmer asks it first, so a file already here costs no round trips.
+type Haver interface {
+	Has(c cid.Cid) bool
+}
+
+// Warmer fills a daemon's block store with a file's blocks before the file
+// is read: the leaves in a random order, many at once, rather than in the
+// order a reader needs them. Why: when several clients on one network
+// fetch the same file at once, a reader's depth-first order makes them all
+// ask the mirror for the same block at the same moment, and the mirror
+// sends each of them a copy. Asked in independent random orders, with
+// many blocks outstanding, most blocks are asked of the mirror by one
+// client first and by the others only later, when the first already holds
+// it and answers as fast as the mirror (docs/BENCHMARKS.md, fan-out).
+//
+// A block asked for that does not come while later ones do (bitswap can
+// leave a want unanswered until its rebroadcast, a minute later) is asked
+// again: see stalled. A Warmer is shared by all the files read at once, so
+// Parallel bounds the blocks outstanding for the whole process.
+type Warmer struct {
+	// Parallel is how many blocks are asked for at once, over all files.
+	Parallel int
+	// Stall is how long a block may be outstanding before it is asked
+	// again, if the fetch is otherwise making progress.
+	Stall time.Duration
+
+	once sync.Once
+	sem  chan struct{}
+}
+
+// DefaultWarmStall is the Stall of a Warmer that sets none.
+const DefaultWarmStall = 2 * time.Second
+
+// WarmStats is what one Warm did.
+type WarmStats struct {
+	Blocks  int // blocks of the file, the root included
+	Fetched int // of those, fetched (the rest were held already)
+	Retries int // requests cancelled as stalled and made again
+}
+
+func (w *Warmer) slots() chan struct{} {
+	w.once.Do(func() {
+		n := w.Parallel
+		if n < 1 {
+			n = 1
+		}
+		w.sem = make(chan struct{}, n)
+	})
+	return w.sem
+}
+
+// Warm makes f hold every block of the UnixFS file c. Nodes with links are
+// read through src (the daemon's Block, which fetches them), level by
+// level; the leaves are fetched through f in a random order. has, if not
+// nil, says which blocks are held already. progress, if not nil, is called
+// after each block arrives (a watchdog's Progress). Warm is best effort:
+// whatever it did not fetch, the file's reader fetches in its turn, so an
+// error says only that the store may lack some blocks.
+func (w *Warmer) Warm(ctx context.Context, src Source, f Fetcher, has Haver, c cid.Cid, progress func()) (WarmStats, error) {
+	var st WarmStats
+	if progress == nil {
+		progress = func() {}
+	}
+	level := []cid.Cid{c}
+	var leaves []cid.Cid
+	for depth := 0; len(level) > 0; depth++ {
+		if depth > MaxDepth {
+			return st, errs.Errorf(errs.Corrupt, "%s: the file's DAG is deeper than %d", c, MaxDepth)
+		}
+		var next []cid.Cid
+		var mu sync.Mutex
+		err := w.each(ctx, level, func(ctx context.Context, n cid.Cid) error {
+			if _, ok := identity(n); ok {
+				return nil
+			}
+			if n.Type() == cid.Raw {
+				mu.Lock()
+				leaves = append(leaves, n)
+				mu.Unlock()
+				return nil
+			}
+			data, err := src.Block(ctx, n)
+			if err != nil {
+				return err
+			}
+			progress()
+			pn, err := merkledag.DecodeProtobuf(data)
+			if err != nil {
+				return errs.Errorf(errs.Corrupt, "block %s: not dag-pb: %w", n, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			st.Blocks++
+			for _, l := range pn.Links() {
+				next = append(next, l.Cid)
+			}
+			return nil
+		})
+		if err != nil {
+			return st, err
+		}
+		level = next
+	}
+	st.Blocks += len(leaves)
+	var missing []cid.Cid
+	for _, l := range leaves {
+		if _, ok := identity(l); ok || (has != nil && has.Has(l)) {
+			continue
+		}
+		missing = append(missing, l)
+	}
+	rand.Shuffle(len(missing), func(i, j int) { missing[i], missing[j] = missing[j], missing[i] })
+	st.Fetched = len(missing)
+	stall := w.Stall
+	if stall <= 0 {
+		stall = DefaultWarmStall
+	}
+	t := newStallTracker(stall, 2*cap(w.slots()), time.Now)
+	stop := t.watch()
+	err := w.each(ctx, missing, func(ctx context.Context, l cid.Cid) error {
+		err := t.fetch(ctx, l, f.Fetch)
+		if err == nil {
+			progress()
+		}
+		return err
+	})
+	stop()
+	st.Retries = t.retries()
+	return st, err
+}
+
+// stallTracker finds the requests that stalled: outstanding for at least
+// stall, and either overtaken (at least overtake requests made after it
+// have been answered: the source is answering, but not this one) or alone
+// in waiting (nothing answered for stall either). Age alone would not do:
+// on a slow link every block waits its turn behind the others
+// outstanding, and asking again would only move it to the back.
+type stallTracker struct {
+	stall    time.Duration
+	overtake int64
+	now      func() time.Time
+
+	mu       sync.Mutex
+	answered int64     // requests answered so far
+	lastAns  time.Time // when the last was
+	out      map[*attempt]struct{}
+	retried  int
+}
+
+type attempt struct {
+	started  time.Time
+	answered int64 // the tracker's answered when this began
+	cancel   context.CancelFunc
+	stalled  bool
+}
+
+func newStallTracker(stall time.Duration, overtake int, now func() time.Time) *stallTracker {
+	return &stallTracker{stall: stall, overtake: int64(overtake), now: now, lastAns: now(), out: map[*attempt]struct{}{}}
+}
+
+// fetch calls fn for c until it returns without having been found
+// stalled.
+func (t *stallTracker) fetch(ctx context.Context, c cid.Cid, fn func(context.Context, cid.Cid) error) error {
+	for {
+		actx, cancel := context.WithCancel(ctx)
+		a := t.begin(cancel)
+		err := fn(actx, c)
+		stalled := t.end(a, err == nil)
+		cancel()
+		if err == nil || !stalled || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+func (t *stallTracker) begin(cancel context.CancelFunc) *attempt {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a := &attempt{started: t.now(), answered: t.answered, cancel: cancel}
+	t.out[a] = struct{}{}
+	return a
+}
+
+// end records a's outcome and says whether it was cancelled as stalled.
+func (t *stallTracker) end(a *attempt, ok bool) (stalled bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.out, a)
+	if ok {
+		t.answered++
+		t.lastAns = t.now()
+	}
+	if a.stalled && !ok {
+		t.retried++
+	}
+	return a.stalled
+}
+
+// stalled marks and returns the attempts that stalled (see stallTracker).
+func (t *stallTracker) stalledNow() []*attempt {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	quiet := now.Sub(t.lastAns) >= t.stall
+	var st []*attempt
+	for a := range t.out {
+		if a.stalled || now.Sub(a.started) < t.stall {
+			continue
+		}
+		if quiet || t.answered-a.answered >= t.overtake {
+			a.stalled = true
+			st = append(st, a)
+		}
+	}
+	return st
+}
+
+// watch cancels stalled attempts until the returned stop is called; stop
+// waits for the goroutine it started.
+func (t *stallTracker) watch() (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(t.stall / 4)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				for _, a := range t.stalledNow() {
+					a.cancel()
+				}
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func (t *stallTracker) retries() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.retried
+}
+
+// each runs fn on every CID, at most Parallel at once over the Warmer,
+// and returns the first error. The stall tracker needs a clock running
+// while fns wait, so it is started here and stopped when all are done.
+func (w *Warmer) each(ctx context.Context, cids []cid.Cid, fn func(context.Context, cid.Cid) error) error {
+	sem := w.slots()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, c := range cids {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := fn(ctx, c); err != nil {
+				cancel(fmt.Errorf("block %s: %w", c, err))
+			}
+		}()
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return ctx.Err()
+}

@@ -1,0 +1,190 @@
+package unixfs
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/go-cid"
+	format "github.com/ipfs/go-ipld-format"
+	mh "github.com/multiformats/go-multihash"
+)
+
+type mapSource map[cid.Cid][]byte
+
+func (m mapSource) Block(_ context.Context, c cid.Cid) ([]byte, error) {
+	if b, ok := m[c]; ok {
+		return b, nil
+	}
+	return nil, ErrNotLocal
+}
+func (m mapSource) Checks() Check  { return CheckNone }
+func (m mapSource) String() string { return "map" }
+
+// fetcher records the leaves asked for; the first request for hang waits
+// until it is cancelled, as a want bitswap leaves unanswered does.
+type fetcher struct {
+	mu    sync.Mutex
+	order []cid.Cid
+	hang  cid.Cid
+	hung  bool
+}
+
+func (f *fetcher) Fetch(ctx context.Context, c cid.Cid) error {
+	f.mu.Lock()
+	f.order = append(f.order, c)
+	hang := c == f.hang && !f.hung
+	if hang {
+		f.hung = true
+	}
+	f.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
+}
+
+// twoLevelFile is a root over two inner nodes over n raw leaves each.
+func twoLevelFile(t *testing.T, n int) (cid.Cid, mapSource, []cid.Cid) {
+	src := mapSource{}
+	var leaves []cid.Cid
+	root := merkledag.NodeWithData([]byte{0x08, 0x02})
+	for i := 0; i < 2; i++ {
+		inner := merkledag.NodeWithData([]byte{0x08, 0x02})
+		for j := 0; j < n; j++ {
+			h, _ := mh.Sum([]byte(fmt.Sprint(i, j)), mh.SHA2_256, -1)
+			l := cid.NewCidV1(cid.Raw, h)
+			leaves = append(leaves, l)
+			if err := inner.AddRawLink(fmt.Sprint(j), &format.Link{Cid: l}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		src[inner.Cid()] = inner.RawData()
+		if err := root.AddNodeLink(fmt.Sprint(i), inner); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src[root.Cid()] = root.RawData()
+	return root.Cid(), src, leaves
+}
+
+func TestWarmFetchesEveryLeafOnce(t *testing.T) {
+	root, src, leaves := twoLevelFile(t, 50)
+	f := &fetcher{}
+	w := &Warmer{Parallel: 4, Stall: time.Hour}
+	st, err := w.Warm(context.Background(), src, f, nil, root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Blocks != 3+len(leaves) || st.Fetched != len(leaves) || st.Retries != 0 {
+		t.Errorf("stats %+v, want %d blocks, %d fetched", st, 3+len(leaves), len(leaves))
+	}
+	seen := map[cid.Cid]int{}
+	inOrder := true
+	for i, c := range f.order {
+		seen[c]++
+		if c != leaves[i] {
+			inOrder = false
+		}
+	}
+	for _, l := range leaves {
+		if seen[l] != 1 {
+			t.Errorf("leaf %s asked for %d times", l, seen[l])
+		}
+	}
+	if inOrder {
+		// 100! orders: the walk's own order by chance is not a worry.
+		t.Error("leaves asked for in the file's order, not a random one")
+	}
+}
+
+func TestWarmSkipsHeldLeaves(t *testing.T) {
+	root, src, leaves := twoLevelFile(t, 5)
+	f := &fetcher{}
+	held := haver{leaves[0]: true, leaves[7]: true}
+	st, err := (&Warmer{Parallel: 2, Stall: time.Hour}).Warm(context.Background(), src, f, held, root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Fetched != len(leaves)-2 || len(f.order) != len(leaves)-2 {
+		t.Errorf("fetched %d (%d asked), want %d", st.Fetched, len(f.order), len(leaves)-2)
+	}
+}
+
+type haver map[cid.Cid]bool
+
+func (h haver) Has(c cid.Cid) bool { return h[c] }
+
+// A leaf whose request hangs is asked again once nothing else arrives.
+func TestWarmAsksAgainForAStalledLeaf(t *testing.T) {
+	root, src, leaves := twoLevelFile(t, 3)
+	f := &fetcher{hang: leaves[4]}
+	st, err := (&Warmer{Parallel: 8, Stall: 20 * time.Millisecond}).Warm(context.Background(), src, f, nil, root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Retries != 1 || len(f.order) != len(leaves)+1 {
+		t.Errorf("stats %+v, %d requests; want 1 retry, %d requests", st, len(f.order), len(leaves)+1)
+	}
+}
+
+func TestWarmStopsOnAMissingNode(t *testing.T) {
+	root, src, _ := twoLevelFile(t, 3)
+	for c := range src {
+		if c != root {
+			delete(src, c)
+			break
+		}
+	}
+	if _, err := (&Warmer{Parallel: 2, Stall: time.Hour}).Warm(context.Background(), src, &fetcher{}, nil, root, nil); err == nil {
+		t.Error("no error for a node the source lacks")
+	}
+}
+
+// The stall rule, by a clock the test moves.
+func TestStallTracker(t *testing.T) {
+	now := time.Unix(0, 0)
+	clock := func() time.Time { return now }
+	tr := newStallTracker(time.Second, 2, clock)
+	nop := func() {}
+	old := tr.begin(nop)
+	now = now.Add(500 * time.Millisecond)
+	if len(tr.stalledNow()) != 0 {
+		t.Fatal("stalled before its time")
+	}
+	// Others answered, but fewer than overtake, and recently: a slow
+	// link, where each waits its turn.
+	tr.end(tr.begin(nop), true)
+	now = now.Add(600 * time.Millisecond)
+	if len(tr.stalledNow()) != 0 {
+		t.Fatal("stalled while one later request was answered")
+	}
+	tr.end(tr.begin(nop), true)
+	if got := tr.stalledNow(); len(got) != 1 || got[0] != old {
+		t.Fatalf("overtaken by 2, not stalled: %v", got)
+	}
+	if len(tr.stalledNow()) != 0 {
+		t.Fatal("marked twice")
+	}
+	if !tr.end(old, false) || tr.retries() != 1 {
+		t.Fatal("a cancelled stalled request is not reported as one")
+	}
+	// Nothing answered for a whole stall: every old request is stalled.
+	a, b := tr.begin(nop), tr.begin(nop)
+	now = now.Add(2 * time.Second)
+	if len(tr.stalledNow()) != 2 {
+		t.Fatal("quiet source: requests not stalled")
+	}
+	// One that is answered after all is not counted as retried.
+	if !tr.end(a, true) {
+		t.Fatal("a was marked")
+	}
+	tr.end(b, false)
+	if tr.retries() != 2 {
+		t.Fatalf("retries %d, want 2", tr.retries())
+	}
+}
