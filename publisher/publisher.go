@@ -38,6 +38,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/nar"
+	"github.com/nix-ipfs/nix-ipfs/nardag"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/nixstore"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
@@ -47,6 +48,9 @@ import (
 type IPFS interface {
 	Add(ctx context.Context, r io.Reader, p ipfs.Params, pin bool) (cid.Cid, error)
 	AddFile(ctx context.Context, path string, p ipfs.Params, pin bool) (cid.Cid, error)
+	// Import stores and pins the DAG build makes, for chunkers kubo does
+	// not have (nardag's reference-aware one).
+	Import(ctx context.Context, build ipfs.Build, pin bool) (cid.Cid, error)
 	Self(ctx context.Context) (ipfs.Node, error)
 }
 
@@ -332,8 +336,11 @@ func (p *Publisher) narPresent(ni *narinfo.NarInfo) bool {
 }
 
 // writeNAR streams the path's NAR once: into a SHA-256, into a temp file
-// that becomes nar/<hash>.nar, and (unless nocopy) into kubo. It returns the
-// narinfo with everything but the cache's signature.
+// that becomes nar/<hash>.nar, and (unless nocopy) into kubo, through add
+// or, with a reference-aware chunker, into nardag, which builds the DAG
+// on a second goroutine (a second core) while the NAR is written, and
+// kubo (Import). It returns the narinfo with everything but the cache's
+// signature.
 func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstore.PathInfo) (*narinfo.NarInfo, error) {
 	tmp, err := p.opt.Cache.CreateNAR()
 	if err != nil {
@@ -357,7 +364,7 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 		addDone = make(chan struct{})
 		go func() {
 			defer close(addDone)
-			c, addErr = p.ipfs.Add(ctx, pr, p.opt.Params, true)
+			c, addErr = p.add(ctx, pr, info)
 			// If kubo stopped reading early, unblock the NAR writer.
 			pr.CloseWithError(errOr(addErr, io.ErrClosedPipe))
 		}()
@@ -432,6 +439,23 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 		ni.Deriver = path.Base(info.Deriver)
 	}
 	return ni, nil
+}
+
+// add stores the NAR read from r in kubo, pinned, with the publisher's
+// parameters: kubo's add cuts it, or nardag does and kubo imports the
+// blocks, cut around the hash parts of the path and its references.
+func (p *Publisher) add(ctx context.Context, r io.Reader, info *nixstore.PathInfo) (cid.Cid, error) {
+	if p.opt.Params.Kubo() {
+		return p.ipfs.Add(ctx, r, p.opt.Params, true)
+	}
+	hashes := make([]string, 0, len(info.References)+1)
+	hashes = append(hashes, storepath.HashPart(info.Path))
+	for _, ref := range info.References {
+		hashes = append(hashes, storepath.HashPart(ref))
+	}
+	return p.ipfs.Import(ctx, func(put func(cid.Cid, []byte) error) (cid.Cid, error) {
+		return nardag.Build(ctx, r, p.opt.Params.Chunker, hashes, put)
+	}, true)
 }
 
 func (p *Publisher) eventFor(ctx context.Context, ni *narinfo.NarInfo) (*events.Published, error) {

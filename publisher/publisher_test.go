@@ -70,6 +70,13 @@ func (f *fakeIPFS) AddFile(ctx context.Context, path string, p ipfs.Params, pin 
 	defer r.Close()
 	return f.Add(ctx, r, p, pin)
 }
+func (f *fakeIPFS) Import(ctx context.Context, build ipfs.Build, pin bool) (cid.Cid, error) {
+	f.adds.Add(1)
+	if f.fail != nil {
+		return cid.Undef, f.fail
+	}
+	return build(func(cid.Cid, []byte) error { return nil })
+}
 func (f *fakeIPFS) Self(context.Context) (ipfs.Node, error) {
 	return ipfs.Node{PeerID: "12D3KooWfake", Addrs: []string{"/ip4/127.0.0.1/tcp/4001"}}, nil
 }
