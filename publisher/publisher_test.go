@@ -21,6 +21,7 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/nardag"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/nixstore"
 )
@@ -197,5 +198,62 @@ func TestNotInStoreIsRetriedThenExhausted(t *testing.T) {
 	}
 	if _, err := pub.PublishPath(context.Background(), "/etc/passwd"); !errs.Is(err, errs.Invalid) {
 		t.Fatalf("err = %v, want Invalid", err)
+	}
+}
+
+// TestPublishRefsChunker: with a nix-refs chunker the NAR goes through
+// Import (kubo's add has no such chunker), cut around the path's hash,
+// and the CID recorded is nardag's, with the chunker's name beside it.
+func TestPublishRefsChunker(t *testing.T) {
+	pub, _, fi, p := setup(t)
+	pub.opt.Params.Chunker = "nix-refs-4096-524288"
+	ev, err := pub.PublishPath(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := nar.DumpPath(&buf, p); err != nil {
+		t.Fatal(err)
+	}
+	want, err := nardag.Build(context.Background(), &buf, "nix-refs-4096-524288", []string{"0c6kzph7l0dcbfmjap64f0czdafn3b7x"}, func(cid.Cid, []byte) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.CID != want.String() || ev.Import.Chunker != "nix-refs-4096-524288" || fi.adds.Load() != 1 {
+		t.Errorf("event CID %s chunker %s after %d imports, want %s", ev.CID, ev.Import.Chunker, fi.adds.Load(), want)
+	}
+}
+
+// TestChunkerDefault: nix-refs by default, buzhash with nocopy unless
+// --chunker says otherwise, and an explicit nix-refs chunker with nocopy
+// is a Config error.
+func TestChunkerDefault(t *testing.T) {
+	for _, c := range []struct {
+		chunker string
+		nocopy  bool
+		want    string
+		kind    errs.Kind
+	}{
+		{"", false, DefaultChunker, 0},
+		{"", true, KuboChunker, 0},
+		{"size-262144", true, "size-262144", 0},
+		{"nix-refs-4096-1048576", false, "nix-refs-4096-1048576", 0},
+		{"nix-refs-4096-524288", true, "", errs.Config},
+		{"nix-refs-x", false, "", errs.Invalid},
+	} {
+		cfg := Config{Chunker: c.chunker, Nocopy: c.nocopy}
+		p, err := cfg.Params()
+		if c.kind != 0 {
+			if !errs.Is(err, c.kind) {
+				t.Errorf("%+v: %v, want kind %v", c, err, c.kind)
+			}
+			continue
+		}
+		if err != nil || p.Chunker != c.want {
+			t.Errorf("%+v: chunker %s (%v), want %s", c, p.Chunker, err, c.want)
+		}
+	}
+	if DefaultChunker != nardag.DefaultRefs.String() {
+		t.Errorf("DefaultChunker %s, nardag's default %s", DefaultChunker, nardag.DefaultRefs)
 	}
 }
