@@ -15,7 +15,8 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/nardag"
 )
 
-// TestImport: a DAG built in process reaches kubo through Import, pinned,
+// TestImport: a DAG built in process reaches kubo through DagImport
+// (nardag.Import), pinned,
 // and reads back byte for byte; for a kubo chunker its CID is the one
 // kubo's add gives.
 func TestImport(t *testing.T) {
@@ -30,7 +31,7 @@ func TestImport(t *testing.T) {
 	hash := "0123456789abcdfghijklmnpqrsvwxyz"
 	copy(data[600000:], hash)
 	for _, ch := range []string{"size-262144", "nix-refs-4096-524288"} {
-		c, err := k.Client.Import(ctx, func(put func(cid.Cid, []byte) error) (cid.Cid, error) {
+		c, err := nardag.Import(ctx, k.Client, func(put nardag.Sink) (cid.Cid, error) {
 			return nardag.Build(ctx, bytes.NewReader(data), ch, []string{hash}, put)
 		}, true)
 		if err != nil {
@@ -58,7 +59,7 @@ func TestImport(t *testing.T) {
 
 	// A failing source keeps its error and kind; nothing is pinned.
 	boom := errs.Errorf(errs.Corrupt, "boom")
-	_, err = k.Client.Import(ctx, func(put func(cid.Cid, []byte) error) (cid.Cid, error) {
+	_, err = nardag.Import(ctx, k.Client, func(put nardag.Sink) (cid.Cid, error) {
 		if err := put(cid.Undef, nil); err != nil {
 			return cid.Undef, err
 		}

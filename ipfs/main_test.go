@@ -6,8 +6,8 @@ import (
 	"go.uber.org/goleak"
 )
 
-// TestMain checks that every goroutine the package starts (Import's CAR
-// writer) has ended when the tests do.
+// TestMain checks that no goroutine outlives the tests (nardag.Import's
+// CAR writer, run against a real kubo in TestImport, among them).
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }

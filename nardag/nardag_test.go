@@ -3,6 +3,7 @@ package nardag_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand"
@@ -246,5 +247,27 @@ func BenchmarkBuild(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// failingImporter reads part of the first CAR and fails, as a daemon
+// that refuses an import does.
+type failingImporter struct{ err error }
+
+func (f failingImporter) DagImport(_ context.Context, cars []io.Reader, _ bool) (map[cid.Cid]string, error) {
+	io.CopyN(io.Discard, cars[0], 100)
+	return nil, f.err
+}
+
+// TestImportDaemonFails: the importer's error comes back, and the
+// builder, blocked on a pipe no one reads, is unblocked and waited for.
+func TestImportDaemonFails(t *testing.T) {
+	boom := errors.New("daemon refused")
+	data := testData(8<<20, 5, nil)
+	_, err := nardag.Import(context.Background(), failingImporter{boom}, func(put nardag.Sink) (cid.Cid, error) {
+		return nardag.Build(context.Background(), bytes.NewReader(data), "nix-refs-4096-524288", nil, put)
+	}, true)
+	if !errors.Is(err, boom) {
+		t.Fatalf("Import: %v, want the daemon's error", err)
 	}
 }

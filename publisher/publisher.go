@@ -48,13 +48,16 @@ import (
 type IPFS interface {
 	Add(ctx context.Context, r io.Reader, p ipfs.Params, pin bool) (cid.Cid, error)
 	AddFile(ctx context.Context, path string, p ipfs.Params, pin bool) (cid.Cid, error)
-	// Import stores and pins the DAG build makes, for chunkers kubo does
-	// not have (nardag's reference-aware one).
-	Import(ctx context.Context, build ipfs.Build, pin bool) (cid.Cid, error)
+	// DagImport stores and pins DAGs kubo's add cannot make (nardag's
+	// reference-aware chunker), streamed by nardag.Import.
+	DagImport(ctx context.Context, cars []io.Reader, pin bool) (map[cid.Cid]string, error)
 	Self(ctx context.Context) (ipfs.Node, error)
 }
 
-var _ IPFS = (*ipfs.Kubo)(nil)
+var (
+	_ IPFS            = (*ipfs.Kubo)(nil)
+	_ nardag.Importer = IPFS(nil)
+)
 
 // Options configure a Publisher.
 type Options struct {
@@ -453,7 +456,7 @@ func (p *Publisher) add(ctx context.Context, r io.Reader, info *nixstore.PathInf
 	for _, ref := range info.References {
 		hashes = append(hashes, storepath.HashPart(ref))
 	}
-	return p.ipfs.Import(ctx, func(put func(cid.Cid, []byte) error) (cid.Cid, error) {
+	return nardag.Import(ctx, p.ipfs, func(put nardag.Sink) (cid.Cid, error) {
 		return nardag.Build(ctx, r, p.opt.Params.Chunker, hashes, put)
 	}, true)
 }

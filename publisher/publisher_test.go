@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/ipfs/go-cid"
+	carv2 "github.com/ipld/go-car/v2"
 	"github.com/multiformats/go-multihash"
 	"github.com/nix-community/go-nix/pkg/nar"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
@@ -71,12 +72,12 @@ func (f *fakeIPFS) AddFile(ctx context.Context, path string, p ipfs.Params, pin 
 	defer r.Close()
 	return f.Add(ctx, r, p, pin)
 }
-func (f *fakeIPFS) Import(ctx context.Context, build ipfs.Build, pin bool) (cid.Cid, error) {
+func (f *fakeIPFS) DagImport(_ context.Context, cars []io.Reader, _ bool) (map[cid.Cid]string, error) {
 	f.adds.Add(1)
 	if f.fail != nil {
-		return cid.Undef, f.fail
+		return nil, f.fail
 	}
-	return build(func(cid.Cid, []byte) error { return nil })
+	return drainCARs(cars)
 }
 func (f *fakeIPFS) Self(context.Context) (ipfs.Node, error) {
 	return ipfs.Node{PeerID: "12D3KooWfake", Addrs: []string{"/ip4/127.0.0.1/tcp/4001"}}, nil
@@ -256,4 +257,27 @@ func TestChunkerDefault(t *testing.T) {
 	if DefaultChunker != nardag.DefaultRefs.String() {
 		t.Errorf("DefaultChunker %s, nardag's default %s", DefaultChunker, nardag.DefaultRefs)
 	}
+}
+
+// drainCARs reads the CARs a DAG import sends, as kubo would, and reports
+// the roots of their headers pinned.
+func drainCARs(cars []io.Reader) (map[cid.Cid]string, error) {
+	roots := map[cid.Cid]string{}
+	for _, r := range cars {
+		br, err := carv2.NewBlockReader(r)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range br.Roots {
+			roots[c] = ""
+		}
+		for {
+			if _, err := br.Next(); err == io.EOF {
+				break
+			} else if err != nil {
+				return nil, err
+			}
+		}
+	}
+	return roots, nil
 }
