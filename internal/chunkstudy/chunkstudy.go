@@ -60,6 +60,7 @@ var Chunkers = []string{
 	"refs/4096+size-524288",
 	"refs/4096+size-1048576",
 	"refs/16384+size-524288",
+	"nix-refs-4096-524288", // the publisher's default: refs/4096+size-524288, streamed
 }
 
 // Path is one store path of a generation.
