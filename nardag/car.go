@@ -22,6 +22,13 @@ type Importer interface {
 	DagImport(ctx context.Context, cars []io.Reader, pin bool) (map[cid.Cid]string, error)
 }
 
+// The CAR's buffer between the DAG builder and kubo: 4 MiB, a few
+// chunks' worth.
+const (
+	carChunks    = 64
+	carChunkSize = 64 << 10
+)
+
 // PlaceholderRoot names no block: the CAR that carries a DAG's blocks
 // needs a root in its header before the DAG's root is known. kubo pins a
 // header's root only if it holds the block (`dag import` reads it from
@@ -47,7 +54,8 @@ var PlaceholderRoot = func() cid.Cid {
 func Import(ctx context.Context, imp Importer, build func(put Sink) (cid.Cid, error), pin bool) (cid.Cid, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	pr, pw := io.Pipe()
+	// The CAR is written while kubo reads the blocks before it.
+	pipe := NewPipe(carChunks, carChunkSize)
 	var (
 		wg       sync.WaitGroup
 		root     cid.Cid
@@ -56,8 +64,8 @@ func Import(ctx context.Context, imp Importer, build func(put Sink) (cid.Cid, er
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		root, buildErr = writeCAR(pw, build)
-		pw.CloseWithError(errOr(buildErr, io.EOF))
+		root, buildErr = writeCAR(pipe, build)
+		pipe.CloseWrite(buildErr)
 	}()
 	// The second CAR is read only after the first ended, when the
 	// goroutine has set root.
@@ -65,9 +73,9 @@ func Import(ctx context.Context, imp Importer, build func(put Sink) (cid.Cid, er
 		wg.Wait()
 		return carHeader(root)
 	}}
-	pinned, err := imp.DagImport(ctx, []io.Reader{pr, tail}, pin)
+	pinned, err := imp.DagImport(ctx, []io.Reader{pipe, tail}, pin)
 	// Unblock the builder if the importer stopped reading, then wait.
-	pr.CloseWithError(errOr(err, io.ErrClosedPipe))
+	pipe.CloseRead(err)
 	wg.Wait()
 	if buildErr != nil && !errors.Is(buildErr, io.ErrClosedPipe) && ctx.Err() == nil {
 		// Our source failed, not the daemon: its error and kind matter.
@@ -170,11 +178,4 @@ func (l *lazyReader) Read(p []byte) (int, error) {
 		l.r = l.open()
 	}
 	return l.r.Read(p)
-}
-
-func errOr(err, def error) error {
-	if err != nil {
-		return err
-	}
-	return def
 }

@@ -271,3 +271,46 @@ func TestImportDaemonFails(t *testing.T) {
 		t.Fatalf("Import: %v, want the daemon's error", err)
 	}
 }
+
+// TestPipe: bytes arrive in order whatever the write and read sizes, the
+// writer's error follows them, and a reader that gives up unblocks the
+// writer with its error.
+func TestPipe(t *testing.T) {
+	data := testData(3<<20+7, 6, nil)
+	p := nardag.NewPipe(4, 1000)
+	done := make(chan error, 1)
+	go func() {
+		rng := rand.New(rand.NewSource(1))
+		for b := data; len(b) > 0; {
+			n := min(len(b), 1+rng.Intn(5000))
+			if _, err := p.Write(b[:n]); err != nil {
+				done <- err
+				return
+			}
+			b = b[n:]
+		}
+		p.CloseWrite(nil)
+		done <- nil
+	}()
+	got, err := io.ReadAll(&trickle{b: nil, rng: nil}) // empty: EOF at once
+	if err != nil || len(got) != 0 {
+		t.Fatal(err)
+	}
+	got, err = io.ReadAll(p)
+	if err != nil || !bytes.Equal(got, data) || <-done != nil {
+		t.Fatalf("read %d bytes (%v), want %d", len(got), err, len(data))
+	}
+
+	boom := errors.New("boom")
+	p = nardag.NewPipe(2, 10)
+	p.CloseRead(boom)
+	if _, err := p.Write(make([]byte, 100)); err != boom {
+		t.Errorf("write after the reader gave up: %v", err)
+	}
+	p = nardag.NewPipe(2, 10)
+	p.Write([]byte("abc"))
+	p.CloseWrite(boom)
+	if b, err := io.ReadAll(p); string(b) != "abc" || err != boom {
+		t.Errorf("read %q, %v", b, err)
+	}
+}

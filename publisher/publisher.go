@@ -357,12 +357,12 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 		c       cid.Cid
 		addErr  error
 		addDone chan struct{}
-		pw      *io.PipeWriter
+		pw      pipeWriter
 	)
 	writers := []io.Writer{h, tmp, counter}
 	if !p.opt.Params.Nocopy {
-		var pr *io.PipeReader
-		pr, pw = io.Pipe()
+		pr, w := p.pipe()
+		pw = w
 		writers = append(writers, pw)
 		addDone = make(chan struct{})
 		go func() {
@@ -443,6 +443,45 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 	}
 	return ni, nil
 }
+
+// pipeWriter and pipeReader are the two ends of the pipe from the NAR
+// writer to kubo or to nardag.
+type (
+	pipeWriter interface {
+		io.Writer
+		CloseWithError(error) error
+	}
+	pipeReader interface {
+		io.Reader
+		CloseWithError(error) error
+	}
+)
+
+// pipe returns the pipe the NAR goes through to kubo: io.Pipe to kubo's
+// add, which reads it over HTTP on kubo's own cores; a buffered one to
+// nardag, whose leaf hashing on this process's second core would
+// otherwise take turns with the NAR writer's hashing and writing.
+func (p *Publisher) pipe() (pipeReader, pipeWriter) {
+	if p.opt.Params.Kubo() {
+		return io.Pipe()
+	}
+	np := nardag.NewPipe(narChunks, narChunkSize)
+	return nardagReader{np}, nardagWriter{np}
+}
+
+// The NAR's buffer to nardag: 2 MiB, in the NAR writer's 32 KiB writes.
+const (
+	narChunks    = 64
+	narChunkSize = 32 << 10
+)
+
+type nardagReader struct{ *nardag.Pipe }
+
+func (r nardagReader) CloseWithError(err error) error { r.CloseRead(err); return nil }
+
+type nardagWriter struct{ *nardag.Pipe }
+
+func (w nardagWriter) CloseWithError(err error) error { w.CloseWrite(err); return nil }
 
 // add stores the NAR read from r in kubo, pinned, with the publisher's
 // parameters: kubo's add cuts it, or nardag does and kubo imports the
