@@ -14,6 +14,8 @@ import (
 type Pipe struct {
 	full chan []byte // written chunks, in order; closed by CloseWrite
 	free chan []byte // empty chunks
+	made int         // chunks allocated, up to cap(free): by the writer only
+	size int
 
 	cur, buf []byte // the chunk being read: what is left of it, all of it
 
@@ -26,11 +28,8 @@ type Pipe struct {
 
 // NewPipe returns a Pipe holding up to n chunks of size bytes.
 func NewPipe(n, size int) *Pipe {
-	p := &Pipe{full: make(chan []byte, n), free: make(chan []byte, n), rdone: make(chan struct{})}
-	for i := 0; i < n; i++ {
-		p.free <- make([]byte, size)
-	}
-	return p
+	// Chunks are made as the writer needs them: most NARs are small.
+	return &Pipe{full: make(chan []byte, n), free: make(chan []byte, n), size: size, rdone: make(chan struct{})}
 }
 
 // Write copies b into the pipe, blocking while it is full. Once the reader
@@ -41,8 +40,17 @@ func (p *Pipe) Write(b []byte) (int, error) {
 		var c []byte
 		select {
 		case c = <-p.free:
-		case <-p.rdone:
-			return n, p.rerr
+		default:
+			if p.made < cap(p.free) {
+				p.made++
+				c = make([]byte, p.size)
+				break
+			}
+			select {
+			case c = <-p.free:
+			case <-p.rdone:
+				return n, p.rerr
+			}
 		}
 		m := copy(c[:cap(c)], b[n:])
 		select {
