@@ -341,9 +341,9 @@ func (p *Publisher) narPresent(ni *narinfo.NarInfo) bool {
 // writeNAR streams the path's NAR once: into a SHA-256, into a temp file
 // that becomes nar/<hash>.nar, and (unless nocopy) into kubo, through add
 // or, with a reference-aware chunker, into nardag, which builds the DAG
-// on a second goroutine (a second core) while the NAR is written, and
-// kubo (Import). It returns the narinfo with everything but the cache's
-// signature.
+// on a second goroutine (a second core) while the NAR is written and
+// streams its blocks to kubo (nardag.Import). It returns the narinfo with
+// everything but the cache's signature.
 func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstore.PathInfo) (*narinfo.NarInfo, error) {
 	tmp, err := p.opt.Cache.CreateNAR()
 	if err != nil {
