@@ -113,8 +113,14 @@ func benchPublish(b *Bench, s *scope, sec *Section) {
 		if ch == publisher.DefaultChunker {
 			continue
 		}
+		targets := []string{"closure"}
+		if ch == publisher.KuboChunker {
+			// The default before nix-refs: the chunker's publish cost on
+			// both shapes.
+			targets = both
+		}
 		sides = append(sides, &pubSide{key: "pub-" + ch, name: "publisher --chunker " + ch,
-			targets: []string{"closure"}, pub: true,
+			targets: targets, pub: true,
 			run: func(s *scope, ts []*pubTarget) map[string]pubMeasure {
 				return b.runPublisher(s, ts, false, "--chunker="+ch)
 			}})

@@ -18,10 +18,12 @@ import (
 
 // upgradeBound is what TestUpgradeMovesOnlyWhatChanged allows a client to
 // move for generation 2, as a share of its new NAR bytes (HTTP moves 1).
-// Today's default chunker moves about a third on this workload; the
-// bound catches a client that refetches whole NARs, not a chunker that is
-// a few points worse (docs/CHUNKING.md has the figures).
-const upgradeBound = 0.5
+// The default chunker (nix-refs-4096-524288, cut around store path
+// hashes) moves 3.0% at this test's scale (1.4% at the bench's 200 MB:
+// the two really changed libraries weigh more here); buzhash moved about
+// a third. The bound leaves room for duplicates and a workload picked
+// from another machine's files (docs/CHUNKING.md has the figures).
+const upgradeBound = 0.10
 
 // TestUpgradeMovesOnlyWhatChanged is issue 22's upgrade, end to end: host
 // A builds generation 1 of a realistic system (internal/upgradeload: real

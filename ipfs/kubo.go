@@ -277,6 +277,9 @@ func (k *Kubo) add(ctx context.Context, f files.Node, src *sourceReader, p Param
 	if err := p.Validate(); err != nil {
 		return cid.Undef, fmt.Errorf("ipfs add %s: %w", what, err)
 	}
+	if !p.Kubo() {
+		return cid.Undef, errs.Errorf(errs.Invalid, "ipfs add %s: kubo has no chunker %s: build the DAG with nardag and import it (nardag.Import)", what, p.Chunker)
+	}
 	// The empty name is how the rpc client sends a single unwrapped file;
 	// the daemon then adds it without a directory around it.
 	body := files.NewMultiFileReader(files.NewMapDirectory(map[string]files.Node{"": f}), false, false)

@@ -10,13 +10,17 @@ import (
 	mh "github.com/multiformats/go-multihash"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/nardag"
 )
 
 // Params are the import parameters that, with the bytes, decide a CID.
 // Record them next to every CID they produced: see the package comment.
 type Params struct {
-	CIDVersion   int    // 0 or 1
-	Chunker      string // "size-<bytes>", "rabin-<min>-<avg>-<max>" or "buzhash"
+	CIDVersion int // 0 or 1
+	// Chunker is kubo's ("size-<bytes>", "rabin-<min>-<avg>-<max>",
+	// "buzhash") or the reference-aware "nix-refs-<gap>-<size>" (package
+	// nardag), whose DAGs are built in process and sent with Import.
+	Chunker      string
 	RawLeaves    bool   // leaves as raw blocks rather than dag-pb wrapped
 	HashFunction string // a multihash name, e.g. "sha2-256"
 	// MaxFileLinks is the width of the balanced file DAG. Zero means 174,
@@ -73,6 +77,9 @@ func (p Params) Validate() error {
 	if p.Chunker == "" {
 		return errs.Errorf(errs.Invalid, "ipfs params: empty chunker (it decides the CID, so it must be explicit)")
 	}
+	if nardag.IsRefs(p.Chunker) {
+		return p.validateRefs()
+	}
 	if _, err := chunk.FromString(bytes.NewReader(nil), p.Chunker); err != nil {
 		return errs.Errorf(errs.Invalid, "ipfs params: chunker %q: %w", p.Chunker, err)
 	}
@@ -93,6 +100,26 @@ func (p Params) Validate() error {
 	}
 	return nil
 }
+
+// validateRefs checks parameters with a reference-aware chunker: its DAGs
+// are built by nardag, which makes what `ipfs add --cid-version=1` would
+// (raw leaves, SHA-256, 174 links), and reach kubo as blocks, which its
+// filestore cannot reference.
+func (p Params) validateRefs() error {
+	if _, err := nardag.ParseRefs(p.Chunker); err != nil {
+		return errs.Errorf(errs.Invalid, "ipfs params: %w", err)
+	}
+	if p.Nocopy {
+		return errs.Errorf(errs.Config, "ipfs params: chunker %s cannot be used with nocopy: kubo's filestore references only what its own add cut (use a kubo chunker such as buzhash with --ipfs-nocopy)", p.Chunker)
+	}
+	if p.CIDVersion != 1 || !p.RawLeaves || strings.ToLower(p.HashFunction) != "sha2-256" || p.maxFileLinks() != defaultMaxFileLinks {
+		return errs.Errorf(errs.Invalid, "ipfs params: chunker %s builds CIDv1, raw leaves, sha2-256, %d links only (got %s)", p.Chunker, defaultMaxFileLinks, p)
+	}
+	return nil
+}
+
+// Kubo reports whether kubo's add can make the DAG these parameters name.
+func (p Params) Kubo() bool { return !nardag.IsRefs(p.Chunker) }
 
 // apply sets every option that changes the CID, including the ones equal
 // to kubo's defaults, so that the daemon's Import.* configuration cannot.

@@ -129,6 +129,9 @@ func (n narFuzzIPFS) AddFile(ctx context.Context, p string, prm ipfs.Params, pin
 	defer f.Close()
 	return n.Add(ctx, f, prm, pin)
 }
+func (narFuzzIPFS) DagImport(_ context.Context, cars []io.Reader, _ bool) (map[cid.Cid]string, error) {
+	return drainCARs(cars)
+}
 func (narFuzzIPFS) Self(context.Context) (ipfs.Node, error) {
 	return ipfs.Node{PeerID: "12D3KooWfuzz"}, nil
 }

@@ -38,6 +38,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/nar"
+	"github.com/nix-ipfs/nix-ipfs/nardag"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/nixstore"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
@@ -47,10 +48,16 @@ import (
 type IPFS interface {
 	Add(ctx context.Context, r io.Reader, p ipfs.Params, pin bool) (cid.Cid, error)
 	AddFile(ctx context.Context, path string, p ipfs.Params, pin bool) (cid.Cid, error)
+	// DagImport stores and pins DAGs kubo's add cannot make (nardag's
+	// reference-aware chunker), streamed by nardag.Import.
+	DagImport(ctx context.Context, cars []io.Reader, pin bool) (map[cid.Cid]string, error)
 	Self(ctx context.Context) (ipfs.Node, error)
 }
 
-var _ IPFS = (*ipfs.Kubo)(nil)
+var (
+	_ IPFS            = (*ipfs.Kubo)(nil)
+	_ nardag.Importer = IPFS(nil)
+)
 
 // Options configure a Publisher.
 type Options struct {
@@ -332,8 +339,11 @@ func (p *Publisher) narPresent(ni *narinfo.NarInfo) bool {
 }
 
 // writeNAR streams the path's NAR once: into a SHA-256, into a temp file
-// that becomes nar/<hash>.nar, and (unless nocopy) into kubo. It returns the
-// narinfo with everything but the cache's signature.
+// that becomes nar/<hash>.nar, and (unless nocopy) into kubo, through add
+// or, with a reference-aware chunker, into nardag, which builds the DAG
+// on a second goroutine (a second core) while the NAR is written and
+// streams its blocks to kubo (nardag.Import). It returns the narinfo with
+// everything but the cache's signature.
 func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstore.PathInfo) (*narinfo.NarInfo, error) {
 	tmp, err := p.opt.Cache.CreateNAR()
 	if err != nil {
@@ -347,17 +357,17 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 		c       cid.Cid
 		addErr  error
 		addDone chan struct{}
-		pw      *io.PipeWriter
+		pw      pipeWriter
 	)
 	writers := []io.Writer{h, tmp, counter}
 	if !p.opt.Params.Nocopy {
-		var pr *io.PipeReader
-		pr, pw = io.Pipe()
+		pr, w := p.pipe()
+		pw = w
 		writers = append(writers, pw)
 		addDone = make(chan struct{})
 		go func() {
 			defer close(addDone)
-			c, addErr = p.ipfs.Add(ctx, pr, p.opt.Params, true)
+			c, addErr = p.add(ctx, pr, info)
 			// If kubo stopped reading early, unblock the NAR writer.
 			pr.CloseWithError(errOr(addErr, io.ErrClosedPipe))
 		}()
@@ -432,6 +442,62 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 		ni.Deriver = path.Base(info.Deriver)
 	}
 	return ni, nil
+}
+
+// pipeWriter and pipeReader are the two ends of the pipe from the NAR
+// writer to kubo or to nardag.
+type (
+	pipeWriter interface {
+		io.Writer
+		CloseWithError(error) error
+	}
+	pipeReader interface {
+		io.Reader
+		CloseWithError(error) error
+	}
+)
+
+// pipe returns the pipe the NAR goes through to kubo: io.Pipe to kubo's
+// add, which reads it over HTTP on kubo's own cores; a buffered one to
+// nardag, whose leaf hashing on this process's second core would
+// otherwise take turns with the NAR writer's hashing and writing.
+func (p *Publisher) pipe() (pipeReader, pipeWriter) {
+	if p.opt.Params.Kubo() {
+		return io.Pipe()
+	}
+	np := nardag.NewPipe(narChunks, narChunkSize)
+	return nardagReader{np}, nardagWriter{np}
+}
+
+// The NAR's buffer to nardag: 2 MiB, in the NAR writer's 32 KiB writes.
+const (
+	narChunks    = 64
+	narChunkSize = 32 << 10
+)
+
+type nardagReader struct{ *nardag.Pipe }
+
+func (r nardagReader) CloseWithError(err error) error { r.CloseRead(err); return nil }
+
+type nardagWriter struct{ *nardag.Pipe }
+
+func (w nardagWriter) CloseWithError(err error) error { w.CloseWrite(err); return nil }
+
+// add stores the NAR read from r in kubo, pinned, with the publisher's
+// parameters: kubo's add cuts it, or nardag does and kubo imports the
+// blocks, cut around the hash parts of the path and its references.
+func (p *Publisher) add(ctx context.Context, r io.Reader, info *nixstore.PathInfo) (cid.Cid, error) {
+	if p.opt.Params.Kubo() {
+		return p.ipfs.Add(ctx, r, p.opt.Params, true)
+	}
+	hashes := make([]string, 0, len(info.References)+1)
+	hashes = append(hashes, storepath.HashPart(info.Path))
+	for _, ref := range info.References {
+		hashes = append(hashes, storepath.HashPart(ref))
+	}
+	return nardag.Import(ctx, p.ipfs, func(put nardag.Sink) (cid.Cid, error) {
+		return nardag.Build(ctx, r, p.opt.Params.Chunker, hashes, put)
+	}, true)
 }
 
 func (p *Publisher) eventFor(ctx context.Context, ni *narinfo.NarInfo) (*events.Published, error) {

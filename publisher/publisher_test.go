@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/ipfs/go-cid"
+	carv2 "github.com/ipld/go-car/v2"
 	"github.com/multiformats/go-multihash"
 	"github.com/nix-community/go-nix/pkg/nar"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/nardag"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/nixstore"
 )
@@ -69,6 +71,13 @@ func (f *fakeIPFS) AddFile(ctx context.Context, path string, p ipfs.Params, pin 
 	}
 	defer r.Close()
 	return f.Add(ctx, r, p, pin)
+}
+func (f *fakeIPFS) DagImport(_ context.Context, cars []io.Reader, _ bool) (map[cid.Cid]string, error) {
+	f.adds.Add(1)
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	return drainCARs(cars)
 }
 func (f *fakeIPFS) Self(context.Context) (ipfs.Node, error) {
 	return ipfs.Node{PeerID: "12D3KooWfake", Addrs: []string{"/ip4/127.0.0.1/tcp/4001"}}, nil
@@ -191,4 +200,84 @@ func TestNotInStoreIsRetriedThenExhausted(t *testing.T) {
 	if _, err := pub.PublishPath(context.Background(), "/etc/passwd"); !errs.Is(err, errs.Invalid) {
 		t.Fatalf("err = %v, want Invalid", err)
 	}
+}
+
+// TestPublishRefsChunker: with a nix-refs chunker the NAR goes through
+// Import (kubo's add has no such chunker), cut around the path's hash,
+// and the CID recorded is nardag's, with the chunker's name beside it.
+func TestPublishRefsChunker(t *testing.T) {
+	pub, _, fi, p := setup(t)
+	pub.opt.Params.Chunker = "nix-refs-4096-524288"
+	ev, err := pub.PublishPath(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := nar.DumpPath(&buf, p); err != nil {
+		t.Fatal(err)
+	}
+	want, err := nardag.Build(context.Background(), &buf, "nix-refs-4096-524288", []string{"0c6kzph7l0dcbfmjap64f0czdafn3b7x"}, func(cid.Cid, []byte) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.CID != want.String() || ev.Import.Chunker != "nix-refs-4096-524288" || fi.adds.Load() != 1 {
+		t.Errorf("event CID %s chunker %s after %d imports, want %s", ev.CID, ev.Import.Chunker, fi.adds.Load(), want)
+	}
+}
+
+// TestChunkerDefault: nix-refs by default, buzhash with nocopy unless
+// --chunker says otherwise, and an explicit nix-refs chunker with nocopy
+// is a Config error.
+func TestChunkerDefault(t *testing.T) {
+	for _, c := range []struct {
+		chunker string
+		nocopy  bool
+		want    string
+		kind    errs.Kind
+	}{
+		{"", false, DefaultChunker, 0},
+		{"", true, KuboChunker, 0},
+		{"size-262144", true, "size-262144", 0},
+		{"nix-refs-4096-1048576", false, "nix-refs-4096-1048576", 0},
+		{"nix-refs-4096-524288", true, "", errs.Config},
+		{"nix-refs-x", false, "", errs.Invalid},
+	} {
+		cfg := Config{Chunker: c.chunker, Nocopy: c.nocopy}
+		p, err := cfg.Params()
+		if c.kind != 0 {
+			if !errs.Is(err, c.kind) {
+				t.Errorf("%+v: %v, want kind %v", c, err, c.kind)
+			}
+			continue
+		}
+		if err != nil || p.Chunker != c.want {
+			t.Errorf("%+v: chunker %s (%v), want %s", c, p.Chunker, err, c.want)
+		}
+	}
+	if DefaultChunker != nardag.DefaultRefs.String() {
+		t.Errorf("DefaultChunker %s, nardag's default %s", DefaultChunker, nardag.DefaultRefs)
+	}
+}
+
+// drainCARs reads the CARs a DAG import sends, as kubo would, and reports
+// the roots of their headers pinned.
+func drainCARs(cars []io.Reader) (map[cid.Cid]string, error) {
+	roots := map[cid.Cid]string{}
+	for _, r := range cars {
+		br, err := carv2.NewBlockReader(r)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range br.Roots {
+			roots[c] = ""
+		}
+		for {
+			if _, err := br.Next(); err == io.EOF {
+				break
+			} else if err != nil {
+				return nil, err
+			}
+		}
+	}
+	return roots, nil
 }

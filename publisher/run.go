@@ -23,12 +23,21 @@ import (
 // it share the work.
 const DefaultDurable = "publisher"
 
-// DefaultChunker is content-defined: a NAR whose one file changed length
-// shifts every later byte, so fixed-size chunks after it never match the
-// old version's, while buzhash re-synchronises. Measured in
-// docs/BENCHMARKS.md: two such versions stored in 0.50 of their NAR sizes
-// against 0.72 with size-262144, at 0.93x the publish throughput.
-const DefaultChunker = "buzhash"
+// DefaultChunker is the reference-aware chunker (package nardag): cut
+// around the store path hashes a NAR names, 512 KiB fixed chunks between
+// them. An upgrade that rebuilt a closure with new references moves 1.4%
+// of its new NAR bytes with it, against a third with buzhash, at
+// buzhash's block count (docs/CHUNKING.md). kubo does not have it: the
+// publisher builds the DAG and imports the blocks.
+const DefaultChunker = "nix-refs-4096-524288"
+
+// KuboChunker is the chunker with --ipfs-nocopy when --chunker is not
+// given (kubo's filestore references only what kubo's add cut), and the
+// default before DefaultChunker: content-defined, so a NAR whose one file
+// changed length re-synchronises after it (two such versions stored in
+// 0.50 of their NAR sizes against 0.72 with size-262144,
+// docs/BENCHMARKS.md).
+const KuboChunker = "buzhash"
 
 // DefaultAckWait bounds how long the events a dead publisher was handling
 // wait before another publisher (or its own restart) gets them again. A
@@ -70,8 +79,8 @@ func (c *Config) Register(s *config.Set) {
 	s.StringVar(&c.NixDB, "nix-db", nixstore.DefaultDBPath, "the Nix database to read path metadata from (read-only)")
 	s.IntVar(&c.Concurrency, "concurrency", 4, "store paths published at once")
 	s.IntVar(&c.Events, "events", 4, "built events handled at once")
-	s.StringVar(&c.Chunker, "chunker", DefaultChunker, "kubo chunker: buzhash, size-<bytes> or rabin-<min>-<avg>-<max>; changes CIDs, so every publisher of one cache must use the same (docs/BENCHMARKS.md)")
-	s.BoolVar(&c.Nocopy, "ipfs-nocopy", false, "add NARs by reference (kubo filestore): the cache's NAR is the only copy on this host; see docs/OPERATIONS.md")
+	s.StringVar(&c.Chunker, "chunker", "", "how NARs are cut into blocks: nix-refs-<gap>-<size> (cut around store path hashes, built by the publisher; not with --ipfs-nocopy), or a kubo chunker: buzhash, size-<bytes> or rabin-<min>-<avg>-<max>; recorded with each CID, so old CIDs stay valid (default "+DefaultChunker+", or "+KuboChunker+" with --ipfs-nocopy; docs/CHUNKING.md)")
+	s.BoolVar(&c.Nocopy, "ipfs-nocopy", false, "add NARs by reference (kubo filestore): the cache's NAR is the only copy on this host; kubo's add cuts them, so the chunker is "+KuboChunker+" unless --chunker names another kubo chunker (nix-refs-* is refused); see docs/OPERATIONS.md")
 	s.StringVar(&c.Durable, "durable", DefaultDurable, "durable consumer name; publishers sharing it share the work")
 	s.DurationVar(&c.AckWait, "ack-wait", DefaultAckWait, "redeliver an event whose publisher went silent this long (a running publisher reports progress every third of it)")
 	s.IntVar(&c.MaxAttempts, "max-attempts", 10, "deliveries before an event failing with a non-transient error is dead-lettered")
@@ -83,9 +92,24 @@ func (c *Config) Register(s *config.Set) {
 // Params returns the kubo import parameters.
 func (c *Config) Params() (ipfs.Params, error) {
 	p := ipfs.DefaultParams()
-	p.Chunker = c.Chunker
+	p.Chunker = c.ChunkerName()
 	p.Nocopy = c.Nocopy
 	return p, p.Validate()
+}
+
+// ChunkerName is the chunker the publisher uses: --chunker, or by default
+// DefaultChunker, which kubo's filestore cannot take: with --ipfs-nocopy,
+// KuboChunker. An explicit nix-refs chunker with --ipfs-nocopy is refused
+// (Params).
+func (c *Config) ChunkerName() string {
+	switch {
+	case c.Chunker != "":
+		return c.Chunker
+	case c.Nocopy:
+		return KuboChunker
+	default:
+		return DefaultChunker
+	}
 }
 
 // Validate checks the settings that need no network.

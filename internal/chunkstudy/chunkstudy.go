@@ -11,8 +11,10 @@
 // over HTTP it moves their NARs whole.
 //
 // Chunkers are kubo's specs ("buzhash", "size-N", "rabin-MIN-AVG-MAX"),
-// the prototype "refs+<spec>" or "refs/GAP+<spec>" (RefSplitter), which
-// cuts around store path hashes, and any of these prefixed "inline+"
+// the publisher's reference-aware chunker ("nix-refs-GAP-SIZE", package
+// nardag), the prototype "refs+<spec>" or "refs/GAP+<spec>" (RefSplitter),
+// which cuts around store path hashes with any inner chunker (the bytes
+// in memory), and any of these prefixed "inline+"
 // (kubo's --inline: blocks of 32 bytes or less inlined in their parent).
 // docs/CHUNKING.md has the figures.
 package chunkstudy
@@ -26,15 +28,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ipfs/boxo/ipld/unixfs/importer/balanced"
-	"github.com/ipfs/boxo/ipld/unixfs/importer/helpers"
 	"github.com/ipfs/go-cid"
 	"github.com/ipfs/go-cidutil"
-	ipld "github.com/ipfs/go-ipld-format"
-	mh "github.com/multiformats/go-multihash"
 
-	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/nar"
+	"github.com/nix-ipfs/nix-ipfs/nardag"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
@@ -62,6 +60,7 @@ var Chunkers = []string{
 	"refs/4096+size-524288",
 	"refs/4096+size-1048576",
 	"refs/16384+size-524288",
+	"nix-refs-4096-524288", // the publisher's default: refs/4096+size-524288, streamed
 }
 
 // Path is one store path of a generation.
@@ -252,11 +251,12 @@ const InlinePrefix = "inline+"
 const InlineLimit = 32
 
 // DAG builds the UnixFS DAG of r with chunker spec as the publisher gets
-// it from kubo (CIDv1, raw leaves, SHA-256, balanced, 174 links), calls
-// block for every block made (not for inlined ones), and returns the
-// root. hashes are the hash parts a "refs+" chunker cuts around.
+// it (nardag.Layout: CIDv1, raw leaves, SHA-256, balanced, 174 links),
+// calls block for every block made (not for inlined ones), and returns the
+// root. hashes are the hash parts a "refs+" or nix-refs chunker cuts
+// around.
 func DAG(ctx context.Context, r io.Reader, spec string, hashes []string, block func(c cid.Cid, data []byte)) (cid.Cid, error) {
-	var builder cid.Builder = cid.Prefix{Version: 1, Codec: cid.DagProtobuf, MhType: mh.SHA2_256, MhLength: -1}
+	var builder cid.Builder = nardag.Prefix
 	if rest, ok := strings.CutPrefix(spec, InlinePrefix); ok {
 		// kubo's --inline: the CID of a block this small is the block.
 		builder, spec = cidutil.InlineBuilder{Builder: builder, Limit: InlineLimit}, rest
@@ -265,57 +265,8 @@ func DAG(ctx context.Context, r io.Reader, spec string, hashes []string, block f
 	if err != nil {
 		return cid.Undef, err
 	}
-	params := helpers.DagBuilderParams{
-		Maxlinks:   helpers.DefaultLinksPerBlock,
-		RawLeaves:  true,
-		CidBuilder: builder,
-		Dagserv:    recorder{block},
-	}
-	db, err := params.New(spl)
-	if err != nil {
-		return cid.Undef, err
-	}
-	nd, err := balanced.Layout(db)
-	if err != nil {
-		return cid.Undef, err
-	}
-	return nd.Cid(), nil
+	return nardag.Layout(ctx, spl, builder, func(c cid.Cid, b []byte) error { block(c, b); return nil })
 }
-
-// recorder is a DAGService that keeps nothing: it reports each block
-// added. Reading is never needed to build a DAG.
-type recorder struct{ block func(cid.Cid, []byte) }
-
-var _ ipld.DAGService = recorder{}
-
-func (r recorder) Add(_ context.Context, n ipld.Node) error {
-	if n.Cid().Prefix().MhType == mh.IDENTITY {
-		// Inlined in its parent's link: never stored or sent alone.
-		return nil
-	}
-	r.block(n.Cid(), n.RawData())
-	return nil
-}
-
-func (r recorder) AddMany(ctx context.Context, ns []ipld.Node) error {
-	for _, n := range ns {
-		r.Add(ctx, n)
-	}
-	return nil
-}
-
-func (recorder) Get(context.Context, cid.Cid) (ipld.Node, error) {
-	return nil, errs.Errorf(errs.Invalid, "chunkstudy: the recorder keeps no blocks")
-}
-
-func (recorder) GetMany(context.Context, []cid.Cid) <-chan *ipld.NodeOption {
-	ch := make(chan *ipld.NodeOption)
-	close(ch)
-	return ch
-}
-
-func (recorder) Remove(context.Context, cid.Cid) error       { return nil }
-func (recorder) RemoveMany(context.Context, []cid.Cid) error { return nil }
 
 // Closure lists top's closure with its references, through query (which
 // runs `nix-store ARGS...` and returns its stdout): the Paths to Compare,

@@ -9,6 +9,7 @@ import (
 	chunker "github.com/ipfs/boxo/chunker"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/nardag"
 )
 
 // RefsPrefix marks a reference-aware chunker: "refs+buzhash" is buzhash
@@ -21,19 +22,8 @@ const RefsPrefix = "refs"
 // 1 MiB, and a block this size is a chunk's worth already).
 const maxCluster = 256 << 10
 
-// HashLen is the length of a store path's hash part (nix32 of 160 bits).
-const HashLen = 32
-
-// nix32 is Nix's base-32 alphabet (no e, o, u, t).
-const nix32 = "0123456789abcdfghijklmnpqrsvwxyz"
-
-var isNix32 [256]bool
-
-func init() {
-	for i := 0; i < len(nix32); i++ {
-		isNix32[nix32[i]] = true
-	}
-}
+// HashLen is the length of a store path's hash part.
+const HashLen = nardag.HashLen
 
 // RefSplitter is a prototype chunker for NARs: it cuts just before and
 // just after every occurrence of a store path hash part it is given (the
@@ -84,39 +74,7 @@ func NewRefSplitter(r io.Reader, inner string, hashes []string) (*RefSplitter, e
 	if err != nil {
 		return nil, err
 	}
-	return &RefSplitter{r: r, data: data, inner: inner, refs: scan(data, hashes)}, nil
-}
-
-// scan returns the offsets of the hashes in data, the way Nix's reference
-// scanner finds them: a window of HashLen bytes is a candidate only if
-// all its bytes are nix32 characters, checked from its end, so that one
-// byte outside the alphabet skips the window past it (most of a binary
-// is skipped HashLen bytes at a time).
-func scan(data []byte, hashes []string) []int {
-	set := make(map[string]struct{}, len(hashes))
-	for _, h := range hashes {
-		if len(h) == HashLen {
-			set[h] = struct{}{}
-		}
-	}
-	var out []int
-	for i := 0; i+HashLen <= len(data); {
-		j := i + HashLen - 1
-		for j >= i && isNix32[data[j]] {
-			j--
-		}
-		if j >= i {
-			i = j + 1
-			continue
-		}
-		if _, ok := set[string(data[i:i+HashLen])]; ok {
-			out = append(out, i)
-			i += HashLen
-			continue
-		}
-		i++
-	}
-	return out
+	return &RefSplitter{r: r, data: data, inner: inner, refs: nardag.Occurrences(data, hashes)}, nil
 }
 
 // Reader returns the reader the splitter was made from.
@@ -182,9 +140,5 @@ func splitter(r io.Reader, spec string, hashes []string) (chunker.Splitter, erro
 		s.Gap = gap
 		return s, nil
 	}
-	s, err := chunker.FromString(r, spec)
-	if err != nil {
-		return nil, errs.Errorf(errs.Invalid, "chunkstudy: chunker %q: %w", spec, err)
-	}
-	return s, nil
+	return nardag.Splitter(r, spec, hashes)
 }

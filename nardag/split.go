@@ -1,0 +1,169 @@
+package nardag
+
+import (
+	"io"
+
+	chunker "github.com/ipfs/boxo/chunker"
+)
+
+// HashLen is the length of a store path's hash part (nix32 of 160 bits).
+const HashLen = 32
+
+// nix32 is Nix's base-32 alphabet (no e, o, u, t).
+const nix32 = "0123456789abcdfghijklmnpqrsvwxyz"
+
+var isNix32 [256]bool
+
+func init() {
+	for i := 0; i < len(nix32); i++ {
+		isNix32[nix32[i]] = true
+	}
+}
+
+// hashSet is the hash parts a splitter cuts around.
+type hashSet map[string]struct{}
+
+func newHashSet(hashes []string) hashSet {
+	s := make(hashSet, len(hashes))
+	for _, h := range hashes {
+		if len(h) == HashLen {
+			s[h] = struct{}{}
+		}
+	}
+	return s
+}
+
+// scan appends to found the offsets of the hashes in data from offset i,
+// the way Nix's reference scanner finds them: a window of HashLen bytes is
+// a candidate only if all its bytes are nix32 characters, checked from its
+// end, so that one byte outside the alphabet skips the window past it
+// (most of a binary is skipped HashLen bytes at a time). Occurrences do
+// not overlap. It stops at the first window data does not hold whole and
+// returns its offset: scanning resumes there once more data is in, with
+// the same result as one scan of all of it.
+func (s hashSet) scan(data []byte, i int, found []int) ([]int, int) {
+	for i+HashLen <= len(data) {
+		j := i + HashLen - 1
+		for j >= i && isNix32[data[j]] {
+			j--
+		}
+		if j >= i {
+			i = j + 1
+			continue
+		}
+		if _, ok := s[string(data[i:i+HashLen])]; ok {
+			found = append(found, i)
+			i += HashLen
+			continue
+		}
+		i++
+	}
+	return found, i
+}
+
+// Occurrences returns the offsets of hashes (hash parts) in data, as the
+// reference-aware chunker cuts around them.
+func Occurrences(data []byte, hashes []string) []int {
+	found, _ := newHashSet(hashes).scan(data, 0, nil)
+	return found
+}
+
+// minBuf and bufSize bound the buffers a RefSplitter reads into.
+const (
+	minBuf  = 64 << 10
+	bufSize = 4 << 20
+)
+
+// RefSplitter is the reference-aware chunker over a stream (see the
+// package comment). It holds one chunk and a hash cluster's worth of
+// read-ahead, not the whole NAR. The chunks it returns point into its
+// buffers and are never overwritten: a new buffer replaces a full one.
+type RefSplitter struct {
+	r     io.Reader
+	refs  Refs
+	set   hashSet
+	ahead int // bytes past the next one that must be scanned to cut it
+
+	buf   []byte // read so far into the current buffer
+	off   int    // next byte to return, in buf
+	found []int  // hash occurrences at or after off, in buf, ascending
+	next  int    // next window to scan, in buf
+	eof   bool
+	err   error
+}
+
+var _ chunker.Splitter = (*RefSplitter)(nil)
+
+// NewRefSplitter splits r with refs around occurrences of hashes (hash
+// parts, 32 characters each; others are ignored).
+func NewRefSplitter(r io.Reader, refs Refs, hashes []string) *RefSplitter {
+	// To cut a chunk, every hash starting in it must be known; to close a
+	// cluster, every hash starting within Gap of its largest end.
+	ahead := max(refs.Size, maxCluster+refs.Gap) + HashLen
+	return &RefSplitter{r: r, refs: refs, set: newHashSet(hashes), ahead: ahead}
+}
+
+// Reader returns the reader the splitter reads.
+func (s *RefSplitter) Reader() io.Reader { return s.r }
+
+// fill reads until buf holds n bytes past off, or all that is left, and
+// scans what it read.
+func (s *RefSplitter) fill(n int) error {
+	for len(s.buf)-s.off < n && !s.eof {
+		if len(s.buf) == cap(s.buf) {
+			// A fresh buffer with the unread tail: the chunks returned
+			// already keep pointing at the old one.
+			// Small at first (most NARs are small), doubling up to
+			// bufSize, always with room past the tail.
+			tail := len(s.buf) - s.off
+			nb := make([]byte, tail, max(min(2*cap(s.buf), bufSize), minBuf, 2*tail))
+			copy(nb, s.buf[s.off:])
+			for i := range s.found {
+				s.found[i] -= s.off
+			}
+			s.next -= s.off
+			s.buf, s.off = nb, 0
+		}
+		m, err := s.r.Read(s.buf[len(s.buf):cap(s.buf)])
+		s.buf = s.buf[:len(s.buf)+m]
+		if err == io.EOF {
+			s.eof = true
+		} else if err != nil {
+			return err
+		}
+	}
+	s.found, s.next = s.set.scan(s.buf, s.next, s.found)
+	return nil
+}
+
+// NextBytes returns the next chunk, or io.EOF after the last.
+func (s *RefSplitter) NextBytes() ([]byte, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
+	if err := s.fill(s.ahead); err != nil {
+		s.err = err
+		return nil, err
+	}
+	pos := s.off
+	if pos >= len(s.buf) {
+		s.err = io.EOF
+		return nil, io.EOF
+	}
+	var end int
+	if len(s.found) > 0 && s.found[0] == pos {
+		end = pos + HashLen
+		s.found = s.found[1:]
+		for len(s.found) > 0 && s.found[0]-end < s.refs.Gap && s.found[0]+HashLen-pos <= maxCluster {
+			end = s.found[0] + HashLen
+			s.found = s.found[1:]
+		}
+	} else {
+		end = min(pos+s.refs.Size, len(s.buf))
+		if len(s.found) > 0 && s.found[0] < end {
+			end = s.found[0]
+		}
+	}
+	s.off = end
+	return s.buf[pos:end:end], nil
+}
