@@ -286,7 +286,7 @@ func (k *Kubo) add(ctx context.Context, f files.Node, src *sourceReader, p Param
 	// The raw builder rather than Unixfs().Add: that one cannot send
 	// max-file-links or an explicit trickle=false, and it fetches the
 	// daemon's version under its own 30 s context instead of ctx.
-	req := p.apply(k.api.Request("add")).
+	req := applyParams(p, k.api.Request("add")).
 		Option("pin", pin).
 		Option("progress", false).
 		Option("quieter", true).
