@@ -179,19 +179,19 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 	res, runErr := x.Run(ctx, plan)
 	// Remember the roots that still hold something, so that they outlive
 	// the stream's max-age.
-	kept := map[string]bool{}
-	if after, err := ReadIndex(cfg.Policy.CacheDir); err == nil {
-		for h, e := range after.Entries {
-			if !e.Retiring {
-				kept[h] = true
-			}
+	// (The narinfos' names only: a second index would double the peak.)
+	kept := map[hashKey]bool{}
+	if err := (cachedir.Cache{Dir: cfg.Policy.CacheDir}).EachNarInfo(func(h string) {
+		if len(h) == storepath.HashLen {
+			kept[hashKey([]byte(h))] = true
 		}
+	}); err == nil {
 		if err := roots.SaveFile(cachedir.Cache{Dir: cfg.Policy.CacheDir}.StatePath(cachedir.RootsFile), func(r Root) bool {
 			if time.Since(r.LastBuilt) < 24*time.Hour {
 				return true // maybe still being published
 			}
 			for _, o := range r.Outputs {
-				if kept[storepath.HashPart(o)] {
+				if h := storepath.HashPart(o); len(h) == storepath.HashLen && kept[hashKey([]byte(h))] {
 					return true
 				}
 			}
@@ -227,7 +227,7 @@ func writePlan(w io.Writer, p *Plan, res *Result, asJSON bool) error {
 	if res == nil {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		for _, r := range p.Retire {
-			fmt.Fprintf(tw, "  retire\t%s\t%s\t%s\n", r.StorePath, Bytes(int64(r.FileSize)), r.Reason)
+			fmt.Fprintf(tw, "  retire\t%s\t%s\t%s\n", r.StorePath, Bytes(int64(r.FileSize)), r.Why())
 		}
 		for _, o := range p.OrphanNARs {
 			fmt.Fprintf(tw, "  remove\t%s\t\tno narinfo names it\n", o)

@@ -1,0 +1,136 @@
+package retention
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nix-ipfs/nix-ipfs/internal/synthcache"
+)
+
+// TestScaleSmoke plans a prune over a nixpkgs-shaped cache of 20,000
+// paths (NIX_IPFS_SCALE_PATHS to change it), every path a root built a
+// month ago, one named pin: the worst case, where nearly everything
+// retires. It checks the plan and that the heap it needs stays under a
+// bound per path (issue 24: memory that does not grow by kilobytes per
+// path); no timing. NIX_IPFS_SCALE_HEAPPROFILE writes a heap profile
+// taken at the end of the plan.
+func TestScaleSmoke(t *testing.T) {
+	n := 20000
+	if s := os.Getenv("NIX_IPFS_SCALE_PATHS"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil {
+			t.Fatal(err)
+		}
+	} else if testing.Short() {
+		t.Skip("writes 20,000 narinfos")
+	}
+	dir := filepath.Join(t.TempDir(), "cache")
+	if err := synthcache.Init(dir); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-30 * 24 * time.Hour)
+	var pinned string
+	if err := synthcache.WriteNixpkgs(dir, "smoke", n, 8, old, func(i int, p synthcache.Path) error {
+		if i == n-1 {
+			pinned = p.StorePath
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The roots, as prune reads them from the built events: one per path.
+	roots := NewRoots()
+	if err := synthcache.Nixpkgs("smoke", n, func(i int, p synthcache.Path) error {
+		roots.Add(Root{Outputs: []string{p.StorePath}, Job: "job" + strconv.Itoa(i%5000), LastBuilt: old})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pins := []Pin{{Name: "release", KeepRevisions: 1, Revisions: []Revision{{StorePath: pinned, Added: old}}}}
+
+	// As RunPrune does.
+	defer debug.SetGCPercent(debug.SetGCPercent(40))
+	runtime.GC()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
+	peak := sampleHeap(t)
+	ix, err := ReadIndex(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := Decide(ix, roots, pins, Policy{KeepFor: 24 * time.Hour, Grace: time.Hour}, time.Now())
+	if f := os.Getenv("NIX_IPFS_SCALE_HEAPPROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.Lookup("heap").WriteTo(out, 0); err != nil {
+			t.Fatal(err)
+		}
+		out.Close()
+	}
+	high := peak()
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(ix)
+	t.Logf("live after the plan: %.0f bytes a path", float64(after.HeapInuse-base.HeapInuse)/float64(n))
+
+	if plan.CachePaths != n || plan.KeptPaths+len(plan.Retire) != n || plan.KeptPaths == 0 || len(plan.Retire) < n/2 {
+		t.Fatalf("plan over %d paths: %d in the cache, %d kept, %d retire", n, plan.CachePaths, plan.KeptPaths, len(plan.Retire))
+	}
+	if len(plan.Problems) != 0 {
+		t.Fatalf("problems: %q", plan.Problems[:min(3, len(plan.Problems))])
+	}
+	perPath := float64(high-base.HeapInuse) / float64(n)
+	t.Logf("%d paths: %d kept, %d retire; peak heap %.0f MiB above the roots, %.0f bytes a path",
+		n, plan.KeptPaths, len(plan.Retire), float64(high-base.HeapInuse)/(1<<20), perPath)
+	// The index, the kept set and the plan at about 550 bytes a path,
+	// with the garbage collector's headroom (issue 24: 256 MiB at 300,000
+	// paths for the whole process).
+	const bound = 1000
+	if perPath > bound {
+		t.Errorf("planning a prune needs %.0f bytes of heap a path, want at most %d", perPath, bound)
+	}
+}
+
+// sampleHeap samples the heap in use every few milliseconds until the
+// returned function is called, which returns the highest seen.
+func sampleHeap(t *testing.T) func() uint64 {
+	var (
+		mu   sync.Mutex
+		high uint64
+		wg   sync.WaitGroup
+	)
+	done := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			mu.Lock()
+			high = max(high, m.HeapInuse)
+			mu.Unlock()
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() uint64 {
+		close(done)
+		wg.Wait()
+		return high
+	}
+}
