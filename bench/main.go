@@ -29,7 +29,7 @@ import (
 )
 
 // sections in the order they run and appear.
-var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small", "provide", "slowlink", "mfs", "fanout", "prune"}
+var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small", "provide", "slowlink", "mfs", "fanout", "prune", "scale"}
 
 var (
 	outFile    = flag.String("out", "", "write the figures into this Markdown file (between bench markers; other text is kept)")
@@ -206,6 +206,7 @@ var sections = map[string]func(b *Bench, s *scope, sec *Section){
 	"provide":  benchProvide,
 	"mfs":      benchMFS,
 	"prune":    benchPrune,
+	"scale":    benchScale,
 }
 
 func (b *Bench) setup(s *scope) {

@@ -199,6 +199,7 @@ func ReadIndex(dir string) (*Index, error) {
 	// path, allocated once rather than grown by copies.
 	ix.arena.b = make([]byte, 0, 256*(len(names)+1))
 	ix.refs = make([]int32, 0, 4*(len(names)+1))
+	ix.nars = make([]narFile, 0, len(names)+1)
 	if err := c.EachNAR(func(f cachedir.File) {
 		ix.nars = append(ix.nars, narFile{url: ix.arena.add(f.URL), size: f.Size, modTime: f.ModTime.UnixNano()})
 	}); err != nil {
