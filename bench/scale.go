@@ -113,13 +113,16 @@ func benchScale(b *Bench, s *scope, sec *Section) {
 			Ours: fmtDur(pt.status) + " / " + fmtDur(pt.dry) + " / " + fmtDur(pt.prune), Aim: "< 120 s (1M)", Verdict: verdict(max(pt.status, pt.dry, pt.prune) < 120*time.Second)})
 		sec.add(Row{What: fmt.Sprintf("%d paths: peak RSS (status / dry run / prune)", pt.n), Ratio: nan,
 			Ours: fmtBytes(pt.statusRSS) + " / " + fmtBytes(pt.dryRSS) + " / " + fmtBytes(pt.pruneRS), Aim: "< " + fmtBytes(aimM), Verdict: verdict(peak < aimM)})
-		sec.add(Row{What: fmt.Sprintf("%d paths: peak RSS per path; stream of %d built events on disk", pt.n, pt.n), Ratio: nan,
-			Ours: fmt.Sprintf("%d B / %s", peak/int64(pt.n), fmtBytes(int64(pt.streamBytes))), Aim: "no KB per path", Verdict: verdict(peak/int64(pt.n) < 1024)})
+		sec.add(Row{What: fmt.Sprintf("%d paths: the stream of %d built events, its bytes", pt.n, pt.n), Ratio: nan,
+			Ours: fmtBytes(int64(pt.streamBytes)), Aim: "", Verdict: ""})
 	}
 	if len(pts) >= 2 {
 		a, z := pts[0], pts[len(pts)-1]
+		// The slope, not peak/n: at small sizes the runtime's fixed
+		// megabytes dominate.
 		slope := float64(max(z.pruneRS, z.dryRSS)-max(a.pruneRS, a.dryRSS)) / float64(z.n-a.n)
-		sec.detailf("Peak RSS grows by %.0f bytes a path between %d and %d paths (the slope of prune's curve).\n\n", slope, a.n, z.n)
+		sec.add(Row{What: fmt.Sprintf("Peak RSS a path, the slope between %d and %d paths", a.n, z.n), Ratio: nan,
+			Ours: fmt.Sprintf("%.0f B", slope), Aim: "< 1 KB (no KB per path)", Verdict: verdict(slope < 1024)})
 	}
 	sec.detailf("Each size: a cache written by `synthcache.WriteNixpkgs` (8 core paths in a chain referenced by every path, libraries in chains of 64, " +
 		"leaves referencing a core path and one or two libraries; a 64-byte NAR each), one \"built\" event per path a month old or more, one named pin on the last path; " +
