@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -16,6 +18,8 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/synthcache"
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
 )
+
+var scaleSizes = flag.String("scale-sizes", "", "the scale section's sizes, comma-separated (default 100000,300000,1000000; -quick 5000,20000)")
 
 // benchScale: a year of a farm (issue 24). At each size, a nixpkgs-shaped
 // cache written synthetically (synthcache.WriteNixpkgs: a few core paths
@@ -28,6 +32,14 @@ func benchScale(b *Bench, s *scope, sec *Section) {
 	sizes := []int{100_000, 300_000, 1_000_000}
 	if b.quick {
 		sizes = []int{5_000, 20_000}
+	}
+	if *scaleSizes != "" {
+		sizes = nil
+		for _, f := range strings.Split(*scaleSizes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			s.check(err, "-scale-sizes")
+			sizes = append(sizes, n)
+		}
 	}
 	type point struct {
 		n                          int

@@ -58,6 +58,9 @@ type Retirement struct {
 	// path, under policy: Why formats the reason from them.
 	root   *Root
 	policy *Policy
+	// placeholder stands for all of a plan's retirements in its JSON
+	// (writePlanJSON).
+	placeholder bool
 }
 
 // Why is why the path leaves (Reason, or the reason its root lapsed).
@@ -71,6 +74,9 @@ func (r Retirement) Why() string {
 
 // MarshalJSON writes the retirement with its reason.
 func (r Retirement) MarshalJSON() ([]byte, error) {
+	if r.placeholder {
+		return []byte(retirePlaceholder), nil
+	}
 	type plain Retirement
 	p := plain(r)
 	p.Reason = r.Why()
@@ -275,7 +281,9 @@ func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Pla
 			nRetire++
 		}
 	}
-	p.Retire = make([]Retirement, 0, nRetire)
+	if nRetire > 0 {
+		p.Retire = make([]Retirement, 0, nRetire)
+	}
 	unrooted := fmt.Sprintf("in the closure of no live root, not written within --grace %s", pol.Grace)
 	removed := make([]bool, len(ix.nars))
 	for i := range ix.entries {

@@ -1,6 +1,8 @@
 package retention
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -208,15 +210,16 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 	return runErr
 }
 
+// planOutput is what --json prints.
+type planOutput struct {
+	DryRun bool    `json:"dry_run"`
+	Plan   *Plan   `json:"plan"`
+	Result *Result `json:"result,omitempty"`
+}
+
 func writePlan(w io.Writer, p *Plan, res *Result, asJSON bool) error {
 	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
-			DryRun bool    `json:"dry_run"`
-			Plan   *Plan   `json:"plan"`
-			Result *Result `json:"result,omitempty"`
-		}{res == nil, p, res})
+		return writePlanJSON(w, planOutput{res == nil, p, res})
 	}
 	verb := "would retire"
 	if res != nil {
@@ -226,8 +229,13 @@ func writePlan(w io.Writer, p *Plan, res *Result, asJSON bool) error {
 	fmt.Fprintf(w, "kept: %d paths (%d only for --grace %s)\n", p.KeptPaths, p.GracePaths, p.Policy.Grace)
 	if res == nil {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		for _, r := range p.Retire {
+		for i, r := range p.Retire {
 			fmt.Fprintf(tw, "  retire\t%s\t%s\t%s\n", r.StorePath, Bytes(int64(r.FileSize)), r.Why())
+			if i%4096 == 4095 {
+				// Columns aligned by blocks: a tabwriter holds every
+				// line until it flushes, a million of them otherwise.
+				tw.Flush()
+			}
 		}
 		for _, o := range p.OrphanNARs {
 			fmt.Fprintf(tw, "  remove\t%s\t\tno narinfo names it\n", o)
@@ -242,6 +250,52 @@ func writePlan(w io.Writer, p *Plan, res *Result, asJSON bool) error {
 		fmt.Fprintf(w, "problem: %s\n", pr)
 	}
 	return nil
+}
+
+// retirePlaceholder stands for the plan's retirements in the JSON of the
+// rest, where writePlanJSON writes them one at a time.
+const retirePlaceholder = `"\u0000retire\u0000"`
+
+// writePlanJSON writes out as json.Encoder with a two-space indent would,
+// byte for byte, but the retirements one at a time: encoded at once, a
+// million of them would be a buffer of half a gigabyte.
+func writePlanJSON(w io.Writer, out planOutput) error {
+	if out.Plan == nil || out.Plan.Retire == nil {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	retire := out.Plan.Retire
+	shallow := *out.Plan
+	shallow.Retire = []Retirement{{placeholder: true}}
+	out.Plan = &shallow
+	head, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	before, after, ok := bytes.Cut(head, []byte("[\n      "+retirePlaceholder+"\n    ]"))
+	if !ok {
+		return errors.New("plan JSON: no place for the retirements")
+	}
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.Write(before)
+	bw.WriteString("[")
+	const indent = "      " // inside {"plan": {"retire": [...]}}
+	for i, r := range retire {
+		if i > 0 {
+			bw.WriteString(",")
+		}
+		b, err := json.MarshalIndent(r, indent, "  ")
+		if err != nil {
+			return err
+		}
+		bw.WriteString("\n" + indent)
+		bw.Write(b)
+	}
+	bw.WriteString("\n    ]")
+	bw.Write(after)
+	bw.WriteString("\n")
+	return bw.Flush()
 }
 
 // Bytes formats a size for people.

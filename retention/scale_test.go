@@ -1,12 +1,15 @@
 package retention
 
 import (
+	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -136,5 +139,37 @@ func sampleHeap(t *testing.T) func() uint64 {
 		close(done)
 		wg.Wait()
 		return high
+	}
+}
+
+// TestPlanJSONStreamed checks that --json's plan, written a retirement at a
+// time, is byte for byte what json.Encoder writes.
+func TestPlanJSONStreamed(t *testing.T) {
+	root := Root{Outputs: []string{"/nix/store/" + strings.Repeat("b", 32) + "-b"}, Job: "b<&>", LastBuilt: time.Unix(1e9, 0)}
+	pol := Policy{KeepFor: time.Hour, Grace: time.Minute}
+	p := &Plan{Policy: pol, Now: time.Unix(2e9, 0), Roots: 2, CachePaths: 3, OrphanNARs: []string{"nar/x.nar"}, Problems: []string{"a <problem>"},
+		Retire: []Retirement{
+			{StorePath: "/nix/store/" + strings.Repeat("a", 32) + "-a", URL: "nar/a.nar", NarHash: "sha256:a", Reason: "why", CID: "bafy"},
+			{StorePath: root.Outputs[0], URL: "nar/b.nar", RemoveNAR: true, Journal: true},
+		}}
+	p.Retire[1].root, p.Retire[1].policy = &root, &p.Policy
+	for _, res := range []*Result{nil, {Retired: 2}} {
+		for _, plan := range []*Plan{p, {Now: p.Now}} {
+			var want, got bytes.Buffer
+			enc := json.NewEncoder(&want)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(planOutput{res == nil, plan, res}); err != nil {
+				t.Fatal(err)
+			}
+			if err := writePlan(&got, plan, res, true); err != nil {
+				t.Fatal(err)
+			}
+			if got.String() != want.String() {
+				t.Errorf("streamed:\n%s\nwant:\n%s", got.String(), want.String())
+			}
+		}
+	}
+	if !strings.Contains(p.Retire[1].Why(), "root of job b<&>") {
+		t.Errorf("reason %q", p.Retire[1].Why())
 	}
 }
