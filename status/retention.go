@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,6 +32,9 @@ type Retention struct {
 // CollectRetention reads the cache, the roots and the pins and computes the
 // plan for pol.
 func CollectRetention(ctx context.Context, js jetstream.JetStream, stream, cacheDir string, pol retention.Policy) (*Retention, error) {
+	// The index of the whole cache, as prune holds it: the same tighter
+	// GC target keeps the peak near what is live (issue 24).
+	defer debug.SetGCPercent(debug.SetGCPercent(40))
 	ix, roots, pins, err := retention.Load(ctx, js, stream, cacheDir, pol.Grace)
 	if err != nil {
 		return nil, err
