@@ -107,7 +107,10 @@ func benchScale(b *Bench, s *scope, sec *Section) {
 			s.run(ctx, env, b.bins+"/nix-ipfs", "pin", "add", "release", last, "--cache-dir", dir)
 			pol := []string{"--cache-dir", dir, "--keep-for", "720h", "--grace", "1h"}
 			progress("scale: status --cache-dir over %d paths", n)
-			pt.status, pt.statusRSS = timedRSS(ctx, s, env, b.bins+"/nix-ipfs", append([]string{"status"}, pol...)...)
+			// --status-timeout bounds the whole collection, the cache's
+			// index included: its default (10 s) is too short past
+			// about 50,000 paths on a loaded machine.
+			pt.status, pt.statusRSS = timedRSS(ctx, s, env, b.bins+"/nix-ipfs", append([]string{"status", "--status-timeout", "30m"}, pol...)...)
 			progress("scale: prune --dry-run over %d paths", n)
 			pt.dry, pt.dryRSS = timedRSS(ctx, s, env, b.bins+"/nix-ipfs", append([]string{"prune", "--dry-run", "--json", "--kubo-api", "none"}, pol...)...)
 			progress("scale: prune over %d paths", n)
