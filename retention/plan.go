@@ -147,7 +147,7 @@ func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Pla
 		liveOrder = append(liveOrder, k)
 	}
 	perJob := map[string]int{}
-	allRoots := roots.All() // newest first
+	allRoots := roots.sorted() // newest first
 	for _, r := range allRoots {
 		inCache := false
 		for _, o := range r.Outputs {
@@ -157,13 +157,13 @@ func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Pla
 			}
 		}
 		if pol.KeepFor > 0 && now.Sub(r.LastBuilt) < pol.KeepFor {
-			mark(r, "built within --keep-for "+pol.KeepFor.String())
+			mark(*r, "built within --keep-for "+pol.KeepFor.String())
 		}
 		// Only roots that reached the cache count towards a job's last N:
 		// one still being published must not push a published one out.
 		if inCache && pol.KeepLastPerJob > 0 && perJob[r.Job] < pol.KeepLastPerJob {
 			perJob[r.Job]++
-			mark(r, fmt.Sprintf("among the last %d of job %s", pol.KeepLastPerJob, r.Job))
+			mark(*r, fmt.Sprintf("among the last %d of job %s", pol.KeepLastPerJob, r.Job))
 		}
 	}
 	for _, pin := range pins {
@@ -302,7 +302,7 @@ func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Pla
 		if k := rootOf[i]; k >= 0 {
 			// Formatted when asked (Retirement.Why): a reason per root
 			// is a string per path where every path is built.
-			r.root, r.policy = &allRoots[k], &p.Policy
+			r.root, r.policy = allRoots[k], &p.Policy
 		} else {
 			r.Reason = unrooted
 		}
