@@ -2,6 +2,7 @@ package retention
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -105,6 +106,32 @@ func TestScaleSmoke(t *testing.T) {
 	}
 	if perPath > peakBound {
 		t.Errorf("planning a prune needs %.0f bytes of heap a path at its peak, want at most %d", perPath, peakBound)
+	}
+
+	// The run: every retirement carried out (no stream, no kubo).
+	runPeak := sampleHeap(t)
+	res, err := (&Executor{Dir: dir, Grace: time.Hour}).Run(context.Background(), plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runHigh := runPeak()
+	if f := os.Getenv("NIX_IPFS_SCALE_HEAPPROFILE"); f != "" {
+		out, err := os.Create(f + ".run")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.Lookup("heap").WriteTo(out, 0); err != nil {
+			t.Fatal(err)
+		}
+		out.Close()
+	}
+	runPerPath := float64(runHigh-base.HeapInuse) / float64(n)
+	t.Logf("the run: %d retired; peak heap %.0f bytes a path", res.Retired, runPerPath)
+	if res.Retired != len(plan.Retire) {
+		t.Errorf("retired %d of %d", res.Retired, len(plan.Retire))
+	}
+	if runPerPath > peakBound {
+		t.Errorf("carrying out a prune needs %.0f bytes of heap a path at its peak, want at most %d", runPerPath, peakBound)
 	}
 }
 
