@@ -97,6 +97,8 @@ type Plan struct {
 	// GracePaths are kept only because they are recent (Policy.Grace).
 	GracePaths int          `json:"grace_paths"`
 	Retire     []Retirement `json:"retire"`
+	// RetireCount is how many paths leave (len(Retire) but for Survey).
+	RetireCount int `json:"-"`
 	// OrphanNARs are NAR files no narinfo names, older than OrphanAge.
 	OrphanNARs []string `json:"orphan_nars,omitempty"`
 	// FreedBytes is what the cache directory shrinks by: NARs removed
@@ -118,6 +120,17 @@ type Plan struct {
 // and whatever Grace protects, over the narinfos' References), and what
 // leaves. Its sets are indexed by the index's ids, a byte a path.
 func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Plan {
+	return decide(ix, roots, pins, pol, now, true)
+}
+
+// Survey is Decide without the retirements themselves (Retire stays nil,
+// RetireCount says how many): what status needs, without 170 bytes a
+// retired path.
+func Survey(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Plan {
+	return decide(ix, roots, pins, pol, now, false)
+}
+
+func decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time, listRetire bool) *Plan {
 	p := &Plan{Policy: pol, Now: now, Roots: roots.Len(), Pins: pins, shadowed: ix.Shadowed, journalNARs: ix.journalNARs}
 	p.Problems = append(p.Problems, ix.Unreadable...)
 	present := func(sp string) bool {
@@ -281,7 +294,8 @@ func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Pla
 			nRetire++
 		}
 	}
-	if nRetire > 0 {
+	p.RetireCount = nRetire
+	if nRetire > 0 && listRetire {
 		p.Retire = make([]Retirement, 0, nRetire)
 	}
 	unrooted := fmt.Sprintf("in the closure of no live root, not written within --grace %s", pol.Grace)
@@ -313,7 +327,9 @@ func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Pla
 		if !e.retiring {
 			p.FreedBytes += e.infoSize
 		}
-		p.Retire = append(p.Retire, r)
+		if listRetire {
+			p.Retire = append(p.Retire, r)
+		}
 	}
 	slices.SortFunc(p.Retire, func(a, b Retirement) int { return strings.Compare(a.StorePath, b.StorePath) })
 

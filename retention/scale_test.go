@@ -90,6 +90,13 @@ func TestScaleSmoke(t *testing.T) {
 	if plan.CachePaths != n || plan.KeptPaths+len(plan.Retire) != n || plan.KeptPaths == 0 || len(plan.Retire) < n/2 {
 		t.Fatalf("plan over %d paths: %d in the cache, %d kept, %d retire", n, plan.CachePaths, plan.KeptPaths, len(plan.Retire))
 	}
+	// What status computes: the same figures without the list.
+	sv := Survey(ix, roots, pins, Policy{KeepFor: 24 * time.Hour, Grace: time.Hour}, plan.Now)
+	if sv.Retire != nil || sv.RetireCount != len(plan.Retire) || sv.KeptPaths != plan.KeptPaths || sv.FreedBytes != plan.FreedBytes ||
+		sv.CachePaths != plan.CachePaths || len(sv.Problems) != len(plan.Problems) {
+		t.Errorf("Survey: %d retire (listed %d), %d kept, %d freed; Decide: %d retire, %d kept, %d freed",
+			sv.RetireCount, len(sv.Retire), sv.KeptPaths, sv.FreedBytes, len(plan.Retire), plan.KeptPaths, plan.FreedBytes)
+	}
 	if len(plan.Problems) != 0 {
 		t.Fatalf("problems: %q", plan.Problems[:min(3, len(plan.Problems))])
 	}

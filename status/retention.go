@@ -39,13 +39,13 @@ func CollectRetention(ctx context.Context, js jetstream.JetStream, stream, cache
 	if err != nil {
 		return nil, err
 	}
-	p := retention.Decide(ix, roots, pins, pol, time.Now())
+	p := retention.Survey(ix, roots, pins, pol, time.Now())
 	if pins == nil {
 		pins = []retention.Pin{}
 	}
 	return &Retention{
 		CacheDir: cacheDir, CachePaths: p.CachePaths, CacheBytes: p.CacheBytes, Roots: p.Roots, LiveRoots: len(p.LiveRoots),
-		Pins: pins, KeptPaths: p.KeptPaths, WouldRetire: len(p.Retire), WouldFree: p.FreedBytes, Problems: p.Problems,
+		Pins: pins, KeptPaths: p.KeptPaths, WouldRetire: p.RetireCount, WouldFree: p.FreedBytes, Problems: p.Problems,
 		Policy: fmt.Sprintf("--keep-for %s --keep-last-per-job %d --grace %s", pol.KeepFor, pol.KeepLastPerJob, pol.Grace),
 	}, nil
 }
