@@ -269,7 +269,7 @@ const retirePlaceholder = `"\u0000retire\u0000"`
 // byte for byte, but the retirements one at a time: encoded at once, a
 // million of them would be a buffer of half a gigabyte.
 func writePlanJSON(w io.Writer, out planOutput) error {
-	if out.Plan == nil || out.Plan.Retire == nil {
+	if out.Plan == nil || len(out.Plan.Retire) == 0 {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)

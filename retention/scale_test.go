@@ -188,7 +188,7 @@ func TestPlanJSONStreamed(t *testing.T) {
 		}}
 	p.Retire[1].root, p.Retire[1].policy = &root, &p.Policy
 	for _, res := range []*Result{nil, {Retired: 2}} {
-		for _, plan := range []*Plan{p, {Now: p.Now}} {
+		for _, plan := range []*Plan{p, {Now: p.Now}, {Now: p.Now, Retire: []Retirement{}}} {
 			var want, got bytes.Buffer
 			enc := json.NewEncoder(&want)
 			enc.SetIndent("", "  ")
