@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -110,11 +111,11 @@ func benchScale(b *Bench, s *scope, sec *Section) {
 			// --status-timeout bounds the whole collection, the cache's
 			// index included: its default (10 s) is too short past
 			// about 50,000 paths on a loaded machine.
-			pt.status, pt.statusRSS = timedRSS(ctx, s, env, b.bins+"/nix-ipfs", append([]string{"status", "--status-timeout", "30m"}, pol...)...)
+			pt.status, pt.statusRSS, _ = timedRSS(ctx, s, env, b.bins+"/nix-ipfs", append([]string{"status", "--status-timeout", "30m"}, pol...)...)
 			progress("scale: prune --dry-run over %d paths", n)
-			pt.dry, pt.dryRSS = timedRSS(ctx, s, env, b.bins+"/nix-ipfs", append([]string{"prune", "--dry-run", "--json", "--kubo-api", "none"}, pol...)...)
+			pt.dry, pt.dryRSS, _ = timedRSS(ctx, s, env, b.bins+"/nix-ipfs", append([]string{"prune", "--dry-run", "--json", "--kubo-api", "none"}, pol...)...)
 			progress("scale: prune over %d paths", n)
-			pt.prune, pt.pruneRS = timedRSS(ctx, s, env, b.bins+"/nix-ipfs", append([]string{"prune", "--kubo-api", "none"}, pol...)...)
+			pt.prune, pt.pruneRS, _ = timedRSS(ctx, s, env, b.bins+"/nix-ipfs", append([]string{"prune", "--kubo-api", "none"}, pol...)...)
 		}()
 		pts = append(pts, pt)
 	}
@@ -145,17 +146,42 @@ func benchScale(b *Bench, s *scope, sec *Section) {
 		"Time is the whole command's wall clock (the machine is shared: read it as loaded); peak RSS is its maxrss.\n")
 }
 
-// timedRSS runs a command and returns its wall time and peak RSS.
-func timedRSS(ctx context.Context, s *scope, env []string, name string, args ...string) (time.Duration, int64) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	took := time.Since(start)
-	if err != nil {
-		s.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, lastLines(string(out), 5))
+// timedRSS runs a command and returns its wall time, peak RSS and output.
+//
+// The peak is measured by GNU time when there is one: Go starts a child
+// with vfork, so the child's own ru_maxrss starts at this process's RSS
+// (Linux records the shared address space's high-water mark at exec), and
+// a 20 MiB command would be reported as large as the bench itself.
+func timedRSS(ctx context.Context, s *scope, env []string, name string, args ...string) (time.Duration, int64, string) {
+	rssFile := filepath.Join(s.TempDir(), "maxrss")
+	timeBin, _ := exec.LookPath("time")
+	if _, err := os.Stat("/usr/bin/time"); err == nil {
+		timeBin = "/usr/bin/time"
 	}
-	return took, int64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) * 1024
+	var cmd *exec.Cmd
+	if timeBin != "" {
+		cmd = exec.CommandContext(ctx, timeBin, append([]string{"-f", "%M", "-o", rssFile, name}, args...)...)
+	} else {
+		cmd = exec.CommandContext(ctx, name, args...)
+	}
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	took := time.Since(start)
+	out := stdout.Bytes()
+	if err != nil {
+		s.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, lastLines(stderr.String(), 5))
+	}
+	if timeBin != "" {
+		b, err := os.ReadFile(rssFile)
+		s.check(err, "GNU time's output")
+		kb, err := strconv.ParseInt(strings.TrimSpace(lastLines(string(b), 1)), 10, 64)
+		s.check(err, "GNU time's maxrss")
+		return took, kb * 1024, string(out)
+	}
+	return took, int64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) * 1024, string(out)
 }
 
 func lastLines(s string, n int) string {
