@@ -6,11 +6,14 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
+	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
 // File is a NAR of the cache (or of the journal).
@@ -159,4 +162,29 @@ func (c Cache) EachNAR(fn func(File)) error {
 		}
 		fn(File{Name: e.Name(), URL: NarDirName + "/" + e.Name(), Size: fi.Size(), ModTime: fi.ModTime()})
 	})
+}
+
+// ReadNarInfoFile reads and parses the narinfo file p, checked against the
+// layout: its StorePath is the one its name says, its URL is under nar/.
+func ReadNarInfoFile(p string) (*narinfo.NarInfo, fs.FileInfo, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	ni, err := narinfo.Parse(f)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if !path.IsAbs(ni.StorePath) || storepath.HashPart(ni.StorePath) != HashPartOf(p) {
+		return nil, nil, fmt.Errorf("%s: StorePath %q does not match the file name", p, ni.StorePath)
+	}
+	if err := CheckNarURL(ni.URL); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", p, err)
+	}
+	return ni, fi, nil
 }

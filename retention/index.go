@@ -2,18 +2,15 @@ package retention
 
 import (
 	"fmt"
-	"os"
-	"path"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/nix-ipfs/nix-ipfs/cachedir"
-	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/internal/arena"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
@@ -39,7 +36,7 @@ type Index struct {
 	entries []entry           // by id
 	refs    []int32           // entries' references, by entry.refs
 	nars    []narFile         // the files in nar/, sorted by URL
-	arena   arena
+	arena   arena.Arena
 	// absent are the hash parts only referenced, by id (for problems).
 	absent map[int32]string
 }
@@ -77,41 +74,12 @@ type narFile struct {
 
 // str is a string in the index's arena; span a run of refs.
 type (
-	str  struct{ off, len uint32 }
+	str  = arena.Str
 	span struct{ off, len uint32 }
 )
 
-// arena holds the index's strings back to back. Strings read from it
-// alias it (unsafe.String): its bytes are never written twice, and a
-// grown arena leaves the old one to those still reading it.
-type arena struct{ b []byte }
-
-func (a *arena) add(s string) str {
-	r := str{uint32(len(a.b)), uint32(len(s))}
-	a.b = append(a.b, s...)
-	return r
-}
-
-func (a *arena) get(s str) string {
-	if s.len == 0 {
-		return ""
-	}
-	return unsafe.String(&a.b[s.off], int(s.len))
-}
-
 // RootsFile is where prune remembers the roots, relative to the cache.
 const RootsFile = cachedir.RootsFile
-
-// Len is the number of paths the index holds (the journal's included).
-func (ix *Index) Len() int {
-	n := 0
-	for i := range ix.entries {
-		if ix.entries[i].present {
-			n++
-		}
-	}
-	return n
-}
 
 // id is the id of hash part h, -1 if the index has never seen it.
 func (ix *Index) id(h string) int32 {
@@ -136,29 +104,22 @@ func (ix *Index) intern(h string) int32 {
 	return id
 }
 
-func (ix *Index) storePath(e *entry) string { return ix.arena.get(e.storePath) }
+func (ix *Index) storePath(e *entry) string { return ix.arena.Get(e.storePath) }
 func (ix *Index) hashPart(e *entry) string  { return storepath.HashPart(ix.storePath(e)) }
 func (ix *Index) url(e *entry) string {
 	if e.nar >= 0 {
-		return ix.arena.get(ix.nars[e.nar].url)
+		return ix.arena.Get(ix.nars[e.nar].url)
 	}
-	return ix.arena.get(e.url)
+	return ix.arena.Get(e.url)
 }
 
 // findNAR is the index in nars of the file at url, -1 if none.
 func (ix *Index) findNAR(url string) int32 {
-	i, ok := slices.BinarySearchFunc(ix.nars, url, func(f narFile, u string) int { return strings.Compare(ix.arena.get(f.url), u) })
+	i, ok := slices.BinarySearchFunc(ix.nars, url, func(f narFile, u string) int { return strings.Compare(ix.arena.Get(f.url), u) })
 	if !ok {
 		return -1
 	}
 	return int32(i)
-}
-
-// Has reports whether the cache holds (outside the journal) the path
-// with hash part h.
-func (ix *Index) Has(h string) bool {
-	id := ix.id(h)
-	return id >= 0 && ix.entries[id].present && !ix.entries[id].retiring
 }
 
 // parsed is one narinfo as a reader goroutine hands it over.
@@ -197,11 +158,11 @@ func ReadIndex(dir string) (*Index, error) {
 	ix.entries = make([]entry, 0, len(names)+len(names)/8)
 	// A store path, a NAR's URL, a NarHash and a CID: about 240 bytes a
 	// path, allocated once rather than grown by copies.
-	ix.arena.b = make([]byte, 0, 256*(len(names)+1))
+	ix.arena.Grow(256 * (len(names) + 1))
 	ix.refs = make([]int32, 0, 4*(len(names)+1))
 	ix.nars = make([]narFile, 0, len(names)+1)
 	if err := c.EachNAR(func(f cachedir.File) {
-		ix.nars = append(ix.nars, narFile{url: ix.arena.add(f.URL), size: f.Size, modTime: f.ModTime.UnixNano()})
+		ix.nars = append(ix.nars, narFile{url: ix.arena.Add(f.URL), size: f.Size, modTime: f.ModTime.UnixNano()})
 	}); err != nil {
 		return nil, fmt.Errorf("cache %s: %w", dir, err)
 	}
@@ -215,7 +176,7 @@ func ReadIndex(dir string) (*Index, error) {
 	for _, f := range jnars {
 		ix.journalNARs = append(ix.journalNARs, f.Name)
 		if ix.findNAR(f.URL) < 0 {
-			ix.nars = append(ix.nars, narFile{url: ix.arena.add(f.URL), size: f.Size, modTime: f.ModTime.UnixNano()})
+			ix.nars = append(ix.nars, narFile{url: ix.arena.Add(f.URL), size: f.Size, modTime: f.ModTime.UnixNano()})
 			ix.sortNARs()
 		}
 	}
@@ -249,7 +210,11 @@ func ReadIndex(dir string) (*Index, error) {
 				defer wg.Done()
 				for i := range next {
 					j := jobAt(start + i)
-					results[i] = readEntry(j.path)
+					r, err := readEntry(j.path)
+					if err != nil {
+						r = parsed{bad: err.Error()}
+					}
+					results[i] = r
 					results[i].retiring = j.retiring
 				}
 			}()
@@ -274,7 +239,7 @@ func ReadIndex(dir string) (*Index, error) {
 }
 
 func (ix *Index) sortNARs() {
-	slices.SortFunc(ix.nars, func(a, b narFile) int { return strings.Compare(ix.arena.get(a.url), ix.arena.get(b.url)) })
+	slices.SortFunc(ix.nars, func(a, b narFile) int { return strings.Compare(ix.arena.Get(a.url), ix.arena.Get(b.url)) })
 }
 
 // add puts one narinfo read into the index.
@@ -302,14 +267,14 @@ func (ix *Index) add(r *parsed) {
 	}
 	e := &ix.entries[id]
 	*e = entry{
-		storePath: ix.arena.add(r.storePath), narHash: ix.arena.add(r.narHash), cid: ix.arena.add(r.cid),
+		storePath: ix.arena.Add(r.storePath), narHash: ix.arena.Add(r.narHash), cid: ix.arena.Add(r.cid),
 		refs:     span{uint32(len(ix.refs)), uint32(len(refs))},
 		nar:      ix.findNAR(r.url),
 		fileSize: r.fileSize, narSize: r.narSize, infoSize: r.infoSize, modTime: r.modTime.UnixNano(),
 		present: true, retiring: r.retiring,
 	}
 	if e.nar < 0 {
-		e.url = ix.arena.add(r.url)
+		e.url = ix.arena.Add(r.url)
 	}
 	ix.refs = append(ix.refs, refs...)
 	if !r.retiring {
@@ -318,35 +283,12 @@ func (ix *Index) add(r *parsed) {
 }
 
 // readEntry reads one narinfo file.
-func readEntry(p string) parsed {
-	r, err := readEntryErr(p)
-	if err != nil {
-		return parsed{bad: err.Error()}
-	}
-	return r
-}
-
-func readEntryErr(p string) (parsed, error) {
-	f, err := os.Open(p)
+func readEntry(p string) (parsed, error) {
+	ni, fi, err := cachedir.ReadNarInfoFile(p)
 	if err != nil {
 		return parsed{}, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return parsed{}, err
-	}
-	ni, err := narinfo.Parse(f)
-	if err != nil {
-		return parsed{}, fmt.Errorf("%s: %w", p, err)
 	}
 	hashPart := cachedir.HashPartOf(p)
-	if !path.IsAbs(ni.StorePath) || storepath.HashPart(ni.StorePath) != hashPart {
-		return parsed{}, fmt.Errorf("%s: StorePath %q does not match the file name", p, ni.StorePath)
-	}
-	if err := cachedir.CheckNarURL(ni.URL); err != nil {
-		return parsed{}, fmt.Errorf("%s: %w", p, err)
-	}
 	h, err := ni.NarHashNix32()
 	if err != nil {
 		return parsed{}, fmt.Errorf("%s: %w", p, err)

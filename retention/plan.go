@@ -190,7 +190,6 @@ func decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time, list
 	for _, k := range liveOrder {
 		p.LiveRoots = append(p.LiveRoots, *live[k])
 	}
-	live, liveOrder, perJob = nil, nil, nil
 
 	// The kept set: closures of the live roots and of recent paths.
 	kept := make([]bool, len(ix.entries))
@@ -234,7 +233,7 @@ func decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time, list
 				if k := [2]int32{h, r}; !missing[k] {
 					missing[k] = true
 					p.Problems = append(p.Problems, fmt.Sprintf("%s references %s, which is not in the cache (left as it is: prune never repairs)",
-						ix.storePath(e), ix.hashOf(r)))
+						ix.storePath(e), ix.absent[r]))
 				}
 				continue
 			}
@@ -268,7 +267,7 @@ func decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time, list
 			if e.nar >= 0 {
 				keptNAR[e.nar] = true
 			}
-			if c := ix.arena.get(e.cid); c != "" {
+			if c := ix.arena.Get(e.cid); c != "" {
 				keptCID[c] = struct{}{}
 			}
 			if e.nar < 0 {
@@ -306,9 +305,9 @@ func decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time, list
 			continue
 		}
 		sp := ix.storePath(e)
-		r := Retirement{StorePath: sp, HashPart: storepath.HashPart(sp), URL: ix.url(e), NarHash: ix.arena.get(e.narHash), NarSize: e.narSize,
+		r := Retirement{StorePath: sp, HashPart: storepath.HashPart(sp), URL: ix.url(e), NarHash: ix.arena.Get(e.narHash), NarSize: e.narSize,
 			FileSize: e.fileSize, Journal: e.retiring, InfoSize: e.infoSize}
-		c := ix.arena.get(e.cid)
+		c := ix.arena.Get(e.cid)
 		if _, ok := keptCID[c]; !ok {
 			r.CID = c
 		}
@@ -336,19 +335,11 @@ func decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time, list
 	orphanCut := now.Add(-max(pol.Grace, OrphanAge)).UnixNano()
 	for i, nf := range ix.nars {
 		if !named[i] && nf.modTime < orphanCut {
-			p.OrphanNARs = append(p.OrphanNARs, ix.arena.get(nf.url))
+			p.OrphanNARs = append(p.OrphanNARs, ix.arena.Get(nf.url))
 			p.FreedBytes += nf.size
 		}
 	}
 	sort.Strings(p.OrphanNARs)
 	sort.Strings(p.Problems)
 	return p
-}
-
-// hashOf is the hash part with id id.
-func (ix *Index) hashOf(id int32) string {
-	if e := &ix.entries[id]; e.present {
-		return ix.hashPart(e)
-	}
-	return ix.absent[id]
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/retention/incache"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
@@ -166,10 +167,8 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 	if cfg.DryRun {
 		return writePlan(out, plan, nil, cfg.JSON)
 	}
-	// The run makes garbage a retirement at a time (files, events) while
-	// the plan stays: a soft memory limit above what is live makes the
-	// runtime return what it frees rather than grow (issue 24: a prune
-	// over 100,000 paths held 200 MiB for a heap of 100).
+	// A soft limit above what the plan holds: the run's garbage is
+	// returned, not grown into (issue 24).
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -189,8 +188,7 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 	}
 	res, runErr := x.Run(ctx, plan)
 	// Remember the roots that still hold something, so that they outlive
-	// the stream's max-age.
-	// (The narinfos' names only: a second index would double the peak.)
+	// the stream's max-age (by the narinfos' names: not a second index).
 	kept := map[hashKey]bool{}
 	if err := (cachedir.Cache{Dir: cfg.Policy.CacheDir}).EachNarInfo(func(h string) {
 		if len(h) == storepath.HashLen {
@@ -374,7 +372,7 @@ func RunPin(ctx context.Context, cfg PinConfig, args []string, out io.Writer) er
 	var sp string
 	if args[0] == "add" {
 		sp = strings.TrimRight(args[2], "/")
-		if err := InCache(ctx, cfg.CacheDir, cfg.CacheURL, sp); err != nil {
+		if err := incache.Check(ctx, cfg.CacheDir, cfg.CacheURL, sp); err != nil {
 			return err
 		}
 	}
