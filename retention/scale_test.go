@@ -70,16 +70,7 @@ func TestScaleSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	plan := Decide(ix, roots, pins, Policy{KeepFor: 24 * time.Hour, Grace: time.Hour}, time.Now())
-	if f := os.Getenv("NIX_IPFS_SCALE_HEAPPROFILE"); f != "" {
-		out, err := os.Create(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := pprof.Lookup("heap").WriteTo(out, 0); err != nil {
-			t.Fatal(err)
-		}
-		out.Close()
-	}
+	writeHeapProfile(t, "")
 	high := peak()
 	runtime.GC()
 	var after runtime.MemStats
@@ -122,16 +113,7 @@ func TestScaleSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	runHigh := runPeak()
-	if f := os.Getenv("NIX_IPFS_SCALE_HEAPPROFILE"); f != "" {
-		out, err := os.Create(f + ".run")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := pprof.Lookup("heap").WriteTo(out, 0); err != nil {
-			t.Fatal(err)
-		}
-		out.Close()
-	}
+	writeHeapProfile(t, ".run")
 	runPerPath := float64(runHigh-base.HeapInuse) / float64(n)
 	t.Logf("the run: %d retired; peak heap %.0f bytes a path", res.Retired, runPerPath)
 	if res.Retired != len(plan.Retire) {
@@ -205,5 +187,22 @@ func TestPlanJSONStreamed(t *testing.T) {
 	}
 	if !strings.Contains(p.Retire[1].Why(), "root of job b<&>") {
 		t.Errorf("reason %q", p.Retire[1].Why())
+	}
+}
+
+// writeHeapProfile writes a heap profile to $NIX_IPFS_SCALE_HEAPPROFILE
+// plus suffix, if it is set.
+func writeHeapProfile(t *testing.T, suffix string) {
+	f := os.Getenv("NIX_IPFS_SCALE_HEAPPROFILE")
+	if f == "" {
+		return
+	}
+	out, err := os.Create(f + suffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if err := pprof.Lookup("heap").WriteTo(out, 0); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"runtime/pprof"
 	"strconv"
 	"testing"
 	"time"
@@ -73,16 +72,7 @@ func TestScaleRoots(t *testing.T) {
 		t.Fatal(err)
 	}
 	high := peak()
-	if f := os.Getenv("NIX_IPFS_SCALE_HEAPPROFILE"); f != "" {
-		out, err := os.Create(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := pprof.Lookup("heap").WriteTo(out, 0); err != nil {
-			t.Fatal(err)
-		}
-		out.Close()
-	}
+	writeHeapProfile(t, "")
 	runtime.GC()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
