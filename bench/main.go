@@ -29,7 +29,7 @@ import (
 )
 
 // sections in the order they run and appear.
-var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small", "provide", "slowlink", "mfs", "fanout", "prune", "upgrade"}
+var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small", "provide", "slowlink", "mfs", "fanout", "prune", "upgrade", "scale"}
 
 var (
 	outFile    = flag.String("out", "", "write the figures into this Markdown file (between bench markers; other text is kept)")
@@ -207,6 +207,7 @@ var sections = map[string]func(b *Bench, s *scope, sec *Section){
 	"mfs":      benchMFS,
 	"prune":    benchPrune,
 	"upgrade":  benchUpgrade,
+	"scale":    benchScale,
 }
 
 func (b *Bench) setup(s *scope) {

@@ -3,10 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -82,14 +80,8 @@ func benchPrune(b *Bench, s *scope, sec *Section) {
 	}
 	args := []string{"prune", "--cache-dir", dir, "--keep-for", "0s", "--keep-last-per-job", "3", "--grace", "1h", "--kubo-api", "none"}
 	run := func(extra ...string) (time.Duration, int64, string) {
-		cmd := exec.CommandContext(ctx, b.bins+"/nix-ipfs", append(args, extra...)...)
-		cmd.Env = append(os.Environ(), env...)
-		start := time.Now()
-		out, err := cmd.Output()
-		took := time.Since(start)
-		s.check(err, "prune "+strings.Join(extra, " "))
-		rss := int64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) * 1024
-		return took, rss, string(out)
+		// timedRSS: the command's own peak RSS, not the bench's.
+		return timedRSS(ctx, s, env, b.bins+"/nix-ipfs", append(args, extra...)...)
 	}
 	progress("prune: dry run over %d narinfos", total)
 	dryTook, dryRSS, dryOut := run("--dry-run", "--json")

@@ -3,13 +3,17 @@ package cachedir
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
+	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
 // File is a NAR of the cache (or of the journal).
@@ -102,3 +106,85 @@ func (c Cache) Journal() (narinfos []string, nars []File, err error) {
 
 // MakeJournal creates the journal directory.
 func (c Cache) MakeJournal() error { return os.MkdirAll(c.path(JournalDir), 0o755) }
+
+// listChunk is how many directory entries EachNarInfo and EachNAR read at
+// a time: a cache of a million paths is never listed into memory at once
+// (os.ReadDir would hold every name and its lstat).
+const listChunk = 4096
+
+// eachEntry calls fn with dir's entries a chunk at a time, in directory
+// order (not sorted). A missing directory has none.
+func eachEntry(dir string, fn func(fs.DirEntry)) error {
+	f, err := os.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for {
+		ents, err := f.ReadDir(listChunk)
+		for _, e := range ents {
+			fn(e)
+		}
+		if errors.Is(err, io.EOF) || (err == nil && len(ents) == 0) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// EachNarInfo calls fn with the hash part of each narinfo file of the cache
+// (temp files and anything but regular files left out), in directory
+// order: NarInfoFiles for a cache too large to list at once.
+func (c Cache) EachNarInfo(fn func(hashPart string)) error {
+	return eachEntry(c.Dir, func(e fs.DirEntry) {
+		if n := e.Name(); isNarInfoFile(n) && e.Type().IsRegular() {
+			fn(strings.TrimSuffix(n, NarInfoExt))
+		}
+	})
+}
+
+// EachNAR calls fn with each file in nar/ (temp files and anything but
+// regular files left out), in directory order: NARs for a cache too large
+// to list at once.
+func (c Cache) EachNAR(fn func(File)) error {
+	return eachEntry(c.NarDir(), func(e fs.DirEntry) {
+		if strings.HasPrefix(e.Name(), atomicfile.TempPrefix) || !e.Type().IsRegular() {
+			return
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return // removed meanwhile
+		}
+		fn(File{Name: e.Name(), URL: NarDirName + "/" + e.Name(), Size: fi.Size(), ModTime: fi.ModTime()})
+	})
+}
+
+// ReadNarInfoFile reads and parses the narinfo file p, checked against the
+// layout: its StorePath is the one its name says, its URL is under nar/.
+func ReadNarInfoFile(p string) (*narinfo.NarInfo, fs.FileInfo, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	ni, err := narinfo.Parse(f)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if !path.IsAbs(ni.StorePath) || storepath.HashPart(ni.StorePath) != HashPartOf(p) {
+		return nil, nil, fmt.Errorf("%s: StorePath %q does not match the file name", p, ni.StorePath)
+	}
+	if err := CheckNarURL(ni.URL); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", p, err)
+	}
+	return ni, fi, nil
+}

@@ -3,50 +3,25 @@ package retention
 import (
 	"bytes"
 	"fmt"
-	"os"
-	"path"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nix-ipfs/nix-ipfs/cachedir"
+	"github.com/nix-ipfs/nix-ipfs/internal/arena"
 	"github.com/nix-ipfs/nix-ipfs/latest"
-	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
-// Entry is one path of the cache, from its narinfo.
-type Entry struct {
-	HashPart  string
-	StorePath string
-	// Refs are the hash parts of the path's references, itself excluded.
-	Refs     []string
-	URL      string
-	FileSize uint64
-	NarSize  uint64
-	// NarHash is "sha256:<nix32>".
-	NarHash string
-	CID     string
-	// InfoSize is the narinfo's size in bytes.
-	InfoSize int64
-	// ModTime is the narinfo's; NarModTime the NAR's (zero if it is
-	// missing).
-	ModTime    time.Time
-	NarModTime time.Time
-	NarMissing bool
-	// Retiring is true for a narinfo an interrupted prune moved into the
-	// journal: it has left the cache, its retirement is not finished.
-	Retiring bool
-}
-
-// Index is what a cache directory holds.
+// Index is what a cache directory holds, in a form that costs about 300
+// bytes a path (issue 24: a million paths in bounded memory): every hash
+// part, the cache's and those only referenced, has a dense id; a path's
+// references are ids; its strings live in one arena.
 type Index struct {
-	Dir     string
-	Entries map[string]*Entry // by hash part
-	// NARs are the files in nar/ (by URL, cachedir.File), with their size
-	// and modification time.
-	NARs map[string]NarFile
+	Dir string
 	// Unreadable are narinfos that could not be read or parsed, with why.
 	// They are left alone: what they reference is unknown.
 	Unreadable  []string
@@ -62,6 +37,33 @@ type Index struct {
 	// latest-build documents (package latest): live roots whatever the
 	// policy, so a fleet pulling a job's latest never finds it gone.
 	Latest map[string][]string
+
+	ids     map[hashKey]int32 // by hash part
+	entries []entry           // by id
+	refs    []int32           // entries' references, by entry.refs
+	nars    []narFile         // the files in nar/, sorted by URL
+	arena   arena.Arena
+	// absent are the hash parts only referenced, by id (for problems).
+	absent map[int32]string
+}
+
+// hashKey is a hash part as a map key: no string header, no pointer for
+// the garbage collector to follow.
+type hashKey [storepath.HashLen]byte
+
+// entry is one path: those only referenced (not in the cache) have
+// present false and nothing else.
+type entry struct {
+	storePath, url, narHash, cid str
+	refs                         span
+	nar                          int32 // index in nars, -1: missing
+	fileSize, narSize            uint64
+	infoSize                     int64
+	modTime                      int64 // Unix nanoseconds
+	present                      bool
+	// retiring is true for a narinfo an interrupted prune moved into the
+	// journal: it has left the cache, its retirement is not finished.
+	retiring bool
 }
 
 // NarFile is one file in nar/.
@@ -70,103 +72,173 @@ type NarFile struct {
 	ModTime time.Time
 }
 
+type narFile struct {
+	url     str
+	size    int64
+	modTime int64
+}
+
+// str is a string in the index's arena; span a run of refs.
+type (
+	str  = arena.Str
+	span struct{ off, len uint32 }
+)
+
 // RootsFile is where prune remembers the roots, relative to the cache.
 const RootsFile = cachedir.RootsFile
 
+// id is the id of hash part h, -1 if the index has never seen it.
+func (ix *Index) id(h string) int32 {
+	if len(h) != storepath.HashLen {
+		return -1
+	}
+	if id, ok := ix.ids[hashKey([]byte(h))]; ok {
+		return id
+	}
+	return -1
+}
+
+// intern returns h's id, giving it one if it has none.
+func (ix *Index) intern(h string) int32 {
+	k := hashKey([]byte(h))
+	if id, ok := ix.ids[k]; ok {
+		return id
+	}
+	id := int32(len(ix.entries))
+	ix.ids[k] = id
+	ix.entries = append(ix.entries, entry{nar: -1})
+	return id
+}
+
+func (ix *Index) storePath(e *entry) string { return ix.arena.Get(e.storePath) }
+func (ix *Index) hashPart(e *entry) string  { return storepath.HashPart(ix.storePath(e)) }
+func (ix *Index) url(e *entry) string {
+	if e.nar >= 0 {
+		return ix.arena.Get(ix.nars[e.nar].url)
+	}
+	return ix.arena.Get(e.url)
+}
+
+// findNAR is the index in nars of the file at url, -1 if none.
+func (ix *Index) findNAR(url string) int32 {
+	i, ok := slices.BinarySearchFunc(ix.nars, url, func(f narFile, u string) int { return strings.Compare(ix.arena.Get(f.url), u) })
+	if !ok {
+		return -1
+	}
+	return int32(i)
+}
+
+// parsed is one narinfo as a reader goroutine hands it over.
+type parsed struct {
+	hashPart, storePath, url, narHash, cid string
+	refs                                   []string
+	fileSize, narSize                      uint64
+	infoSize                               int64
+	modTime                                time.Time
+	retiring                               bool
+	bad                                    string
+}
+
 // ReadIndex reads every narinfo of the cache in dir, the journal of an
-// interrupted prune, and the list of NARs.
+// interrupted prune, and the list of NARs. It lists the directories a
+// chunk at a time and keeps each narinfo's fields, not its text.
 func ReadIndex(dir string) (*Index, error) {
-	ix := &Index{Dir: dir, Entries: map[string]*Entry{}, NARs: map[string]NarFile{}}
+	ix := &Index{Dir: dir}
 	c := cachedir.Cache{Dir: dir}
-	files, err := c.NarInfoFiles()
-	if err != nil {
+	// The hash parts first (32 bytes each): their count sizes the rest.
+	var names []hashKey
+	var oddNames []string // no store path's hash part: found unreadable below
+	if err := c.EachNarInfo(func(h string) {
+		if len(h) == storepath.HashLen {
+			names = append(names, hashKey([]byte(h)))
+		} else {
+			oddNames = append(oddNames, h)
+		}
+	}); err != nil {
 		return nil, fmt.Errorf("cache %s: %w", dir, err)
 	}
 	if err := c.CheckCacheInfo(); err != nil {
 		return nil, fmt.Errorf("cache %s: %w", dir, err)
 	}
-	nars, err := c.NARs()
-	if err != nil {
+	ix.ids = make(map[hashKey]int32, len(names)+len(names)/8)
+	ix.entries = make([]entry, 0, len(names)+len(names)/8)
+	// A store path, a NAR's URL, a NarHash and a CID: about 240 bytes a
+	// path, allocated once rather than grown by copies.
+	ix.arena.Grow(256 * (len(names) + 1))
+	ix.refs = make([]int32, 0, 4*(len(names)+1))
+	ix.nars = make([]narFile, 0, len(names)+1)
+	if err := c.EachNAR(func(f cachedir.File) {
+		ix.nars = append(ix.nars, narFile{url: ix.arena.Add(f.URL), size: f.Size, modTime: f.ModTime.UnixNano()})
+	}); err != nil {
 		return nil, fmt.Errorf("cache %s: %w", dir, err)
 	}
-	for _, f := range nars {
-		ix.NARs[f.URL] = NarFile{Size: f.Size, ModTime: f.ModTime}
+	jinfos, jnars, err := c.Journal()
+	if err != nil {
+		return nil, fmt.Errorf("cache %s: prune journal: %w", dir, err)
+	}
+	ix.sortNARs()
+	// A NAR an interrupted prune moved out and had not yet removed (or
+	// put back): the next prune puts it back first, then decides.
+	for _, f := range jnars {
+		ix.journalNARs = append(ix.journalNARs, f.Name)
+		if ix.findNAR(f.URL) < 0 {
+			ix.nars = append(ix.nars, narFile{url: ix.arena.Add(f.URL), size: f.Size, modTime: f.ModTime.UnixNano()})
+			ix.sortNARs()
+		}
 	}
 
 	type job struct {
 		path     string
 		retiring bool
 	}
-	var jobs []job
-	for _, f := range files {
-		jobs = append(jobs, job{path: f})
-	}
-	jinfos, jnars, err := c.Journal()
-	if err != nil {
-		return nil, fmt.Errorf("cache %s: prune journal: %w", dir, err)
-	}
-	// A NAR an interrupted prune moved out and had not yet removed (or
-	// put back): the next prune puts it back first, then decides.
-	for _, f := range jnars {
-		ix.journalNARs = append(ix.journalNARs, f.Name)
-		if _, ok := ix.NARs[f.URL]; !ok {
-			ix.NARs[f.URL] = NarFile{Size: f.Size, ModTime: f.ModTime}
+	total := len(names) + len(oddNames) + len(jinfos)
+	jobAt := func(i int) job {
+		switch {
+		case i < len(names):
+			return job{path: filepath.Join(dir, cachedir.NarInfoName(string(names[i][:])))}
+		case i < len(names)+len(oddNames):
+			return job{path: filepath.Join(dir, cachedir.NarInfoName(oddNames[i-len(names)]))}
 		}
+		return job{path: jinfos[i-len(names)-len(oddNames)], retiring: true}
 	}
-	for _, f := range jinfos {
-		jobs = append(jobs, job{path: f, retiring: true})
-	}
-
-	type result struct {
-		e   *Entry
-		bad string
-	}
-	results := make([]result, len(jobs))
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for w := 0; w < max(2, runtime.GOMAXPROCS(0)*2); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				e, err := readEntry(jobs[i].path)
-				if err != nil {
-					results[i].bad = err.Error()
-					continue
+	// Chunks of narinfos read in parallel, added in order: the cache's
+	// before the journal's, as Shadowed needs.
+	const chunk = 4096
+	results := make([]parsed, chunk)
+	workers := max(2, runtime.GOMAXPROCS(0)*2)
+	for start := 0; start < total; start += chunk {
+		n := min(chunk, total-start)
+		var wg sync.WaitGroup
+		next := make(chan int)
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range next {
+					j := jobAt(start + i)
+					r, err := readEntry(j.path)
+					if err != nil {
+						r = parsed{bad: err.Error()}
+					}
+					results[i] = r
+					results[i].retiring = j.retiring
 				}
-				e.Retiring = jobs[i].retiring
-				results[i].e = e
-			}
-		}()
+			}()
+		}
+		for i := 0; i < n; i++ {
+			next <- i
+		}
+		close(next)
+		wg.Wait()
+		for i := 0; i < n; i++ {
+			ix.add(&results[i])
+			results[i] = parsed{}
+		}
 	}
-	for i := range jobs {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-
-	for _, r := range results {
-		if r.bad != "" {
-			if !strings.Contains(r.bad, "no such file") { // removed while we read
-				ix.Unreadable = append(ix.Unreadable, r.bad)
-			}
-			continue
-		}
-		e := r.e
-		if _, ok := ix.Entries[e.HashPart]; ok {
-			// Back in the cache (published again) and still in the
-			// journal: the cache's wins, the journal entry is stale.
-			ix.Shadowed = append(ix.Shadowed, e.HashPart)
-			continue
-		}
-		if nf, ok := ix.NARs[e.URL]; ok {
-			e.NarModTime = nf.ModTime
-		} else {
-			e.NarMissing = true
-		}
-		ix.Entries[e.HashPart] = e
-		if !e.Retiring {
-			ix.NarInfoBytes += e.InfoSize
+	ix.absent = map[int32]string{}
+	for k, id := range ix.ids {
+		if !ix.entries[id].present {
+			ix.absent[id] = string(k[:])
 		}
 	}
 	if ix.Latest, err = readLatest(c); err != nil {
@@ -196,42 +268,71 @@ func readLatest(c cachedir.Cache) (map[string][]string, error) {
 	return out, nil
 }
 
+func (ix *Index) sortNARs() {
+	slices.SortFunc(ix.nars, func(a, b narFile) int { return strings.Compare(ix.arena.Get(a.url), ix.arena.Get(b.url)) })
+}
+
+// add puts one narinfo read into the index.
+func (ix *Index) add(r *parsed) {
+	if r.bad != "" {
+		if !strings.Contains(r.bad, "no such file") { // removed while we read
+			ix.Unreadable = append(ix.Unreadable, r.bad)
+		}
+		return
+	}
+	if len(r.hashPart) != storepath.HashLen {
+		ix.Unreadable = append(ix.Unreadable, fmt.Sprintf("%s: not named after a store path's hash part", r.hashPart))
+		return
+	}
+	id := ix.intern(r.hashPart)
+	if ix.entries[id].present {
+		// Back in the cache (published again) and still in the
+		// journal: the cache's wins, the journal entry is stale.
+		ix.Shadowed = append(ix.Shadowed, r.hashPart)
+		return
+	}
+	refs := make([]int32, 0, 8)
+	for _, h := range r.refs {
+		refs = append(refs, ix.intern(h))
+	}
+	e := &ix.entries[id]
+	*e = entry{
+		storePath: ix.arena.Add(r.storePath), narHash: ix.arena.Add(r.narHash), cid: ix.arena.Add(r.cid),
+		refs:     span{uint32(len(ix.refs)), uint32(len(refs))},
+		nar:      ix.findNAR(r.url),
+		fileSize: r.fileSize, narSize: r.narSize, infoSize: r.infoSize, modTime: r.modTime.UnixNano(),
+		present: true, retiring: r.retiring,
+	}
+	if e.nar < 0 {
+		e.url = ix.arena.Add(r.url)
+	}
+	ix.refs = append(ix.refs, refs...)
+	if !r.retiring {
+		ix.NarInfoBytes += r.infoSize
+	}
+}
+
 // readEntry reads one narinfo file.
-func readEntry(p string) (*Entry, error) {
-	f, err := os.Open(p)
+func readEntry(p string) (parsed, error) {
+	ni, fi, err := cachedir.ReadNarInfoFile(p)
 	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	ni, err := narinfo.Parse(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
+		return parsed{}, err
 	}
 	hashPart := cachedir.HashPartOf(p)
-	if !path.IsAbs(ni.StorePath) || storepath.HashPart(ni.StorePath) != hashPart {
-		return nil, fmt.Errorf("%s: StorePath %q does not match the file name", p, ni.StorePath)
-	}
-	if err := cachedir.CheckNarURL(ni.URL); err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
-	}
 	h, err := ni.NarHashNix32()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
+		return parsed{}, fmt.Errorf("%s: %w", p, err)
 	}
-	e := &Entry{
-		HashPart: hashPart, StorePath: ni.StorePath, URL: ni.URL, FileSize: ni.FileSize, NarSize: ni.NarSize,
-		NarHash: h, CID: ni.IPFSHash, InfoSize: fi.Size(), ModTime: fi.ModTime(),
+	e := parsed{
+		hashPart: hashPart, storePath: ni.StorePath, url: ni.URL, fileSize: ni.FileSize, narSize: ni.NarSize,
+		narHash: h, cid: ni.IPFSHash, infoSize: fi.Size(), modTime: fi.ModTime(),
 	}
 	for _, r := range ni.References {
 		if len(r) < storepath.HashLen {
-			return nil, fmt.Errorf("%s: reference %q is not a store path basename", p, r)
+			return parsed{}, fmt.Errorf("%s: reference %q is not a store path basename", p, r)
 		}
 		if h := r[:storepath.HashLen]; h != hashPart {
-			e.Refs = append(e.Refs, h)
+			e.refs = append(e.refs, h)
 		}
 	}
 	return e, nil

@@ -1,10 +1,12 @@
 package retention
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nix-ipfs/nix-ipfs/storepath"
@@ -52,6 +54,34 @@ type Retirement struct {
 	// of the cache: this prune finishes its retirement.
 	Journal  bool  `json:"journal,omitempty"`
 	InfoSize int64 `json:"-"`
+
+	// root, when Reason is empty, is the root whose lapse retires the
+	// path, under policy: Why formats the reason from them.
+	root   *Root
+	policy *Policy
+	// placeholder stands for all of a plan's retirements in its JSON
+	// (writePlanJSON).
+	placeholder bool
+}
+
+// Why is why the path leaves (Reason, or the reason its root lapsed).
+func (r Retirement) Why() string {
+	if r.Reason != "" || r.root == nil {
+		return r.Reason
+	}
+	return fmt.Sprintf("root of job %s last built %s: not built within --keep-for %s, not among the last %d of its job, not pinned",
+		r.root.Job, r.root.LastBuilt.UTC().Format(time.RFC3339), r.policy.KeepFor, r.policy.KeepLastPerJob)
+}
+
+// MarshalJSON writes the retirement with its reason.
+func (r Retirement) MarshalJSON() ([]byte, error) {
+	if r.placeholder {
+		return []byte(retirePlaceholder), nil
+	}
+	type plain Retirement
+	p := plain(r)
+	p.Reason = r.Why()
+	return json.Marshal(p)
 }
 
 // Plan is what a prune would do, and why.
@@ -68,6 +98,8 @@ type Plan struct {
 	// GracePaths are kept only because they are recent (Policy.Grace).
 	GracePaths int          `json:"grace_paths"`
 	Retire     []Retirement `json:"retire"`
+	// RetireCount is how many paths leave (len(Retire) but for Survey).
+	RetireCount int `json:"-"`
 	// OrphanNARs are NAR files no narinfo names, older than OrphanAge.
 	OrphanNARs []string `json:"orphan_nars,omitempty"`
 	// FreedBytes is what the cache directory shrinks by: NARs removed
@@ -87,22 +119,33 @@ type Plan struct {
 
 // Decide computes the plan: the live roots, the kept set (their closures
 // and whatever Grace protects, over the narinfos' References), and what
-// leaves.
+// leaves. Its sets are indexed by the index's ids, a byte a path.
 func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Plan {
+	return decide(ix, roots, pins, pol, now, true)
+}
+
+// Survey is Decide without the retirements themselves (Retire stays nil,
+// RetireCount says how many): what status needs, without 170 bytes a
+// retired path.
+func Survey(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Plan {
+	return decide(ix, roots, pins, pol, now, false)
+}
+
+func decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time, listRetire bool) *Plan {
 	p := &Plan{Policy: pol, Now: now, Roots: roots.Len(), Pins: pins, shadowed: ix.Shadowed, journalNARs: ix.journalNARs}
 	p.Problems = append(p.Problems, ix.Unreadable...)
 	present := func(sp string) bool {
-		e := ix.Entries[storepath.HashPart(sp)]
-		return e != nil && e.StorePath == sp
+		id := ix.id(storepath.HashPart(sp))
+		return id >= 0 && ix.entries[id].present && ix.storePath(&ix.entries[id]) == sp
 	}
-	for _, e := range ix.Entries {
-		if !e.Retiring {
+	for i := range ix.entries {
+		if e := &ix.entries[i]; e.present && !e.retiring {
 			p.CachePaths++
 		}
 	}
 	p.CacheBytes = ix.NarInfoBytes
-	for _, nf := range ix.NARs {
-		p.CacheBytes += nf.Size
+	for _, nf := range ix.nars {
+		p.CacheBytes += nf.size
 	}
 
 	// Live roots.
@@ -118,7 +161,7 @@ func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Pla
 		liveOrder = append(liveOrder, k)
 	}
 	perJob := map[string]int{}
-	allRoots := roots.All() // newest first
+	allRoots := roots.sorted() // newest first
 	for _, r := range allRoots {
 		inCache := false
 		for _, o := range r.Outputs {
@@ -128,13 +171,13 @@ func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Pla
 			}
 		}
 		if pol.KeepFor > 0 && now.Sub(r.LastBuilt) < pol.KeepFor {
-			mark(r, "built within --keep-for "+pol.KeepFor.String())
+			mark(*r, "built within --keep-for "+pol.KeepFor.String())
 		}
 		// Only roots that reached the cache count towards a job's last N:
 		// one still being published must not push a published one out.
 		if inCache && pol.KeepLastPerJob > 0 && perJob[r.Job] < pol.KeepLastPerJob {
 			perJob[r.Job]++
-			mark(r, fmt.Sprintf("among the last %d of job %s", pol.KeepLastPerJob, r.Job))
+			mark(*r, fmt.Sprintf("among the last %d of job %s", pol.KeepLastPerJob, r.Job))
 		}
 	}
 	for _, pin := range pins {
@@ -153,43 +196,48 @@ func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Pla
 	}
 
 	// The kept set: closures of the live roots and of recent paths.
-	kept := map[string]bool{}
-	missing := map[string]bool{}
-	var stack []string
-	push := func(h string) {
-		if !kept[h] {
-			kept[h] = true
-			stack = append(stack, h)
+	kept := make([]bool, len(ix.entries))
+	missing := map[[2]int32]bool{}
+	var stack []int32
+	push := func(id int32) {
+		if !kept[id] {
+			kept[id] = true
+			stack = append(stack, id)
 		}
 	}
 	for _, lr := range p.LiveRoots {
 		for _, o := range lr.Outputs {
 			if present(o) {
-				push(storepath.HashPart(o))
+				push(ix.id(storepath.HashPart(o)))
 			}
 		}
 	}
 	graceSeeds := 0
 	if pol.Grace > 0 {
-		cut := now.Add(-pol.Grace)
-		for h, e := range ix.Entries {
-			if !e.Retiring && (e.ModTime.After(cut) || e.NarModTime.After(cut) || ix.RecentlyPublished[e.StorePath]) {
-				if !kept[h] {
+		cut := now.Add(-pol.Grace).UnixNano()
+		for i := range ix.entries {
+			e := &ix.entries[i]
+			if !e.present || e.retiring {
+				continue
+			}
+			if e.modTime > cut || (e.nar >= 0 && ix.nars[e.nar].modTime > cut) || ix.RecentlyPublished[ix.storePath(e)] {
+				if !kept[i] {
 					graceSeeds++
 				}
-				push(h)
+				push(int32(i))
 			}
 		}
 	}
 	for len(stack) > 0 {
 		h := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		e := ix.Entries[h]
-		for _, r := range e.Refs {
-			if ix.Entries[r] == nil {
-				if !missing[h+r] {
-					missing[h+r] = true
-					p.Problems = append(p.Problems, fmt.Sprintf("%s references %s, which is not in the cache (left as it is: prune never repairs)", e.StorePath, r))
+		e := &ix.entries[h]
+		for _, r := range ix.refs[e.refs.off : e.refs.off+e.refs.len] {
+			if !ix.entries[r].present {
+				if k := [2]int32{h, r}; !missing[k] {
+					missing[k] = true
+					p.Problems = append(p.Problems, fmt.Sprintf("%s references %s, which is not in the cache (left as it is: prune never repairs)",
+						ix.storePath(e), ix.absent[r]))
 				}
 				continue
 			}
@@ -198,72 +246,101 @@ func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Pla
 	}
 	p.GracePaths = graceSeeds
 
-	// What leaves, and what stays.
-	keptURL := map[string]bool{}
-	keptCID := map[string]bool{}
-	named := map[string]bool{}
-	for h, e := range ix.Entries {
-		named[e.URL] = true
-		if kept[h] {
-			if e.Retiring {
-				if e.NarMissing {
-					p.Problems = append(p.Problems, fmt.Sprintf("%s is kept but an interrupted prune removed its NAR %s", e.StorePath, e.URL))
-					continue
-				}
-				p.restore = append(p.restore, h)
-			}
-			p.KeptPaths++
-			keptURL[e.URL] = true
-			if e.CID != "" {
-				keptCID[e.CID] = true
-			}
-			if e.NarMissing {
-				p.Problems = append(p.Problems, fmt.Sprintf("%s: its NAR %s is missing from the cache", e.StorePath, e.URL))
-			}
-		}
-	}
-	rootOf := map[string]Root{}
-	for _, r := range allRoots {
-		for _, o := range r.Outputs {
-			h := storepath.HashPart(o)
-			if _, ok := rootOf[h]; !ok {
-				rootOf[h] = r
-			}
-		}
-	}
-	removedURL := map[string]bool{}
-	for h, e := range ix.Entries {
-		if kept[h] {
+	// What leaves, and what stays. A NAR file is kept, named or removed
+	// by its index in ix.nars; a CID is kept by its text in the arena.
+	keptNAR := make([]bool, len(ix.nars))
+	named := make([]bool, len(ix.nars))
+	keptCID := map[string]struct{}{}
+	for i := range ix.entries {
+		e := &ix.entries[i]
+		if !e.present {
 			continue
 		}
-		r := Retirement{StorePath: e.StorePath, HashPart: h, URL: e.URL, NarHash: e.NarHash, NarSize: e.NarSize,
-			FileSize: e.FileSize, Journal: e.Retiring, InfoSize: e.InfoSize}
-		if !keptCID[e.CID] {
-			r.CID = e.CID
+		if e.nar >= 0 {
+			named[e.nar] = true
 		}
-		r.RemoveNAR = !keptURL[e.URL] && !e.NarMissing
-		if root, ok := rootOf[h]; ok {
-			r.Reason = fmt.Sprintf("root of job %s last built %s: not built within --keep-for %s, not among the last %d of its job, not pinned",
-				root.Job, root.LastBuilt.UTC().Format(time.RFC3339), pol.KeepFor, pol.KeepLastPerJob)
-		} else {
-			r.Reason = fmt.Sprintf("in the closure of no live root, not written within --grace %s", pol.Grace)
+		if kept[i] {
+			if e.retiring {
+				if e.nar < 0 {
+					p.Problems = append(p.Problems, fmt.Sprintf("%s is kept but an interrupted prune removed its NAR %s", ix.storePath(e), ix.url(e)))
+					continue
+				}
+				p.restore = append(p.restore, ix.hashPart(e))
+			}
+			p.KeptPaths++
+			if e.nar >= 0 {
+				keptNAR[e.nar] = true
+			}
+			if c := ix.arena.Get(e.cid); c != "" {
+				keptCID[c] = struct{}{}
+			}
+			if e.nar < 0 {
+				p.Problems = append(p.Problems, fmt.Sprintf("%s: its NAR %s is missing from the cache", ix.storePath(e), ix.url(e)))
+			}
 		}
-		if r.RemoveNAR && !removedURL[e.URL] {
-			removedURL[e.URL] = true
-			p.FreedBytes += ix.NARs[e.URL].Size
-		}
-		if !e.Retiring {
-			p.FreedBytes += e.InfoSize
-		}
-		p.Retire = append(p.Retire, r)
 	}
-	sort.Slice(p.Retire, func(i, j int) bool { return p.Retire[i].StorePath < p.Retire[j].StorePath })
+	// rootOf is the newest root each path is an output of (-1: none).
+	rootOf := make([]int32, len(ix.entries))
+	for i := range rootOf {
+		rootOf[i] = -1
+	}
+	for k, r := range allRoots {
+		for _, o := range r.Outputs {
+			if id := ix.id(storepath.HashPart(o)); id >= 0 && rootOf[id] < 0 {
+				rootOf[id] = int32(k)
+			}
+		}
+	}
+	nRetire := 0
+	for i := range ix.entries {
+		if ix.entries[i].present && !kept[i] {
+			nRetire++
+		}
+	}
+	p.RetireCount = nRetire
+	if nRetire > 0 && listRetire {
+		p.Retire = make([]Retirement, 0, nRetire)
+	}
+	unrooted := fmt.Sprintf("in the closure of no live root, not written within --grace %s", pol.Grace)
+	removed := make([]bool, len(ix.nars))
+	for i := range ix.entries {
+		e := &ix.entries[i]
+		if !e.present || kept[i] {
+			continue
+		}
+		sp := ix.storePath(e)
+		r := Retirement{StorePath: sp, HashPart: storepath.HashPart(sp), URL: ix.url(e), NarHash: ix.arena.Get(e.narHash), NarSize: e.narSize,
+			FileSize: e.fileSize, Journal: e.retiring, InfoSize: e.infoSize}
+		c := ix.arena.Get(e.cid)
+		if _, ok := keptCID[c]; !ok {
+			r.CID = c
+		}
+		r.RemoveNAR = e.nar >= 0 && !keptNAR[e.nar]
+		if k := rootOf[i]; k >= 0 {
+			// Formatted when asked (Retirement.Why): a reason per root
+			// is a string per path where every path is built.
+			r.root, r.policy = allRoots[k], &p.Policy
+		} else {
+			r.Reason = unrooted
+		}
+		if r.RemoveNAR && !removed[e.nar] {
+			removed[e.nar] = true
+			p.FreedBytes += ix.nars[e.nar].size
+		}
+		if !e.retiring {
+			p.FreedBytes += e.infoSize
+		}
+		if listRetire {
+			p.Retire = append(p.Retire, r)
+		}
+	}
+	slices.SortFunc(p.Retire, func(a, b Retirement) int { return strings.Compare(a.StorePath, b.StorePath) })
 
-	orphanCut := now.Add(-max(pol.Grace, OrphanAge))
-	for url, nf := range ix.NARs {
-		if !named[url] && nf.ModTime.Before(orphanCut) {
-			p.OrphanNARs = append(p.OrphanNARs, url)
-			p.FreedBytes += nf.Size
+	orphanCut := now.Add(-max(pol.Grace, OrphanAge)).UnixNano()
+	for i, nf := range ix.nars {
+		if !named[i] && nf.modTime < orphanCut {
+			p.OrphanNARs = append(p.OrphanNARs, ix.arena.Get(nf.url))
+			p.FreedBytes += nf.size
 		}
 	}
 	sort.Strings(p.OrphanNARs)

@@ -354,7 +354,7 @@ func (x *Executor) announce(ctx context.Context, moved []Retirement, res *Result
 				defer wg.Done()
 				for i := int(next.Add(1) - 1); i < len(moved); i = int(next.Add(1) - 1) {
 					r := moved[i]
-					reason := r.Reason
+					reason := r.Why()
 					if len(reason) > 1000 {
 						reason = reason[:1000] + "..."
 					}

@@ -22,6 +22,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
 	"github.com/nix-ipfs/nix-ipfs/latest"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/retention/incache"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
@@ -369,10 +370,10 @@ func TestPins(t *testing.T) {
 	w := newWorld(t)
 	g := w.addGen("x", 0, time.Hour, time.Now())
 	ctx := context.Background()
-	if err := InCache(ctx, w.dir, "", "/nix/store/"+strings.Repeat("0", 32)+"-nope"); err == nil || !strings.Contains(err.Error(), "not in the cache") {
+	if err := incache.Check(ctx, w.dir, "", "/nix/store/"+strings.Repeat("0", 32)+"-nope"); err == nil || !strings.Contains(err.Error(), "not in the cache") {
 		t.Errorf("pin of a missing path: %v", err)
 	}
-	if err := InCache(ctx, w.dir, "", g[0].StorePath); err != nil {
+	if err := incache.Check(ctx, w.dir, "", g[0].StorePath); err != nil {
 		t.Error(err)
 	}
 	pins, err := OpenPins(ctx, w.js, 1, true)

@@ -71,9 +71,21 @@ func (rs *Roots) Len() int { return len(rs.byKey) }
 
 // All returns the roots, newest first (ties by outputs).
 func (rs *Roots) All() []Root {
-	out := make([]Root, 0, len(rs.byKey))
+	sorted := rs.sorted()
+	out := make([]Root, len(sorted))
+	for i, r := range sorted {
+		out[i] = *r
+	}
+	return out
+}
+
+// sorted returns the roots as All does, without copying them: 8 bytes a
+// root where every path is built (issue 24). The caller must not change
+// them.
+func (rs *Roots) sorted() []*Root {
+	out := make([]*Root, 0, len(rs.byKey))
 	for _, r := range rs.byKey {
-		out = append(out, *r)
+		out = append(out, r)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].LastBuilt.Equal(out[j].LastBuilt) {

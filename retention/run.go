@@ -1,12 +1,15 @@
 package retention
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"text/tabwriter"
@@ -19,6 +22,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/retention/incache"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
@@ -163,6 +167,12 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 	if cfg.DryRun {
 		return writePlan(out, plan, nil, cfg.JSON)
 	}
+	// A soft limit above what the plan holds: the run's garbage is
+	// returned, not grown into (issue 24).
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(int64(ms.HeapAlloc)*3/2 + 64<<20))
 	x := &Executor{Dir: cfg.Policy.CacheDir, JS: js, Host: cfg.Host, Grace: cfg.Policy.Grace, Log: log}
 	if cfg.KuboAPI != "none" && len(plan.Retire) > 0 {
 		k, err := ipfs.Dial(cfg.KuboAPI)
@@ -178,20 +188,19 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 	}
 	res, runErr := x.Run(ctx, plan)
 	// Remember the roots that still hold something, so that they outlive
-	// the stream's max-age.
-	kept := map[string]bool{}
-	if after, err := ReadIndex(cfg.Policy.CacheDir); err == nil {
-		for h, e := range after.Entries {
-			if !e.Retiring {
-				kept[h] = true
-			}
+	// the stream's max-age (by the narinfos' names: not a second index).
+	kept := map[hashKey]bool{}
+	if err := (cachedir.Cache{Dir: cfg.Policy.CacheDir}).EachNarInfo(func(h string) {
+		if len(h) == storepath.HashLen {
+			kept[hashKey([]byte(h))] = true
 		}
+	}); err == nil {
 		if err := roots.SaveFile(cachedir.Cache{Dir: cfg.Policy.CacheDir}.StatePath(cachedir.RootsFile), func(r Root) bool {
 			if time.Since(r.LastBuilt) < 24*time.Hour {
 				return true // maybe still being published
 			}
 			for _, o := range r.Outputs {
-				if kept[storepath.HashPart(o)] {
+				if h := storepath.HashPart(o); len(h) == storepath.HashLen && kept[hashKey([]byte(h))] {
 					return true
 				}
 			}
@@ -208,15 +217,16 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 	return runErr
 }
 
+// planOutput is what --json prints.
+type planOutput struct {
+	DryRun bool    `json:"dry_run"`
+	Plan   *Plan   `json:"plan"`
+	Result *Result `json:"result,omitempty"`
+}
+
 func writePlan(w io.Writer, p *Plan, res *Result, asJSON bool) error {
 	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
-			DryRun bool    `json:"dry_run"`
-			Plan   *Plan   `json:"plan"`
-			Result *Result `json:"result,omitempty"`
-		}{res == nil, p, res})
+		return writePlanJSON(w, planOutput{res == nil, p, res})
 	}
 	verb := "would retire"
 	if res != nil {
@@ -226,8 +236,13 @@ func writePlan(w io.Writer, p *Plan, res *Result, asJSON bool) error {
 	fmt.Fprintf(w, "kept: %d paths (%d only for --grace %s)\n", p.KeptPaths, p.GracePaths, p.Policy.Grace)
 	if res == nil {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		for _, r := range p.Retire {
-			fmt.Fprintf(tw, "  retire\t%s\t%s\t%s\n", r.StorePath, Bytes(int64(r.FileSize)), r.Reason)
+		for i, r := range p.Retire {
+			fmt.Fprintf(tw, "  retire\t%s\t%s\t%s\n", r.StorePath, Bytes(int64(r.FileSize)), r.Why())
+			if i%4096 == 4095 {
+				// Columns aligned by blocks: a tabwriter holds every
+				// line until it flushes, a million of them otherwise.
+				tw.Flush()
+			}
 		}
 		for _, o := range p.OrphanNARs {
 			fmt.Fprintf(tw, "  remove\t%s\t\tno narinfo names it\n", o)
@@ -242,6 +257,52 @@ func writePlan(w io.Writer, p *Plan, res *Result, asJSON bool) error {
 		fmt.Fprintf(w, "problem: %s\n", pr)
 	}
 	return nil
+}
+
+// retirePlaceholder stands for the plan's retirements in the JSON of the
+// rest, where writePlanJSON writes them one at a time.
+const retirePlaceholder = `"\u0000retire\u0000"`
+
+// writePlanJSON writes out as json.Encoder with a two-space indent would,
+// byte for byte, but the retirements one at a time: encoded at once, a
+// million of them would be a buffer of half a gigabyte.
+func writePlanJSON(w io.Writer, out planOutput) error {
+	if out.Plan == nil || len(out.Plan.Retire) == 0 {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	retire := out.Plan.Retire
+	shallow := *out.Plan
+	shallow.Retire = []Retirement{{placeholder: true}}
+	out.Plan = &shallow
+	head, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	before, after, ok := bytes.Cut(head, []byte("[\n      "+retirePlaceholder+"\n    ]"))
+	if !ok {
+		return errors.New("plan JSON: no place for the retirements")
+	}
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.Write(before)
+	bw.WriteString("[")
+	const indent = "      " // inside {"plan": {"retire": [...]}}
+	for i, r := range retire {
+		if i > 0 {
+			bw.WriteString(",")
+		}
+		b, err := json.MarshalIndent(r, indent, "  ")
+		if err != nil {
+			return err
+		}
+		bw.WriteString("\n" + indent)
+		bw.Write(b)
+	}
+	bw.WriteString("\n    ]")
+	bw.Write(after)
+	bw.WriteString("\n")
+	return bw.Flush()
 }
 
 // Bytes formats a size for people.
@@ -311,7 +372,7 @@ func RunPin(ctx context.Context, cfg PinConfig, args []string, out io.Writer) er
 	var sp string
 	if args[0] == "add" {
 		sp = strings.TrimRight(args[2], "/")
-		if err := InCache(ctx, cfg.CacheDir, cfg.CacheURL, sp); err != nil {
+		if err := incache.Check(ctx, cfg.CacheDir, cfg.CacheURL, sp); err != nil {
 			return err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,17 +32,20 @@ type Retention struct {
 // CollectRetention reads the cache, the roots and the pins and computes the
 // plan for pol.
 func CollectRetention(ctx context.Context, js jetstream.JetStream, stream, cacheDir string, pol retention.Policy) (*Retention, error) {
+	// The index of the whole cache, as prune holds it: the same tighter
+	// GC target keeps the peak near what is live (issue 24).
+	defer debug.SetGCPercent(debug.SetGCPercent(40))
 	ix, roots, pins, err := retention.Load(ctx, js, stream, cacheDir, pol.Grace)
 	if err != nil {
 		return nil, err
 	}
-	p := retention.Decide(ix, roots, pins, pol, time.Now())
+	p := retention.Survey(ix, roots, pins, pol, time.Now())
 	if pins == nil {
 		pins = []retention.Pin{}
 	}
 	return &Retention{
 		CacheDir: cacheDir, CachePaths: p.CachePaths, CacheBytes: p.CacheBytes, Roots: p.Roots, LiveRoots: len(p.LiveRoots),
-		Pins: pins, KeptPaths: p.KeptPaths, WouldRetire: len(p.Retire), WouldFree: p.FreedBytes, Problems: p.Problems,
+		Pins: pins, KeptPaths: p.KeptPaths, WouldRetire: p.RetireCount, WouldFree: p.FreedBytes, Problems: p.Problems,
 		Policy: fmt.Sprintf("--keep-for %s --keep-last-per-job %d --grace %s", pol.KeepFor, pol.KeepLastPerJob, pol.Grace),
 	}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -111,4 +112,108 @@ func Generation(set string, gen, nShared, nLeaves, size int) []Path {
 	top := StorePath(fmt.Sprintf("%s-g%d-top", set, gen), fmt.Sprintf("%s-%d.0", set, gen))
 	out = append(out, Path{StorePath: top, Refs: append([]string{top}, refs...), Size: size})
 	return out
+}
+
+// Nixpkgs calls fn with n paths shaped like a nixpkgs package set, each
+// after everything it references: a few core paths (libc, a shell, a
+// compiler runtime: a chain of Core) referenced by almost every path,
+// libraries in long chains (each references the one before it, chains of
+// ChainLen), and many leaves (applications) referencing a core path and a
+// library or two and referenced by nothing. The same seed gives the same
+// paths. Store paths are built as fn is called, so a million paths cost no
+// memory here.
+func Nixpkgs(seed string, n int, fn func(i int, p Path) error) error {
+	const (
+		Core     = 8
+		ChainLen = 64
+	)
+	sp := func(i int) string {
+		return StorePath(fmt.Sprintf("%s-%d", seed, i), fmt.Sprintf("pkg%d-1.0", i))
+	}
+	rnd := uint64(0x9e3779b97f4a7c15)
+	next := func() uint64 { // xorshift: deterministic, cheap
+		rnd ^= rnd << 13
+		rnd ^= rnd >> 7
+		rnd ^= rnd << 17
+		return rnd
+	}
+	var libs []int32 // indexes of library paths so far
+	for i := 0; i < n; i++ {
+		var refs []int
+		switch {
+		case i < Core:
+			if i > 0 {
+				refs = append(refs, i-1)
+			}
+		case i%5 < 2: // a library: core, and the previous link of its chain
+			refs = append(refs, int(next()%Core))
+			if len(libs) > 0 && len(libs)%ChainLen != 0 {
+				refs = append(refs, int(libs[len(libs)-1]))
+			}
+			libs = append(libs, int32(i))
+		default: // a leaf
+			refs = append(refs, int(next()%Core))
+			for k := 0; k < 1+int(next()%2) && len(libs) > 0; k++ {
+				refs = append(refs, int(libs[next()%uint64(len(libs))]))
+			}
+		}
+		p := Path{StorePath: sp(i), Size: 64}
+		for _, r := range refs {
+			p.Refs = append(p.Refs, sp(r))
+		}
+		if err := fn(i, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteNixpkgs writes the n paths of Nixpkgs(seed, n) into dir (an Init
+// cache), on workers goroutines, with modification time mtime, and calls
+// each (if set) with every path written, in order, from one goroutine.
+func WriteNixpkgs(dir, seed string, n, workers int, mtime time.Time, each func(i int, p Path) error) error {
+	type job struct {
+		i int
+		p Path
+	}
+	jobs := make(chan job, 256)
+	errc := make(chan error, workers)
+	var wg sync.WaitGroup
+	for w := 0; w < max(workers, 1); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				if _, err := Write(dir, j.p, mtime); err != nil {
+					select {
+					case errc <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	err := Nixpkgs(seed, n, func(i int, p Path) error {
+		select {
+		case err := <-errc:
+			return err
+		default:
+		}
+		jobs <- job{i, p}
+		if each != nil {
+			return each(i, p)
+		}
+		return nil
+	})
+	close(jobs)
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
 }

@@ -1,4 +1,6 @@
-package retention
+// Package incache checks that a binary cache (a directory, or a URL) holds
+// a store path: what a pin of that path needs before it can keep anything.
+package incache
 
 import (
 	"bytes"
@@ -20,10 +22,10 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
-// InCache checks that the binary cache (a directory, or a URL: http(s) or
+// Check checks that the binary cache (a directory, or a URL: http(s) or
 // file) has a narinfo for the store path sp: a pin of a path the cache
 // lacks would keep nothing, so it is refused.
-func InCache(ctx context.Context, dir, cacheURL, sp string) error {
+func Check(ctx context.Context, dir, cacheURL, sp string) error {
 	if !path.IsAbs(sp) {
 		return errs.Errorf(errs.Invalid, "%q: not an absolute store path (e.g. /nix/store/<hash>-<name>)", sp)
 	}
@@ -52,7 +54,7 @@ func InCache(ctx context.Context, dir, cacheURL, sp string) error {
 		}
 		switch u.Scheme {
 		case "file":
-			return InCache(ctx, u.Path, "", sp)
+			return Check(ctx, u.Path, "", sp)
 		case "http", "https":
 		default:
 			return errs.Errorf(errs.Invalid, "--cache-url %q: want http, https or file", cacheURL)

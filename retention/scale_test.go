@@ -1,0 +1,208 @@
+package retention
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nix-ipfs/nix-ipfs/internal/synthcache"
+)
+
+// TestScaleSmoke plans a prune over a nixpkgs-shaped cache of 20,000
+// paths (NIX_IPFS_SCALE_PATHS to change it), every path a root built a
+// month ago, one named pin: the worst case, where nearly everything
+// retires. It checks the plan and that the heap it needs stays under a
+// bound per path (issue 24: memory that does not grow by kilobytes per
+// path); no timing. NIX_IPFS_SCALE_HEAPPROFILE writes a heap profile
+// taken at the end of the plan.
+func TestScaleSmoke(t *testing.T) {
+	n := 20000
+	if s := os.Getenv("NIX_IPFS_SCALE_PATHS"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil {
+			t.Fatal(err)
+		}
+	} else if testing.Short() {
+		t.Skip("writes 20,000 narinfos")
+	}
+	dir := filepath.Join(t.TempDir(), "cache")
+	if err := synthcache.Init(dir); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-30 * 24 * time.Hour)
+	var pinned string
+	if err := synthcache.WriteNixpkgs(dir, "smoke", n, 8, old, func(i int, p synthcache.Path) error {
+		if i == n-1 {
+			pinned = p.StorePath
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The roots, as prune reads them from the built events: one per path.
+	roots := NewRoots()
+	if err := synthcache.Nixpkgs("smoke", n, func(i int, p synthcache.Path) error {
+		roots.Add(Root{Outputs: []string{p.StorePath}, Job: "job" + strconv.Itoa(i%5000), LastBuilt: old})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pins := []Pin{{Name: "release", KeepRevisions: 1, Revisions: []Revision{{StorePath: pinned, Added: old}}}}
+
+	// As RunPrune does.
+	defer debug.SetGCPercent(debug.SetGCPercent(40))
+	runtime.GC()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
+	peak := sampleHeap(t)
+	ix, err := ReadIndex(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := Decide(ix, roots, pins, Policy{KeepFor: 24 * time.Hour, Grace: time.Hour}, time.Now())
+	writeHeapProfile(t, "")
+	high := peak()
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(ix)
+	livePerPath := float64(after.HeapInuse-base.HeapInuse) / float64(n)
+
+	if plan.CachePaths != n || plan.KeptPaths+len(plan.Retire) != n || plan.KeptPaths == 0 || len(plan.Retire) < n/2 {
+		t.Fatalf("plan over %d paths: %d in the cache, %d kept, %d retire", n, plan.CachePaths, plan.KeptPaths, len(plan.Retire))
+	}
+	// What status computes: the same figures without the list.
+	sv := Survey(ix, roots, pins, Policy{KeepFor: 24 * time.Hour, Grace: time.Hour}, plan.Now)
+	if sv.Retire != nil || sv.RetireCount != len(plan.Retire) || sv.KeptPaths != plan.KeptPaths || sv.FreedBytes != plan.FreedBytes ||
+		sv.CachePaths != plan.CachePaths || len(sv.Problems) != len(plan.Problems) {
+		t.Errorf("Survey: %d retire (listed %d), %d kept, %d freed; Decide: %d retire, %d kept, %d freed",
+			sv.RetireCount, len(sv.Retire), sv.KeptPaths, sv.FreedBytes, len(plan.Retire), plan.KeptPaths, plan.FreedBytes)
+	}
+	if len(plan.Problems) != 0 {
+		t.Fatalf("problems: %q", plan.Problems[:min(3, len(plan.Problems))])
+	}
+	perPath := float64(high-base.HeapInuse) / float64(n)
+	t.Logf("%d paths: %d kept, %d retire; peak heap %.0f MiB above the roots, %.0f bytes a path; live after the plan %.0f bytes a path",
+		n, plan.KeptPaths, len(plan.Retire), float64(high-base.HeapInuse)/(1<<20), perPath, livePerPath)
+	// The index, the kept set and the plan hold about 550 bytes a path;
+	// the peak adds the garbage collector's headroom and the reading's
+	// fixed buffers (issue 24: 256 MiB at 300,000 paths for the whole
+	// process). The index of issue 24 held 2.3 KB a path at its peak.
+	const liveBound, peakBound = 800, 1400
+	if livePerPath > liveBound {
+		t.Errorf("the index and the plan hold %.0f bytes a path, want at most %d", livePerPath, liveBound)
+	}
+	if perPath > peakBound {
+		t.Errorf("planning a prune needs %.0f bytes of heap a path at its peak, want at most %d", perPath, peakBound)
+	}
+
+	// The run: every retirement carried out (no stream, no kubo).
+	runPeak := sampleHeap(t)
+	res, err := (&Executor{Dir: dir, Grace: time.Hour}).Run(context.Background(), plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runHigh := runPeak()
+	writeHeapProfile(t, ".run")
+	runPerPath := float64(runHigh-base.HeapInuse) / float64(n)
+	t.Logf("the run: %d retired; peak heap %.0f bytes a path", res.Retired, runPerPath)
+	if res.Retired != len(plan.Retire) {
+		t.Errorf("retired %d of %d", res.Retired, len(plan.Retire))
+	}
+	if runPerPath > peakBound {
+		t.Errorf("carrying out a prune needs %.0f bytes of heap a path at its peak, want at most %d", runPerPath, peakBound)
+	}
+}
+
+// sampleHeap samples the heap in use every few milliseconds until the
+// returned function is called, which returns the highest seen.
+func sampleHeap(t *testing.T) func() uint64 {
+	var (
+		mu   sync.Mutex
+		high uint64
+		wg   sync.WaitGroup
+	)
+	done := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			mu.Lock()
+			high = max(high, m.HeapInuse)
+			mu.Unlock()
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() uint64 {
+		close(done)
+		wg.Wait()
+		return high
+	}
+}
+
+// TestPlanJSONStreamed checks that --json's plan, written a retirement at a
+// time, is byte for byte what json.Encoder writes.
+func TestPlanJSONStreamed(t *testing.T) {
+	root := Root{Outputs: []string{"/nix/store/" + strings.Repeat("b", 32) + "-b"}, Job: "b<&>", LastBuilt: time.Unix(1e9, 0)}
+	pol := Policy{KeepFor: time.Hour, Grace: time.Minute}
+	p := &Plan{Policy: pol, Now: time.Unix(2e9, 0), Roots: 2, CachePaths: 3, OrphanNARs: []string{"nar/x.nar"}, Problems: []string{"a <problem>"},
+		Retire: []Retirement{
+			{StorePath: "/nix/store/" + strings.Repeat("a", 32) + "-a", URL: "nar/a.nar", NarHash: "sha256:a", Reason: "why", CID: "bafy"},
+			{StorePath: root.Outputs[0], URL: "nar/b.nar", RemoveNAR: true, Journal: true},
+		}}
+	p.Retire[1].root, p.Retire[1].policy = &root, &p.Policy
+	for _, res := range []*Result{nil, {Retired: 2}} {
+		for _, plan := range []*Plan{p, {Now: p.Now}, {Now: p.Now, Retire: []Retirement{}}} {
+			var want, got bytes.Buffer
+			enc := json.NewEncoder(&want)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(planOutput{res == nil, plan, res}); err != nil {
+				t.Fatal(err)
+			}
+			if err := writePlan(&got, plan, res, true); err != nil {
+				t.Fatal(err)
+			}
+			if got.String() != want.String() {
+				t.Errorf("streamed:\n%s\nwant:\n%s", got.String(), want.String())
+			}
+		}
+	}
+	if !strings.Contains(p.Retire[1].Why(), "root of job b<&>") {
+		t.Errorf("reason %q", p.Retire[1].Why())
+	}
+}
+
+// writeHeapProfile writes a heap profile to $NIX_IPFS_SCALE_HEAPPROFILE
+// plus suffix, if it is set.
+func writeHeapProfile(t *testing.T, suffix string) {
+	f := os.Getenv("NIX_IPFS_SCALE_HEAPPROFILE")
+	if f == "" {
+		return
+	}
+	out, err := os.Create(f + suffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if err := pprof.Lookup("heap").WriteTo(out, 0); err != nil {
+		t.Fatal(err)
+	}
+}
