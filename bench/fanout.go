@@ -201,8 +201,13 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 			var urls []string
 			var procs []*testenv.Proc
 			var beforeC []bitswapStats
-			for _, k := range ks[:v.n] {
+			// Every client kubo is emptied, the ones this variant leaves
+			// idle too: they stay in the mesh, and one still holding an
+			// earlier variant's blocks would serve them in B's place.
+			for _, k := range ks {
 				k.IPFS(s, "repo", "gc")
+			}
+			for _, k := range ks[:v.n] {
 				if pid := kuboPID(k.Repo); pid > 0 {
 					resetPeakRSS(pid)
 				}

@@ -29,7 +29,7 @@ var scaleSizes = flag.String("scale-sizes", "", "the scale section's sizes, comm
 // --cache-dir`, `prune --dry-run` and `prune` as the binary, each timed
 // with its peak RSS. The stream's size is what JetStream reports for it.
 func benchScale(b *Bench, s *scope, sec *Section) {
-	sec.Title = "13. Scale: a million paths"
+	sec.Title = "14. Scale: a million paths"
 	sizes := []int{100_000, 300_000, 1_000_000}
 	if b.quick {
 		sizes = []int{5_000, 20_000}
