@@ -88,12 +88,16 @@ func Import(ctx context.Context, imp Importer, build func(put Sink) (cid.Cid, er
 		return cid.Undef, fmt.Errorf("dag import: building the DAG: %w", buildErr)
 	}
 	if pin {
+		// The daemon took every block but did not pin the root: it is
+		// shutting down ("pinner closed"), out of space, or cut the
+		// answer short. As for any failure kubo reports, a retry may find
+		// it healed (ipfs.daemonKind's default).
 		msg, ok := pinned[root]
 		if !ok {
-			return cid.Undef, errs.Errorf(errs.Other, "dag import: root %s not reported pinned", root)
+			return cid.Undef, errs.Errorf(errs.Transient, "dag import: root %s not reported pinned", root)
 		}
 		if msg != "" {
-			return cid.Undef, errs.Errorf(errs.Other, "dag import: pin %s: %s", root, msg)
+			return cid.Undef, errs.Errorf(errs.Transient, "dag import: pin %s: %s", root, msg)
 		}
 	}
 	return root, nil

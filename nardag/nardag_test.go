@@ -16,6 +16,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/chunkstudy"
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/nardag"
 )
 
@@ -312,5 +313,29 @@ func TestPipe(t *testing.T) {
 	p.CloseWrite(boom)
 	if b, err := io.ReadAll(p); string(b) != "abc" || err != boom {
 		t.Errorf("read %q, %v", b, err)
+	}
+}
+
+// unpinningImporter takes every block and reports no root pinned, as a
+// daemon shutting down in the middle of an import does.
+type unpinningImporter struct{}
+
+func (unpinningImporter) DagImport(_ context.Context, cars []io.Reader, _ bool) (map[cid.Cid]string, error) {
+	for _, r := range cars {
+		io.Copy(io.Discard, r)
+	}
+	return map[cid.Cid]string{}, nil
+}
+
+// TestImportRootNotPinnedIsTransient: a daemon that took the blocks but
+// did not pin the root (it was shutting down: "pinner closed") fails the
+// import as Transient, so a kubo outage is retried without limit.
+func TestImportRootNotPinnedIsTransient(t *testing.T) {
+	data := testData(1<<20, 2, nil)
+	_, err := nardag.Import(context.Background(), unpinningImporter{}, func(put nardag.Sink) (cid.Cid, error) {
+		return nardag.Build(context.Background(), bytes.NewReader(data), "nix-refs-4096-524288", nil, put)
+	}, true)
+	if err == nil || !errs.Is(err, errs.Transient) {
+		t.Fatalf("Import with the root unpinned = %v (kind %v), want a Transient error", err, errs.KindOf(err))
 	}
 }
