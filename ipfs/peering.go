@@ -67,3 +67,29 @@ func (k *Kubo) Peers(ctx context.Context) ([]string, error) {
 	}
 	return ids, nil
 }
+
+// Conns returns the daemon's connections: each peer with the address it
+// is connected on (a peer connected twice appears twice).
+func (k *Kubo) Conns(ctx context.Context) ([]Node, error) {
+	var out struct {
+		Peers []struct{ Addr, Peer string }
+	}
+	if err := k.api.Request("swarm/peers").Exec(ctx, &out); err != nil {
+		return nil, k.fail(ctx, err, "swarm peers")
+	}
+	nodes := make([]Node, 0, len(out.Peers))
+	for _, p := range out.Peers {
+		nodes = append(nodes, Node{PeerID: p.Peer, Addrs: []string{p.Addr}})
+	}
+	return nodes, nil
+}
+
+// Disconnect closes the daemon's connections to peer id (`ipfs swarm
+// disconnect /p2p/<id>`). A peer not connected is not an error.
+func (k *Kubo) Disconnect(ctx context.Context, id string) error {
+	err := k.api.Request("swarm/disconnect", "/p2p/"+id).Exec(ctx, nil)
+	if err != nil && strings.Contains(err.Error(), "not connected") {
+		return nil
+	}
+	return k.fail(ctx, err, "swarm disconnect %s", id)
+}

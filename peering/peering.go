@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/config"
+	"github.com/nix-ipfs/nix-ipfs/fleet"
 	"github.com/nix-ipfs/nix-ipfs/internal/metrics"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
@@ -31,6 +32,10 @@ type Kubo interface {
 	PeeringAdd(ctx context.Context, addrs []string) error
 	PeeringRemove(ctx context.Context, ids ...string) error
 	Connect(ctx context.Context, n ipfs.Node) error
+	// Conns and Disconnect serve the fleet (fleet.go): who is on the LAN,
+	// and letting go of the mirrors when others fetch from them.
+	Conns(ctx context.Context) ([]ipfs.Node, error)
+	Disconnect(ctx context.Context, id string) error
 }
 
 var _ Kubo = (*ipfs.Kubo)(nil)
@@ -88,6 +93,16 @@ type Options struct {
 	// Private decides about non-public addresses in the list (default
 	// auto).
 	Private Private
+	// Seeders is how many clients of one LAN keep the mirrors (package
+	// fleet); the others take the blocks from them and connect to the
+	// mirrors only when their LAN stalls (Fallback). 0: every client
+	// keeps the mirrors.
+	Seeders int
+	// FleetCheck is how often the LAN is looked at again (default 10 s).
+	FleetCheck time.Duration
+	// FallbackHold is how long the mirrors stay connected after a
+	// Fallback (default 5 min).
+	FallbackHold time.Duration
 }
 
 // Peerer runs the peering rounds for one substituter.
@@ -103,6 +118,8 @@ type Peerer struct {
 	fromList []mirrorlist.Peer // what the last list read gave
 	last     []mirrorlist.Peer
 	gauge    prometheus.Gauge
+	fleet    fleetState
+	kick     chan struct{} // a Fallback wakes the loop
 }
 
 // New returns a Peerer for o, reading the mirror list from up within
@@ -114,10 +131,16 @@ func New(o Options, up Upstream, log *zap.Logger, reg prometheus.Registerer, ups
 	if o.Private == "" {
 		o.Private = PrivateAuto
 	}
+	if o.FleetCheck <= 0 {
+		o.FleetCheck = DefaultFleetCheck
+	}
+	if o.FallbackHold <= 0 {
+		o.FallbackHold = DefaultFallbackHold
+	}
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Peerer{opts: o, up: up, log: log, reg: reg, timeout: upstreamTimeout}
+	return &Peerer{opts: o, up: up, log: log, reg: reg, timeout: upstreamTimeout, kick: make(chan struct{}, 1)}
 }
 
 // Start peers the substituter's kubo with the mirrors of its
@@ -142,20 +165,39 @@ func (s *Peerer) Start(ctx context.Context) (wait func()) {
 		defer close(done)
 		ok := s.round(ctx)
 		close(first)
+		var check <-chan time.Time // the fleet's, when there is one
+		if o.Seeders > 0 {
+			t := time.NewTicker(o.FleetCheck)
+			defer t.Stop()
+			check = t.C
+		}
 		for {
 			next := o.Refresh
 			if o.Refresh < 0 {
-				if ok {
+				if ok && check == nil {
 					return // manual peers only, and kubo has them
 				}
 				next = peeringRetry
+				if ok {
+					next = time.Duration(1<<63 - 1)
+				}
 			} else if !ok {
 				next = min(next, peeringRetry)
 			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(next):
+			timer := time.NewTimer(next)
+		wait:
+			for {
+				select {
+				case <-ctx.Done():
+					timer.Stop()
+					return
+				case <-check:
+					s.fleetCheck(ctx)
+				case <-s.kick:
+					s.fleetCheck(ctx)
+				case <-timer.C:
+					break wait
+				}
 			}
 			ok = s.round(ctx)
 		}
@@ -213,17 +255,26 @@ func (s *Peerer) round(ctx context.Context) bool {
 	}
 	cctx, cancel = context.WithTimeout(ctx, peeringCall)
 	defer cancel()
-	// Every round gives kubo all of them again: a restarted daemon has
-	// forgotten them, and adding a known peer only refreshes its addresses.
-	if err := o.Kubo.PeeringAdd(cctx, addrs); err != nil {
-		log.Warn("mirror peering: kubo refused the peers; trying again later", zap.Error(err))
-		return false
+	seed := s.seeds(ctx, self.PeerID, all)
+	if seed {
+		// Every round gives kubo all of them again: a restarted daemon has
+		// forgotten them, and adding a known peer only refreshes its
+		// addresses.
+		if err := o.Kubo.PeeringAdd(cctx, addrs); err != nil {
+			log.Warn("mirror peering: kubo refused the peers; trying again later", zap.Error(err))
+			return false
+		}
+		// kubo's peering dials a new peer only after 5 to 12 s (a stagger
+		// meant for its own start); a NAR wanted meanwhile would wait or
+		// fall back to upstream. So each is dialled now too; once
+		// connected, peering keeps the connection and redials it.
+		s.connectAll(ctx, all, self.PeerID, log)
+	} else {
+		s.detach(ctx, all, log)
 	}
-	// kubo's peering dials a new peer only after 5 to 12 s (a stagger
-	// meant for its own start); a NAR wanted meanwhile would wait or fall
-	// back to upstream. So each is dialled now too; once connected,
-	// peering keeps the connection and redials it.
-	s.connectAll(ctx, all, self.PeerID, log)
+	s.mu.Lock()
+	s.fleet.self, s.fleet.attached = self.PeerID, seed
+	s.mu.Unlock()
 	now := map[string]bool{}
 	for _, p := range listed {
 		now[p.ID] = true
@@ -254,7 +305,7 @@ func (s *Peerer) round(ctx context.Context) bool {
 		s.gauge.Set(float64(len(all)))
 	}
 	log.Info("mirror peering", zap.Int("peers", len(all)), zap.Int("from_list", len(listed)), zap.Int("by_hand", len(o.Manual)),
-		zap.Strings("peer_ids", ids), zap.Strings("dropped", gone))
+		zap.Strings("peer_ids", ids), zap.Strings("dropped", gone), zap.Bool("connected", seed))
 	return true
 }
 
@@ -338,6 +389,7 @@ type Config struct {
 	Refresh time.Duration
 	Max     int
 	Private string
+	Seeders int
 
 	manual []mirrorlist.Peer
 }
@@ -348,6 +400,8 @@ func (c *Config) Register(s *config.Set) {
 	s.DurationVar(&c.Refresh, "mirror-refresh", DefaultMirrorRefresh,
 		"read the upstream's mirror list ("+mirrorlist.FileName+") at start and this often, and keep kubo peered with the mirrors it names, so NARs come from them without the DHT (negative: never read it; only --mirror-peer)")
 	s.IntVar(&c.Max, "mirror-max", mirrorlist.DefaultMaxPeers, "peer with at most this many mirrors from the list (the most recently active first)")
+	s.IntVar(&c.Seeders, "mirror-seeders", fleet.DefaultSeeders,
+		"of the clients on one LAN (peers kubo is connected to on loopback, private or link-local addresses, mDNS's), only the first this many by peer ID keep the mirrors; the others take the blocks from them and connect to the mirrors when their LAN gives nothing for --block-fetch-stall, for 5 minutes. It keeps a fleet's fetch of one closure near one copy from the mirrors (docs/OPERATIONS.md, \"A fleet on one network\"); a client alone keeps them always. 0: every client keeps the mirrors. Needs --block-fetch-parallel")
 	s.StringVar(&c.Private, "mirror-private", string(PrivateAuto),
 		"listed mirror addresses on loopback, private or link-local networks: auto (accepted only when the upstream itself is such a host or a file:// directory), allow, or deny")
 }
@@ -369,6 +423,9 @@ func (c *Config) Validate(gateway bool) error {
 	if c.Max < 0 {
 		return fmt.Errorf("--mirror-max %d: must be at least 1", c.Max)
 	}
+	if c.Seeders < 0 {
+		return fmt.Errorf("--mirror-seeders %d: must be 0 (off) or more", c.Seeders)
+	}
 	if gateway && len(c.Peers) > 0 {
 		return errors.New("--mirror-peer needs kubo (--kubo-api): a gateway has no peering to set")
 	}
@@ -388,5 +445,5 @@ func (c *Config) Options(k Kubo) Options {
 	if k == nil {
 		return Options{}
 	}
-	return Options{Kubo: k, Manual: c.manual, Refresh: c.Refresh, MaxPeers: c.Max, Private: Private(c.Private)}
+	return Options{Kubo: k, Manual: c.manual, Refresh: c.Refresh, MaxPeers: c.Max, Private: Private(c.Private), Seeders: c.Seeders}
 }

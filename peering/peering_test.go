@@ -38,6 +38,21 @@ type fakePeering struct {
 	dialled []string
 	lastAdd []string
 	rounds  int
+	conns   []ipfs.Node
+	gone    []string // disconnected
+}
+
+func (f *fakePeering) Conns(context.Context) ([]ipfs.Node, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.conns), nil
+}
+
+func (f *fakePeering) Disconnect(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gone = append(f.gone, id)
+	return nil
 }
 
 func (f *fakePeering) Self(context.Context) (ipfs.Node, error) {

@@ -204,6 +204,11 @@ func (c *Config) Options(log *zap.Logger, reg prometheus.Registerer) (Options, e
 	}
 	o.IPFS = rd
 	o.Peering = c.Mirrors.Options(k)
+	if c.BlockFetch == 0 {
+		// Without the blocks fetched ahead there is no stall to fall back
+		// on in time (only --ipfs-timeout): every client keeps the mirrors.
+		o.Peering.Seeders = 0
+	}
 	return o, nil
 }
 

@@ -366,7 +366,20 @@ func (s *Server) warmBlocks(wd *watchdog.Watchdog, c cid.Cid, ref *narRef) {
 		return
 	}
 	start := time.Now()
-	st, err := bf.Warm(wd.Context(), s.warm, c, wd.Progress)
+	// A fleet's client that let go of the mirrors (package fleet) takes
+	// them back when its LAN gives it nothing for a stall's time.
+	defer s.peers.Fetching()()
+	stall := s.warm.Stall
+	if stall <= 0 {
+		stall = unixfs.DefaultWarmStall
+	}
+	quiet := time.AfterFunc(stall, s.peers.Fallback)
+	defer quiet.Stop()
+	progress := func() {
+		wd.Progress()
+		quiet.Reset(stall)
+	}
+	st, err := bf.Warm(wd.Context(), s.warm, c, progress)
 	log := s.log.With(zap.String("url", ref.key), zap.String("cid", c.String()), zap.Int("blocks", st.Blocks),
 		zap.Int("fetched", st.Fetched), zap.Int("retries", st.Retries), zap.Duration("took", time.Since(start)))
 	if err != nil {

@@ -1,0 +1,157 @@
+package peering
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/nix-ipfs/nix-ipfs/fleet"
+	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
+)
+
+// Defaults of the fleet's Options.
+const (
+	DefaultFleetCheck   = 10 * time.Second
+	DefaultFallbackHold = 5 * time.Minute
+)
+
+// fleetState is what the Peerer knows of its client's place in the LAN
+// (package fleet), under its mu.
+type fleetState struct {
+	self     string    // the client's kubo's peer ID, from the last round
+	attached bool      // the mirrors are in kubo's peering and dialled
+	holdTill time.Time // a Fallback keeps them attached until then
+	busy     int       // fetches going on (Fetching)
+}
+
+// seeds reports whether the client keeps the mirrors: seeding is off, it
+// is one of the fleet's seeders, or a Fallback holds them. A kubo that
+// cannot list its connections seeds: the fleet is an economy, never a
+// reason to fetch nothing.
+func (s *Peerer) seeds(ctx context.Context, self string, mirrors []mirrorlist.Peer) bool {
+	if s.opts.Seeders < 1 || len(mirrors) == 0 {
+		return true
+	}
+	s.mu.Lock()
+	hold := time.Now().Before(s.fleet.holdTill)
+	s.mu.Unlock()
+	if hold {
+		return true
+	}
+	cctx, cancel := context.WithTimeout(ctx, peeringCall)
+	defer cancel()
+	conns, err := s.opts.Kubo.Conns(cctx)
+	if err != nil {
+		s.log.Info("fleet: kubo's connections unknown; keeping the mirrors", zap.Error(err))
+		return true
+	}
+	isMirror := make(map[string]bool, len(mirrors))
+	for _, m := range mirrors {
+		isMirror[m.ID] = true
+	}
+	peers := make([]fleet.Peer, 0, len(conns))
+	for _, c := range conns {
+		for _, a := range c.Addrs {
+			peers = append(peers, fleet.Peer{ID: c.PeerID, Addr: a})
+		}
+	}
+	lan := fleet.LAN(peers, isMirror)
+	return fleet.Seeds(self, lan, s.opts.Seeders)
+}
+
+// detach takes the mirrors out of kubo's peering and closes the
+// connections to them, so that kubo's bitswap asks the LAN.
+func (s *Peerer) detach(ctx context.Context, mirrors []mirrorlist.Peer, log *zap.Logger) {
+	ids := make([]string, 0, len(mirrors))
+	for _, m := range mirrors {
+		ids = append(ids, m.ID)
+	}
+	cctx, cancel := context.WithTimeout(ctx, peeringCall)
+	defer cancel()
+	if err := s.opts.Kubo.PeeringRemove(cctx, ids...); err != nil {
+		log.Warn("fleet: could not take the mirrors out of kubo's peering", zap.Error(err))
+	}
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.opts.Kubo.Disconnect(cctx, id); err != nil {
+				log.Info("fleet: could not disconnect a mirror", zap.String("peer_id", id), zap.Error(err))
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// fleetCheck looks at the LAN again and attaches or detaches the mirrors
+// if the client's place changed. It detaches only while no fetch is going
+// on: a fetch in progress keeps the sources it has.
+func (s *Peerer) fleetCheck(ctx context.Context) {
+	s.mu.Lock()
+	mirrors, self, attached, busy := s.last, s.fleet.self, s.fleet.attached, s.fleet.busy > 0
+	s.mu.Unlock()
+	if self == "" || len(mirrors) == 0 {
+		return
+	}
+	seed := s.seeds(ctx, self, mirrors)
+	log := s.log.With(zap.Int("mirrors", len(mirrors)))
+	switch {
+	case seed && !attached:
+		var addrs []string
+		for _, p := range mirrors {
+			addrs = append(addrs, p.P2PAddrs()...)
+		}
+		cctx, cancel := context.WithTimeout(ctx, peeringCall)
+		err := s.opts.Kubo.PeeringAdd(cctx, addrs)
+		cancel()
+		if err != nil {
+			log.Warn("fleet: kubo refused the mirrors; trying again later", zap.Error(err))
+			return
+		}
+		s.connectAll(ctx, mirrors, self, log)
+		log.Info("fleet: connected to the mirrors")
+	case !seed && attached && !busy:
+		s.detach(ctx, mirrors, log)
+		log.Info("fleet: other clients of the LAN fetch from the mirrors; this one takes from them")
+	default:
+		return
+	}
+	s.mu.Lock()
+	s.fleet.attached = seed
+	s.mu.Unlock()
+}
+
+// Fallback connects the mirrors now and keeps them for FallbackHold: a
+// fetch got nothing from the LAN for a while. It does not wait.
+func (s *Peerer) Fallback() {
+	s.mu.Lock()
+	s.fleet.holdTill = time.Now().Add(s.opts.FallbackHold)
+	attached := s.fleet.attached
+	s.mu.Unlock()
+	if attached || s.opts.Seeders < 1 {
+		return
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Fetching marks a fetch as going on until done is called: the mirrors
+// are not let go of under it.
+func (s *Peerer) Fetching() (done func()) {
+	s.mu.Lock()
+	s.fleet.busy++
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			s.fleet.busy--
+			s.mu.Unlock()
+		})
+	}
+}
