@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
+	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
 )
 
 // bitswapStats is what `ipfs stats bitswap` says, the fields used here.
@@ -74,7 +75,7 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 	// A link without delay or limit, to count what A's HTTP server sends.
 	plainLink := newLink(s, plainAddr, 0, 0)
 
-	progress("fanout: starting %d client kubos, peered with B and with each other", many)
+	progress("fanout: starting %d client kubos, peered with each other", many)
 	addr := func(k *testenv.Kubo) string {
 		id := strings.TrimSpace(k.IPFS(s, "id", "-f", "<id>"))
 		for _, a := range strings.Fields(k.IPFS(s, "swarm", "addrs", "listen")) {
@@ -90,14 +91,31 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 		ks = append(ks, testenv.StartKubo(s, testenv.KuboConfig("Routing.Type", `"none"`)))
 	}
 	bAddr := addr(kb)
+	bID := strings.TrimSpace(kb.IPFS(s, "id", "-f", "<id>"))
+	// B reaches the clients as it does in the field: A's cache lists it
+	// (the publisher writes the list from B's announcements), and each
+	// substituter peers its kubo with it, or not (package fleet).
+	s.check(mirrorlist.WriteFile(a.cache, &mirrorlist.List{Type: mirrorlist.Type, Mirrors: []mirrorlist.Mirror{{
+		Name: "b", PeerID: bID, Addrs: []string{strings.TrimSuffix(bAddr, "/p2p/"+bID)}, Announced: true, LastPinned: time.Now(),
+	}}}), "mirror list")
+	addrs := make([]string, len(ks))
 	for i, k := range ks {
-		// Kept and redialled, as the substituter's discovery does.
-		k.IPFS(s, "swarm", "peering", "add", bAddr)
-		k.IPFS(s, "swarm", "connect", bAddr)
-		for _, o := range ks[i+1:] {
-			oa := addr(o)
-			k.IPFS(s, "swarm", "peering", "add", oa)
-			k.IPFS(s, "swarm", "connect", oa)
+		addrs[i] = addr(k)
+	}
+	// mesh connects the first n clients with each other, as mDNS connects
+	// the hosts of one LAN (kept and redialled), or takes them apart.
+	mesh := func(n int, on bool) {
+		for i, k := range ks[:n] {
+			for j := i + 1; j < n; j++ {
+				if on {
+					k.IPFS(s, "swarm", "peering", "add", addrs[j])
+					k.IPFS(s, "swarm", "connect", addrs[j])
+					continue
+				}
+				id := addrs[j][strings.LastIndex(addrs[j], "/p2p/")+len("/p2p/"):]
+				s.check(k.Client.PeeringRemove(ctx, id), "peering rm")
+				s.check(k.Client.Disconnect(ctx, id), "disconnect")
+			}
 		}
 	}
 
@@ -138,39 +156,18 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 		key, name string
 		n         int // clients
 		args      []string
+		lan       int // clients on the LAN, the n fetching among them (0: n)
 	}
 	variants := []variant{
-		{"plain", "plain HTTP: six `nix copy` from `nix-ipfs serve` on A", clients, nil},
-		{"sub", "substituters (defaults: blocks fetched 128 at once in a random order, 16 NARs read ahead)", clients, nil},
-		{"sub-inorder", "substituters with `--block-fetch-parallel 0 --prefetch 4` (the substituter's defaults before issue 22)", clients, []string{"--block-fetch-parallel", "0", "--prefetch", "4"}},
-		{"sub-ahead4", "substituters with `--prefetch 4` (fewer NARs, so fewer blocks, in play at once)", clients, []string{"--prefetch", "4"}},
-		{"sub-serial", "substituters with `--prefetch 0` (NARs read only when Nix asks)", clients, []string{"--prefetch", "0"}},
-		{"sub-two", "substituters, only two of the six clients peered with B (all with each other)", clients, nil},
-		{"plain-16", "plain HTTP: sixteen `nix copy` from `nix-ipfs serve` on A", many, nil},
-		{"sub-16", "sixteen substituters (defaults)", many, nil},
-		{"sub-16-inorder", "sixteen substituters with `--block-fetch-parallel 0 --prefetch 4` (before issue 22)", many, []string{"--block-fetch-parallel", "0", "--prefetch", "4"}},
-	}
-	bID := strings.TrimSpace(kb.IPFS(s, "id", "-f", "<id>"))
-	// onlyTwo leaves clients 2-5 without a connection to B (or restores it).
-	onlyTwo := func(on bool) {
-		for _, k := range ks[2:clients] {
-			if on {
-				k.IPFS(s, "swarm", "peering", "rm", bID)
-				k.IPFS(s, "swarm", "disconnect", bAddr)
-			} else {
-				k.IPFS(s, "swarm", "peering", "add", bAddr)
-				k.IPFS(s, "swarm", "connect", bAddr)
-			}
-		}
-		if on {
-			// B must not have dialled back in the meantime.
-			peers := kb.IPFS(s, "swarm", "peers")
-			for _, k := range ks[2:clients] {
-				if id := strings.TrimSpace(k.IPFS(s, "id", "-f", "<id>")); strings.Contains(peers, id) {
-					s.Fatalf("client %s still connected to B", id)
-				}
-			}
-		}
+		{"plain", "plain HTTP: six `nix copy` from `nix-ipfs serve` on A", clients, nil, 0},
+		{"sub", "substituters (defaults: one client keeps B, the others take from it; blocks fetched 128 at once in a random order, 16 NARs read ahead)", clients, nil, 0},
+		{"sub-allb", "substituters with `--mirror-seeders 0` (every client keeps B: the defaults before the fleet)", clients, []string{"--mirror-seeders", "0"}, 0},
+		{"sub-idle", "substituters (defaults), ten more clients on the LAN, idle", clients, nil, many},
+		{"sub-inorder", "substituters with `--block-fetch-parallel 0 --prefetch 4` (the substituter's defaults before issue 22)", clients, []string{"--block-fetch-parallel", "0", "--prefetch", "4"}, 0},
+		{"plain-16", "plain HTTP: sixteen `nix copy` from `nix-ipfs serve` on A", many, nil, 0},
+		{"sub-16", "sixteen substituters (defaults)", many, nil, 0},
+		{"sub-16-allb", "sixteen substituters with `--mirror-seeders 0`", many, []string{"--mirror-seeders", "0"}, 0},
+		{"sub-16-inorder", "sixteen substituters with `--block-fetch-parallel 0 --prefetch 4` (before issue 22)", many, []string{"--block-fetch-parallel", "0", "--prefetch", "4"}, 0},
 	}
 	type result struct {
 		sentRatio float64 // by iptables when it counts, else bitswap
@@ -182,6 +179,7 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 		upstream  int64  // NAR bytes the substituters sent from upstream
 		kuboRSS   int64  // the largest client kubo's peak RSS
 		subRSS    int64  // the largest substituter's peak RSS
+		withB     int    // clients connected to B when the copies began
 	}
 	res := map[string][]result{}
 	for r := 0; r < b.rounds; r++ {
@@ -207,6 +205,8 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 			for _, k := range ks {
 				k.IPFS(s, "repo", "gc")
 			}
+			lan := max(v.lan, v.n)
+			mesh(lan, true)
 			for _, k := range ks[:v.n] {
 				if pid := kuboPID(k.Repo); pid > 0 {
 					resetPeakRSS(pid)
@@ -223,8 +223,15 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 				procs = append(procs, p)
 				beforeC = append(beforeC, statsOf(s, k))
 			}
-			if v.key == "sub-two" {
-				onlyTwo(true)
+			// Every substituter has decided whether to keep B (its first
+			// peering round, before it listens); a client that let go of B
+			// must not be connected to it now.
+			bPeers := kb.IPFS(s, "swarm", "peers")
+			connected := 0
+			for _, k := range ks[:v.n] {
+				if strings.Contains(bPeers, strings.TrimSpace(k.IPFS(s, "id", "-f", "<id>"))) {
+					connected++
+				}
 			}
 			before := statsOf(s, kb)
 			var acctBefore int64
@@ -233,10 +240,7 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 			}
 			took := copyAll(urls)
 			after := statsOf(s, kb)
-			if v.key == "sub-two" {
-				onlyTwo(false)
-			}
-			out := result{bitswap: float64(after.DataSent-before.DataSent) / float64(total), took: took}
+			out := result{bitswap: float64(after.DataSent-before.DataSent) / float64(total), took: took, withB: connected}
 			out.sentRatio = out.bitswap
 			if acct != nil {
 				out.sentRatio = float64(acct.bytes(s)-acctBefore) / float64(total)
@@ -268,6 +272,13 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 				p.Signal(syscall.SIGTERM)
 				p.Wait(10 * time.Second)
 			}
+			// The next variant's substituters decide afresh: no client
+			// stays connected to B from this one.
+			for _, k := range ks {
+				s.check(k.Client.PeeringRemove(ctx, bID), "peering rm B")
+				s.check(k.Client.Disconnect(ctx, bID), "disconnect B")
+			}
+			mesh(lan, false)
 			res[v.key] = append(res[v.key], out)
 		}
 	}
@@ -306,30 +317,31 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 		counted = fmt.Sprintf("every byte B's kubo sent, any protocol, counted by an iptables owner match on the user it runs as (uid %d, its own HOME); bitswap's DataSent beside it", accountUID)
 	}
 	sec.detailf("B's kubo has the mirror role's bitswap settings (internal/kubod, deploy/kubo/mirror.sh). B's share is %s. Memory: the largest peak RSS (VmHWM, reset before each round) of one client's kubo and of one substituter is in the last columns.\n\n", counted)
-	sec.detailf("Six (then sixteen) client hosts, each with its own kubo (`Routing.Type none`) peered (`swarm peering add` and `swarm connect`) with B and with every other client, and its own `nix-ipfs substituter --kubo-api <its kubo> --upstream <A>`, run stock Nix `nix copy` of the same closure (%d paths, %s of NAR, %s of DAG on B) at the same moment. B holds the closure pinned; A's kubo is stopped. "+
+	sec.detailf("Six (then sixteen) client hosts, each with its own kubo (`Routing.Type none`) peered (`swarm peering add` and `swarm connect`) with every other client of the variant's LAN, as mDNS connects a LAN (in the variant with idle clients, all sixteen are on the LAN and six fetch), and its own `nix-ipfs substituter --kubo-api <its kubo> --upstream <A>`, which peers its kubo with B through A's mirror list, or lets go of B when a client before it keeps it (package fleet, `--mirror-seeders`), run stock Nix `nix copy` of the same closure (%d paths, %s of NAR, %s of DAG on B) at the same moment. B holds the closure pinned; A's kubo is stopped. "+
 		"Plain HTTP's is the bytes A's `nix-ipfs serve` sent (counted by a pass-through proxy). Each client's kubo is garbage-collected and its substituter (`--ipfs-timeout 15s`) restarted before every round. Variants rotate, %d rounds.\n\n",
 		len(closure), fmtBytes(total), fmtBytes(int64(dagBytes)), b.rounds)
-	sec.detailf("| Variant | B sent ÷ closure per round | (bitswap) | wall clock per round | blocks the clients received (duplicates) | bytes clients had from each other | NAR bytes from upstream | client kubo peak RSS | substituter peak RSS |\n|---|---|---|---|---|---|---|---|---|\n")
+	sec.detailf("| Variant | B sent ÷ closure per round | (bitswap) | wall clock per round | clients connected to B at the start | blocks the clients received (duplicates) | bytes clients had from each other | NAR bytes from upstream | client kubo peak RSS | substituter peak RSS |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, v := range variants {
-		var rs, bs, ts, bl, fp, up, kr, sr []string
+		var rs, bs, ts, wb, bl, fp, up, kr, sr []string
 		for _, x := range res[v.key] {
 			rs = append(rs, fmt.Sprintf("%.2fx", x.sentRatio))
 			bs = append(bs, fmt.Sprintf("%.2fx", x.bitswap))
 			kr = append(kr, fmtBytes(x.kuboRSS))
 			sr = append(sr, fmtBytes(x.subRSS))
 			ts = append(ts, fmtDur(x.took))
+			wb = append(wb, fmt.Sprint(x.withB))
 			bl = append(bl, fmt.Sprintf("%d (%d)", x.recv, x.dups))
 			fp = append(fp, fmtBytes(int64(x.fromPeers)))
 			up = append(up, fmtBytes(x.upstream))
 		}
 		if strings.HasPrefix(v.key, "plain") {
 			rs = []string{"-"}
-			bl, fp, up, kr, sr = rs, rs, rs, rs, rs
+			wb, bl, fp, up, kr, sr = rs, rs, rs, rs, rs, rs
 			for _, x := range res[v.key] {
 				rs = append(rs, fmt.Sprintf("%.2fx", x.sentRatio))
 			}
 			rs, bs = rs[1:], []string{"-"}
 		}
-		sec.detailf("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", v.name, strings.Join(rs, ", "), strings.Join(bs, ", "), strings.Join(ts, ", "), strings.Join(bl, ", "), strings.Join(fp, ", "), strings.Join(up, ", "), strings.Join(kr, ", "), strings.Join(sr, ", "))
+		sec.detailf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", v.name, strings.Join(rs, ", "), strings.Join(bs, ", "), strings.Join(ts, ", "), strings.Join(wb, ", "), strings.Join(bl, ", "), strings.Join(fp, ", "), strings.Join(up, ", "), strings.Join(kr, ", "), strings.Join(sr, ", "))
 	}
 }

@@ -24,11 +24,14 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 )
 
-// DefaultSeeders is how many clients of one LAN keep the mirrors. Two,
-// not one: a seeder that is not fetching what the others are (or has
-// just gone) leaves the fleet a second one before anyone stalls. Measured
-// with six and sixteen clients in docs/BENCHMARKS.md, section 11.
-const DefaultSeeders = 2
+// DefaultSeeders is how many clients of one LAN keep the mirrors. One:
+// two seeders fetching at once in independent orders ask the mirror for
+// the same blocks before either holds them, and it sent 1.7x the closure
+// to six clients where one seeder cost it 1.0x (docs/BENCHMARKS.md,
+// section 11). A seeder that is not fetching what the others fetch costs
+// them one stall (peering's Fallback), after which the first of the
+// clients fetching takes the mirrors.
+const DefaultSeeders = 1
 
 // Peer is a connection of the client's kubo: the remote peer and the
 // address it is connected on.

@@ -16,13 +16,14 @@ import (
 // TestFleetTakesFromTheLAN: three clients on one "LAN" (their kubos
 // connected to each other on loopback, as mDNS connects them), each with
 // its own substituter in default settings, mirror B the only IPFS source.
-// The two clients first by peer ID keep B (the default --mirror-seeders
-// 2); the third lets go of it. Then:
-//   - the seeders fetch a closure with stock Nix, and the third fetches it
-//     after them: every NAR from IPFS, not one byte from B (its bitswap
-//     ledger with B), all from its LAN;
-//   - the third fetches a closure no LAN peer holds: its LAN gives nothing,
-//     so it connects to B after a stall and gets every NAR from IPFS.
+// The client first by peer ID keeps B (the default --mirror-seeders 1);
+// the other two let go of it. Then:
+//   - the seeder fetches a closure with stock Nix, and the other two fetch
+//     it after it, at once: every NAR from IPFS, not one byte from B
+//     (their bitswap ledgers with B), all from the LAN;
+//   - the two fetch a closure the idle seeder does not hold: their LAN
+//     gives nothing, so after a stall the first of the clients fetching
+//     connects to B, and both get every NAR from IPFS.
 func TestFleetTakesFromTheLAN(t *testing.T) {
 	a := newHostA(t)
 	a.startPublisher(t)
@@ -84,51 +85,59 @@ func TestFleetTakesFromTheLAN(t *testing.T) {
 		return strings.Contains(c.kubo.IPFS(t, "swarm", "peers"), selfB.PeerID)
 	}
 	for i, c := range cs {
-		if want := i < 2; connectedToB(c) != want {
+		if want := i == 0; connectedToB(c) != want {
 			t.Fatalf("client %d of 3 (%s): connected to B %v, want %v\n%s", i, c.id, !want, want, c.sub.Tail(20))
 		}
 	}
-	third := cs[2]
-	recvFromB := func() int64 {
+	recvFromB := func(c *client) int64 {
 		var l struct{ Recv int64 }
-		if err := json.Unmarshal([]byte(third.kubo.IPFS(t, "bitswap", "ledger", selfB.PeerID, "--enc=json")), &l); err != nil {
+		if err := json.Unmarshal([]byte(c.kubo.IPFS(t, "bitswap", "ledger", selfB.PeerID, "--enc=json")), &l); err != nil {
 			t.Fatal(err)
 		}
 		return l.Recv
 	}
+	both := func(top string) {
+		var wg sync.WaitGroup
+		for _, c := range cs[1:] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				checkStockNixCopy(t, a, top, c.sub.URL)
+			}()
+		}
+		wg.Wait()
+	}
+	fromIPFS := func(c *client, n int) {
+		t.Helper()
+		c.sub.waitNars(t, float64(n), `source="ipfs"`)
+		if got := c.sub.nars(t, `source="upstream"`) + c.sub.nars(t, `source="none"`); got != 0 {
+			t.Errorf("client %s: %v NARs not from IPFS", c.id, got)
+		}
+	}
 
 	sharedClosure := closureOf(t, a.nix, shared)
-	var wg sync.WaitGroup
-	for _, c := range cs[:2] {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			checkStockNixCopy(t, a, shared, c.sub.URL)
-		}()
-	}
-	wg.Wait()
-	checkStockNixCopy(t, a, shared, third.sub.URL)
-	third.sub.waitNars(t, float64(len(sharedClosure)), `source="ipfs"`)
-	if got := third.sub.nars(t, `source="upstream"`) + third.sub.nars(t, `source="none"`); got != 0 {
-		t.Errorf("the third client: %v NARs not from IPFS", got)
-	}
-	if got := recvFromB(); got != 0 {
-		t.Errorf("the third client received %d bytes from B, want all from its LAN", got)
-	}
-	if connectedToB(third) {
-		t.Error("the third client connected to B while its LAN held the closure")
+	checkStockNixCopy(t, a, shared, cs[0].sub.URL)
+	both(shared)
+	for _, c := range cs[1:] {
+		fromIPFS(c, len(sharedClosure))
+		if got := recvFromB(c); got != 0 {
+			t.Errorf("client %s received %d bytes from B, want all from its LAN", c.id, got)
+		}
+		if connectedToB(c) {
+			t.Errorf("client %s connected to B while its LAN held the closure", c.id)
+		}
 	}
 
-	// A closure the LAN does not hold: a stall, then B.
-	checkStockNixCopy(t, a, alone, third.sub.URL)
-	third.sub.waitNars(t, float64(len(all)), `source="ipfs"`)
-	if got := third.sub.nars(t, `source="upstream"`) + third.sub.nars(t, `source="none"`); got != 0 {
-		t.Errorf("the third client: %v NARs not from IPFS", got)
+	// A closure the seeder does not hold: a stall, then the first of the
+	// two fetching connects to B.
+	both(alone)
+	for _, c := range cs[1:] {
+		fromIPFS(c, len(all))
 	}
-	if got := recvFromB(); got == 0 {
-		t.Error("the third client fetched a closure only B holds without a byte from B")
+	if !connectedToB(cs[1]) || recvFromB(cs[1]) == 0 {
+		t.Errorf("the first fetching client did not take B after the stall:\n%s", cs[1].sub.Tail(30))
 	}
-	if !third.sub.logHas(t, "fleet: connected to the mirrors") {
-		t.Errorf("no fallback to B logged:\n%s", third.sub.Tail(30))
+	if !cs[1].sub.logHas(t, "fleet: the LAN gave nothing; connecting to the mirrors") {
+		t.Errorf("no fallback to B logged:\n%s", cs[1].sub.Tail(30))
 	}
 }

@@ -93,3 +93,13 @@ func (k *Kubo) Disconnect(ctx context.Context, id string) error {
 	}
 	return k.fail(ctx, err, "swarm disconnect %s", id)
 }
+
+// Wants returns how many blocks peer id has asked the daemon for and not
+// yet cancelled (`ipfs bitswap wantlist --peer`): a peer fetching now.
+func (k *Kubo) Wants(ctx context.Context, id string) (int, error) {
+	var out struct{ Keys []any }
+	if err := k.api.Request("bitswap/wantlist").Option("peer", id).Exec(ctx, &out); err != nil {
+		return 0, k.fail(ctx, err, "bitswap wantlist --peer %s", id)
+	}
+	return len(out.Keys), nil
+}

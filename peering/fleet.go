@@ -15,6 +15,10 @@ import (
 const (
 	DefaultFleetCheck   = 10 * time.Second
 	DefaultFallbackHold = 5 * time.Minute
+	// fallbackPatience is how long a client that is not the first of the
+	// LAN's fetching clients waits, quiet, for that one to bring the
+	// blocks, before it connects to the mirrors itself.
+	fallbackPatience = 2 * time.Second
 )
 
 // fleetState is what the Peerer knows of its client's place in the LAN
@@ -24,6 +28,10 @@ type fleetState struct {
 	attached bool      // the mirrors are in kubo's peering and dialled
 	holdTill time.Time // a Fallback keeps them attached until then
 	busy     int       // fetches going on (Fetching)
+	// A quiet episode: Fallbacks since episode, none more than
+	// 2*fallbackPatience apart; pending until fleetCheck looks.
+	episode, lastQuiet time.Time
+	pending            bool
 }
 
 // seeds reports whether the client keeps the mirrors: seeding is off, it
@@ -40,12 +48,21 @@ func (s *Peerer) seeds(ctx context.Context, self string, mirrors []mirrorlist.Pe
 	if hold {
 		return true
 	}
+	lan, err := s.lan(ctx, mirrors)
+	if err != nil {
+		s.log.Info("fleet: kubo's connections unknown; keeping the mirrors", zap.Error(err))
+		return true
+	}
+	return fleet.Seeds(self, lan, s.opts.Seeders)
+}
+
+// lan returns the peer IDs of the client's LAN (fleet.LAN).
+func (s *Peerer) lan(ctx context.Context, mirrors []mirrorlist.Peer) ([]string, error) {
 	cctx, cancel := context.WithTimeout(ctx, peeringCall)
 	defer cancel()
 	conns, err := s.opts.Kubo.Conns(cctx)
 	if err != nil {
-		s.log.Info("fleet: kubo's connections unknown; keeping the mirrors", zap.Error(err))
-		return true
+		return nil, err
 	}
 	isMirror := make(map[string]bool, len(mirrors))
 	for _, m := range mirrors {
@@ -57,8 +74,22 @@ func (s *Peerer) seeds(ctx context.Context, self string, mirrors []mirrorlist.Pe
 			peers = append(peers, fleet.Peer{ID: c.PeerID, Addr: a})
 		}
 	}
-	lan := fleet.LAN(peers, isMirror)
-	return fleet.Seeds(self, lan, s.opts.Seeders)
+	return fleet.LAN(peers, isMirror), nil
+}
+
+// fetching returns the peers of lan that are asking the client's kubo for
+// blocks now (bitswap's wantlist of each): the clients of the LAN that
+// fetch at the same time. One that cannot be asked counts as fetching.
+func (s *Peerer) fetching(ctx context.Context, lan []string) []string {
+	cctx, cancel := context.WithTimeout(ctx, peeringCall)
+	defer cancel()
+	var out []string
+	for _, id := range lan {
+		if n, err := s.opts.Kubo.Wants(cctx, id); err != nil || n > 0 {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // detach takes the mirrors out of kubo's peering and closes the
@@ -89,15 +120,34 @@ func (s *Peerer) detach(ctx context.Context, mirrors []mirrorlist.Peer, log *zap
 // fleetCheck looks at the LAN again and attaches or detaches the mirrors
 // if the client's place changed. It detaches only while no fetch is going
 // on: a fetch in progress keeps the sources it has.
+//
+// After a Fallback (the LAN gave nothing), the client's seeders are not
+// fetching what it fetches (a part of the fleet upgrades, the others are
+// idle). Then the first Seeders of the clients fetching now (those asking
+// this kubo for blocks) take the mirrors, and the rest wait for them;
+// one still quiet after fallbackPatience connects too.
 func (s *Peerer) fleetCheck(ctx context.Context) {
 	s.mu.Lock()
 	mirrors, self, attached, busy := s.last, s.fleet.self, s.fleet.attached, s.fleet.busy > 0
+	pending, episode := s.fleet.pending, s.fleet.episode
+	s.fleet.pending = false
 	s.mu.Unlock()
 	if self == "" || len(mirrors) == 0 {
 		return
 	}
-	seed := s.seeds(ctx, self, mirrors)
 	log := s.log.With(zap.Int("mirrors", len(mirrors)))
+	seed := s.seeds(ctx, self, mirrors)
+	if !seed && pending {
+		lan, err := s.lan(ctx, mirrors)
+		if err != nil || time.Since(episode) >= fallbackPatience ||
+			fleet.Seeds(self, s.fetching(ctx, lan), s.opts.Seeders) {
+			seed = true
+			s.mu.Lock()
+			s.fleet.holdTill = time.Now().Add(s.opts.FallbackHold)
+			s.mu.Unlock()
+			log.Info("fleet: the LAN gave nothing; connecting to the mirrors", zap.Duration("quiet_since", time.Since(episode)))
+		}
+	}
 	switch {
 	case seed && !attached:
 		var addrs []string
@@ -124,14 +174,23 @@ func (s *Peerer) fleetCheck(ctx context.Context) {
 	s.mu.Unlock()
 }
 
-// Fallback connects the mirrors now and keeps them for FallbackHold: a
-// fetch got nothing from the LAN for a while. It does not wait.
+// Fallback says a fetch got nothing at all for a while: if the client
+// let go of the mirrors, it looks again at once (fleetCheck). It does not
+// wait. While attached, it holds the mirrors for FallbackHold.
 func (s *Peerer) Fallback() {
+	now := time.Now()
 	s.mu.Lock()
-	s.fleet.holdTill = time.Now().Add(s.opts.FallbackHold)
-	attached := s.fleet.attached
+	if s.fleet.attached {
+		s.fleet.holdTill = now.Add(s.opts.FallbackHold)
+		s.mu.Unlock()
+		return
+	}
+	if now.Sub(s.fleet.lastQuiet) > 2*fallbackPatience {
+		s.fleet.episode = now
+	}
+	s.fleet.lastQuiet, s.fleet.pending = now, true
 	s.mu.Unlock()
-	if attached || s.opts.Seeders < 1 {
+	if s.opts.Seeders < 1 {
 		return
 	}
 	select {

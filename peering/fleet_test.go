@@ -76,6 +76,33 @@ func TestFleetSeeding(t *testing.T) {
 		kubo.setConns(lan[1:]...)
 		waitPeering(t, "mirror taken back as a seeder", func() bool { peered, _ := kubo.fleetState(); return peered })
 	})
+	// Its seeders idle, two clients ahead of it fetching: a fallback waits
+	// for them, and connects only when the quiet goes on.
+	t.Run("waits_for_fetching_peers", func(t *testing.T) {
+		kubo, p := start(t, 2, lan)
+		kubo.mu.Lock()
+		kubo.wants = map[string]int{peerLAN1: 5, peerLAN2: 3}
+		kubo.mu.Unlock()
+		first := time.Now()
+		p.Fallback()
+		time.Sleep(300 * time.Millisecond)
+		if peered, _ := kubo.fleetState(); peered {
+			t.Fatal("connected to the mirror while two clients before it were fetching")
+		}
+		for {
+			p.Fallback() // still quiet, as the substituter says every stall/4
+			if peered, _ := kubo.fleetState(); peered {
+				break
+			}
+			if time.Since(first) > 20*time.Second {
+				t.Fatal("never connected while the quiet went on")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if waited := time.Since(first); waited < fallbackPatience {
+			t.Errorf("connected after %v of quiet, before the patience of %v", waited, fallbackPatience)
+		}
+	})
 	t.Run("second_of_three", func(t *testing.T) {
 		kubo, _ := start(t, 2, lan[1:])
 		if peered, gone := kubo.fleetState(); !peered || len(gone) > 0 {

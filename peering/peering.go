@@ -36,6 +36,7 @@ type Kubo interface {
 	// and letting go of the mirrors when others fetch from them.
 	Conns(ctx context.Context) ([]ipfs.Node, error)
 	Disconnect(ctx context.Context, id string) error
+	Wants(ctx context.Context, id string) (int, error)
 }
 
 var _ Kubo = (*ipfs.Kubo)(nil)

@@ -40,12 +40,19 @@ type fakePeering struct {
 	rounds  int
 	conns   []ipfs.Node
 	gone    []string // disconnected
+	wants   map[string]int
 }
 
 func (f *fakePeering) Conns(context.Context) ([]ipfs.Node, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.conns), nil
+}
+
+func (f *fakePeering) Wants(_ context.Context, id string) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.wants[id], nil
 }
 
 func (f *fakePeering) Disconnect(_ context.Context, id string) error {

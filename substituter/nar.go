@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -367,17 +368,14 @@ func (s *Server) warmBlocks(wd *watchdog.Watchdog, c cid.Cid, ref *narRef) {
 	}
 	start := time.Now()
 	// A fleet's client that let go of the mirrors (package fleet) takes
-	// them back when its LAN gives it nothing for a stall's time.
+	// them back when its LAN gives it nothing: no block for any NAR for a
+	// stall's time.
 	defer s.peers.Fetching()()
-	stall := s.warm.Stall
-	if stall <= 0 {
-		stall = unixfs.DefaultWarmStall
-	}
-	quiet := time.AfterFunc(stall, s.peers.Fallback)
-	defer quiet.Stop()
+	stopQuiet := s.watchQuiet(start)
+	defer stopQuiet()
 	progress := func() {
 		wd.Progress()
-		quiet.Reset(stall)
+		s.lastBlock.Store(time.Now().UnixNano())
 	}
 	st, err := bf.Warm(wd.Context(), s.warm, c, progress)
 	log := s.log.With(zap.String("url", ref.key), zap.String("cid", c.String()), zap.Int("blocks", st.Blocks),
@@ -387,6 +385,38 @@ func (s *Server) warmBlocks(wd *watchdog.Watchdog, c cid.Cid, ref *narRef) {
 		return
 	}
 	log.Debug("NAR's blocks fetched ahead")
+}
+
+// watchQuiet calls the peering's Fallback whenever no block has arrived,
+// for any NAR, for a stall's time since start; stop ends it and waits.
+func (s *Server) watchQuiet(start time.Time) (stop func()) {
+	stall := s.warm.Stall
+	if stall <= 0 {
+		stall = unixfs.DefaultWarmStall
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(stall / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				last := time.Unix(0, s.lastBlock.Load())
+				if last.Before(start) {
+					last = start
+				}
+				if now.Sub(last) >= stall {
+					s.fallback()
+				}
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 // announcedSize is the size of the file rc reads, if its source said it

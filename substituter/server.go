@@ -8,6 +8,7 @@ import (
 	pathpkg "path"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -184,9 +185,14 @@ type Server struct {
 	up   *upstream.Set
 	ipfs IPFS
 	warm *unixfs.Warmer // nil: NARs read in order only
-	log  *zap.Logger
-	m    *metrics
-	now  func() time.Time
+	// lastBlock is when a block last arrived for any NAR's warm (Unix
+	// nanoseconds): a fleet's client falls back to the mirrors when the
+	// whole process gets nothing, not when one NAR waits its turn.
+	lastBlock atomic.Int64
+	fallback  func() // the peering's Fallback (a test's probe)
+	log       *zap.Logger
+	m         *metrics
+	now       func() time.Time
 
 	meta     *bounded.Map[string, *metaEntry] // request path -> nix-cache-info or narinfo
 	nars     *bounded.Map[string, *narRef]    // NAR request path -> what it must match
@@ -325,6 +331,7 @@ func New(opts Options) (*Server, error) {
 		KeptHits:   s.m.keptHits,
 	})
 	s.peers = peering.New(opts.Peering, up, opts.Log, opts.Registerer, opts.UpstreamTimeout)
+	s.fallback = s.peers.Fallback
 	return s, nil
 }
 
