@@ -44,14 +44,14 @@ type Setting struct{ Key, JSON string }
 // pinning a second copy of the Nix store (docs/OPERATIONS.md, "What a
 // client keeps").
 //
-// Fan-out: a mirror serves each peer one block at a time, with one worker
-// (Internal.Bitswap), so that clients on one network that ask it for the
-// same block at once are served in turn, and the later ones mostly get the
-// block from the first before the mirror's turn comes; with kubo's
-// defaults it sends each a copy. Together with the substituter fetching
-// blocks in a random order this brings what the mirror sends to about one
-// and a half times the closure for six clients (docs/BENCHMARKS.md,
-// fan-out; docs/OPERATIONS.md, "A fleet on one network").
+// Fan-out: a mirror serves with kubo's own bitswap settings, written as
+// {} so that a node set up with the former throttle (one worker, one block
+// in flight per peer) loses it. The throttle made clients of one LAN that
+// all ask the mirror take more from each other (1.5x the closure for six);
+// the substituter's fleet now keeps all but one client of a LAN off the
+// mirror (package fleet, 1.0x), and the throttle's single worker only
+// slowed the mirror for everyone else (docs/BENCHMARKS.md, fan-out;
+// docs/OPERATIONS.md, "A fleet on one network").
 func Settings(r Role) []Setting {
 	switch r {
 	case Origin:
@@ -69,7 +69,7 @@ func Settings(r Role) []Setting {
 			{"Swarm.ConnMgr.LowWater", `200`},
 			{"Swarm.ConnMgr.HighWater", `400`},
 			{"Swarm.ConnMgr.GracePeriod", `"1m"`},
-			{"Internal.Bitswap", `{"EngineTaskWorkerCount":1,"TaskWorkerCount":1,"MaxOutstandingBytesPerPeer":262144}`},
+			{"Internal.Bitswap", `{}`},
 		}
 	case Client:
 		return []Setting{
