@@ -379,8 +379,8 @@ func (b *Bench) runBareAdd(s *scope, ts []*pubTarget, nocopy bool) map[string]pu
 
 // defaultsOf labels the two publisher sides with the commands whose
 // default each is, read from the commands' own flags: `nix-ipfs publisher`
-// copies unless told (it cannot know what its kubo sees), `nix-ipfs up`
-// (and docker-compose.yml, which passes --ipfs-nocopy) add by reference.
+// and `nix-ipfs up` (and docker-compose.yml, which passes no
+// --ipfs-nocopy) add by copy, with the reference-aware chunker.
 func defaultsOf() (copyIs, nocopyIs string) {
 	var pc publisher.Config
 	pc.Register(config.NewSet("publisher", "", ""))

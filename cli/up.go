@@ -17,7 +17,6 @@ func init() {
 			return func(ctx context.Context, env *Env) error {
 				// An embedded NATS unless a NATS URL was given anywhere.
 				given := !strings.HasPrefix(s.Sources["nats-url"], "default")
-				cfg.NocopyGiven = !strings.HasPrefix(s.Sources["ipfs-nocopy"], "default")
 				log, err := prepare(ctx, func() error { return cfg.Validate(given) }, &cfg.Publisher.Log)
 				if err != nil {
 					return err

@@ -147,9 +147,8 @@ func (d *demo) kubo(ctx context.Context, name string) (*kubod.Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A's kubo references the NARs of up's cache in place (up publishes
-	// with --ipfs-nocopy by default): the cache is under its filestore
-	// root, the demo's directory.
+	// A's kubo is the origin, as up's own would be (its filestore on, for
+	// --ipfs-nocopy; up adds by copy by default).
 	k, err := kubod.Start(ctx, "", filepath.Join(d.dir, "kubo-"+name), kubod.Options{Profile: "test", Log: logf, Filestore: name == "A"})
 	if err != nil {
 		return nil, fmt.Errorf("kubo %s: %w", name, err)

@@ -48,7 +48,14 @@ func TestUpServesCacheStockNixSubstitutesFrom(t *testing.T) {
 		}
 		return true
 	})
-	checkUpZeroCopy(t, data, closure)
+	// By copy, cut at references: kubo references none of the cache's
+	// files (--ipfs-nocopy is off by default: docs/CHUNKING.md).
+	if refs := upFilestore(t, data); len(refs) != 0 {
+		t.Errorf("up's kubo references %d files by default, want the NARs added by copy", len(refs))
+	}
+	if !strings.Contains(up.Tail(400), "NARs added to kubo by copy") {
+		t.Error("up did not say it adds NARs by copy")
+	}
 	a := &hostA{builder: &builder{nix: n}}
 	checkStockNixCopy(t, a, top, base)
 	checkStockNixCopy(t, a, top, base+"/substituter")
@@ -96,10 +103,9 @@ func TestUpExitsWhenAPartFails(t *testing.T) {
 	}
 }
 
-// checkUpZeroCopy: up's default adds NARs by reference, so up's kubo holds
-// every NAR of the closure as filestore references to the cache's file,
-// and every reference checks out.
-func checkUpZeroCopy(t *testing.T, data string, closure []string) {
+// upFilestore returns what up's kubo (under data) holds by reference, each
+// reference checked.
+func upFilestore(t *testing.T, data string) []ipfs.FilestoreEntry {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(data, "ipfs", "api"))
 	if err != nil {
@@ -117,8 +123,45 @@ func checkUpZeroCopy(t *testing.T, data string, closure []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return refs
+}
+
+// TestUpZeroCopy: with --ipfs-nocopy, up's kubo holds every NAR of a
+// closure as filestore references to the cache's file, and every
+// reference checks out.
+func TestUpZeroCopy(t *testing.T) {
+	testenv.NeedProgram(t, "ipfs")
+	n := testenv.NewNix(t)
+	bin := testenv.Binaries(t)
+	data := t.TempDir()
+	natsAddr, httpAddr := freeAddr(t), freeAddr(t)
+	up := testenv.StartProc(t, filepath.Join(bin, "nix-ipfs"), []string{"up", "--ipfs-nocopy",
+		"--data-dir", data, "--secret-key-file", n.SecretKey,
+		"--nats-listen", natsAddr, "--listen", httpAddr, "--kubo-init-profile", "test",
+		"--log-format", "console"},
+		"IPFS_PATH="+filepath.Join(t.TempDir(), "no-kubo-here"))
+	base := "http://" + httpAddr
+	testenv.Eventually(t, 90*time.Second, "nix-ipfs up serving", func() bool { return httpOK(base + "/nix-cache-info") })
+	if !strings.Contains(up.Tail(400), "zero-copy: NARs added to kubo by reference") {
+		t.Fatalf("up --ipfs-nocopy did not take zero-copy:\n%s", up.Tail(30))
+	}
+	n.Hook = filepath.Join(bin, "nix-ipfs-hook")
+	empty := filepath.Join(t.TempDir(), "hook.conf")
+	os.WriteFile(empty, nil, 0o644)
+	n.Env = []string{"NIX_IPFS_NATS_URL=nats://" + natsAddr, "NIX_IPFS_CONFIG=" + empty,
+		"NIX_IPFS_SPOOL_DIR=" + filepath.Join(t.TempDir(), "spool")}
+	top := n.Build(t, richClosure(testenv.Nonce()))[0]
+	closure := closureOf(t, n, top)
+	testenv.Eventually(t, 2*time.Minute, "the closure published", func() bool {
+		for _, p := range closure {
+			if !httpOK(base + "/" + storepath.HashPart(p) + ".narinfo") {
+				return false
+			}
+		}
+		return true
+	})
 	byPath := map[string]int{}
-	for _, r := range refs {
+	for _, r := range upFilestore(t, data) {
 		if r.Status != "ok" {
 			t.Errorf("filestore reference %s to %s: %s %s", r.CID, r.Path, r.Status, r.Err)
 		}
@@ -134,35 +177,23 @@ func checkUpZeroCopy(t *testing.T, data string, closure []string) {
 			t.Errorf("%s: NAR %s is not referenced by up's kubo (copied?)", p, ni.URL)
 		}
 	}
+	checkStockNixCopy(t, &hostA{builder: &builder{nix: n}}, top, base+"/substituter")
 }
 
 // TestUpNocopyOutsideFilestoreRoot: with --cache-dir outside its data
-// directory, up's kubo cannot reference the NARs. By default up says so
-// and adds by copy; with --ipfs-nocopy given, it refuses to start.
+// directory, up's kubo cannot reference the NARs: up --ipfs-nocopy
+// refuses to start and says why.
 func TestUpNocopyOutsideFilestoreRoot(t *testing.T) {
 	testenv.NeedProgram(t, "ipfs")
 	n := testenv.NewNix(t)
 	bin := testenv.Binaries(t)
-	for _, explicit := range []bool{false, true} {
-		args := []string{"up", "--data-dir", t.TempDir(), "--cache-dir", t.TempDir(), "--secret-key-file", n.SecretKey,
-			"--nats-listen", freeAddr(t), "--listen", freeAddr(t), "--kubo-init-profile", "test", "--log-format", "console"}
-		if explicit {
-			args = append(args, "--ipfs-nocopy")
-		}
-		up := n.StartProc(t, filepath.Join(bin, "nix-ipfs"), args, "IPFS_PATH="+filepath.Join(t.TempDir(), "no-kubo-here"))
-		if explicit {
-			if !up.Wait(90 * time.Second) {
-				t.Fatal("up --ipfs-nocopy kept running with a cache its kubo cannot reference")
-			}
-			if code := up.Cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(up.Tail(20), "cannot add files under") {
-				t.Errorf("up --ipfs-nocopy exited %d:\n%s", code, up.Tail(20))
-			}
-			continue
-		}
-		testenv.Eventually(t, 90*time.Second, "up falling back to copying", func() bool {
-			return strings.Contains(up.Tail(50), "adding NARs by copy")
-		})
-		up.Signal(syscall.SIGTERM)
-		up.Wait(60 * time.Second)
+	args := []string{"up", "--ipfs-nocopy", "--data-dir", t.TempDir(), "--cache-dir", t.TempDir(), "--secret-key-file", n.SecretKey,
+		"--nats-listen", freeAddr(t), "--listen", freeAddr(t), "--kubo-init-profile", "test", "--log-format", "console"}
+	up := n.StartProc(t, filepath.Join(bin, "nix-ipfs"), args, "IPFS_PATH="+filepath.Join(t.TempDir(), "no-kubo-here"))
+	if !up.Wait(90 * time.Second) {
+		t.Fatal("up --ipfs-nocopy kept running with a cache its kubo cannot reference")
+	}
+	if code := up.Cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(up.Tail(20), "cannot add files under") {
+		t.Errorf("up --ipfs-nocopy exited %d:\n%s", code, up.Tail(20))
 	}
 }

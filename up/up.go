@@ -45,22 +45,18 @@ type Config struct {
 	MirrorKuboAPI          string
 	SubstituterIPFSTimeout time.Duration
 	KuboProfile            string
-	// NocopyGiven: --ipfs-nocopy was set by the user (flag, environment or
-	// file), not up's default; then a kubo that cannot add by reference is
-	// an error instead of a fallback to copying.
-	NocopyGiven bool
 }
 
 // Register adds up's flags. The publisher's flags come along, less the
 // ones up decides itself.
 func (c *Config) Register(s *config.Set) {
+	// The publisher's defaults, --ipfs-nocopy off among them: kubo's
+	// filestore references only what kubo's own chunkers cut, so zero-copy
+	// would give up the reference-aware chunker, and with it upgrades that
+	// move only what changed (docs/CHUNKING.md). up's kubo has its
+	// filestore enabled and the cache under its data directory, so
+	// --ipfs-nocopy works when asked for.
 	c.Publisher.Register(s)
-	// Zero-copy by default: up's own kubo has its filestore enabled and the
-	// cache under its data directory, so NARs are added by reference.
-	if f := s.Lookup("ipfs-nocopy"); f != nil {
-		c.Publisher.Nocopy = true
-		f.DefValue = "true" // the meaning stays the publisher's; decideNocopy checks kubo can
-	}
 	s.StringVar(&c.DataDir, "data-dir", "", "where up keeps NATS's store, its kubo repo and the cache (required)")
 	s.StringVar(&c.Listen, "listen", "127.0.0.1:8484", "serve the cache (at /), the substituter (at /substituter/) and the status page (at /status/) here; empty: no HTTP")
 	s.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "the embedded NATS server's client address (used when --nats-url is not set on the command line, env or file)")
@@ -173,14 +169,16 @@ func Run(ctx context.Context, c Config, natsURLGiven bool, log *zap.Logger) erro
 	return runErr
 }
 
-// decideNocopy keeps --ipfs-nocopy only where kubo can reference the
-// cache's files: its filestore enabled, the cache under its filestore root
-// (the parent of its repository) and visible to it at the same path. up's
-// own kubo can (its repository is <data-dir>/ipfs), unless --cache-dir is
-// outside the data directory.
+// decideNocopy checks that kubo can reference the cache's files when
+// --ipfs-nocopy is asked for: its filestore enabled, the cache under its
+// filestore root (the parent of its repository) and visible to it at the
+// same path. up's own kubo can (its repository is <data-dir>/ipfs),
+// unless --cache-dir is outside the data directory; then up refuses to
+// start rather than copy behind the operator's back.
 func (c *Config) decideNocopy(ctx context.Context, api string, log *zap.Logger) error {
 	if !c.Publisher.Nocopy {
-		log.Info("NARs added to kubo by copy (--ipfs-nocopy=false): kubo keeps a second copy of every NAR")
+		log.Info("NARs added to kubo by copy, cut at store-path references (--chunker); kubo keeps a second copy of every NAR until gc",
+			zap.String("chunker", c.Publisher.Chunker))
 		return nil
 	}
 	k, err := ipfs.Dial(api)
@@ -192,13 +190,7 @@ func (c *Config) decideNocopy(ctx context.Context, api string, log *zap.Logger) 
 		return err
 	}
 	if err := k.CheckNocopy(ctx, c.Publisher.CacheDir, params); err != nil {
-		if c.NocopyGiven {
-			return fmt.Errorf("--ipfs-nocopy: kubo at %s cannot add files under %s by reference: %w", api, c.Publisher.CacheDir, err)
-		}
-		log.Warn("adding NARs by copy: kubo cannot reference the cache's files (set --ipfs-nocopy=false to say so)",
-			zap.String("cache_dir", c.Publisher.CacheDir), zap.String("kubo", api), zap.Error(err))
-		c.Publisher.Nocopy = false
-		return nil
+		return fmt.Errorf("--ipfs-nocopy: kubo at %s cannot add files under %s by reference: %w", api, c.Publisher.CacheDir, err)
 	}
 	log.Info("zero-copy: NARs added to kubo by reference (filestore); the cache's NAR is the only copy, keep it where it is",
 		zap.String("cache_dir", c.Publisher.CacheDir))
