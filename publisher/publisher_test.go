@@ -49,6 +49,10 @@ func (s *fakeStore) Close() error                                               
 type fakeIPFS struct {
 	adds atomic.Int32
 	fail error
+
+	mu       sync.Mutex
+	at       []string  // the files AddAt was told the bytes will be in
+	unpinned []cid.Cid // what Unpin was asked to drop
 }
 
 func (f *fakeIPFS) Add(ctx context.Context, r io.Reader, p ipfs.Params, pin bool) (cid.Cid, error) {
@@ -64,13 +68,17 @@ func (f *fakeIPFS) Add(ctx context.Context, r io.Reader, p ipfs.Params, pin bool
 	mh, _ := multihash.Encode(h.Sum(nil), multihash.SHA2_256)
 	return cid.NewCidV1(cid.Raw, mh), nil
 }
-func (f *fakeIPFS) AddFile(ctx context.Context, path string, p ipfs.Params, pin bool) (cid.Cid, error) {
-	r, err := os.Open(path)
-	if err != nil {
-		return cid.Undef, err
-	}
-	defer r.Close()
+func (f *fakeIPFS) AddAt(ctx context.Context, r io.Reader, path string, p ipfs.Params, pin bool) (cid.Cid, error) {
+	f.mu.Lock()
+	f.at = append(f.at, path)
+	f.mu.Unlock()
 	return f.Add(ctx, r, p, pin)
+}
+func (f *fakeIPFS) Unpin(_ context.Context, c cid.Cid) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unpinned = append(f.unpinned, c)
+	return nil
 }
 func (f *fakeIPFS) DagImport(_ context.Context, cars []io.Reader, _ bool) (map[cid.Cid]string, error) {
 	f.adds.Add(1)
@@ -186,6 +194,52 @@ func TestIPFSFailureLeavesNothing(t *testing.T) {
 	fi.fail = nil
 	if _, err := pub.PublishPath(context.Background(), p); err != nil {
 		t.Fatalf("retry after kubo came back: %v", err)
+	}
+}
+
+// TestNocopyAddsWhileWriting: with nocopy the NAR goes to kubo's add in
+// the pass that writes it, by reference to the file it becomes, and that
+// file holds the bytes kubo read once the path is published; a NAR that
+// does not match the store's record is unpinned, and no file is left.
+func TestNocopyAddsWhileWriting(t *testing.T) {
+	pub, _, fi, p := setup(t)
+	pub.opt.Params.Chunker = KuboChunker
+	pub.opt.Params.Nocopy = true
+	ev, err := pub.PublishPath(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := pub.opt.Cache.NarPath(ev.NarURL)
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fi.at) != 1 || fi.at[0] != file {
+		t.Fatalf("AddAt told %q, want [%s]", fi.at, file)
+	}
+	h := sha256.Sum256(b)
+	mh, _ := multihash.Encode(h[:], multihash.SHA2_256)
+	if want := cid.NewCidV1(cid.Raw, mh); ev.CID != want.String() {
+		t.Errorf("CID %s of the bytes added, the file holds %s", ev.CID, want)
+	}
+	if len(fi.unpinned) != 0 {
+		t.Errorf("unpinned %v after a good publish", fi.unpinned)
+	}
+
+	pub2, st2, fi2, p2 := setup(t)
+	pub2.opt.Params.Chunker = KuboChunker
+	pub2.opt.Params.Nocopy = true
+	st2.infos[p2].NarHash = "sha256:" + strings.Repeat("0", 52)
+	if _, err := pub2.PublishPath(context.Background(), p2); !errs.Is(err, errs.Corrupt) {
+		t.Fatalf("corrupt path with nocopy: %v, want kind Corrupt", err)
+	}
+	if len(fi2.unpinned) != 1 {
+		t.Errorf("corrupt path with nocopy: unpinned %v, want the CID added", fi2.unpinned)
+	}
+	for _, f := range cacheFiles(t, pub2.opt.Cache.Dir) {
+		if f != "nix-cache-info" {
+			t.Errorf("corrupt path left %s in the cache", f)
+		}
 	}
 }
 
