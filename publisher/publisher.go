@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	chunker "github.com/ipfs/boxo/chunker"
 	"github.com/ipfs/go-cid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
@@ -349,8 +350,8 @@ func (p *Publisher) narPresent(ni *narinfo.NarInfo) bool {
 // blocks to kubo (nardag.Import). With nocopy, kubo's add reads the same
 // stream and records its leaves as offsets in the file the temp file
 // becomes (ipfs.Kubo.AddAt): before, the NAR was written, then read back
-// by kubo, one pass after the other. It returns the narinfo with
-// everything but the cache's signature.
+// by kubo, one pass after the other (NARs of one chunk still are, see
+// late). It returns the narinfo with everything but the cache's signature.
 func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstore.PathInfo) (*narinfo.NarInfo, error) {
 	// The NAR's name is its hash, known from the store's record before it
 	// is written; the check below refuses a NAR that does not match it.
@@ -368,30 +369,45 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 	h := sha256.New()
 	counter := &countWriter{}
 	var (
-		c      cid.Cid
-		addErr error
+		c       cid.Cid
+		addErr  error
+		addDone chan struct{}
+		pw      pipeWriter
 	)
-	pr, pw := p.pipe()
-	addDone := make(chan struct{})
-	go func() {
-		defer close(addDone)
-		c, addErr = p.add(ctx, pr, info, final)
-		// If kubo stopped reading early, unblock the NAR writer.
-		pr.CloseWithError(errOr(addErr, io.ErrClosedPipe))
-	}()
+	writers := []io.Writer{h, tmp, counter}
+	// With nocopy, kubo reads a file's root block back during the add
+	// (to put it in its MFS root). For a NAR of one chunk that root is
+	// the leaf, read from the file, which does not exist yet: such NARs
+	// (at most one chunk of any kubo chunker) are added from their file
+	// once it is in place.
+	late := p.opt.Params.Nocopy && info.NarSize <= uint64(chunker.ChunkSizeLimit)
+	if !late {
+		pr, w := p.pipe()
+		pw = w
+		writers = append(writers, pw)
+		addDone = make(chan struct{})
+		go func() {
+			defer close(addDone)
+			c, addErr = p.add(ctx, pr, info, final)
+			// If kubo stopped reading early, unblock the NAR writer.
+			pr.CloseWithError(errOr(addErr, io.ErrClosedPipe))
+		}()
+	}
 	// The NAR writer emits every framing token (a length, a name, padding)
 	// as a Write of its own. Unbuffered, each became a write(2) on the temp
 	// file and a chunk of its own, flushed, on kubo's HTTP stream: for
 	// paths of many small files that cost the publisher three times the
 	// CPU per byte (docs/BENCHMARKS.md). 32 KiB is what io.Copy hands over
 	// for file contents anyway, so large files are written as before.
-	bw := bufio.NewWriterSize(io.MultiWriter(h, tmp, counter, pw), 32<<10)
+	bw := bufio.NewWriterSize(io.MultiWriter(writers...), 32<<10)
 	dumpErr := nar.DumpPath(bw, info.Path)
 	if dumpErr == nil {
 		dumpErr = bw.Flush()
 	}
-	pw.CloseWithError(dumpErr)
-	<-addDone
+	if pw != nil {
+		pw.CloseWithError(dumpErr)
+		<-addDone
+	}
 	if dumpErr != nil {
 		// The side that failed first decides. When kubo failed, the NAR
 		// writer only saw kubo's error echoed through the pipe; when our own
@@ -423,6 +439,11 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 	if err := tmp.CommitGrouped(final, &p.dirs); err != nil {
 		return nil, classifyIOErr(fmt.Errorf("write NAR of %s: %w", info.Path, err))
 	}
+	if late {
+		if c, err = p.addFile(ctx, final); err != nil {
+			return nil, fmt.Errorf("add NAR of %s to IPFS (nocopy): %w", info.Path, err)
+		}
+	}
 
 	ni := &narinfo.NarInfo{
 		StorePath:   info.Path,
@@ -441,6 +462,16 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 		ni.Deriver = path.Base(info.Deriver)
 	}
 	return ni, nil
+}
+
+// addFile adds the NAR file name by reference (nocopy), reading it back.
+func (p *Publisher) addFile(ctx context.Context, name string) (cid.Cid, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return cid.Undef, classifyIOErr(err)
+	}
+	defer f.Close()
+	return p.ipfs.AddAt(ctx, f, name, p.opt.Params, true)
 }
 
 // dropNocopy unpins what a nocopy add pinned when its file will not be

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,6 +53,7 @@ type fakeIPFS struct {
 
 	mu       sync.Mutex
 	at       []string  // the files AddAt was told the bytes will be in
+	existed  []bool    // whether each was there when AddAt was called
 	unpinned []cid.Cid // what Unpin was asked to drop
 }
 
@@ -69,8 +71,10 @@ func (f *fakeIPFS) Add(ctx context.Context, r io.Reader, p ipfs.Params, pin bool
 	return cid.NewCidV1(cid.Raw, mh), nil
 }
 func (f *fakeIPFS) AddAt(ctx context.Context, r io.Reader, path string, p ipfs.Params, pin bool) (cid.Cid, error) {
+	_, err := os.Stat(path)
 	f.mu.Lock()
 	f.at = append(f.at, path)
+	f.existed = append(f.existed, err == nil)
 	f.mu.Unlock()
 	return f.Add(ctx, r, p, pin)
 }
@@ -197,40 +201,51 @@ func TestIPFSFailureLeavesNothing(t *testing.T) {
 	}
 }
 
-// TestNocopyAddsWhileWriting: with nocopy the NAR goes to kubo's add in
-// the pass that writes it, by reference to the file it becomes, and that
-// file holds the bytes kubo read once the path is published; a NAR that
-// does not match the store's record is unpinned, and no file is left.
+// TestNocopyAddsWhileWriting: with nocopy a NAR of more than one chunk
+// goes to kubo's add in the pass that writes it, by reference to the
+// file it becomes (not there yet), and that file holds the bytes kubo
+// read once the path is published; a NAR of one chunk is added from its
+// file once in place (kubo reads a one-block file's root back during the
+// add). A NAR that does not match the store's record is unpinned, and no
+// file is left.
 func TestNocopyAddsWhileWriting(t *testing.T) {
-	pub, _, fi, p := setup(t)
+	pub, st, fi, small := setup(t)
 	pub.opt.Params.Chunker = KuboChunker
 	pub.opt.Params.Nocopy = true
-	ev, err := pub.PublishPath(context.Background(), p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := pub.opt.Cache.NarPath(ev.NarURL)
-	b, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(fi.at) != 1 || fi.at[0] != file {
-		t.Fatalf("AddAt told %q, want [%s]", fi.at, file)
-	}
-	h := sha256.Sum256(b)
-	mh, _ := multihash.Encode(h[:], multihash.SHA2_256)
-	if want := cid.NewCidV1(cid.Raw, mh); ev.CID != want.String() {
-		t.Errorf("CID %s of the bytes added, the file holds %s", ev.CID, want)
+	big := addPath(t, st, "1b9p07z77phvv2hcj8s9jwgb3s5lgq1c-big", 3<<20)
+	for _, c := range []struct {
+		path     string
+		streamed bool
+	}{{big, true}, {small, false}} {
+		fi.at, fi.existed = nil, nil
+		ev, err := pub.PublishPath(context.Background(), c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := pub.opt.Cache.NarPath(ev.NarURL)
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fi.at) != 1 || fi.at[0] != file || fi.existed[0] == c.streamed {
+			t.Fatalf("%s: AddAt told %q (there already: %v), want [%s] (there: %v)", c.path, fi.at, fi.existed, file, !c.streamed)
+		}
+		h := sha256.Sum256(b)
+		mh, _ := multihash.Encode(h[:], multihash.SHA2_256)
+		if want := cid.NewCidV1(cid.Raw, mh); ev.CID != want.String() {
+			t.Errorf("%s: CID %s of the bytes added, the file holds %s", c.path, ev.CID, want)
+		}
 	}
 	if len(fi.unpinned) != 0 {
-		t.Errorf("unpinned %v after a good publish", fi.unpinned)
+		t.Errorf("unpinned %v after good publishes", fi.unpinned)
 	}
 
-	pub2, st2, fi2, p2 := setup(t)
+	pub2, st2, fi2, _ := setup(t)
 	pub2.opt.Params.Chunker = KuboChunker
 	pub2.opt.Params.Nocopy = true
-	st2.infos[p2].NarHash = "sha256:" + strings.Repeat("0", 52)
-	if _, err := pub2.PublishPath(context.Background(), p2); !errs.Is(err, errs.Corrupt) {
+	big2 := addPath(t, st2, "1b9p07z77phvv2hcj8s9jwgb3s5lgq1c-big", 3<<20)
+	st2.infos[big2].NarHash = "sha256:" + strings.Repeat("0", 52)
+	if _, err := pub2.PublishPath(context.Background(), big2); !errs.Is(err, errs.Corrupt) {
 		t.Fatalf("corrupt path with nocopy: %v, want kind Corrupt", err)
 	}
 	if len(fi2.unpinned) != 1 {
@@ -241,6 +256,25 @@ func TestNocopyAddsWhileWriting(t *testing.T) {
 			t.Errorf("corrupt path left %s in the cache", f)
 		}
 	}
+}
+
+// addPath puts a store path holding one file of size random bytes into
+// the fake store.
+func addPath(t *testing.T, st *fakeStore, name string, size int) string {
+	t.Helper()
+	p := filepath.Join(st.dir, name)
+	data := make([]byte, size)
+	rand.New(rand.NewSource(int64(size))).Read(data)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := nar.DumpPath(&buf, p); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	st.infos[p] = &nixstore.PathInfo{Path: p, NarHash: "sha256:" + nixbase32.EncodeToString(sum[:]), NarSize: uint64(buf.Len())}
+	return p
 }
 
 func TestNotInStoreIsRetriedThenExhausted(t *testing.T) {
