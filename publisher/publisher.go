@@ -409,6 +409,15 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 	}
 	if pw != nil {
 		pw.CloseWithError(dumpErr)
+		if dumpErr == nil {
+			// Flush the NAR's last pages while kubo takes its last
+			// blocks; Commit's fsync then finds nothing left. Its error
+			// counts here: after a failed fsync Linux may report the
+			// next one clean, the pages being dropped.
+			if err := tmp.Sync(); err != nil {
+				dumpErr = fmt.Errorf("fsync: %w", err)
+			}
+		}
 		<-addDone
 	}
 	if dumpErr != nil {
