@@ -365,9 +365,14 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 		return nil, errs.E(errs.Transient, fmt.Errorf("nar temp file: %w", err))
 	}
 	defer tmp.Abort()
-	// The disk writes the NAR while it is made, so the fsync before its
-	// rename waits for the last few MiB only, not for most of it.
-	tmp.WriteBehind(narWriteBehind)
+	// With nocopy, the disk writes the NAR while it is made, so the fsync
+	// before its rename waits for the last few MiB only, not for most of
+	// it. Not while kubo writes its own copy of the blocks: then kubo
+	// spent 0.4-0.6 s more CPU per GiB in the kernel and the 1 GiB path
+	// published slower (docs/BENCHMARKS.md, issue 25).
+	if p.opt.Params.Nocopy {
+		tmp.WriteBehind(narWriteBehind)
+	}
 
 	h := sha256.New()
 	counter := &countWriter{}
@@ -409,11 +414,11 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 	}
 	if pw != nil {
 		pw.CloseWithError(dumpErr)
-		if dumpErr == nil {
-			// Flush the NAR's last pages while kubo takes its last
-			// blocks; Commit's fsync then finds nothing left. Its error
-			// counts here: after a failed fsync Linux may report the
-			// next one clean, the pages being dropped.
+		if dumpErr == nil && p.opt.Params.Nocopy {
+			// Flush the NAR's last pages (written behind) while kubo
+			// takes its last blocks; Commit's fsync then finds nothing
+			// left. Its error counts here: after a failed fsync Linux
+			// may report the next one clean, the pages being dropped.
 			if err := tmp.Sync(); err != nil {
 				dumpErr = fmt.Errorf("fsync: %w", err)
 			}

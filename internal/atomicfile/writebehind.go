@@ -7,7 +7,9 @@ package atomicfile
 // with writeback started every 8 MiB (issue 25). It changes when data
 // reaches the disk, not what a crash leaves: nothing is visible before
 // Commit's fsync and rename. Only Write counts; ReadFrom and WriteAt are
-// not watched.
+// not watched. It is not free when another process writes much to the
+// same filesystem at the same time: with kubo storing a NAR's blocks
+// alongside, kubo spent 0.4-0.6 s more CPU per GiB.
 func (f *File) WriteBehind(n int64) { f.behind = n }
 
 // Write writes b to the temp file (see WriteBehind).
