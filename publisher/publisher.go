@@ -439,10 +439,9 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 		}
 		return nil, classifyIOErr(fmt.Errorf("dump NAR of %s: %w", info.Path, dumpErr))
 	}
-	if addErr != nil {
-		return nil, fmt.Errorf("add NAR of %s to IPFS: %w", info.Path, addErr)
-	}
-
+	// A corrupt path first: kubo's add of it may have failed too (a
+	// nocopy add streamed by a store record much larger than the NAR),
+	// and retrying would not help.
 	narHash := "sha256:" + nixbase32.EncodeToString(h.Sum(nil))
 	size := counter.n
 	if narHash != info.NarHash || size != info.NarSize {
@@ -450,6 +449,9 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 		return nil, errs.Errorf(errs.Corrupt,
 			"store path %s is corrupt: its NAR hashes to %s (%d bytes) but the store recorded %s (%d bytes); run nix-store --verify --check-contents",
 			info.Path, narHash, size, info.NarHash, info.NarSize)
+	}
+	if addErr != nil {
+		return nil, fmt.Errorf("add NAR of %s to IPFS: %w", info.Path, addErr)
 	}
 	// Rename into place; an existing file of this name has these very
 	// bytes. With nocopy, this is when the CID's leaves become readable.

@@ -170,11 +170,16 @@ func TestPublishPathIsIdempotent(t *testing.T) {
 }
 
 func TestCorruptPathRefused(t *testing.T) {
-	pub, st, _, p := setup(t)
+	pub, st, fi, p := setup(t)
 	st.infos[p].NarHash = "sha256:" + strings.Repeat("0", 52)
 	_, err := pub.PublishPath(context.Background(), p)
 	if !errs.Is(err, errs.Corrupt) || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("err = %v, want kind Corrupt", err)
+	}
+	// Corrupt wins over kubo failing on the same NAR: a retry cannot help.
+	fi.fail = errs.E(errs.Transient, errors.New("kubo read a file that is not there yet"))
+	if _, err := pub.PublishPath(context.Background(), p); !errs.Is(err, errs.Corrupt) {
+		t.Fatalf("with kubo failing too: err = %v, want kind Corrupt", err)
 	}
 	for _, f := range cacheFiles(t, pub.opt.Cache.Dir) {
 		if f != "nix-cache-info" {
