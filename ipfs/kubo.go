@@ -241,7 +241,9 @@ func (k *Kubo) AddFile(ctx context.Context, name string, p Params, pin bool) (ci
 // So a writer can send a file's bytes to kubo while it writes them, and
 // move the file to name afterwards: one pass over the bytes instead of
 // writing the file and reading it back. Until name holds r's bytes, the
-// CID's leaves cannot be read. Without p.Nocopy it is Add.
+// CID's leaves cannot be read. A file of one chunk is the exception: kubo
+// reads its root, the leaf itself, back during the add, so name must
+// already hold it. Without p.Nocopy it is Add.
 func (k *Kubo) AddAt(ctx context.Context, r io.Reader, name string, p Params, pin bool) (cid.Cid, error) {
 	if !p.Nocopy {
 		return k.Add(ctx, r, p, pin)
