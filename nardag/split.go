@@ -68,10 +68,15 @@ func Occurrences(data []byte, hashes []string) []int {
 	return found
 }
 
-// minBuf and bufSize bound the buffers a RefSplitter reads into.
+// minBuf and bufSize bound the buffers a RefSplitter reads into. Two of
+// bufSize take turns, so 2 MiB keeps a publish at the 4 MiB of one buffer
+// of 4 MiB before they took turns: the publisher's peak RSS after the
+// closure (four paths at once) was 128-143 MiB with two of 4 MiB, 95 MiB
+// with two of 2 MiB (bench A/B, issue 25); each swap copies at most a
+// chunk's read-ahead.
 const (
 	minBuf  = 64 << 10
-	bufSize = 4 << 20
+	bufSize = 2 << 20
 )
 
 // RefSplitter is the reference-aware chunker over a stream (see the
