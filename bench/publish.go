@@ -40,6 +40,7 @@ type pubSide struct {
 	name    string
 	targets []string // target keys this side runs
 	pub     bool     // runs the nix-ipfs publisher (so its CPU and RSS mean something)
+	optIn   bool     // an experiment: runs only when -sides names it
 	run     func(s *scope, ts []*pubTarget) map[string]pubMeasure
 }
 
@@ -125,8 +126,29 @@ func benchPublish(b *Bench, s *scope, sec *Section) {
 				return b.runPublisher(s, ts, false, "--chunker="+ch)
 			}})
 	}
+	// Experiments for one large path (issue 25), run only when named in
+	// -sides: 1 MiB chunks between hashes (half the block files kubo
+	// creates for a NAR without hashes), and nocopy with kubo's cheapest
+	// chunker instead of buzhash.
+	sides = append(sides,
+		&pubSide{key: "pub-refs-1m", name: "publisher --chunker nix-refs-4096-1048576", targets: both, pub: true, optIn: true,
+			run: func(s *scope, ts []*pubTarget) map[string]pubMeasure {
+				return b.runPublisher(s, ts, false, "--chunker=nix-refs-4096-1048576")
+			}},
+		&pubSide{key: "pub-nocopy-size", name: "publisher --ipfs-nocopy --chunker size-262144", targets: both, pub: true, optIn: true,
+			run: func(s *scope, ts []*pubTarget) map[string]pubMeasure {
+				return b.runPublisher(s, ts, true, "--ipfs-nocopy", "--chunker=size-262144")
+			}})
 
-	if *sidesF != "" {
+	if *sidesF == "" {
+		var kept []*pubSide
+		for _, sd := range sides {
+			if !sd.optIn {
+				kept = append(kept, sd)
+			}
+		}
+		sides = kept
+	} else {
 		keep := map[string]bool{}
 		for _, k := range strings.Split(*sidesF, ",") {
 			keep[strings.TrimSpace(k)] = true
@@ -179,12 +201,17 @@ func benchPublish(b *Bench, s *scope, sec *Section) {
 	}
 	for _, t := range []*pubTarget{tc, tb} {
 		label := "closure"
+		// The defaults' aim against the workflow: 2x for the closure;
+		// 1.4x for one large path (issue 25), where the NAR's hash, kubo's
+		// hash of every block and its block files are most of the work.
+		aim, aimS := 2.0, ">= 2x"
 		if t == tb {
 			label = fmtBytes(t.bytes) + " path"
+			aim, aimS = 1.4, ">= 1.4x"
 		}
 		pub, nocopy, wf, bare := rate("pub", t.key), rate("pub-nocopy", t.key), rate("workflow", t.key), rate("bare", t.key)
 		sec.add(Row{What: "Publish " + label + ": publisher vs original workflow", Ratio: pub / wf,
-			Ours: fmtMBps(pub), Base: fmtMBps(wf), Aim: ">= 2x", Verdict: verdictOf(pub/wf, pub/wf >= 2)})
+			Ours: fmtMBps(pub), Base: fmtMBps(wf), Aim: aimS, Verdict: verdictOf(pub/wf, pub/wf >= aim)})
 		sec.add(Row{What: "Publish " + label + ": publisher vs bare ipfs add", Ratio: pub / bare,
 			Ours: fmtMBps(pub), Base: fmtMBps(bare), Aim: ">= 0.9x", Verdict: verdictOf(pub/bare, pub/bare >= 0.9)})
 		sec.add(Row{What: "Publish " + label + ": publisher --ipfs-nocopy" + nocopyIs + " vs original workflow", Ratio: nocopy / wf,
@@ -268,6 +295,23 @@ func benchPublish(b *Bench, s *scope, sec *Section) {
 			fmtBytes(tb.bytes), fmtMBps(rate("ab", "big")), fmtMBps(rate("pub", "big")), fmtRatio(rate("ab", "big")/rate("pub", "big")),
 			fmtMBps(rate("ab-nocopy", "closure")), fmtMBps(rate("pub-nocopy", "closure")), fmtRatio(rate("ab-nocopy", "closure")/rate("pub-nocopy", "closure")),
 			fmtBytes(tb.bytes), fmtMBps(rate("ab-nocopy", "big")), fmtMBps(rate("pub-nocopy", "big")), fmtRatio(rate("ab-nocopy", "big")/rate("pub-nocopy", "big")))
+	}
+	// What 2 cores allow: a side that needs C CPU-seconds per GiB takes
+	// at least C/2 seconds per GiB of wall clock, however well it
+	// overlaps its work.
+	sec.detailf("\nCPU per GiB of the %s path (median; the limit 2 cores set: CPU/2 seconds of wall clock per GiB):\n\n| Side | publisher CPU/GiB | kubo CPU/GiB | sum | 2-core ceiling |\n|---|---|---|---|---|\n", fmtBytes(tb.bytes))
+	gib := float64(tb.bytes) / (1 << 30)
+	for _, sd := range sides {
+		ms := res[sd.key]["big"]
+		if len(ms) == 0 || !sd.pub {
+			continue
+		}
+		var cpuP, cpuK []time.Duration
+		for _, m := range ms {
+			cpuP, cpuK = append(cpuP, m.cpuPub), append(cpuK, m.cpuKubo)
+		}
+		p, k := medianDur(cpuP).Seconds()/gib, medianDur(cpuK).Seconds()/gib
+		sec.detailf("| %s | %.2f s | %.2f s | %.2f s | %s |\n", sd.name, p, k, p+k, fmtMBps((1<<30)/MB/((p+k)/2)))
 	}
 	sec.detailf("\nCPU times are user+system seconds of the process over the target (from /proc/PID/stat); on this 2-core machine a side that needs more than 2 s of CPU per wall second is CPU-bound. The workflow's and bare add's CPU for the `nix`/`ipfs` CLI processes is not counted, only the daemon's.\n")
 	sec.detailf("\nPeak RSS is the publisher's VmHWM, reset (`/proc/PID/clear_refs`) before each target, read after it.\n")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
+	"github.com/nix-ipfs/nix-ipfs/narinfo"
 )
 
 // TestTwoPublishersShareTheWork: two publisher binaries on the same durable
@@ -109,5 +110,22 @@ func TestPublisherNocopy(t *testing.T) {
 	copied := strings.TrimSpace(a.kubo.IPFS(t, "add", "-Q", "--only-hash", "--cid-version=1", "--raw-leaves", "--chunker=buzhash", filepath.Join(a.cache, ni.URL)))
 	if copied != ni.IPFSHash {
 		t.Errorf("nocopy CID %s differs from a copying add's %s", ni.IPFSHash, copied)
+	}
+	// The 3 MB NAR went to kubo while it was written (several chunks); a
+	// NAR of one chunk is added from its file once in place. Both read
+	// back from the files kubo references.
+	small := a.nix.Build(t, testenv.Drv("nocopy-small-"+testenv.Nonce(), "echo small > $out", ""))[0]
+	sni := a.waitPublished(t, []string{small}, time.Minute)[small]
+	for _, n := range []*narinfo.NarInfo{ni, sni} {
+		want, err := os.ReadFile(filepath.Join(a.cache, n.URL))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := a.kubo.IPFS(t, "cat", n.IPFSHash); got != string(want) {
+			t.Errorf("ipfs cat %s (%s): %d bytes, the NAR file has %d", n.IPFSHash, n.StorePath, len(got), len(want))
+		}
+	}
+	if v := a.kubo.IPFS(t, "filestore", "verify"); strings.Contains(v, "no-file") || strings.Contains(v, "changed") || strings.Contains(v, "error") {
+		t.Errorf("ipfs filestore verify:\n%s", v)
 	}
 }

@@ -33,4 +33,8 @@
 //
 // The file must then stay unchanged for as long as the CID is served: kubo
 // notices a modified file only when it reads a block, and fails that read.
+// kubo does not open the file while it adds it (it reads the stream sent),
+// so AddAt can stream a file's bytes before the file is in place, except
+// for a file of one block: kubo reads its root, the leaf, back during the
+// add.
 package ipfs

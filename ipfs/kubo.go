@@ -231,7 +231,32 @@ func (k *Kubo) AddFile(ctx context.Context, name string, p Params, pin bool) (ci
 	if !st.Mode().IsRegular() {
 		return cid.Undef, errs.Errorf(errs.Invalid, "ipfs add %s: not a regular file (%s)", abs, st.Mode().Type())
 	}
-	src := &sourceReader{r: f}
+	return k.addAt(ctx, f, abs, st, p, pin)
+}
+
+// AddAt imports r as the contents of the regular file name. With p.Nocopy
+// the daemon records name and each block's offset in r instead of
+// copying the blocks, and does not open name during the add (kubo 0.42:
+// boxo's filestore.FileManager only checks that name is under its root).
+// So a writer can send a file's bytes to kubo while it writes them, and
+// move the file to name afterwards: one pass over the bytes instead of
+// writing the file and reading it back. Until name holds r's bytes, the
+// CID's leaves cannot be read. A file of one chunk is the exception: kubo
+// reads its root, the leaf itself, back during the add, so name must
+// already hold it. Without p.Nocopy it is Add.
+func (k *Kubo) AddAt(ctx context.Context, r io.Reader, name string, p Params, pin bool) (cid.Cid, error) {
+	if !p.Nocopy {
+		return k.Add(ctx, r, p, pin)
+	}
+	abs, err := filepath.Abs(name)
+	if err != nil {
+		return cid.Undef, errs.Errorf(errs.Invalid, "ipfs add %s: %w", name, err)
+	}
+	return k.addAt(ctx, r, abs, nil, p, pin)
+}
+
+func (k *Kubo) addAt(ctx context.Context, r io.Reader, abs string, st os.FileInfo, p Params, pin bool) (cid.Cid, error) {
+	src := &sourceReader{r: r}
 	// The path travels in the part's abspath header; kubo's filestore keys
 	// its references on it.
 	node, err := files.NewReaderPathFile(abs, io.NopCloser(src), st)
@@ -239,9 +264,11 @@ func (k *Kubo) AddFile(ctx context.Context, name string, p Params, pin bool) (ci
 		return cid.Undef, errs.Errorf(errs.Invalid, "ipfs add %s: %w", abs, err)
 	}
 	c, err := k.add(ctx, node, src, p, pin, abs)
-	if err != nil && p.Nocopy && errs.Is(err, errs.Transient) && ctx.Err() == nil && st.Size() > 0 {
-		if perr := k.probeNocopy(ctx, f, abs, st, p); perr != nil {
-			return cid.Undef, perr
+	if err != nil && p.Nocopy && errs.Is(err, errs.Transient) && ctx.Err() == nil {
+		if first := src.firstByte(); first != nil {
+			if perr := k.probeNocopy(ctx, first, abs, p); perr != nil {
+				return cid.Undef, perr
+			}
 		}
 	}
 	return c, err
@@ -256,13 +283,9 @@ func (k *Kubo) AddFile(ctx context.Context, name string, p Params, pin bool) (ci
 // its answer arrives. If the daemon accepts it, it has a legitimate,
 // unpinned filestore reference to that byte, and the original error
 // stands.
-func (k *Kubo) probeNocopy(ctx context.Context, f *os.File, abs string, st os.FileInfo, p Params) error {
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, 0); err != nil {
-		return nil
-	}
-	src := &sourceReader{r: bytes.NewReader(b)}
-	node, err := files.NewReaderPathFile(abs, io.NopCloser(src), st)
+func (k *Kubo) probeNocopy(ctx context.Context, first []byte, abs string, p Params) error {
+	src := &sourceReader{r: bytes.NewReader(first)}
+	node, err := files.NewReaderPathFile(abs, io.NopCloser(src), nil)
 	if err != nil {
 		return nil
 	}
@@ -335,19 +358,31 @@ func (k *Kubo) add(ctx context.Context, f files.Node, src *sourceReader, p Param
 // reports it as a failed request, which would otherwise pass for a daemon
 // failure.
 type sourceReader struct {
-	r   io.Reader
-	mu  sync.Mutex
-	bad error
+	r     io.Reader
+	mu    sync.Mutex
+	bad   error
+	first []byte // the first byte read, for probeNocopy
 }
 
 func (s *sourceReader) Read(b []byte) (int, error) {
 	n, err := s.r.Read(b)
-	if err != nil && err != io.EOF {
+	if n > 0 || (err != nil && err != io.EOF) {
 		s.mu.Lock()
-		s.bad = err
+		if s.first == nil && n > 0 {
+			s.first = []byte{b[0]}
+		}
+		if err != nil && err != io.EOF {
+			s.bad = err
+		}
 		s.mu.Unlock()
 	}
 	return n, err
+}
+
+func (s *sourceReader) firstByte() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.first
 }
 
 func (s *sourceReader) err() error {

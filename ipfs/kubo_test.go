@@ -349,6 +349,38 @@ func TestNocopy(t *testing.T) {
 	}
 	t.Logf("nocopy outside the filestore root: %v (kind %s)", err, errs.KindOf(err))
 
+	// AddAt: the bytes stream in before the file exists; kubo records
+	// where they will be, and reads them from there once they are.
+	later := filepath.Join(k.FilestoreRoot(), "nars", "later.nar")
+	data2 := randomBytes(8, 2<<20+3)
+	c2, err := k.Client.AddAt(ctx, bytes.NewReader(data2), later, p, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(later); !os.IsNotExist(err) {
+		t.Fatalf("AddAt made %s (%v): it must only name it", later, err)
+	}
+	if err := os.WriteFile(later, data2, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := catAll(t, k.Client, ctx, c2); !bytes.Equal(got, data2) {
+		t.Fatal("Cat of an AddAt CID returned other bytes")
+	}
+	if ls := k.IPFS(t, "filestore", "ls"); !strings.Contains(ls, "nars/later.nar") {
+		t.Fatalf("ipfs filestore ls does not list nars/later.nar:\n%s", ls)
+	}
+	// Except for a file of one block: kubo reads its root, the leaf, back
+	// during the add, from a file that is not there yet (why the
+	// publisher adds such NARs from their file).
+	if _, err := k.Client.AddAt(ctx, bytes.NewReader(data2[:1000]), filepath.Join(k.FilestoreRoot(), "nars", "one-block.nar"), p, false); err == nil {
+		t.Error("AddAt of one block before its file exists succeeded: kubo no longer reads it back, and the publisher could stream small NARs too")
+	}
+	// A stream to a file outside the root: the same clear refusal.
+	_, err = k.Client.AddAt(ctx, bytes.NewReader(randomBytes(9, 32<<20)), filepath.Join(t.TempDir(), "x.nar"), p, false)
+	if err == nil || !strings.Contains(err.Error(), "IPFS_PATH") || errs.Is(err, errs.Transient) {
+		t.Fatalf("AddAt outside the filestore root = %v (kind %s), want a non-transient hint about IPFS_PATH", err, errs.KindOf(err))
+	}
+
 	plain := testenv.StartKubo(t, testenv.KuboOffline())
 	big := filepath.Join(plain.FilestoreRoot(), "big.nar")
 	if err := os.WriteFile(big, randomBytes(7, 32<<20), 0o644); err != nil {

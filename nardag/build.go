@@ -15,7 +15,9 @@ import (
 )
 
 // Sink receives each block of a DAG as it is made, leaves before the
-// nodes that link them, the root last. The data is not changed afterwards.
+// nodes that link them, the root last. data is valid only until the sink
+// returns (the splitter reuses its buffers): a sink that keeps a block
+// copies it.
 type Sink func(c cid.Cid, data []byte) error
 
 // Prefix is the CID prefix of inner nodes: CIDv1, dag-pb, SHA-256, as

@@ -53,18 +53,26 @@ func (t *trickle) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// chunks splits data and checks the splitter's promise to boxo's DAG
+// builder, which reads one chunk ahead: a chunk is unchanged until the
+// second NextBytes call after the one that returned it.
 func chunks(t testing.TB, data []byte, refs nardag.Refs, hashes []string, seed int64) [][]byte {
+	t.Helper()
 	s := nardag.NewRefSplitter(&trickle{b: data, rng: rand.New(rand.NewSource(seed))}, refs, hashes)
-	var out [][]byte
+	var out, live [][]byte
 	for {
 		b, err := s.NextBytes()
+		if n := len(out); n > 0 && !bytes.Equal(live[n-1], out[n-1]) {
+			t.Fatalf("chunk %d changed during the next NextBytes call", n-1)
+		}
 		if err == io.EOF {
 			return out
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, b)
+		out = append(out, append([]byte(nil), b...))
+		live = append(live, b)
 	}
 }
 
@@ -162,6 +170,33 @@ func TestRefSplitterCutsAroundEveryHash(t *testing.T) {
 	plain := chunks(t, data, nardag.DefaultRefs, []string{strings.Repeat("0", 32)}, 2)
 	if len(plain) != 6 {
 		t.Errorf("%d chunks without known hashes, want 6 fixed ones", len(plain))
+	}
+}
+
+// TestRefSplitterReusesBuffersSafely: through many buffer swaps (a NAR
+// of several buffers, small and default chunks, hashes everywhere), no
+// chunk changes before the builder is done with it, and the DAG kubo
+// would check is the one the bytes make.
+func TestRefSplitterReusesBuffersSafely(t *testing.T) {
+	offs := map[int]string{}
+	for off := 777; off < 20<<20; off += 300_001 {
+		offs[off] = hashA
+		offs[off+100] = hashB
+	}
+	data := testData(20<<20+5, 9, offs)
+	for _, refs := range []nardag.Refs{nardag.DefaultRefs, {Gap: 64, Size: 4096}, {Gap: 0, Size: nardag.MaxBlock}} {
+		checkCuts(t, data, refs, []string{hashA, hashB}, 3)
+		// Every block the sink gets hashes to its CID.
+		_, err := nardag.Build(context.Background(), &trickle{b: data, rng: rand.New(rand.NewSource(4))}, refs.String(), []string{hashA, hashB},
+			func(c cid.Cid, b []byte) error {
+				if got, err := c.Prefix().Sum(b); err != nil || !got.Equals(c) {
+					return fmt.Errorf("block %s holds bytes hashing to %s", c, got)
+				}
+				return nil
+			})
+		if err != nil {
+			t.Fatalf("%s: %v", refs, err)
+		}
 	}
 }
 

@@ -68,16 +68,28 @@ func Occurrences(data []byte, hashes []string) []int {
 	return found
 }
 
-// minBuf and bufSize bound the buffers a RefSplitter reads into.
+// minBuf and bufSize bound the buffers a RefSplitter reads into. Two of
+// bufSize take turns, so 2 MiB keeps a publish at the 4 MiB of one buffer
+// of 4 MiB before they took turns: the publisher's peak RSS after the
+// closure (four paths at once) was 128-143 MiB with two of 4 MiB, 95 MiB
+// with two of 2 MiB (bench A/B, issue 25); each swap copies at most a
+// chunk's read-ahead.
 const (
 	minBuf  = 64 << 10
-	bufSize = 4 << 20
+	bufSize = 2 << 20
 )
 
 // RefSplitter is the reference-aware chunker over a stream (see the
 // package comment). It holds one chunk and a hash cluster's worth of
 // read-ahead, not the whole NAR. The chunks it returns point into its
-// buffers and are never overwritten: a new buffer replaces a full one.
+// buffers, and stay valid until the second NextBytes call after the one
+// that returned them: boxo's DAG builder reads one chunk ahead (it asks
+// for the second chunk before it stores the first) and hands each leaf
+// to the DAGService before it asks for the next, and every Sink here
+// copies or hashes the block before it returns. A full buffer is
+// replaced by the one it replaced before: allocating a new one every 4
+// MiB cost the publisher a clear of every byte and a garbage collection
+// every few MiB (docs/BENCHMARKS.md, issue 25).
 type RefSplitter struct {
 	r     io.Reader
 	refs  Refs
@@ -90,6 +102,10 @@ type RefSplitter struct {
 	next  int    // next window to scan, in buf
 	eof   bool
 	err   error
+
+	calls   int    // NextBytes calls so far
+	spare   []byte // the buffer buf replaced, free once spareAt is two calls back
+	spareAt int    // the call in which spare was replaced
 }
 
 var _ chunker.Splitter = (*RefSplitter)(nil)
@@ -116,8 +132,16 @@ func (s *RefSplitter) fill(n int) error {
 			// Small at first (most NARs are small), doubling up to
 			// bufSize, always with room past the tail.
 			tail := len(s.buf) - s.off
-			nb := make([]byte, tail, max(min(2*cap(s.buf), bufSize), minBuf, 2*tail))
+			size := max(min(2*cap(s.buf), bufSize), minBuf, 2*tail)
+			var nb []byte
+			if cap(s.spare) >= size && s.calls-s.spareAt >= 2 {
+				// Its last chunk was returned two calls ago or more.
+				nb = s.spare[:tail]
+			} else {
+				nb = make([]byte, tail, size)
+			}
 			copy(nb, s.buf[s.off:])
+			s.spare, s.spareAt = s.buf[:0], s.calls
 			for i := range s.found {
 				s.found[i] -= s.off
 			}
@@ -138,6 +162,7 @@ func (s *RefSplitter) fill(n int) error {
 
 // NextBytes returns the next chunk, or io.EOF after the last.
 func (s *RefSplitter) NextBytes() ([]byte, error) {
+	s.calls++
 	if s.err != nil {
 		return nil, s.err
 	}

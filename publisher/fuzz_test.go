@@ -121,14 +121,10 @@ func (narFuzzIPFS) Add(_ context.Context, r io.Reader, _ ipfs.Params, _ bool) (c
 	}
 	return cid.Decode(rawCIDOf(b))
 }
-func (n narFuzzIPFS) AddFile(ctx context.Context, p string, prm ipfs.Params, pin bool) (cid.Cid, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return cid.Undef, err
-	}
-	defer f.Close()
-	return n.Add(ctx, f, prm, pin)
+func (n narFuzzIPFS) AddAt(ctx context.Context, r io.Reader, _ string, prm ipfs.Params, pin bool) (cid.Cid, error) {
+	return n.Add(ctx, r, prm, pin)
 }
+func (narFuzzIPFS) Unpin(context.Context, cid.Cid) error { return nil }
 func (narFuzzIPFS) DagImport(_ context.Context, cars []io.Reader, _ bool) (map[cid.Cid]string, error) {
 	return drainCARs(cars)
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,6 +50,11 @@ func (s *fakeStore) Close() error                                               
 type fakeIPFS struct {
 	adds atomic.Int32
 	fail error
+
+	mu       sync.Mutex
+	at       []string  // the files AddAt was told the bytes will be in
+	existed  []bool    // whether each was there when AddAt was called
+	unpinned []cid.Cid // what Unpin was asked to drop
 }
 
 func (f *fakeIPFS) Add(ctx context.Context, r io.Reader, p ipfs.Params, pin bool) (cid.Cid, error) {
@@ -64,13 +70,19 @@ func (f *fakeIPFS) Add(ctx context.Context, r io.Reader, p ipfs.Params, pin bool
 	mh, _ := multihash.Encode(h.Sum(nil), multihash.SHA2_256)
 	return cid.NewCidV1(cid.Raw, mh), nil
 }
-func (f *fakeIPFS) AddFile(ctx context.Context, path string, p ipfs.Params, pin bool) (cid.Cid, error) {
-	r, err := os.Open(path)
-	if err != nil {
-		return cid.Undef, err
-	}
-	defer r.Close()
+func (f *fakeIPFS) AddAt(ctx context.Context, r io.Reader, path string, p ipfs.Params, pin bool) (cid.Cid, error) {
+	_, err := os.Stat(path)
+	f.mu.Lock()
+	f.at = append(f.at, path)
+	f.existed = append(f.existed, err == nil)
+	f.mu.Unlock()
 	return f.Add(ctx, r, p, pin)
+}
+func (f *fakeIPFS) Unpin(_ context.Context, c cid.Cid) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unpinned = append(f.unpinned, c)
+	return nil
 }
 func (f *fakeIPFS) DagImport(_ context.Context, cars []io.Reader, _ bool) (map[cid.Cid]string, error) {
 	f.adds.Add(1)
@@ -158,11 +170,16 @@ func TestPublishPathIsIdempotent(t *testing.T) {
 }
 
 func TestCorruptPathRefused(t *testing.T) {
-	pub, st, _, p := setup(t)
+	pub, st, fi, p := setup(t)
 	st.infos[p].NarHash = "sha256:" + strings.Repeat("0", 52)
 	_, err := pub.PublishPath(context.Background(), p)
 	if !errs.Is(err, errs.Corrupt) || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("err = %v, want kind Corrupt", err)
+	}
+	// Corrupt wins over kubo failing on the same NAR: a retry cannot help.
+	fi.fail = errs.E(errs.Transient, errors.New("kubo read a file that is not there yet"))
+	if _, err := pub.PublishPath(context.Background(), p); !errs.Is(err, errs.Corrupt) {
+		t.Fatalf("with kubo failing too: err = %v, want kind Corrupt", err)
 	}
 	for _, f := range cacheFiles(t, pub.opt.Cache.Dir) {
 		if f != "nix-cache-info" {
@@ -187,6 +204,82 @@ func TestIPFSFailureLeavesNothing(t *testing.T) {
 	if _, err := pub.PublishPath(context.Background(), p); err != nil {
 		t.Fatalf("retry after kubo came back: %v", err)
 	}
+}
+
+// TestNocopyAddsWhileWriting: with nocopy a NAR of more than one chunk
+// goes to kubo's add in the pass that writes it, by reference to the
+// file it becomes (not there yet), and that file holds the bytes kubo
+// read once the path is published; a NAR of one chunk is added from its
+// file once in place (kubo reads a one-block file's root back during the
+// add). A NAR that does not match the store's record is unpinned, and no
+// file is left.
+func TestNocopyAddsWhileWriting(t *testing.T) {
+	pub, st, fi, small := setup(t)
+	pub.opt.Params.Chunker = KuboChunker
+	pub.opt.Params.Nocopy = true
+	big := addPath(t, st, "1b9p07z77phvv2hcj8s9jwgb3s5lgq1c-big", 3<<20)
+	for _, c := range []struct {
+		path     string
+		streamed bool
+	}{{big, true}, {small, false}} {
+		fi.at, fi.existed = nil, nil
+		ev, err := pub.PublishPath(context.Background(), c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := pub.opt.Cache.NarPath(ev.NarURL)
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fi.at) != 1 || fi.at[0] != file || fi.existed[0] == c.streamed {
+			t.Fatalf("%s: AddAt told %q (there already: %v), want [%s] (there: %v)", c.path, fi.at, fi.existed, file, !c.streamed)
+		}
+		h := sha256.Sum256(b)
+		mh, _ := multihash.Encode(h[:], multihash.SHA2_256)
+		if want := cid.NewCidV1(cid.Raw, mh); ev.CID != want.String() {
+			t.Errorf("%s: CID %s of the bytes added, the file holds %s", c.path, ev.CID, want)
+		}
+	}
+	if len(fi.unpinned) != 0 {
+		t.Errorf("unpinned %v after good publishes", fi.unpinned)
+	}
+
+	pub2, st2, fi2, _ := setup(t)
+	pub2.opt.Params.Chunker = KuboChunker
+	pub2.opt.Params.Nocopy = true
+	big2 := addPath(t, st2, "1b9p07z77phvv2hcj8s9jwgb3s5lgq1c-big", 3<<20)
+	st2.infos[big2].NarHash = "sha256:" + strings.Repeat("0", 52)
+	if _, err := pub2.PublishPath(context.Background(), big2); !errs.Is(err, errs.Corrupt) {
+		t.Fatalf("corrupt path with nocopy: %v, want kind Corrupt", err)
+	}
+	if len(fi2.unpinned) != 1 {
+		t.Errorf("corrupt path with nocopy: unpinned %v, want the CID added", fi2.unpinned)
+	}
+	for _, f := range cacheFiles(t, pub2.opt.Cache.Dir) {
+		if f != "nix-cache-info" {
+			t.Errorf("corrupt path left %s in the cache", f)
+		}
+	}
+}
+
+// addPath puts a store path holding one file of size random bytes into
+// the fake store.
+func addPath(t *testing.T, st *fakeStore, name string, size int) string {
+	t.Helper()
+	p := filepath.Join(st.dir, name)
+	data := make([]byte, size)
+	rand.New(rand.NewSource(int64(size))).Read(data)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := nar.DumpPath(&buf, p); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	st.infos[p] = &nixstore.PathInfo{Path: p, NarHash: "sha256:" + nixbase32.EncodeToString(sum[:]), NarSize: uint64(buf.Len())}
+	return p
 }
 
 func TestNotInStoreIsRetriedThenExhausted(t *testing.T) {

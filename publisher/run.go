@@ -80,7 +80,7 @@ func (c *Config) Register(s *config.Set) {
 	s.IntVar(&c.Concurrency, "concurrency", 4, "store paths published at once")
 	s.IntVar(&c.Events, "events", 4, "built events handled at once")
 	s.StringVar(&c.Chunker, "chunker", "", "how NARs are cut into blocks: nix-refs-<gap>-<size> (cut around store path hashes, built by the publisher; not with --ipfs-nocopy), or a kubo chunker: buzhash, size-<bytes> or rabin-<min>-<avg>-<max>; recorded with each CID, so old CIDs stay valid (default "+DefaultChunker+", or "+KuboChunker+" with --ipfs-nocopy; docs/CHUNKING.md)")
-	s.BoolVar(&c.Nocopy, "ipfs-nocopy", false, "add NARs by reference (kubo filestore): the cache's NAR is the only copy on this host; kubo's add cuts them, so the chunker is "+KuboChunker+" unless --chunker names another kubo chunker (nix-refs-* is refused); see docs/OPERATIONS.md")
+	s.BoolVar(&c.Nocopy, "ipfs-nocopy", false, "add NARs by reference (kubo filestore), streamed to kubo while they are written: the cache's NAR is the only copy on this host; kubo's add cuts them, so the chunker is "+KuboChunker+" unless --chunker names another kubo chunker (nix-refs-* is refused); see docs/OPERATIONS.md")
 	s.StringVar(&c.Durable, "durable", DefaultDurable, "durable consumer name; publishers sharing it share the work")
 	s.DurationVar(&c.AckWait, "ack-wait", DefaultAckWait, "redeliver an event whose publisher went silent this long (a running publisher reports progress every third of it)")
 	s.IntVar(&c.MaxAttempts, "max-attempts", 10, "deliveries before an event failing with a non-transient error is dead-lettered")

@@ -21,6 +21,8 @@ type File struct {
 	*os.File
 	path string
 	done bool
+
+	behind, written, flushed int64 // WriteBehind's interval and progress
 }
 
 // Create starts a write of path.
