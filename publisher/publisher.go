@@ -146,7 +146,20 @@ func (p *Publisher) HandleBuilt(ctx context.Context, ev *events.Built) error {
 	failed := make([]error, len(closure))
 	var g errgroup.Group
 	g.SetLimit(p.closureWorkers())
-	for i, sp := range closure {
+	// Small paths go in batches (batch.go), the others one by one.
+	batches, single := p.plan(ctx, closure)
+	for _, b := range batches {
+		g.Go(func() error {
+			for j, err := range p.publishBatch(ctx, b.infos) {
+				if err != nil {
+					failed[b.idx[j]] = fmt.Errorf("%s: %w", b.infos[j].Path, err)
+				}
+			}
+			return nil
+		})
+	}
+	for _, i := range single {
+		sp := closure[i]
 		g.Go(func() error {
 			if _, err := p.PublishPath(ctx, sp); err != nil {
 				failed[i] = fmt.Errorf("%s: %w", sp, err)
