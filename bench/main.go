@@ -29,7 +29,7 @@ import (
 )
 
 // sections in the order they run and appear.
-var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small", "provide", "slowlink", "mfs", "fanout", "prune", "upgrade", "scale"}
+var sectionOrder = []string{"hook", "publish", "mirror", "fetch", "dedup", "storm", "small", "provide", "slowlink", "mfs", "fanout", "prune", "upgrade", "scale", "avail"}
 
 var (
 	outFile    = flag.String("out", "", "write the figures into this Markdown file (between bench markers; other text is kept)")
@@ -203,6 +203,7 @@ var sections = map[string]func(b *Bench, s *scope, sec *Section){
 	"fanout":   benchFanout,
 	"storm":    benchStorm,
 	"small":    benchSmall,
+	"avail":    benchAvail,
 	"provide":  benchProvide,
 	"mfs":      benchMFS,
 	"prune":    benchPrune,

@@ -16,7 +16,7 @@ import (
 // publisher's side of the small-path rate besides its defaults.
 var smallPubArgs = []string{"--events=64", "--concurrency=32"}
 
-var smallN = flag.Int("small-paths", 0, "small section: paths to build and publish (default 2,000; 200 with -quick)")
+var smallN = flag.Int("small-paths", 0, "small and avail sections: small paths to build and publish (default 2,000; 200 with -quick)")
 
 var smallArgsF = flag.String("small-args", "", "small section: publisher flags of its tuned side, space-separated (default: "+strings.Join(smallPubArgs, " ")+"); with -sides pub,pub-tuned,pub-one,workflow,mirror,batch to run only some sides")
 
