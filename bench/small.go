@@ -18,7 +18,7 @@ var smallPubArgs = []string{"--events=64", "--concurrency=32"}
 
 var smallN = flag.Int("small-paths", 0, "small and avail sections: small paths to build and publish (default 2,000; 200 with -quick)")
 
-var smallArgsF = flag.String("small-args", "", "small section: publisher flags of its tuned side, space-separated (default: "+strings.Join(smallPubArgs, " ")+"); with -sides pub,pub-tuned,pub-one,workflow,mirror,batch to run only some sides")
+var smallArgsF = flag.String("small-args", "", "small section: publisher flags of its tuned side, space-separated (default: "+strings.Join(smallPubArgs, " ")+"); with -sides pub,pub-tuned,pub-one,pub-one-tuned,workflow,mirror,batch to run only some sides")
 
 // keepSide reports whether -sides (when set) lists key.
 func keepSide(key string) bool {
@@ -67,6 +67,10 @@ func benchSmall(b *Bench, s *scope, sec *Section) {
 			run: func(s *scope, ts []*pubTarget) map[string]pubMeasure {
 				return b.runPublisher(s, []*pubTarget{one}, false)
 			}},
+		{key: "pub-one-tuned", name: "publisher " + strings.Join(smallPubArgs, " ") + ", the paths as one event's closure", pub: true,
+			run: func(s *scope, ts []*pubTarget) map[string]pubMeasure {
+				return b.runPublisher(s, []*pubTarget{one}, false, smallPubArgs...)
+			}},
 		// Its nix copy of the top path copies the same paths (and the
 		// top): the one baseline for both shapes, run once.
 		{key: "workflow", name: "original workflow: nix copy, then ipfs add of each NAR, then IPFSHash appended",
@@ -74,7 +78,7 @@ func benchSmall(b *Bench, s *scope, sec *Section) {
 	}
 	// The paths each side publishes.
 	pathsOf := func(key string) int {
-		if key == "pub-one" || key == "workflow" {
+		if key == "pub-one" || key == "pub-one-tuned" || key == "workflow" {
 			return nOne
 		}
 		return n
@@ -109,9 +113,13 @@ func benchSmall(b *Bench, s *scope, sec *Section) {
 		return median(xs)
 	}
 	wf := rate("workflow")
-	if len(res["pub-one"]) > 0 {
-		r := rate("pub-one")
-		sec.add(Row{What: fmt.Sprintf("Small paths (%d of a few KB, one built event whose closure they are): publisher (defaults) vs original workflow", nOne),
+	for _, key := range []string{"pub-one", "pub-one-tuned"} {
+		if len(res[key]) == 0 {
+			continue
+		}
+		r := rate(key)
+		name := map[string]string{"pub-one": "defaults", "pub-one-tuned": strings.Join(smallPubArgs, " ")}[key]
+		sec.add(Row{What: fmt.Sprintf("Small paths (%d of a few KB, one built event whose closure they are): publisher (%s) vs original workflow", nOne, name),
 			Ratio: r / wf, Ours: fmt.Sprintf("%.0f paths/s", r), Base: fmt.Sprintf("%.0f paths/s", wf),
 			Aim: ">= 10x", Verdict: verdictOf(r/wf, r/wf >= 10)})
 	}
