@@ -240,6 +240,7 @@ func live(items []*batchItem) int {
 // runBatch takes the items' leases and publishes them, holding a slot.
 func (p *Publisher) runBatch(ctx context.Context, items []*batchItem) {
 	defer p.unlockAll(items)
+	start := time.Now()
 	p.leaseAll(ctx, items)
 	if live(items) == 0 {
 		return
@@ -247,10 +248,16 @@ func (p *Publisher) runBatch(ctx context.Context, items []*batchItem) {
 	for _, it := range items {
 		it.tried = it.phase == working
 	}
+	// Where a batch's time goes, for the log: the import is kubo's share.
+	leased := time.Now()
 	p.importAll(ctx, items)
+	imported := time.Now()
 	p.commitNARs(items)
+	narsDone := time.Now()
 	p.writeNarInfos(items)
+	written := time.Now()
 	p.announceAll(ctx, items)
+	took := [5]time.Duration{leased.Sub(start), imported.Sub(leased), narsDone.Sub(imported), written.Sub(narsDone), time.Since(written)}
 	n := 0
 	for _, it := range items {
 		if it.phase == working {
@@ -261,7 +268,9 @@ func (p *Publisher) runBatch(ctx context.Context, items []*batchItem) {
 			p.report(it.ev, true, it.start, it.err)
 		}
 	}
-	p.log.Info("published a batch", zap.Int("paths", n), zap.Int("of", len(items)))
+	p.log.Info("published a batch", zap.Int("paths", n), zap.Int("of", len(items)),
+		zap.Duration("lease", took[0]), zap.Duration("import", took[1]), zap.Duration("nars", took[2]),
+		zap.Duration("narinfos", took[3]), zap.Duration("announce", took[4]))
 }
 
 // leaseAll takes the leases of the working items side by side. An item

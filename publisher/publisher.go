@@ -10,6 +10,11 @@
 // "published" event, and acks the "built" event only when all of that is
 // durable. Publishing a path twice is harmless: the bytes, the file names and
 // the CID are all content addresses.
+//
+// A closure's small paths (a NAR of at most 256 KiB) are published in
+// batches of up to 64 (batch.go): the same files, CIDs and events, with
+// one dag import, shared directory fsyncs and pipelined acks for the
+// batch instead of a round of each per path.
 package publisher
 
 import (
