@@ -1,15 +1,24 @@
 package main
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/ipfs/go-cid"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
+	"github.com/nix-ipfs/nix-ipfs/nar"
+	"github.com/nix-ipfs/nix-ipfs/nardag"
+	"github.com/nix-ipfs/nix-ipfs/publisher"
+	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
 // smallPubArgs are the publisher settings for many small paths, the
@@ -18,7 +27,7 @@ var smallPubArgs = []string{"--events=64", "--concurrency=32"}
 
 var smallN = flag.Int("small-paths", 0, "small and avail sections: small paths to build and publish (default 2,000; 200 with -quick)")
 
-var smallArgsF = flag.String("small-args", "", "small section: publisher flags of its tuned side, space-separated (default: "+strings.Join(smallPubArgs, " ")+"); with -sides pub,pub-tuned,pub-one,pub-one-tuned,workflow,mirror,batch to run only some sides")
+var smallArgsF = flag.String("small-args", "", "small section: publisher flags of its tuned side, space-separated (default: "+strings.Join(smallPubArgs, " ")+"); with -sides pub,pub-tuned,pub-one,pub-one-tuned,floor,workflow,mirror,batch to run only some sides")
 
 // keepSide reports whether -sides (when set) lists key.
 func keepSide(key string) bool {
@@ -71,6 +80,10 @@ func benchSmall(b *Bench, s *scope, sec *Section) {
 			run: func(s *scope, ts []*pubTarget) map[string]pubMeasure {
 				return b.runPublisher(s, []*pubTarget{one}, false, smallPubArgs...)
 			}},
+		{key: "floor", name: "kubo's floor: one `ipfs dag import` of a CAR of every NAR's DAG, made beforehand, every root pinned",
+			run: func(s *scope, ts []*pubTarget) map[string]pubMeasure {
+				return map[string]pubMeasure{"one": b.runDagImportFloor(s, one)}
+			}},
 		// Its nix copy of the top path copies the same paths (and the
 		// top): the one baseline for both shapes, run once.
 		{key: "workflow", name: "original workflow: nix copy, then ipfs add of each NAR, then IPFSHash appended",
@@ -78,7 +91,7 @@ func benchSmall(b *Bench, s *scope, sec *Section) {
 	}
 	// The paths each side publishes.
 	pathsOf := func(key string) int {
-		if key == "pub-one" || key == "pub-one-tuned" || key == "workflow" {
+		if key == "pub-one" || key == "pub-one-tuned" || key == "workflow" || key == "floor" {
 			return nOne
 		}
 		return n
@@ -122,6 +135,11 @@ func benchSmall(b *Bench, s *scope, sec *Section) {
 		sec.add(Row{What: fmt.Sprintf("Small paths (%d of a few KB, one built event whose closure they are): publisher (%s) vs original workflow", nOne, name),
 			Ratio: r / wf, Ours: fmt.Sprintf("%.0f paths/s", r), Base: fmt.Sprintf("%.0f paths/s", wf),
 			Aim: ">= 10x", Verdict: verdictOf(r/wf, r/wf >= 10)})
+	}
+	if len(res["pub-one"]) > 0 && len(res["floor"]) > 0 {
+		r, f := rate("pub-one"), rate("floor")
+		sec.add(Row{What: fmt.Sprintf("Small paths (%d, one event): publisher (defaults) vs kubo's floor (one dag import of every NAR, each root pinned)", nOne),
+			Ratio: r / f, Ours: fmt.Sprintf("%.0f paths/s", r), Base: fmt.Sprintf("%.0f paths/s", f)})
 	}
 	for _, key := range []string{"pub", "pub-tuned"} {
 		if len(res[key]) == 0 {
@@ -272,4 +290,40 @@ func (b *Bench) runPublisherEach(s *scope, ts []*pubTarget, args ...string) map[
 		out[t.key] = m
 	}
 	return out
+}
+
+// runDagImportFloor is the least time any publisher that pins each
+// path's CID can take on this kubo: the DAGs of every NAR of t, built
+// beforehand (not timed), in one CAR whose header names every root, and
+// one `ipfs dag import` of it, which stores every block and pins (and
+// flushes) each root in turn.
+func (b *Bench) runDagImportFloor(s *scope, t *pubTarget) pubMeasure {
+	var (
+		roots  []cid.Cid
+		blocks bytes.Buffer
+	)
+	for _, p := range t.paths {
+		info, err := b.db.QueryPathInfo(b.ctx, p)
+		s.check(err, "path info of "+p)
+		hashes := []string{storepath.HashPart(p)}
+		for _, r := range info.References {
+			hashes = append(hashes, storepath.HashPart(r))
+		}
+		var nb bytes.Buffer
+		s.check(nar.DumpPath(&nb, p), "NAR of "+p)
+		root, err := nardag.Build(b.ctx, &nb, publisher.DefaultChunker, hashes, func(c cid.Cid, data []byte) error {
+			blocks.Write(nardag.CARBlock(c, data))
+			return nil
+		})
+		s.check(err, "DAG of "+p)
+		roots = append(roots, root)
+	}
+	car := filepath.Join(s.TempDir(), "all.car")
+	s.check(os.WriteFile(car, append(nardag.CARHeader(roots), blocks.Bytes()...), 0o644), "write the CAR")
+	k := testenv.StartKubo(s)
+	kpid := kuboPID(k.Repo)
+	k0 := cpuOf(kpid)
+	start := time.Now()
+	s.run(b.ctx, ipfsEnv(k), "ipfs", "dag", "import", "--stats=false", car)
+	return pubMeasure{took: time.Since(start), cpuKubo: cpuOf(kpid) - k0}
 }

@@ -61,6 +61,18 @@ func ImportMany(ctx context.Context, imp Importer, build func(put Sink) ([]cid.C
 	return pinned, nil
 }
 
+// CARHeader is a CARv1 header naming roots, to be followed by the
+// blocks (CARBlock): for tools that write a CAR of many DAGs to a file.
+func CARHeader(roots []cid.Cid) []byte { return carHeaderRoots(roots) }
+
+// CARBlock is one block's section of a CARv1: the varint length, the CID,
+// the data.
+func CARBlock(c cid.Cid, data []byte) []byte {
+	cb := c.Bytes()
+	out := binary.AppendUvarint(nil, uint64(len(cb)+len(data)))
+	return append(append(out, cb...), data...)
+}
+
 // carHeaderRoots is a CARv1 header naming roots (at least one: a CAR
 // header with none is invalid, so none becomes PlaceholderRoot): the
 // varint length, then the DAG-CBOR map {"roots": [...], "version": 1}.

@@ -113,3 +113,31 @@ func TestImportManyDaemonFails(t *testing.T) {
 		t.Fatalf("ImportMany with a failing builder: %v, want its error", err)
 	}
 }
+
+// TestCARHeaderAndBlock: a CAR written with CARHeader and CARBlock reads
+// back with go-car's reader: every root in its header, every block under
+// its CID.
+func TestCARHeaderAndBlock(t *testing.T) {
+	var (
+		roots []cid.Cid
+		body  []byte
+	)
+	for i := 0; i < 40; i++ {
+		r, err := nardag.Build(context.Background(), bytes.NewReader(testData(1000+i, int64(i), nil)), "nix-refs-4096-524288", nil,
+			func(c cid.Cid, data []byte) error { body = append(body, nardag.CARBlock(c, data)...); return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots = append(roots, r)
+	}
+	im := &carImporter{}
+	pinned, err := im.DagImport(context.Background(), []io.Reader{bytes.NewReader(append(nardag.CARHeader(roots), body...))}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range roots {
+		if msg, ok := pinned[r]; !ok || msg != "" {
+			t.Errorf("root %s: %q, %v", r, msg, ok)
+		}
+	}
+}
