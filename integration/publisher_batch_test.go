@@ -64,6 +64,9 @@ func TestHookManySmallPathsOneEvent(t *testing.T) {
 		cids = append(cids, nis[p].IPFSHash)
 	}
 	t.Logf("built and published %d paths in %v", n, time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(readFile(t, a.pub.Log), "published a batch") {
+		t.Errorf("the publisher published no batch: the small paths went one by one")
+	}
 	testenv.Eventually(t, 3*time.Minute, fmt.Sprintf("all %d CIDs pinned on B and announced", n), func() bool {
 		if len(mirMissing(mirPins(t, b), cids)) > 0 {
 			return false
