@@ -408,9 +408,18 @@ func (p *Publisher) batchNAR(ctx context.Context, it *batchItem, put nardag.Sink
 		return fmt.Errorf("DAG of %s: %w", info.Path, err)
 	}
 	it.root = root
-	it.ni = &narinfo.NarInfo{
+	it.ni = newNarInfo(info, cachedir.NarURL(narHash), narHash, size, root)
+	return nil
+}
+
+// newNarInfo is the narinfo of a path whose NAR, hashing to narHash and
+// of size bytes, is at url with CID c, with everything but the cache's
+// signatures: the fields `nix copy --to file://...?compression=none`
+// writes, and IPFSHash.
+func newNarInfo(info *nixstore.PathInfo, url, narHash string, size uint64, c cid.Cid) *narinfo.NarInfo {
+	ni := &narinfo.NarInfo{
 		StorePath:   info.Path,
-		URL:         cachedir.NarURL(narHash),
+		URL:         url,
 		Compression: "none",
 		FileHash:    narHash,
 		FileSize:    size,
@@ -419,12 +428,12 @@ func (p *Publisher) batchNAR(ctx context.Context, it *batchItem, put nardag.Sink
 		References:  baseNames(info.References),
 		Sigs:        append([]string(nil), info.Sigs...),
 		CA:          info.CA,
-		IPFSHash:    root.String(),
+		IPFSHash:    c.String(),
 	}
 	if info.Deriver != "" {
-		it.ni.Deriver = path.Base(info.Deriver)
+		ni.Deriver = path.Base(info.Deriver)
 	}
-	return nil
+	return ni
 }
 
 // refHashes are the hash parts nix-refs chunking cuts around: the path's

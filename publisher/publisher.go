@@ -443,23 +443,7 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 		}
 	}
 
-	ni := &narinfo.NarInfo{
-		StorePath:   info.Path,
-		URL:         url,
-		Compression: "none",
-		FileHash:    narHash,
-		FileSize:    size,
-		NarHash:     narHash,
-		NarSize:     size,
-		References:  baseNames(info.References),
-		Sigs:        append([]string(nil), info.Sigs...),
-		CA:          info.CA,
-		IPFSHash:    c.String(),
-	}
-	if info.Deriver != "" {
-		ni.Deriver = path.Base(info.Deriver)
-	}
-	return ni, nil
+	return newNarInfo(info, url, narHash, size, c), nil
 }
 
 // pipeWriter and pipeReader are the two ends of the pipe from the NAR
