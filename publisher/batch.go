@@ -9,6 +9,7 @@ import (
 	"path"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -54,17 +55,30 @@ import (
 // publish, doneAlready). The built event is acked only when every path is.
 const (
 	// batchMaxNar: paths whose NAR is larger are published alone; their
-	// bytes, not their round trips, are their cost. A batch holds its NARs
-	// in memory: at most batchMaxPaths * batchMaxNar, 16 MiB.
+	// bytes, not their round trips, are their cost. A batch holds one NAR
+	// in memory at a time.
 	batchMaxNar = 256 << 10
-	// batchMaxPaths is how many paths one batch takes: enough that the
-	// per-batch costs (an import, a directory fsync) are small per path,
-	// few enough that a closure of a few hundred paths still spreads over
-	// every slot.
-	batchMaxPaths = 64
+	// batchMaxPaths is the most paths one batch takes. kubo pins (and
+	// flushes) each root of an import in turn, and took a closure of
+	// 1,000 small paths 2.5-3x sooner in two batches of up to 512 than in
+	// sixteen of 64 (docs/BENCHMARKS.md, issue 25). A batch keeps a temp
+	// file open per path until its NARs are synced: batchPaths lowers it
+	// when the open-file limit is low.
+	batchMaxPaths = 512
 	// leaseWorkers bounds the leases of one batch taken at once.
 	leaseWorkers = 16
 )
+
+// batchPaths is the most paths in one batch: batchMaxPaths, or fewer if
+// every slot's batch open at once would take more than half of the
+// process's open-file limit.
+func batchPaths(concurrency int) int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 64
+	}
+	return max(2, min(batchMaxPaths, int(rl.Cur/2)/max(1, concurrency)))
+}
 
 // batchable reports whether this publisher can batch: the DAGs are built
 // in process (nardag), so many can go into one import. kubo's add (a kubo
@@ -96,15 +110,21 @@ func (p *Publisher) plan(ctx context.Context, closure []string) (batches []batch
 		p.log.Warn("cannot read the closure's path infos at once; publishing its paths one by one", zap.Error(err))
 		return nil, all
 	}
-	var cur batch
+	var small []int
 	for i, sp := range closure {
-		info := infos[sp]
-		if info == nil || info.NarSize == 0 || info.NarSize > batchMaxNar {
+		if info := infos[sp]; info == nil || info.NarSize == 0 || info.NarSize > batchMaxNar {
 			single = append(single, i)
-			continue
+		} else {
+			small = append(small, i)
 		}
-		cur.idx, cur.infos = append(cur.idx, i), append(cur.infos, info)
-		if len(cur.idx) == batchMaxPaths {
+	}
+	// As few batches as the size allows, but one for every slot: a
+	// closure of a few hundred paths still uses them all.
+	size := min(p.batchPaths, (len(small)+p.opt.Concurrency-1)/p.opt.Concurrency)
+	var cur batch
+	for _, i := range small {
+		cur.idx, cur.infos = append(cur.idx, i), append(cur.infos, infos[closure[i]])
+		if len(cur.idx) >= size {
 			batches, cur = append(batches, cur), batch{}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/ipfs/go-cid"
@@ -127,9 +128,10 @@ func TestBatchPublishesLikeOneByOne(t *testing.T) {
 	if !errs.Is(err, errs.Corrupt) || !strings.Contains(err.Error(), corrupt) || strings.Count(err.Error(), "is corrupt") != 1 {
 		t.Fatalf("HandleBuilt = %v, want one Corrupt error naming %s", err, corrupt)
 	}
-	// 150 small paths: three batches; the large one alone (an add).
-	if node.imports > 4 || node.imports == 0 {
-		t.Errorf("%d dag imports for %d small paths, want a few (batches)", node.imports, n)
+	// 150 small paths: one batch for each of the 4 slots; the large one
+	// alone.
+	if node.imports != 5 {
+		t.Errorf("%d dag imports for %d small paths and a large one, want 5 (a batch a slot, and one)", node.imports, n)
 	}
 
 	// The same paths, one by one (a store that cannot batch).
@@ -226,5 +228,34 @@ func TestBatchLeaseHeldGoesAlone(t *testing.T) {
 	}
 	if lk.times != 0 {
 		t.Errorf("the held path's lease was asked for %d times too few", lk.times)
+	}
+}
+
+// TestBatchPathsFollowsTheFileLimit: a batch keeps a temp file open per
+// path, so a low open-file limit makes batches smaller.
+func TestBatchPathsFollowsTheFileLimit(t *testing.T) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Skip(err)
+	}
+	defer syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
+	low := rl
+	low.Cur = 200
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Skip(err)
+	}
+	if got := batchPaths(4); got != 25 {
+		t.Errorf("batchPaths(4) with 200 files = %d, want 25", got)
+	}
+	if got := batchPaths(1000); got != 2 {
+		t.Errorf("batchPaths(1000) with 200 files = %d, want the least, 2", got)
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	if rl.Cur >= 2*4*batchMaxPaths {
+		if got := batchPaths(4); got != batchMaxPaths {
+			t.Errorf("batchPaths(4) with %d files = %d, want %d", rl.Cur, got, batchMaxPaths)
+		}
 	}
 }

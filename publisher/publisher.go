@@ -12,7 +12,7 @@
 // the CID are all content addresses.
 //
 // A closure's small paths (a NAR of at most 256 KiB) are published in
-// batches of up to 64 (batch.go): the same files, CIDs and events, with
+// batches of up to 512 (batch.go): the same files, CIDs and events, with
 // one dag import, shared directory fsyncs and pipelined acks for the
 // batch instead of a round of each per path.
 package publisher
@@ -94,6 +94,10 @@ type Publisher struct {
 	// flights shares one publish of a path among concurrent callers.
 	flights flights
 
+	// batchPaths is the most small paths of a closure published in one
+	// batch (batch.go).
+	batchPaths int
+
 	// dirs shares directory fsyncs between paths published at once
 	// (group commit): for small paths they were a quarter of the work.
 	dirs atomicfile.DirSyncer
@@ -126,7 +130,8 @@ func New(opt Options, store nixstore.Store, node IPFS, js jetstream.JetStream) (
 	}
 	return &Publisher{
 		opt: opt, store: store, ipfs: node, js: js, log: opt.Logger,
-		slots: semaphore.NewWeighted(int64(opt.Concurrency)),
+		slots:      semaphore.NewWeighted(int64(opt.Concurrency)),
+		batchPaths: batchPaths(opt.Concurrency),
 	}, nil
 }
 
