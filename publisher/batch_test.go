@@ -21,6 +21,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/lease"
 	"github.com/nix-ipfs/nix-ipfs/nardag"
 	"github.com/nix-ipfs/nix-ipfs/nixstore"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
@@ -201,7 +202,7 @@ func (l *pathHeldLocker) Lock(ctx context.Context, key, sp string) (context.Cont
 	defer l.mu.Unlock()
 	if sp == l.held && l.times > 0 {
 		l.times--
-		return nil, nil, errs.E(errs.Transient, fmt.Errorf("being published by another: %w", errHeld))
+		return nil, nil, errs.E(errs.Transient, fmt.Errorf("being published by another: %w", lease.ErrHeld))
 	}
 	return ctx, func() {}, nil
 }
