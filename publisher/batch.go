@@ -35,8 +35,8 @@ import (
 // lease taken and released on NATS, an HTTP request and a pin flush in
 // kubo, two fsyncs of a directory and an acked event, each waited for in
 // turn; the NAR bytes were nothing. A batch does the same work for up to
-// batchMaxPaths such paths with one slot, and shares what can be shared
-// without weakening any promise:
+// batchMaxPaths such paths with one batch slot, and shares what can be
+// shared without weakening any promise:
 //
 //   - the leases are taken (and released) side by side;
 //   - one `dag import` carries every NAR's blocks and pins every root
@@ -205,13 +205,13 @@ func (p *Publisher) publishBatch(ctx context.Context, infos []*nixstore.PathInfo
 		}
 	}
 	if live(items) > 0 {
-		if err := p.slots.Acquire(ctx, 1); err != nil {
+		if err := p.batchSlots.Acquire(ctx, 1); err != nil {
 			for _, it := range items {
 				it.fail(err)
 			}
 		} else {
 			p.runBatch(ctx, items)
-			p.slots.Release(1)
+			p.batchSlots.Release(1)
 		}
 	}
 	// The flights this batch owns end here; the paths it handed on are
@@ -257,7 +257,8 @@ func live(items []*batchItem) int {
 	return n
 }
 
-// runBatch takes the items' leases and publishes them, holding a slot.
+// runBatch takes the items' leases and publishes them, holding a batch
+// slot.
 func (p *Publisher) runBatch(ctx context.Context, items []*batchItem) {
 	defer p.unlockAll(items)
 	start := time.Now()

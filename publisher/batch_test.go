@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/nix-community/go-nix/pkg/nar"
@@ -258,5 +259,52 @@ func TestBatchPathsFollowsTheFileLimit(t *testing.T) {
 		if got := batchPaths(4); got != batchMaxPaths {
 			t.Errorf("batchPaths(4) with %d files = %d, want %d", rl.Cur, got, batchMaxPaths)
 		}
+	}
+}
+
+// blockingIPFS holds its first dag import until release is closed.
+type blockingIPFS struct {
+	fakeIPFS
+	first   sync.Once
+	started chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingIPFS) DagImport(ctx context.Context, cars []io.Reader, pin bool) (map[cid.Cid]string, error) {
+	wait := false
+	b.first.Do(func() { wait = true })
+	if wait {
+		close(b.started)
+		<-b.release
+	}
+	return b.fakeIPFS.DagImport(ctx, cars, pin)
+}
+
+// TestBatchDoesNotHoldBackOtherPaths: while a batch is published (its
+// import held), a path of another event published alone goes ahead, even
+// with one slot: batches have slots of their own.
+func TestBatchDoesNotHoldBackOtherPaths(t *testing.T) {
+	st, paths := smallStore(t, 6)
+	large := paths[len(paths)-1] // more than batchMaxNar: alone
+	sk, _, _ := signature.GenerateKeypair("test-1", nil)
+	node := &blockingIPFS{started: make(chan struct{}), release: make(chan struct{})}
+	pub, err := New(Options{Cache: Cache{Dir: filepath.Join(t.TempDir(), "cache")}, Key: sk, Params: refsParams(), Concurrency: 1},
+		st, node, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- pub.HandleBuilt(context.Background(), &events.Built{StoreDir: st.dir, OutPaths: paths[:len(paths)-1]})
+	}()
+	<-node.started
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := pub.PublishPath(ctx, large); err != nil {
+		t.Errorf("a path published alone while a batch held its import: %v", err)
+	}
+	close(node.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -94,6 +94,10 @@ type Publisher struct {
 	// flights shares one publish of a path among concurrent callers.
 	flights flights
 
+	// batchSlots bounds the batches published at once (Concurrency),
+	// apart from slots: a first system build's batches, seconds each,
+	// never hold back another event's paths published alone.
+	batchSlots *semaphore.Weighted
 	// batchPaths is the most small paths of a closure published in one
 	// batch (batch.go).
 	batchPaths int
@@ -131,6 +135,7 @@ func New(opt Options, store nixstore.Store, node IPFS, js jetstream.JetStream) (
 	return &Publisher{
 		opt: opt, store: store, ipfs: node, js: js, log: opt.Logger,
 		slots:      semaphore.NewWeighted(int64(opt.Concurrency)),
+		batchSlots: semaphore.NewWeighted(int64(opt.Concurrency)),
 		batchPaths: batchPaths(opt.Concurrency),
 	}, nil
 }
