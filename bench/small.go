@@ -191,7 +191,8 @@ func benchSmall(b *Bench, s *scope, sec *Section) {
 	sec.detailf("%d store paths of 1-8 KiB (one file each, %s of NAR in all), built once with nix-build, one derivation each, and a top path that refers to all of them (the closure of %d paths a machine's first system build hands over in one event). "+
 		"The publisher gets either one `built` event per path, all sent at once as a farm's hooks would send them, or one `built` event naming the top path (the `pub-one` side): a built event carries at most 1,024 outputs (schemas/built.v2.json), so thousands of paths reach one event as its closure. "+
 		"The clock runs from the first event until the last narinfo with an `IPFSHash` is on disk (fresh NATS, kubo and cache directory per side). "+
-		"The original workflow is one `nix copy --to 'file://DIR?compression=none&secret-key=KEY'` of the top path (so of all the paths), then `ipfs add --cid-version=1 -Q` (CLI) of each NAR in turn, then an `IPFSHash:` line appended to each narinfo; it is the baseline of both shapes. One round at full size.\n\n",
+		"The original workflow is one `nix copy --to 'file://DIR?compression=none&secret-key=KEY'` of the top path (so of all the paths), then `ipfs add --cid-version=1 -Q` (CLI) of each NAR in turn, then an `IPFSHash:` line appended to each narinfo; it is the baseline of both shapes. "+
+		"The floor side is one `ipfs dag import` (CLI) of a CAR of every NAR's DAG of the one-event closure, built beforehand with the publisher's chunker (not timed), whose header names every root: what kubo itself takes to store the blocks and pin (and flush) each root, the limit of any publisher that pins each path's CID. One round at full size.\n\n",
 		n, fmtBytes(total), nOne)
 	sec.detailf("| Side | took | paths/s | publisher CPU | kubo CPU |\n|---|---|---|---|---|\n")
 	for _, sd := range sides {
