@@ -151,6 +151,24 @@ func benchSmall(b *Bench, s *scope, sec *Section) {
 			Aim: ">= 10x", Verdict: verdictOf(rate(key)/wf, rate(key)/wf >= 10)})
 	}
 
+	sec.detailf("%d store paths of 1-8 KiB (one file each, %s of NAR in all), built once with nix-build, one derivation each, and a top path that refers to all of them (the closure of %d paths a machine's first system build hands over in one event). "+
+		"The publisher gets either one `built` event per path, all sent at once as a farm's hooks would send them, or one `built` event naming the top path (the `pub-one` side): a built event carries at most 1,024 outputs (schemas/built.v2.json), so thousands of paths reach one event as its closure. "+
+		"The clock runs from the first event until the last narinfo with an `IPFSHash` is on disk (fresh NATS, kubo and cache directory per side). "+
+		"The original workflow is one `nix copy --to 'file://DIR?compression=none&secret-key=KEY'` of the top path (so of all the paths), then `ipfs add --cid-version=1 -Q` (CLI) of each NAR in turn, then an `IPFSHash:` line appended to each narinfo; it is the baseline of both shapes. "+
+		"The floor side is one `ipfs dag import` (CLI) of a CAR of every NAR's DAG of the one-event closure, built beforehand with the publisher's chunker (not timed), whose header names every root: what kubo itself takes to store the blocks and pin (and flush) each root, the limit of any publisher that pins each path's CID. One round at full size.\n\n",
+		n, fmtBytes(total), nOne)
+	sec.detailf("| Side | took | paths/s | publisher CPU | kubo CPU |\n|---|---|---|---|---|\n")
+	for _, sd := range sides {
+		if len(res[sd.key]) == 0 {
+			continue
+		}
+		m := res[sd.key][0]
+		cp := ""
+		if sd.pub {
+			cp = fmtDur(m.cpuPub)
+		}
+		sec.detailf("| %s | %s | %.0f | %s | %s |\n", sd.name, fmtDur(m.took), float64(pathsOf(sd.key))/m.took.Seconds(), cp, fmtDur(m.cpuKubo))
+	}
 	// Mirror rate on the same paths.
 	msides := []struct {
 		key, name string
@@ -188,24 +206,6 @@ func benchSmall(b *Bench, s *scope, sec *Section) {
 		Ours: fmt.Sprintf("p50 %s, p99 %s", fmtDur(percentile(mm.latency, 50)), fmtDur(percentile(mm.latency, 99))),
 		Base: fmt.Sprintf("p50 %s, p99 %s", fmtDur(percentile(bm.latency, 50)), fmtDur(percentile(bm.latency, 99)))})
 
-	sec.detailf("%d store paths of 1-8 KiB (one file each, %s of NAR in all), built once with nix-build, one derivation each, and a top path that refers to all of them (the closure of %d paths a machine's first system build hands over in one event). "+
-		"The publisher gets either one `built` event per path, all sent at once as a farm's hooks would send them, or one `built` event naming the top path (the `pub-one` side): a built event carries at most 1,024 outputs (schemas/built.v2.json), so thousands of paths reach one event as its closure. "+
-		"The clock runs from the first event until the last narinfo with an `IPFSHash` is on disk (fresh NATS, kubo and cache directory per side). "+
-		"The original workflow is one `nix copy --to 'file://DIR?compression=none&secret-key=KEY'` of the top path (so of all the paths), then `ipfs add --cid-version=1 -Q` (CLI) of each NAR in turn, then an `IPFSHash:` line appended to each narinfo; it is the baseline of both shapes. "+
-		"The floor side is one `ipfs dag import` (CLI) of a CAR of every NAR's DAG of the one-event closure, built beforehand with the publisher's chunker (not timed), whose header names every root: what kubo itself takes to store the blocks and pin (and flush) each root, the limit of any publisher that pins each path's CID. One round at full size.\n\n",
-		n, fmtBytes(total), nOne)
-	sec.detailf("| Side | took | paths/s | publisher CPU | kubo CPU |\n|---|---|---|---|---|\n")
-	for _, sd := range sides {
-		if len(res[sd.key]) == 0 {
-			continue
-		}
-		m := res[sd.key][0]
-		cp := ""
-		if sd.pub {
-			cp = fmtDur(m.cpuPub)
-		}
-		sec.detailf("| %s | %s | %.0f | %s | %s |\n", sd.name, fmtDur(m.took), float64(pathsOf(sd.key))/m.took.Seconds(), cp, fmtDur(m.cpuKubo))
-	}
 	sec.detailf("\nMirror rate on the same paths, one built event each, publisher with defaults; the mirror side runs `nix-ipfs mirror --name %s` (defaults) on B; the batch side waits for every narinfo, then `ipfs pin add` (CLI) of each CID in turn on B. Latency is from a path's `published` event to its `pinned` event (mirror) or its pin add returning (batch).\n\n", mirrorName)
 	sec.detailf("| Side | all pinned | all published | per-path p50 | p99 | max |\n|---|---|---|---|---|---|\n")
 	for _, sd := range msides {
