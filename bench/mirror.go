@@ -119,13 +119,19 @@ func (b *Bench) runMirror(s *scope, paths []string) mirrorRun { return b.runMirr
 
 // runMirrorOf is runMirror; with each, one built event per path.
 func (b *Bench) runMirrorOf(s *scope, paths []string, each bool) mirrorRun {
+	return b.runMirrorTo(s, paths, paths, each)
+}
+
+// runMirrorTo is runMirrorOf for built events naming outs, whose
+// closure is paths: every one of paths must be pinned.
+func (b *Bench) runMirrorTo(s *scope, outs, paths []string, each bool) mirrorRun {
 	a, kb := b.setupMirrorRound(s)
 	m := testenv.StartProc(s, filepath.Join(b.bins, "nix-ipfs"), []string{"mirror", "--name", mirrorName},
 		"NIX_IPFS_NATS_URL="+a.nats.URL, "NIX_IPFS_KUBO_API="+kb.API, "NIX_IPFS_LOG_FORMAT=json", "NIX_IPFS_LOG_LEVEL=warn")
 	b.waitConsumer(s, a.js, func(c *jetstream.ConsumerInfo) bool { return c.Name == "mirror-"+mirrorName }, "the mirror's consumer", m)
 
 	start := time.Now()
-	b.publishBuiltAll(s, a.js, paths, each)
+	b.publishBuiltAll(s, a.js, outs, each)
 	subject := events.SubjectPinned(mirrorName)
 	s.waitFor(b.ctx, 10*time.Minute, 20*time.Millisecond, fmt.Sprintf("%d pinned events", len(paths)), func() bool {
 		if m.Wait(0) {

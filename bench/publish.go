@@ -370,21 +370,30 @@ func (b *Bench) runWorkflow(s *scope, ts []*pubTarget) map[string]pubMeasure {
 	for _, t := range ts {
 		k0 := cpuOf(kpid)
 		start := time.Now()
-		s.check(b.nixCopyTo(cache, t.outs...), "nix copy")
-		for _, p := range t.paths {
-			nar, err := narFile(cache, p)
-			s.check(err, "narinfo")
-			c := strings.TrimSpace(s.run(b.ctx, env, "ipfs", "add", "--cid-version=1", "-Q", nar))
-			ni := filepath.Join(cache, filepath.Base(p)[:32]+".narinfo")
-			f, err := os.OpenFile(ni, os.O_APPEND|os.O_WRONLY, 0)
-			s.check(err, "open narinfo")
-			_, err = fmt.Fprintf(f, "IPFSHash: %s\n", c)
-			s.check(err, "append IPFSHash")
-			s.check(f.Close(), "close narinfo")
-		}
+		b.workflowOn(s, env, cache, t)
 		out[t.key] = pubMeasure{took: time.Since(start), cpuKubo: cpuOf(kpid) - k0}
 	}
 	return out
+}
+
+// workflowOn runs the original workflow for t into cache, against the
+// kubo env names, and returns each path's CID.
+func (b *Bench) workflowOn(s *scope, env []string, cache string, t *pubTarget) map[string]string {
+	cids := map[string]string{}
+	s.check(b.nixCopyTo(cache, t.outs...), "nix copy")
+	for _, p := range t.paths {
+		nar, err := narFile(cache, p)
+		s.check(err, "narinfo")
+		c := strings.TrimSpace(s.run(b.ctx, env, "ipfs", "add", "--cid-version=1", "-Q", nar))
+		ni := filepath.Join(cache, filepath.Base(p)[:32]+".narinfo")
+		f, err := os.OpenFile(ni, os.O_APPEND|os.O_WRONLY, 0)
+		s.check(err, "open narinfo")
+		_, err = fmt.Fprintf(f, "IPFSHash: %s\n", c)
+		s.check(err, "append IPFSHash")
+		s.check(f.Close(), "close narinfo")
+		cids[p] = c
+	}
+	return cids
 }
 
 // runBareAdd adds the reference NAR files with one ipfs add per target.

@@ -170,29 +170,7 @@ func (d *DB) QueryPathInfo(ctx context.Context, path string) (*PathInfo, error) 
 	if err != nil {
 		return nil, d.dbError("query "+path, err)
 	}
-	narHash, err := nix32Hash(hash)
-	if err != nil {
-		return nil, fmt.Errorf("nix database %s: %s: hash %q: %w", d.dbPath, path, hash, err)
-	}
-	info := &PathInfo{
-		Path:             path,
-		NarHash:          narHash,
-		Deriver:          deriver.String,
-		CA:               ca.String,
-		RegistrationTime: time.Unix(regTime, 0),
-		Ultimate:         ultimate.Valid && ultimate.Int64 != 0,
-	}
-	if s := strings.Fields(sigs.String); len(s) > 0 {
-		info.Sigs = s
-	}
-	if narSize.Valid && narSize.Int64 > 0 {
-		info.NarSize = uint64(narSize.Int64)
-	}
-	if r := strings.Fields(refs.String); len(r) > 0 {
-		slices.Sort(r)
-		info.References = r
-	}
-	return info, nil
+	return d.pathInfo(path, hash, regTime, deriver, narSize, ultimate, sigs, ca, refs)
 }
 
 // nix32Hash converts the database's "sha256:<base16>" to

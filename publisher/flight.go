@@ -29,28 +29,47 @@ type flight struct {
 // do runs fn for key, or waits for the run already under way and returns
 // its result.
 func (g *flights) do(ctx context.Context, key string, fn func() (*events.Published, error)) (*events.Published, error) {
+	f, mine := g.begin(key)
+	if !mine {
+		return f.wait(ctx)
+	}
+	ev, err := fn()
+	g.end(key, f, ev, err)
+	return ev, err
+}
+
+// begin registers a run for key by the caller, who must end it; or, if
+// one is under way, returns it with mine false.
+func (g *flights) begin(key string) (f *flight, mine bool) {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	if f, ok := g.calls[key]; ok {
-		g.mu.Unlock()
-		select {
-		case <-f.done:
-			return f.ev, f.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+		return f, false
 	}
 	if g.calls == nil {
 		g.calls = map[string]*flight{}
 	}
-	f := &flight{done: make(chan struct{})}
+	f = &flight{done: make(chan struct{})}
 	g.calls[key] = f
-	g.mu.Unlock()
+	return f, true
+}
 
-	f.ev, f.err = fn()
-
+// end records the result of the run begin registered and wakes its
+// waiters.
+func (g *flights) end(key string, f *flight, ev *events.Published, err error) {
+	f.ev, f.err = ev, err
 	g.mu.Lock()
 	delete(g.calls, key)
 	g.mu.Unlock()
 	close(f.done)
-	return f.ev, f.err
+}
+
+// wait returns the run's result once it ends, or ctx's error first.
+func (f *flight) wait(ctx context.Context) (*events.Published, error) {
+	select {
+	case <-f.done:
+		return f.ev, f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }

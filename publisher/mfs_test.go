@@ -133,9 +133,7 @@ func TestMFSFollowsStream(t *testing.T) {
 		return ok && lok && l == "cid:"+ev.CID
 	})
 	testenv.Eventually(t, 20*time.Second, "a cache root announced", func() bool {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		return m.last.Defined()
+		return m.LastAnnounced().Defined()
 	})
 	cancel()
 	<-done

@@ -10,6 +10,11 @@
 // "published" event, and acks the "built" event only when all of that is
 // durable. Publishing a path twice is harmless: the bytes, the file names and
 // the CID are all content addresses.
+//
+// A closure's small paths (a NAR of at most 256 KiB) are published in
+// batches of up to 512 (batch.go): the same files, CIDs and events, with
+// one dag import, shared directory fsyncs and pipelined acks for the
+// batch instead of a round of each per path.
 package publisher
 
 import (
@@ -94,6 +99,14 @@ type Publisher struct {
 	// flights shares one publish of a path among concurrent callers.
 	flights flights
 
+	// batchSlots bounds the batches published at once (Concurrency),
+	// apart from slots: a first system build's batches, seconds each,
+	// never hold back another event's paths published alone.
+	batchSlots *semaphore.Weighted
+	// batchPaths is the most small paths of a closure published in one
+	// batch (batch.go).
+	batchPaths int
+
 	// dirs shares directory fsyncs between paths published at once
 	// (group commit): for small paths they were a quarter of the work.
 	dirs atomicfile.DirSyncer
@@ -126,7 +139,9 @@ func New(opt Options, store nixstore.Store, node IPFS, js jetstream.JetStream) (
 	}
 	return &Publisher{
 		opt: opt, store: store, ipfs: node, js: js, log: opt.Logger,
-		slots: semaphore.NewWeighted(int64(opt.Concurrency)),
+		slots:      semaphore.NewWeighted(int64(opt.Concurrency)),
+		batchSlots: semaphore.NewWeighted(int64(opt.Concurrency)),
+		batchPaths: batchPaths(opt.Concurrency),
 	}, nil
 }
 
@@ -151,7 +166,20 @@ func (p *Publisher) HandleBuilt(ctx context.Context, ev *events.Built) error {
 	failed := make([]error, len(closure))
 	var g errgroup.Group
 	g.SetLimit(p.closureWorkers())
-	for i, sp := range closure {
+	// Small paths go in batches (batch.go), the others one by one.
+	batches, single := p.plan(ctx, closure)
+	for _, b := range batches {
+		g.Go(func() error {
+			for j, err := range p.publishBatch(ctx, b.infos) {
+				if err != nil {
+					failed[b.idx[j]] = fmt.Errorf("%s: %w", b.infos[j].Path, err)
+				}
+			}
+			return nil
+		})
+	}
+	for _, i := range single {
+		sp := closure[i]
 		g.Go(func() error {
 			if _, err := p.PublishPath(ctx, sp); err != nil {
 				failed[i] = fmt.Errorf("%s: %w", sp, err)
@@ -464,23 +492,7 @@ func (p *Publisher) writeNAR(ctx context.Context, log *zap.Logger, info *nixstor
 		}
 	}
 
-	ni := &narinfo.NarInfo{
-		StorePath:   info.Path,
-		URL:         url,
-		Compression: "none",
-		FileHash:    narHash,
-		FileSize:    size,
-		NarHash:     narHash,
-		NarSize:     size,
-		References:  baseNames(info.References),
-		Sigs:        append([]string(nil), info.Sigs...),
-		CA:          info.CA,
-		IPFSHash:    c.String(),
-	}
-	if info.Deriver != "" {
-		ni.Deriver = path.Base(info.Deriver)
-	}
-	return ni, nil
+	return newNarInfo(info, url, narHash, size, c), nil
 }
 
 // addFile adds the NAR file name by reference (nocopy), reading it back.

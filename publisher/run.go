@@ -16,6 +16,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	sharedmetrics "github.com/nix-ipfs/nix-ipfs/internal/metrics"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/lease"
 	"github.com/nix-ipfs/nix-ipfs/nixstore"
 )
 
@@ -179,7 +180,7 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 		w.Close()
 		return nil, err
 	}
-	locker, err := NewKVLocker(ctx, js, Self(), cfg.LockTTL, replicas, log)
+	locker, err := lease.NewKV(ctx, js, lease.Self(), cfg.LockTTL, replicas, log)
 	if err != nil {
 		w.Close()
 		return nil, err

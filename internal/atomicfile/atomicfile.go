@@ -54,24 +54,10 @@ func (f *File) CommitTo(path string) error {
 
 // commitFile fsyncs the data and renames the temp file to path.
 func (f *File) commitFile(path string) error {
-	f.path = path
-	if f.done {
-		return fmt.Errorf("%s: already committed or aborted", f.path)
+	if err := f.syncData(path); err != nil {
+		return err
 	}
-	f.done = true
-	if err := f.Sync(); err != nil {
-		f.abort()
-		return fmt.Errorf("fsync %s: %w", f.path, err)
-	}
-	if err := f.File.Close(); err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("close %s: %w", f.path, err)
-	}
-	if err := os.Rename(f.Name(), f.path); err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("rename into %s: %w", f.path, err)
-	}
-	return nil
+	return f.rename()
 }
 
 // Abort removes the temp file. It is safe after Commit (then it does nothing).
