@@ -103,11 +103,17 @@ func (x *Executor) Run(ctx context.Context, p *Plan) (Result, error) {
 		}
 	}
 	var errsSeen []error
-	for start := 0; start < len(p.Retire); start += x.BatchSize {
+	// The retirements are made whole a batch at a time: a few bytes a
+	// path until then.
+	var batch []Retirement
+	for start := 0; start < p.Retire.Len(); start += x.BatchSize {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		batch := p.Retire[start:min(start+x.BatchSize, len(p.Retire))]
+		batch = batch[:0]
+		for i := start; i < min(start+x.BatchSize, p.Retire.Len()); i++ {
+			batch = append(batch, p.Retire.At(i))
+		}
 		moved, err := x.moveOut(batch, &res)
 		if err != nil {
 			return res, err

@@ -112,7 +112,7 @@ func Load(ctx context.Context, js jetstream.JetStream, stream, cacheDir string, 
 	if err := roots.LoadFile(cachedir.Cache{Dir: cacheDir}.StatePath(cachedir.RootsFile)); err != nil {
 		return nil, nil, nil, err
 	}
-	if err := roots.ReadBuilt(ctx, js, stream); err != nil {
+	if err := ReadBuilt(ctx, js, stream, roots); err != nil {
 		return nil, nil, nil, err
 	}
 	pins, err := OpenPins(ctx, js, 0, false)
@@ -155,14 +155,14 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 	}
 	plan := Decide(ix, roots, pins, cfg.Policy.Policy(), time.Now())
 	log.Info("plan", zap.Int("roots", plan.Roots), zap.Int("live_roots", len(plan.LiveRoots)), zap.Int("pins", len(pins)),
-		zap.Int("cache_paths", plan.CachePaths), zap.Int("kept", plan.KeptPaths), zap.Int("retire", len(plan.Retire)),
+		zap.Int("cache_paths", plan.CachePaths), zap.Int("kept", plan.KeptPaths), zap.Int("retire", plan.Retire.Len()),
 		zap.Int("problems", len(plan.Problems)), zap.Duration("took", time.Since(start)))
 	for _, p := range plan.Problems {
 		log.Warn("problem found (left as it is)", zap.String("problem", p))
 	}
-	if len(plan.LiveRoots) == 0 && len(plan.Retire) > 0 && !cfg.AllowEmpty && !cfg.DryRun {
+	if len(plan.LiveRoots) == 0 && plan.Retire.Len() > 0 && !cfg.AllowEmpty && !cfg.DryRun {
 		return errs.Errorf(errs.Invalid, "no live root (%d roots known, %d pins): prune would remove all %d paths not written within --grace; check --nats-url and --stream, or pass --allow-empty",
-			plan.Roots, len(pins), len(plan.Retire))
+			plan.Roots, len(pins), plan.Retire.Len())
 	}
 	if cfg.DryRun {
 		return writePlan(out, plan, nil, cfg.JSON)
@@ -174,7 +174,7 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 	runtime.ReadMemStats(&ms)
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(int64(ms.HeapAlloc)*3/2 + 64<<20))
 	x := &Executor{Dir: cfg.Policy.CacheDir, JS: js, Host: cfg.Host, Grace: cfg.Policy.Grace, Log: log}
-	if cfg.KuboAPI != "none" && len(plan.Retire) > 0 {
+	if cfg.KuboAPI != "none" && plan.Retire.Len() > 0 {
 		k, err := ipfs.Dial(cfg.KuboAPI)
 		if err == nil {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -236,7 +236,7 @@ func writePlan(w io.Writer, p *Plan, res *Result, asJSON bool) error {
 	fmt.Fprintf(w, "kept: %d paths (%d only for --grace %s)\n", p.KeptPaths, p.GracePaths, p.Policy.Grace)
 	if res == nil {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		for i, r := range p.Retire {
+		for i, r := range p.Retire.All() {
 			fmt.Fprintf(tw, "  retire\t%s\t%s\t%s\n", r.StorePath, Bytes(int64(r.FileSize)), r.Why())
 			if i%4096 == 4095 {
 				// Columns aligned by blocks: a tabwriter holds every
@@ -248,7 +248,7 @@ func writePlan(w io.Writer, p *Plan, res *Result, asJSON bool) error {
 			fmt.Fprintf(tw, "  remove\t%s\t\tno narinfo names it\n", o)
 		}
 		tw.Flush()
-		fmt.Fprintf(w, "%s: %d paths, %d orphan NARs; frees %s\n", verb, len(p.Retire), len(p.OrphanNARs), Bytes(p.FreedBytes))
+		fmt.Fprintf(w, "%s: %d paths, %d orphan NARs; frees %s\n", verb, p.Retire.Len(), len(p.OrphanNARs), Bytes(p.FreedBytes))
 	} else {
 		fmt.Fprintf(w, "%s: %d paths (%d NARs, %d orphan NARs), freed %s; %d announced, %d unpinned here, %d spared (published meanwhile), %d restored, %d unfinished\n",
 			verb, res.Retired, res.NARsRemoved, res.OrphanNARs, Bytes(res.FreedBytes), res.Announced, res.Unpinned, res.Spared, res.Restored, res.Unfinished)
@@ -267,14 +267,14 @@ const retirePlaceholder = `"\u0000retire\u0000"`
 // byte for byte, but the retirements one at a time: encoded at once, a
 // million of them would be a buffer of half a gigabyte.
 func writePlanJSON(w io.Writer, out planOutput) error {
-	if out.Plan == nil || len(out.Plan.Retire) == 0 {
+	if out.Plan == nil || out.Plan.Retire.Len() == 0 {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
 	retire := out.Plan.Retire
 	shallow := *out.Plan
-	shallow.Retire = []Retirement{{placeholder: true}}
+	shallow.Retire = RetirementsOf(Retirement{placeholder: true})
 	out.Plan = &shallow
 	head, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {
@@ -288,7 +288,7 @@ func writePlanJSON(w io.Writer, out planOutput) error {
 	bw.Write(before)
 	bw.WriteString("[")
 	const indent = "      " // inside {"plan": {"retire": [...]}}
-	for i, r := range retire {
+	for i, r := range retire.All() {
 		if i > 0 {
 			bw.WriteString(",")
 		}

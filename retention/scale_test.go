@@ -78,22 +78,22 @@ func TestScaleSmoke(t *testing.T) {
 	runtime.KeepAlive(ix)
 	livePerPath := float64(after.HeapInuse-base.HeapInuse) / float64(n)
 
-	if plan.CachePaths != n || plan.KeptPaths+len(plan.Retire) != n || plan.KeptPaths == 0 || len(plan.Retire) < n/2 {
-		t.Fatalf("plan over %d paths: %d in the cache, %d kept, %d retire", n, plan.CachePaths, plan.KeptPaths, len(plan.Retire))
+	if plan.CachePaths != n || plan.KeptPaths+plan.Retire.Len() != n || plan.KeptPaths == 0 || plan.Retire.Len() < n/2 {
+		t.Fatalf("plan over %d paths: %d in the cache, %d kept, %d retire", n, plan.CachePaths, plan.KeptPaths, plan.Retire.Len())
 	}
 	// What status computes: the same figures without the list.
 	sv := Survey(ix, roots, pins, Policy{KeepFor: 24 * time.Hour, Grace: time.Hour}, plan.Now)
-	if sv.Retire != nil || sv.RetireCount != len(plan.Retire) || sv.KeptPaths != plan.KeptPaths || sv.FreedBytes != plan.FreedBytes ||
+	if sv.Retire.Len() != 0 || sv.RetireCount != plan.Retire.Len() || sv.KeptPaths != plan.KeptPaths || sv.FreedBytes != plan.FreedBytes ||
 		sv.CachePaths != plan.CachePaths || len(sv.Problems) != len(plan.Problems) {
 		t.Errorf("Survey: %d retire (listed %d), %d kept, %d freed; Decide: %d retire, %d kept, %d freed",
-			sv.RetireCount, len(sv.Retire), sv.KeptPaths, sv.FreedBytes, len(plan.Retire), plan.KeptPaths, plan.FreedBytes)
+			sv.RetireCount, sv.Retire.Len(), sv.KeptPaths, sv.FreedBytes, plan.Retire.Len(), plan.KeptPaths, plan.FreedBytes)
 	}
 	if len(plan.Problems) != 0 {
 		t.Fatalf("problems: %q", plan.Problems[:min(3, len(plan.Problems))])
 	}
 	perPath := float64(high-base.HeapInuse) / float64(n)
 	t.Logf("%d paths: %d kept, %d retire; peak heap %.0f MiB above the roots, %.0f bytes a path; live after the plan %.0f bytes a path",
-		n, plan.KeptPaths, len(plan.Retire), float64(high-base.HeapInuse)/(1<<20), perPath, livePerPath)
+		n, plan.KeptPaths, plan.Retire.Len(), float64(high-base.HeapInuse)/(1<<20), perPath, livePerPath)
 	// The index, the kept set and the plan hold about 550 bytes a path;
 	// the peak adds the garbage collector's headroom and the reading's
 	// fixed buffers (issue 24: 256 MiB at 300,000 paths for the whole
@@ -116,8 +116,8 @@ func TestScaleSmoke(t *testing.T) {
 	writeHeapProfile(t, ".run")
 	runPerPath := float64(runHigh-base.HeapInuse) / float64(n)
 	t.Logf("the run: %d retired; peak heap %.0f bytes a path", res.Retired, runPerPath)
-	if res.Retired != len(plan.Retire) {
-		t.Errorf("retired %d of %d", res.Retired, len(plan.Retire))
+	if res.Retired != plan.Retire.Len() {
+		t.Errorf("retired %d of %d", res.Retired, plan.Retire.Len())
 	}
 	if runPerPath > peakBound {
 		t.Errorf("carrying out a prune needs %.0f bytes of heap a path at its peak, want at most %d", runPerPath, peakBound)
@@ -163,14 +163,15 @@ func sampleHeap(t *testing.T) func() uint64 {
 func TestPlanJSONStreamed(t *testing.T) {
 	root := Root{Outputs: []string{"/nix/store/" + strings.Repeat("b", 32) + "-b"}, Job: "b<&>", LastBuilt: time.Unix(1e9, 0)}
 	pol := Policy{KeepFor: time.Hour, Grace: time.Minute}
-	p := &Plan{Policy: pol, Now: time.Unix(2e9, 0), Roots: 2, CachePaths: 3, OrphanNARs: []string{"nar/x.nar"}, Problems: []string{"a <problem>"},
-		Retire: []Retirement{
-			{StorePath: "/nix/store/" + strings.Repeat("a", 32) + "-a", URL: "nar/a.nar", NarHash: "sha256:a", Reason: "why", CID: "bafy"},
-			{StorePath: root.Outputs[0], URL: "nar/b.nar", RemoveNAR: true, Journal: true},
-		}}
-	p.Retire[1].root, p.Retire[1].policy = &root, &p.Policy
+	p := &Plan{Policy: pol, Now: time.Unix(2e9, 0), Roots: 2, CachePaths: 3, OrphanNARs: []string{"nar/x.nar"}, Problems: []string{"a <problem>"}}
+	rs := []Retirement{
+		{StorePath: "/nix/store/" + strings.Repeat("a", 32) + "-a", URL: "nar/a.nar", NarHash: "sha256:a", Reason: "why", CID: "bafy"},
+		{StorePath: root.Outputs[0], URL: "nar/b.nar", RemoveNAR: true, Journal: true},
+	}
+	rs[1].root, rs[1].policy = &root, &p.Policy
+	p.Retire = RetirementsOf(rs...)
 	for _, res := range []*Result{nil, {Retired: 2}} {
-		for _, plan := range []*Plan{p, {Now: p.Now}, {Now: p.Now, Retire: []Retirement{}}} {
+		for _, plan := range []*Plan{p, {Now: p.Now}, {Now: p.Now, Retire: RetirementsOf([]Retirement{}...)}} {
 			var want, got bytes.Buffer
 			enc := json.NewEncoder(&want)
 			enc.SetIndent("", "  ")
@@ -185,8 +186,8 @@ func TestPlanJSONStreamed(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(p.Retire[1].Why(), "root of job b<&>") {
-		t.Errorf("reason %q", p.Retire[1].Why())
+	if !strings.Contains(p.Retire.At(1).Why(), "root of job b<&>") {
+		t.Errorf("reason %q", p.Retire.At(1).Why())
 	}
 }
 

@@ -1,0 +1,331 @@
+// Package roots holds the roots prune keeps closures by: the outputs of
+// each build, its job and when it was last built, at about 100 bytes a
+// root (issue 24: a farm builds every path it publishes, so a million
+// paths are about a million roots), and the file a cache remembers them
+// in, read and written a root at a time.
+package roots
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nix-ipfs/nix-ipfs/events"
+	"github.com/nix-ipfs/nix-ipfs/internal/arena"
+	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/latest"
+)
+
+// Root is the outputs of one build: it keeps their whole closure while it
+// is live.
+type Root struct {
+	// Outputs are absolute store paths, sorted.
+	Outputs []string `json:"outputs"`
+	// Job is what keep-last-per-job counts by (latest.JobOf).
+	Job string `json:"job"`
+	// LastBuilt is the time of the latest "built" event for these outputs.
+	LastBuilt time.Time `json:"last_built"`
+}
+
+// Key is the root's identity: its outputs, space-separated.
+func (r Root) Key() string { return strings.Join(r.Outputs, " ") }
+
+// ID names a root in its Set.
+type ID int32
+
+// Set is a set of roots, one per distinct set of outputs. Its roots live
+// in one arena (their outputs' key) and a slice of fixed-size records;
+// it finds a root by the hash of its key, so no string header or pointer
+// a root is left for the garbage collector.
+type Set struct {
+	recs   []rec
+	keys   arena.Arena
+	byHash map[uint64]ID
+	// collided are roots whose key's hash another key had first.
+	collided map[string]ID
+	jobs     []string
+	jobIDs   map[string]int32
+	seed     maphash.Seed
+}
+
+type rec struct {
+	key  arena.Str
+	job  int32
+	nsec int32
+	sec  int64
+}
+
+func (r *rec) built() time.Time { return time.Unix(r.sec, int64(r.nsec)).UTC() }
+
+// New returns an empty set.
+func New() *Set {
+	return &Set{byHash: map[uint64]ID{}, collided: map[string]ID{}, jobIDs: map[string]int32{}, seed: maphash.MakeSeed()}
+}
+
+// Len is the number of roots.
+func (s *Set) Len() int { return len(s.recs) }
+
+// Add records a build of r.Outputs; a later build of the same outputs moves
+// LastBuilt forward and takes its job.
+func (s *Set) Add(r Root) {
+	if len(r.Outputs) == 0 {
+		return
+	}
+	if !slices.IsSorted(r.Outputs) || hasDup(r.Outputs) {
+		r.Outputs = slices.Compact(slices.Sorted(slices.Values(r.Outputs)))
+	}
+	k := r.Key()
+	id, ok := s.find(k)
+	if ok {
+		old := &s.recs[id]
+		if r.LastBuilt.After(old.built()) {
+			old.sec, old.nsec, old.job = r.LastBuilt.Unix(), int32(r.LastBuilt.Nanosecond()), s.job(r.Job)
+		}
+		return
+	}
+	id = ID(len(s.recs))
+	s.recs = append(s.recs, rec{key: s.keys.Add(k), job: s.job(r.Job), sec: r.LastBuilt.Unix(), nsec: int32(r.LastBuilt.Nanosecond())})
+	h := maphash.String(s.seed, k)
+	if _, taken := s.byHash[h]; taken {
+		s.collided[k] = id
+	} else {
+		s.byHash[h] = id
+	}
+}
+
+func hasDup(sorted []string) bool {
+	for i := 1; i < len(sorted); i++ {
+		if sorted[i] == sorted[i-1] {
+			return true
+		}
+	}
+	return false
+}
+
+// find returns the root whose key is k.
+func (s *Set) find(k string) (ID, bool) {
+	if id, ok := s.byHash[maphash.String(s.seed, k)]; ok && s.keys.Get(s.recs[id].key) == k {
+		return id, true
+	}
+	id, ok := s.collided[k]
+	return id, ok
+}
+
+func (s *Set) job(j string) int32 {
+	if id, ok := s.jobIDs[j]; ok {
+		return id
+	}
+	id := int32(len(s.jobs))
+	s.jobs = append(s.jobs, j)
+	s.jobIDs[j] = id
+	return id
+}
+
+// AddBuilt records a "built" event.
+func (s *Set) AddBuilt(ev *events.Built) {
+	s.Add(Root{Outputs: ev.OutPaths, Job: latest.JobOf(ev), LastBuilt: ev.Time})
+}
+
+// Root returns the root id, its outputs newly allocated.
+func (s *Set) Root(id ID) Root {
+	r := &s.recs[id]
+	return Root{Outputs: strings.Split(s.keys.Get(r.key), " "), Job: s.jobs[r.job], LastBuilt: r.built()}
+}
+
+// Job is root id's job.
+func (s *Set) Job(id ID) string { return s.jobs[s.recs[id].job] }
+
+// LastBuilt is when root id was last built.
+func (s *Set) LastBuilt(id ID) time.Time { return s.recs[id].built() }
+
+// EachOutput calls fn with each of root id's outputs until it returns
+// false, without allocating.
+func (s *Set) EachOutput(id ID, fn func(string) bool) {
+	k := s.keys.Get(s.recs[id].key)
+	for {
+		o, rest, more := strings.Cut(k, " ")
+		if !fn(o) || !more {
+			return
+		}
+		k = rest
+	}
+}
+
+// Newest returns the roots' ids, newest first (ties by outputs): 4 bytes
+// a root.
+func (s *Set) Newest() []ID {
+	out := make([]ID, len(s.recs))
+	for i := range out {
+		out[i] = ID(i)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := &s.recs[out[i]], &s.recs[out[j]]
+		if a.sec != b.sec || a.nsec != b.nsec {
+			return a.sec > b.sec || (a.sec == b.sec && a.nsec > b.nsec)
+		}
+		return s.keys.Get(a.key) < s.keys.Get(b.key)
+	})
+	return out
+}
+
+// All returns the roots, newest first (ties by outputs).
+func (s *Set) All() []Root {
+	ids := s.Newest()
+	out := make([]Root, len(ids))
+	for i, id := range ids {
+		out[i] = s.Root(id)
+	}
+	return out
+}
+
+// The roots file, {"version":1,"roots":[Root...]}, is the roots a cache
+// remembers, so that roots outlive the stream's max-age: prune merges it
+// with the stream and writes it back.
+
+// LoadFile adds the roots recorded in path; a missing file adds none. It
+// decodes one root at a time: the file of a million roots is 150 MB.
+func (s *Set) LoadFile(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("roots file: %w", err)
+	}
+	defer f.Close()
+	bad := func(err error) error {
+		return errs.Errorf(errs.Invalid, "roots file %s: %v (move it away to start from the stream's roots only)", path, err)
+	}
+	version := 0
+	var early []Root // roots read before the version: added once it is known
+	err = decodeFile(f, func(v int) error {
+		version = v
+		if v != 1 {
+			return errs.Errorf(errs.Invalid, "roots file %s: version %d, this code reads version 1", path, v)
+		}
+		for _, r := range early {
+			s.Add(r)
+		}
+		early = nil
+		return nil
+	}, func(r Root) {
+		if version == 1 {
+			s.Add(r)
+		} else {
+			early = append(early, r)
+		}
+	})
+	if err != nil {
+		if errs.Is(err, errs.Invalid) {
+			return err
+		}
+		return bad(err)
+	}
+	if version != 1 {
+		return errs.Errorf(errs.Invalid, "roots file %s: version %d, this code reads version 1", path, version)
+	}
+	return nil
+}
+
+// decodeFile reads {"version": N, "roots": [...]} as json.Unmarshal into
+// file would (keys matched without case, unknown keys skipped), calling
+// version and root as it goes.
+func decodeFile(r io.Reader, version func(int) error, root func(Root)) error {
+	dec := json.NewDecoder(r)
+	if t, err := dec.Token(); err != nil {
+		return err
+	} else if d, ok := t.(json.Delim); !ok || d != '{' {
+		return fmt.Errorf("not a JSON object")
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch k, _ := t.(string); {
+		case strings.EqualFold(k, "version"):
+			var v int
+			if err := dec.Decode(&v); err != nil {
+				return err
+			}
+			if err := version(v); err != nil {
+				return err
+			}
+		case strings.EqualFold(k, "roots"):
+			t, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			if t == nil {
+				continue // null: no roots
+			}
+			if d, ok := t.(json.Delim); !ok || d != '[' {
+				return fmt.Errorf("roots: not an array")
+			}
+			for dec.More() {
+				var r Root
+				if err := dec.Decode(&r); err != nil {
+					return err
+				}
+				root(r)
+			}
+			if _, err := dec.Token(); err != nil {
+				return err
+			}
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("data after the roots")
+	}
+	return nil
+}
+
+// SaveFile writes the roots to path atomically, keeping only those for
+// which keep returns true, a root at a time.
+func (s *Set) SaveFile(path string, keep func(Root) bool) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("roots file: %w", err)
+	}
+	f, err := atomicfile.Create(path, 0o644)
+	if err != nil {
+		return fmt.Errorf("roots file: %w", err)
+	}
+	defer f.Abort()
+	w := newWriter(f)
+	w.str(`{"version":1,"roots":[`)
+	first := true
+	for _, id := range s.Newest() {
+		r := s.Root(id)
+		if !keep(r) {
+			continue
+		}
+		if !first {
+			w.str(",")
+		}
+		first = false
+		w.json(r)
+	}
+	w.str("]}\n")
+	if err := w.flush(); err != nil {
+		return fmt.Errorf("roots file: %w", err)
+	}
+	return f.Commit()
+}
