@@ -137,12 +137,25 @@ func Load(ctx context.Context, js jetstream.JetStream, stream, cacheDir string, 
 	return ix, roots, list, nil
 }
 
+// GCPercent is the garbage collector's target while prune or status
+// holds a whole cache's index, the roots and the plan: a tighter one
+// keeps the peak near what is live, at little CPU cost since what is
+// live holds almost no pointers to follow (issue 24, docs/BENCHMARKS.md).
+const GCPercent = 25
+
+// TightGC sets GCPercent, unless the environment sets GOGC, and returns
+// what puts the previous target back.
+func TightGC() (restore func()) {
+	if os.Getenv("GOGC") != "" {
+		return func() {}
+	}
+	old := debug.SetGCPercent(GCPercent)
+	return func() { debug.SetGCPercent(old) }
+}
+
 // RunPrune runs prune as the CLI does.
 func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writer) error {
-	// Prune holds the whole cache's index, the roots and the plan at once;
-	// a tighter GC target keeps its peak near what is live (a run over
-	// 100,000 paths, docs/BENCHMARKS.md) at little CPU cost.
-	defer debug.SetGCPercent(debug.SetGCPercent(40))
+	defer TightGC()()
 	nc, js, err := cfg.NATS.ConnectOnce("nix-ipfs prune")
 	if err != nil {
 		return err
