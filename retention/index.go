@@ -2,6 +2,7 @@ package retention
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -41,23 +42,29 @@ type Index struct {
 	// policy, so a fleet pulling a job's latest never finds it gone.
 	Latest map[string][]string
 
-	ids     map[hashKey]int32 // by hash part
-	entries []entry           // by id
-	refs    []int32           // entries' references, by entry.refs
-	nars    []narFile         // the files in nar/, sorted by packed URL
+	// keys are the hash parts of the cache's narinfos, sorted: the id
+	// of keys[i] is i. Those of the journal's and of references the cache
+	// lacks have the ids after them, in extra.
+	keys      []hashKey
+	extra     map[hashKey]int32
+	extraKeys []hashKey
+	entries   []entry   // by id
+	refs      []int32   // entries' references, by entry.refOff
+	nars      []narFile // the files in nar/, sorted by packed URL
 	// urls are the NAR URLs of the paths whose NAR file is missing.
 	urls  map[int32]str
 	arena arena.Arena
-	// absent are the hash parts only referenced, by id (for problems).
-	absent map[int32]string
 }
 
-// hashKey is a hash part as a map key: no string header, no pointer for
-// the garbage collector to follow.
+// hashKey is a hash part: no string header, no pointer for the garbage
+// collector to follow.
 type hashKey [storepath.HashLen]byte
 
+func compareKeys(a hashKey, b *hashKey) int { return bytes.Compare(a[:], b[:]) }
+
 // entry is one path, 64 bytes: those only referenced (not in the cache)
-// are not present and have nothing else. Its strings are packed.
+// are not present and have nothing else. Its strings are packed, the
+// store path without its hash part (the id's key).
 type entry struct {
 	storePath, narHash, cid str
 	refOff                  uint32
@@ -103,7 +110,11 @@ func (ix *Index) id(h string) int32 {
 	if len(h) != storepath.HashLen {
 		return -1
 	}
-	if id, ok := ix.ids[hashKey([]byte(h))]; ok {
+	k := hashKey([]byte(h))
+	if i, ok := slices.BinarySearchFunc(ix.keys, &k, compareKeys); ok {
+		return int32(i)
+	}
+	if id, ok := ix.extra[k]; ok {
 		return id
 	}
 	return -1
@@ -111,22 +122,35 @@ func (ix *Index) id(h string) int32 {
 
 // intern returns h's id, giving it one if it has none.
 func (ix *Index) intern(h string) int32 {
-	k := hashKey([]byte(h))
-	if id, ok := ix.ids[k]; ok {
+	if id := ix.id(h); id >= 0 {
 		return id
 	}
 	id := int32(len(ix.entries))
-	ix.ids[k] = id
+	k := hashKey([]byte(h))
+	if ix.extra == nil {
+		ix.extra = map[hashKey]int32{}
+	}
+	ix.extra[k] = id
+	ix.extraKeys = append(ix.extraKeys, k)
 	ix.entries = append(ix.entries, entry{nar: -1})
 	return id
+}
+
+// hash is id's hash part.
+func (ix *Index) hash(id int32) string {
+	if int(id) < len(ix.keys) {
+		return string(ix.keys[id][:])
+	}
+	return string(ix.extraKeys[int(id)-len(ix.keys)][:])
 }
 
 // refsOf are e's references.
 func (ix *Index) refsOf(e *entry) []int32 { return ix.refs[e.refOff : e.refOff+e.refLen&refMax] }
 
-func (ix *Index) storePath(e *entry) string { return packed.StorePathText(ix.arena.Get(e.storePath)) }
-
-func (ix *Index) hashPart(e *entry) string { return storepath.HashPart(ix.storePath(e)) }
+func (ix *Index) storePath(id int32) string {
+	return packed.StorePathText(ix.arena.Get(ix.entries[id].storePath), ix.hash(id))
+}
+func (ix *Index) hashPart(id int32) string { return storepath.HashPart(ix.storePath(id)) }
 func (ix *Index) narHash(e *entry) string  { return packed.NarHashText(ix.arena.Get(e.narHash)) }
 func (ix *Index) cid(e *entry) string      { return packed.CIDText(ix.arena.Get(e.cid)) }
 func (ix *Index) url(id int32) string {
@@ -136,10 +160,20 @@ func (ix *Index) url(id int32) string {
 	return packed.NarURLText(ix.arena.Get(ix.urls[id]))
 }
 
+// compareStorePaths orders ids by their store paths, without unpacking
+// those of listed hash parts under /nix/store: their order is their ids'.
+func (ix *Index) compareStorePaths(a, b int32) int {
+	pa, pb := ix.arena.Get(ix.entries[a].storePath), ix.arena.Get(ix.entries[b].storePath)
+	if int(a) < len(ix.keys) && int(b) < len(ix.keys) && packed.UnderHash(pa) && packed.UnderHash(pb) {
+		return cmp.Compare(a, b)
+	}
+	return strings.Compare(ix.storePath(a), ix.storePath(b))
+}
+
 // hasStorePath reports whether the cache holds store path sp.
 func (ix *Index) hasStorePath(sp string) bool {
 	id := ix.id(storepath.HashPart(sp))
-	return id >= 0 && ix.entries[id].present() && packed.StorePathIs(ix.arena.Get(ix.entries[id].storePath), sp)
+	return id >= 0 && ix.entries[id].present() && packed.StorePathIs(ix.arena.Get(ix.entries[id].storePath), ix.hash(id), sp)
 }
 
 // findNAR is the index in nars of the file at url, -1 if none.
@@ -184,8 +218,14 @@ func ReadIndex(dir string) (*Index, error) {
 	if err := c.CheckCacheInfo(); err != nil {
 		return nil, fmt.Errorf("cache %s: %w", dir, err)
 	}
-	ix.ids = make(map[hashKey]int32, len(names)+len(names)/8)
-	ix.entries = make([]entry, 0, len(names)+len(names)/8)
+	// Sorted, the names are the ids: no map, and a store path need not
+	// keep its hash part.
+	slices.SortFunc(names, func(a, b hashKey) int { return compareKeys(a, &b) })
+	ix.keys = names
+	ix.entries = make([]entry, len(names), len(names)+len(names)/16)
+	for i := range ix.entries {
+		ix.entries[i].nar = -1
+	}
 	ix.refs = make([]int32, 0, 4*(len(names)+1))
 	ix.nars = make([]narFile, 0, len(names)+1)
 	if err := c.EachNAR(func(f cachedir.File) {
@@ -256,12 +296,6 @@ func ReadIndex(dir string) (*Index, error) {
 			results[i] = parsed{}
 		}
 	}
-	ix.absent = map[int32]string{}
-	for k, id := range ix.ids {
-		if !ix.entries[id].present() {
-			ix.absent[id] = string(k[:])
-		}
-	}
 	if ix.Latest, err = readLatest(c); err != nil {
 		return nil, fmt.Errorf("cache %s: latest-build documents: %w", dir, err)
 	}
@@ -326,7 +360,7 @@ func (ix *Index) add(r *parsed) {
 	}
 	e := &ix.entries[id]
 	*e = entry{
-		storePath: ix.arena.Add(packed.StorePath(r.storePath)), narHash: ix.arena.Add(packed.NarHash(r.narHash)), cid: ix.arena.Add(packed.CID(r.cid)),
+		storePath: ix.arena.Add(packed.StorePath(r.storePath, r.hashPart)), narHash: ix.arena.Add(packed.NarHash(r.narHash)), cid: ix.arena.Add(packed.CID(r.cid)),
 		refOff: uint32(off), refLen: uint32(len(r.refs)) | flags,
 		nar:      ix.findNAR(r.url),
 		fileSize: r.fileSize, narSize: r.narSize, infoSize: uint32(min(r.infoSize, math.MaxUint32)), modTime: r.modTime.UnixNano(),

@@ -221,7 +221,7 @@ func decide(ix *Index, rs *Roots, pins []Pin, pol Policy, now time.Time, listRet
 			if !e.present() || e.retiring() {
 				continue
 			}
-			if e.modTime > cut || (e.nar >= 0 && ix.nars[e.nar].modTime > cut) || (len(ix.RecentlyPublished) > 0 && ix.RecentlyPublished[ix.storePath(e)]) {
+			if e.modTime > cut || (e.nar >= 0 && ix.nars[e.nar].modTime > cut) || (len(ix.RecentlyPublished) > 0 && ix.RecentlyPublished[ix.storePath(int32(i))]) {
 				if !kept[i] {
 					graceSeeds++
 				}
@@ -238,7 +238,7 @@ func decide(ix *Index, rs *Roots, pins []Pin, pol Policy, now time.Time, listRet
 				if k := [2]int32{h, r}; !missing[k] {
 					missing[k] = true
 					p.Problems = append(p.Problems, fmt.Sprintf("%s references %s, which is not in the cache (left as it is: prune never repairs)",
-						ix.storePath(e), ix.absent[r]))
+						ix.storePath(h), ix.hash(r)))
 				}
 				continue
 			}
@@ -263,10 +263,10 @@ func decide(ix *Index, rs *Roots, pins []Pin, pol Policy, now time.Time, listRet
 		if kept[i] {
 			if e.retiring() {
 				if e.nar < 0 {
-					p.Problems = append(p.Problems, fmt.Sprintf("%s is kept but an interrupted prune removed its NAR %s", ix.storePath(e), ix.url(int32(i))))
+					p.Problems = append(p.Problems, fmt.Sprintf("%s is kept but an interrupted prune removed its NAR %s", ix.storePath(int32(i)), ix.url(int32(i))))
 					continue
 				}
-				p.restore = append(p.restore, ix.hashPart(e))
+				p.restore = append(p.restore, ix.hashPart(int32(i)))
 			}
 			p.KeptPaths++
 			if e.nar >= 0 {
@@ -276,7 +276,7 @@ func decide(ix *Index, rs *Roots, pins []Pin, pol Policy, now time.Time, listRet
 				keptCID[c] = struct{}{}
 			}
 			if e.nar < 0 {
-				p.Problems = append(p.Problems, fmt.Sprintf("%s: its NAR %s is missing from the cache", ix.storePath(e), ix.url(int32(i))))
+				p.Problems = append(p.Problems, fmt.Sprintf("%s: its NAR %s is missing from the cache", ix.storePath(int32(i)), ix.url(int32(i))))
 			}
 		}
 	}
@@ -329,9 +329,7 @@ func decide(ix *Index, rs *Roots, pins []Pin, pol Policy, now time.Time, listRet
 			list = append(list, r)
 		}
 	}
-	slices.SortFunc(list, func(a, b retireRef) int {
-		return packed.CompareStorePaths(ix.arena.Get(ix.entries[a.id].storePath), ix.arena.Get(ix.entries[b.id].storePath))
-	})
+	slices.SortFunc(list, func(a, b retireRef) int { return ix.compareStorePaths(a.id, b.id) })
 	p.Retire = Retirements{ix: ix, roots: rs, policy: &p.Policy, list: list}
 
 	orphanCut := now.Add(-max(pol.Grace, OrphanAge)).UnixNano()

@@ -6,6 +6,7 @@ import (
 	"iter"
 
 	"github.com/nix-ipfs/nix-ipfs/retention/roots"
+	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
 // RootID names a root in its Roots.
@@ -54,8 +55,8 @@ func (r Retirements) At(i int) Retirement {
 	}
 	ref := r.list[i]
 	e := &r.ix.entries[ref.id]
-	sp := r.ix.storePath(e)
-	out := Retirement{StorePath: sp, HashPart: r.ix.hashPart(e), URL: r.ix.url(ref.id), NarHash: r.ix.narHash(e), NarSize: e.narSize,
+	sp := r.ix.storePath(ref.id)
+	out := Retirement{StorePath: sp, HashPart: storepath.HashPart(sp), URL: r.ix.url(ref.id), NarHash: r.ix.narHash(e), NarSize: e.narSize,
 		FileSize: e.fileSize, Journal: e.retiring(), InfoSize: int64(e.infoSize), RemoveNAR: ref.flags&removeNAR != 0}
 	if ref.flags&cidKept == 0 {
 		out.CID = r.ix.cid(e)

@@ -201,26 +201,10 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 	}
 	res, runErr := x.Run(ctx, plan)
 	// Remember the roots that still hold something, so that they outlive
-	// the stream's max-age (by the narinfos' names: not a second index).
-	kept := map[hashKey]bool{}
-	if err := (cachedir.Cache{Dir: cfg.Policy.CacheDir}).EachNarInfo(func(h string) {
-		if len(h) == storepath.HashLen {
-			kept[hashKey([]byte(h))] = true
-		}
-	}); err == nil {
-		if err := roots.SaveFile(cachedir.Cache{Dir: cfg.Policy.CacheDir}.StatePath(cachedir.RootsFile), func(r Root) bool {
-			if time.Since(r.LastBuilt) < 24*time.Hour {
-				return true // maybe still being published
-			}
-			for _, o := range r.Outputs {
-				if h := storepath.HashPart(o); len(h) == storepath.HashLen && kept[hashKey([]byte(h))] {
-					return true
-				}
-			}
-			return false
-		}); err != nil {
-			log.Warn("cannot record the roots", zap.Error(err))
-		}
+	// the stream's max-age (by the narinfos' names, a byte a path of the
+	// index: not a second index).
+	if err := saveRoots(cfg.Policy.CacheDir, ix, roots); err != nil {
+		log.Warn("cannot record the roots", zap.Error(err))
 	}
 	log.Info("pruned", zap.Int("retired", res.Retired), zap.Int64("freed_bytes", res.FreedBytes),
 		zap.Int("spared", res.Spared), zap.Duration("took", time.Since(start)))
@@ -228,6 +212,38 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 		return err
 	}
 	return runErr
+}
+
+// saveRoots writes the roots file: the roots built within a day (maybe
+// still being published) and those with an output the cache still holds.
+func saveRoots(dir string, ix *Index, roots *Roots) error {
+	c := cachedir.Cache{Dir: dir}
+	still := make([]bool, len(ix.entries))
+	var other map[hashKey]bool // published while prune ran
+	if err := c.EachNarInfo(func(h string) {
+		if id := ix.id(h); id >= 0 {
+			still[id] = true
+		} else if len(h) == storepath.HashLen {
+			if other == nil {
+				other = map[hashKey]bool{}
+			}
+			other[hashKey([]byte(h))] = true
+		}
+	}); err != nil {
+		return err
+	}
+	return roots.SaveFile(c.StatePath(cachedir.RootsFile), func(r Root) bool {
+		if time.Since(r.LastBuilt) < 24*time.Hour {
+			return true
+		}
+		for _, o := range r.Outputs {
+			h := storepath.HashPart(o)
+			if id := ix.id(h); (id >= 0 && still[id]) || (len(h) == storepath.HashLen && other[hashKey([]byte(h))]) {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // planOutput is what --json prints.

@@ -15,48 +15,57 @@ import (
 const (
 	tagText   = 't' // the text, as it was
 	tagStore  = 'n' // a store path under /nix/store, without it
+	tagHash   = 'h' // a store path under /nix/store, without it and its hash part
 	tagBinary = 'b' // a CID's bytes, or a NAR URL's hash
 )
 
 const nixStore = "/nix/store/"
 
-// StorePath packs a store path: /nix/store/ is left out.
-func StorePath(s string) string {
+// StorePath packs a store path whose hash part is known to be h (its
+// narinfo's name, the id's key in the index): /nix/store/ and h are left
+// out.
+func StorePath(s, h string) string {
 	if rest, ok := strings.CutPrefix(s, nixStore); ok {
+		if tail, ok := strings.CutPrefix(rest, h); ok && h != "" {
+			return string(tagHash) + tail
+		}
 		return string(tagStore) + rest
 	}
 	return string(tagText) + s
 }
 
-// StorePathText is the store path p packs.
-func StorePathText(p string) string {
+// StorePathText is the store path p packs, given h.
+func StorePathText(p, h string) string {
 	if p == "" {
 		return ""
 	}
-	if p[0] == tagStore {
+	switch p[0] {
+	case tagHash:
+		return nixStore + h + p[1:]
+	case tagStore:
 		return nixStore + p[1:]
 	}
 	return p[1:]
 }
 
-// StorePathIs reports whether p packs s, without unpacking it.
-func StorePathIs(p, s string) bool {
+// StorePathIs reports whether p packs s, given h, without unpacking it.
+func StorePathIs(p, h, s string) bool {
 	if p == "" {
 		return s == ""
 	}
-	if p[0] == tagStore {
+	switch p[0] {
+	case tagHash:
+		return len(s) == len(nixStore)+len(h)+len(p)-1 && strings.HasPrefix(s, nixStore) &&
+			s[len(nixStore):len(nixStore)+len(h)] == h && s[len(nixStore)+len(h):] == p[1:]
+	case tagStore:
 		return len(s) == len(nixStore)+len(p)-1 && strings.HasPrefix(s, nixStore) && s[len(nixStore):] == p[1:]
 	}
 	return p[1:] == s
 }
 
-// CompareStorePaths orders packed store paths as their texts.
-func CompareStorePaths(a, b string) int {
-	if a != "" && b != "" && a[0] == tagStore && b[0] == tagStore {
-		return strings.Compare(a[1:], b[1:])
-	}
-	return strings.Compare(StorePathText(a), StorePathText(b))
-}
+// UnderHash reports whether p packs a store path as /nix/store/, its
+// hash part, then the rest: such paths order as their hash parts.
+func UnderHash(p string) bool { return p != "" && p[0] == tagHash }
 
 // NarHash packs "sha256:<52 nix32>" as its 32 bytes, anything else as
 // text.

@@ -13,13 +13,20 @@ import (
 func TestRoundTrip(t *testing.T) {
 	sum := sha256.Sum256([]byte("x"))
 	h52 := nixbase32.EncodeToString(sum[:])
-	for _, s := range []string{"/nix/store/" + strings.Repeat("a", 32) + "-x", "/gnu/store/abc", "", "/nix/store/", "n", "t"} {
-		if got := StorePathText(StorePath(s)); got != s {
-			t.Errorf("store path %q came back %q", s, got)
+	h := strings.Repeat("a", 32)
+	for _, s := range []string{"/nix/store/" + h + "-x", "/nix/store/" + strings.Repeat("b", 32) + "-x", "/gnu/store/abc", "", "/nix/store/", "n", "t", "h"} {
+		for _, hh := range []string{h, ""} {
+			p := StorePath(s, hh)
+			if got := StorePathText(p, hh); got != s {
+				t.Errorf("store path %q (%q) came back %q", s, hh, got)
+			}
+			if !StorePathIs(p, hh, s) || (s != "" && StorePathIs(p, hh, s+"x")) || StorePathIs(p, hh, "/nix/store/"+strings.Repeat("c", 32)+"-x") {
+				t.Errorf("StorePathIs(%q, %q)", s, hh)
+			}
 		}
-		if !StorePathIs(StorePath(s), s) || (s != "" && StorePathIs(StorePath(s), s+"x")) {
-			t.Errorf("StorePathIs(%q)", s)
-		}
+	}
+	if p := StorePath("/nix/store/"+h+"-x", h); len(p) != 3 || !UnderHash(p) {
+		t.Errorf("packed %q", p)
 	}
 	for _, s := range []string{"sha256:" + h52, "sha256:" + strings.Repeat("z", 52), "sha256:abc", "", "md5:x"} {
 		if got := NarHashText(NarHash(s)); got != s {
@@ -42,9 +49,5 @@ func TestRoundTrip(t *testing.T) {
 		if got := NarURLText(NarURL(s)); got != s {
 			t.Errorf("NAR URL %q came back %q", s, got)
 		}
-	}
-	a, b := StorePath("/nix/store/aaa-x"), StorePath("/nix/store/bbb-x")
-	if CompareStorePaths(a, b) >= 0 || CompareStorePaths(StorePath("/gnu/store/z"), a) >= 0 || CompareStorePaths(StorePath("/zzz/store/a"), a) <= 0 {
-		t.Error("CompareStorePaths")
 	}
 }
