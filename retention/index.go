@@ -16,6 +16,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/arena"
 	"github.com/nix-ipfs/nix-ipfs/latest"
 	"github.com/nix-ipfs/nix-ipfs/retention/packed"
+	"github.com/nix-ipfs/nix-ipfs/retention/roots"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
@@ -175,6 +176,20 @@ func (ix *Index) hasStorePath(sp string) bool {
 	id := ix.id(storepath.HashPart(sp))
 	return id >= 0 && ix.entries[id].present() && packed.StorePathIs(ix.arena.Get(ix.entries[id].storePath), ix.hash(id), sp)
 }
+
+// PathID is store path sp's id if the cache holds it (roots.Paths: a
+// root keeps its outputs as ids).
+func (ix *Index) PathID(sp string) (int32, bool) {
+	if !ix.hasStorePath(sp) {
+		return 0, false
+	}
+	return ix.id(storepath.HashPart(sp)), true
+}
+
+// PathText is the store path of id.
+func (ix *Index) PathText(id int32) string { return ix.storePath(id) }
+
+var _ roots.Paths = (*Index)(nil)
 
 // findNAR is the index in nars of the file at url, -1 if none.
 func (ix *Index) findNAR(url string) int32 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nix-ipfs/nix-ipfs/retention/packed"
+	"github.com/nix-ipfs/nix-ipfs/retention/roots"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
@@ -162,12 +163,24 @@ func decide(ix *Index, rs *Roots, pins []Pin, pol Policy, now time.Time, listRet
 		live[k] = &LiveRoot{Root: r, Why: []string{why}}
 		liveOrder = append(liveOrder, k)
 	}
+	// idOf is the index's id of a root's output, -1 if none; present
+	// says whether the cache holds it.
+	sameIndex := rs.Paths() == roots.Paths(ix)
+	idOf := func(o string, pathID int32) (id int32, present bool) {
+		if pathID >= 0 {
+			if sameIndex {
+				return pathID, true // known by its store path
+			}
+			o = rs.Paths().PathText(pathID)
+		}
+		return ix.id(storepath.HashPart(o)), ix.hasStorePath(o)
+	}
 	perJob := map[string]int{}
 	newest := rs.Newest()
 	for _, id := range newest {
 		inCache := false
-		rs.EachOutput(id, func(o string) bool {
-			inCache = present(o)
+		rs.EachOutput(id, func(o string, pathID int32) bool {
+			_, inCache = idOf(o, pathID)
 			return !inCache
 		})
 		if pol.KeepFor > 0 && now.Sub(rs.LastBuilt(id)) < pol.KeepFor {
@@ -286,8 +299,8 @@ func decide(ix *Index, rs *Roots, pins []Pin, pol Policy, now time.Time, listRet
 		rootOf[i] = -1
 	}
 	for _, r := range newest {
-		rs.EachOutput(r, func(o string) bool {
-			if id := ix.id(storepath.HashPart(o)); id >= 0 && rootOf[id] < 0 {
+		rs.EachOutput(r, func(o string, pathID int32) bool {
+			if id, _ := idOf(o, pathID); id >= 0 && rootOf[id] < 0 {
 				rootOf[id] = r
 			}
 			return true

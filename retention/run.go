@@ -23,6 +23,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/retention/incache"
+	"github.com/nix-ipfs/nix-ipfs/retention/roots"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
@@ -108,7 +109,12 @@ func (c *PruneConfig) Validate() error {
 // stream's "built" events), the pins, the cache, and (grace > 0) the paths
 // published within grace.
 func Load(ctx context.Context, js jetstream.JetStream, stream, cacheDir string, grace time.Duration) (*Index, *Roots, []Pin, error) {
-	roots := NewRoots()
+	// The index first: the roots keep the outputs it holds as its ids.
+	ix, err := ReadIndex(cacheDir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	roots := roots.NewOver(ix)
 	if err := roots.LoadFile(cachedir.Cache{Dir: cacheDir}.StatePath(cachedir.RootsFile)); err != nil {
 		return nil, nil, nil, err
 	}
@@ -123,17 +129,11 @@ func Load(ctx context.Context, js jetstream.JetStream, stream, cacheDir string, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	var recent map[string]bool
 	if grace > 0 {
-		if recent, err = ReadPublishedSince(ctx, js, stream, time.Now().Add(-grace)); err != nil {
+		if ix.RecentlyPublished, err = ReadPublishedSince(ctx, js, stream, time.Now().Add(-grace)); err != nil {
 			return nil, nil, nil, err
 		}
 	}
-	ix, err := ReadIndex(cacheDir)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	ix.RecentlyPublished = recent
 	return ix, roots, list, nil
 }
 

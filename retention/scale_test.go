@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/synthcache"
+	"github.com/nix-ipfs/nix-ipfs/retention/roots"
 )
 
 // TestScaleSmoke plans a prune over a nixpkgs-shaped cache of 20,000
@@ -49,18 +49,11 @@ func TestScaleSmoke(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// The roots, as prune reads them from the built events: one per path.
-	roots := NewRoots()
-	if err := synthcache.Nixpkgs("smoke", n, func(i int, p synthcache.Path) error {
-		roots.Add(Root{Outputs: []string{p.StorePath}, Job: "job" + strconv.Itoa(i%5000), LastBuilt: old})
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
 	pins := []Pin{{Name: "release", KeepRevisions: 1, Revisions: []Revision{{StorePath: pinned, Added: old}}}}
 
-	// As RunPrune does.
-	defer debug.SetGCPercent(debug.SetGCPercent(40))
+	// As RunPrune does: the index, then the roots over it (one per path,
+	// as prune reads them from the built events), then the plan.
+	defer TightGC()()
 	runtime.GC()
 	var base runtime.MemStats
 	runtime.ReadMemStats(&base)
@@ -69,7 +62,14 @@ func TestScaleSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan := Decide(ix, roots, pins, Policy{KeepFor: 24 * time.Hour, Grace: time.Hour}, time.Now())
+	rs := roots.NewOver(ix)
+	if err := synthcache.Nixpkgs("smoke", n, func(i int, p synthcache.Path) error {
+		rs.Add(Root{Outputs: []string{p.StorePath}, Job: "job" + strconv.Itoa(i%5000), LastBuilt: old})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	plan := Decide(ix, rs, pins, Policy{KeepFor: 24 * time.Hour, Grace: time.Hour}, time.Now())
 	writeHeapProfile(t, "")
 	high := peak()
 	runtime.GC()
@@ -82,7 +82,7 @@ func TestScaleSmoke(t *testing.T) {
 		t.Fatalf("plan over %d paths: %d in the cache, %d kept, %d retire", n, plan.CachePaths, plan.KeptPaths, plan.Retire.Len())
 	}
 	// What status computes: the same figures without the list.
-	sv := Survey(ix, roots, pins, Policy{KeepFor: 24 * time.Hour, Grace: time.Hour}, plan.Now)
+	sv := Survey(ix, rs, pins, Policy{KeepFor: 24 * time.Hour, Grace: time.Hour}, plan.Now)
 	if sv.Retire.Len() != 0 || sv.RetireCount != plan.Retire.Len() || sv.KeptPaths != plan.KeptPaths || sv.FreedBytes != plan.FreedBytes ||
 		sv.CachePaths != plan.CachePaths || len(sv.Problems) != len(plan.Problems) {
 		t.Errorf("Survey: %d retire (listed %d), %d kept, %d freed; Decide: %d retire, %d kept, %d freed",

@@ -6,6 +6,7 @@
 package roots
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,11 +44,29 @@ func (r Root) Key() string { return strings.Join(r.Outputs, " ") }
 // ID names a root in its Set.
 type ID int32
 
+// Paths knows store paths by number: a retention index, whose paths a
+// root's outputs usually are. A root whose outputs it all knows keeps 4
+// bytes an output instead of their text.
+type Paths interface {
+	// PathID is store path sp's number, false if it has none.
+	PathID(sp string) (int32, bool)
+	// PathText is the store path numbered id.
+	PathText(id int32) string
+}
+
+// A key in the arena is its outputs' numbers (keyIDs, then 4 bytes each)
+// or their text (keyText, then space-separated).
+const (
+	keyIDs  = 'i'
+	keyText = 't'
+)
+
 // Set is a set of roots, one per distinct set of outputs. Its roots live
 // in one arena (their outputs' key) and a slice of fixed-size records;
 // it finds a root by the hash of its key, so no string header or pointer
 // a root is left for the garbage collector.
 type Set struct {
+	paths  Paths
 	recs   []rec
 	keys   arena.Arena
 	byHash map[uint64]ID
@@ -68,9 +87,36 @@ type rec struct {
 func (r *rec) built() time.Time { return time.Unix(r.sec, int64(r.nsec)).UTC() }
 
 // New returns an empty set.
-func New() *Set {
-	return &Set{byHash: map[uint64]ID{}, collided: map[string]ID{}, jobIDs: map[string]int32{}, seed: maphash.MakeSeed()}
+func New() *Set { return NewOver(nil) }
+
+// NewOver returns an empty set whose roots' outputs are kept as numbers
+// where paths knows them.
+func NewOver(paths Paths) *Set {
+	return &Set{paths: paths, byHash: map[uint64]ID{}, collided: map[string]ID{}, jobIDs: map[string]int32{}, seed: maphash.MakeSeed()}
 }
+
+// encode is the key of outputs, sorted and without repeats.
+func (s *Set) encode(outputs []string) string {
+	if s.paths != nil {
+		b := make([]byte, 1, 1+4*len(outputs))
+		b[0] = keyIDs
+		for _, o := range outputs {
+			id, ok := s.paths.PathID(o)
+			if !ok {
+				b = nil
+				break
+			}
+			b = binary.LittleEndian.AppendUint32(b, uint32(id))
+		}
+		if b != nil {
+			return string(b)
+		}
+	}
+	return string(keyText) + strings.Join(outputs, " ")
+}
+
+// Paths is what the set numbers outputs by (nil: none).
+func (s *Set) Paths() Paths { return s.paths }
 
 // Len is the number of roots.
 func (s *Set) Len() int { return len(s.recs) }
@@ -84,7 +130,7 @@ func (s *Set) Add(r Root) {
 	if !slices.IsSorted(r.Outputs) || hasDup(r.Outputs) {
 		r.Outputs = slices.Compact(slices.Sorted(slices.Values(r.Outputs)))
 	}
-	k := r.Key()
+	k := s.encode(r.Outputs)
 	id, ok := s.find(k)
 	if ok {
 		old := &s.recs[id]
@@ -139,7 +185,15 @@ func (s *Set) AddBuilt(ev *events.Built) {
 // Root returns the root id, its outputs newly allocated.
 func (s *Set) Root(id ID) Root {
 	r := &s.recs[id]
-	return Root{Outputs: strings.Split(s.keys.Get(r.key), " "), Job: s.jobs[r.job], LastBuilt: r.built()}
+	var outs []string
+	s.EachOutput(id, func(o string, pathID int32) bool {
+		if pathID >= 0 {
+			o = s.paths.PathText(pathID)
+		}
+		outs = append(outs, o)
+		return true
+	})
+	return Root{Outputs: outs, Job: s.jobs[r.job], LastBuilt: r.built()}
 }
 
 // Job is root id's job.
@@ -149,16 +203,35 @@ func (s *Set) Job(id ID) string { return s.jobs[s.recs[id].job] }
 func (s *Set) LastBuilt(id ID) time.Time { return s.recs[id].built() }
 
 // EachOutput calls fn with each of root id's outputs until it returns
-// false, without allocating.
-func (s *Set) EachOutput(id ID, fn func(string) bool) {
+// false, without allocating: an output its Paths knows as its number
+// (and ""), any other as its text (and -1).
+func (s *Set) EachOutput(id ID, fn func(text string, pathID int32) bool) {
 	k := s.keys.Get(s.recs[id].key)
+	if k[0] == keyIDs {
+		for k = k[1:]; len(k) >= 4; k = k[4:] {
+			if !fn("", int32(uint32(k[0])|uint32(k[1])<<8|uint32(k[2])<<16|uint32(k[3])<<24)) {
+				return
+			}
+		}
+		return
+	}
+	k = k[1:]
 	for {
 		o, rest, more := strings.Cut(k, " ")
-		if !fn(o) || !more {
+		if !fn(o, -1) || !more {
 			return
 		}
 		k = rest
 	}
+}
+
+// text is root id's outputs, space-separated.
+func (s *Set) text(id ID) string {
+	k := s.keys.Get(s.recs[id].key)
+	if k[0] == keyText {
+		return k[1:]
+	}
+	return strings.Join(s.Root(id).Outputs, " ")
 }
 
 // Newest returns the roots' ids, newest first (ties by outputs): 4 bytes
@@ -173,7 +246,7 @@ func (s *Set) Newest() []ID {
 		if a.sec != b.sec || a.nsec != b.nsec {
 			return a.sec > b.sec || (a.sec == b.sec && a.nsec > b.nsec)
 		}
-		return s.keys.Get(a.key) < s.keys.Get(b.key)
+		return s.text(out[i]) < s.text(out[j])
 	})
 	return out
 }

@@ -35,7 +35,7 @@ func TestAddMergesBuildsOfTheSameOutputs(t *testing.T) {
 		t.Fatalf("roots %+v, want %+v", got, want)
 	}
 	var outs []string
-	s.EachOutput(s.Newest()[0], func(o string) bool { outs = append(outs, o); return true })
+	s.EachOutput(s.Newest()[0], func(o string, id int32) bool { outs = append(outs, o); return id == -1 })
 	if !reflect.DeepEqual(outs, want[0].Outputs) || s.Job(s.Newest()[1]) != "j1" || !s.LastBuilt(s.Newest()[1]).Equal(t0) {
 		t.Errorf("outputs %q", outs)
 	}
@@ -48,14 +48,14 @@ func TestHashCollision(t *testing.T) {
 	a, b := Root{Outputs: []string{sp('a', "a")}, Job: "a"}, Root{Outputs: []string{sp('b', "b")}, Job: "b"}
 	s.Add(a)
 	// b's hash taken by a, as if they collided.
-	s.byHash[maphash.String(s.seed, b.Key())] = 0
+	s.byHash[maphash.String(s.seed, s.encode(b.Outputs))] = 0
 	s.Add(b)
 	b.LastBuilt = time.Unix(10, 0)
 	s.Add(b)
 	if s.Len() != 2 || len(s.collided) != 1 {
 		t.Fatalf("%d roots, %d collided", s.Len(), len(s.collided))
 	}
-	if id, ok := s.find(b.Key()); !ok || s.Job(id) != "b" || !s.LastBuilt(id).Equal(b.LastBuilt) {
+	if id, ok := s.find(s.encode(b.Outputs)); !ok || s.Job(id) != "b" || !s.LastBuilt(id).Equal(b.LastBuilt) {
 		t.Errorf("b not found: %v %v", id, ok)
 	}
 }
@@ -108,5 +108,55 @@ func TestFile(t *testing.T) {
 	}
 	if err := New().LoadFile(filepath.Join(dir, "none")); err != nil {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+// paths numbers the store paths it was given.
+type paths []string
+
+func (p paths) PathID(sp string) (int32, bool) {
+	for i, q := range p {
+		if q == sp {
+			return int32(i), true
+		}
+	}
+	return 0, false
+}
+
+func (p paths) PathText(id int32) string { return p[id] }
+
+// TestOverPaths: roots whose outputs the Paths know are kept as numbers,
+// others as text, and both read back as the same roots, in the same
+// order (ties by their outputs' text), as a set without Paths.
+func TestOverPaths(t *testing.T) {
+	known := paths{sp('c', "c"), sp('a', "a"), sp('b', "b")}
+	over, plain := NewOver(known), New()
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	for _, r := range []Root{
+		{Outputs: []string{sp('b', "b"), sp('a', "a")}, Job: "ab", LastBuilt: t0},
+		{Outputs: []string{sp('c', "c")}, Job: "c", LastBuilt: t0},
+		{Outputs: []string{sp('d', "d"), sp('a', "a")}, Job: "ad", LastBuilt: t0},
+		{Outputs: []string{sp('a', "a")}, Job: "a", LastBuilt: t0.Add(time.Hour)},
+		{Outputs: []string{sp('a', "a"), sp('b', "b")}, Job: "ab2", LastBuilt: t0.Add(time.Minute)},
+	} {
+		over.Add(r)
+		plain.Add(r)
+	}
+	if got, want := over.All(), plain.All(); !reflect.DeepEqual(got, want) || len(got) != 4 {
+		t.Fatalf("over paths %+v\nwithout %+v", got, want)
+	}
+	var ids, texts int
+	for i := range over.Len() {
+		over.EachOutput(ID(i), func(o string, id int32) bool {
+			if id >= 0 {
+				ids++
+			} else {
+				texts++
+			}
+			return true
+		})
+	}
+	if ids != 4 || texts != 2 {
+		t.Errorf("%d outputs as numbers, %d as text; want 4 and 2", ids, texts)
 	}
 }
