@@ -72,13 +72,17 @@ type Set struct {
 	byHash map[uint64]ID
 	// collided are roots whose key's hash another key had first.
 	collided map[string]ID
-	jobs     []string
+	// jobs are the jobs' names, in keys; jobIDs finds them (its keys
+	// are the arena's bytes, which never move).
+	jobs     []arena.Str
 	jobIDs   map[string]int32
 	seed     maphash.Seed
 }
 
 type rec struct {
-	key  arena.Str
+	key arena.Str
+	// job indexes jobs; derivedJob: the job latest.JobOf finds in the
+	// first output's name (a build without a Hydra job: most roots).
 	job  int32
 	nsec int32
 	sec  int64
@@ -135,12 +139,12 @@ func (s *Set) Add(r Root) {
 	if ok {
 		old := &s.recs[id]
 		if r.LastBuilt.After(old.built()) {
-			old.sec, old.nsec, old.job = r.LastBuilt.Unix(), int32(r.LastBuilt.Nanosecond()), s.job(r.Job)
+			old.sec, old.nsec, old.job = r.LastBuilt.Unix(), int32(r.LastBuilt.Nanosecond()), s.jobOf(r)
 		}
 		return
 	}
 	id = ID(len(s.recs))
-	s.recs = append(s.recs, rec{key: s.keys.Add(k), job: s.job(r.Job), sec: r.LastBuilt.Unix(), nsec: int32(r.LastBuilt.Nanosecond())})
+	s.recs = append(s.recs, rec{key: s.keys.Add(k), job: s.jobOf(r), sec: r.LastBuilt.Unix(), nsec: int32(r.LastBuilt.Nanosecond())})
 	h := maphash.String(s.seed, k)
 	if _, taken := s.byHash[h]; taken {
 		s.collided[k] = id
@@ -167,13 +171,30 @@ func (s *Set) find(k string) (ID, bool) {
 	return id, ok
 }
 
+const derivedJob = -1
+
+// jobOf is r's job as a rec keeps it; r.Outputs are sorted.
+func (s *Set) jobOf(r Root) int32 {
+	if r.Job == jobOfOutput(r.Outputs[0]) {
+		return derivedJob
+	}
+	return s.job(r.Job)
+}
+
+// jobOfOutput is the job latest.JobOf gives a build without a Hydra job
+// or a derivation, of this output.
+func jobOfOutput(o string) string { return latest.JobOf(&events.Built{OutPaths: []string{o}}) }
+
+// job interns j. Copied into the arena: a job is often part of a
+// decoded event's string, which it would keep alive.
 func (s *Set) job(j string) int32 {
 	if id, ok := s.jobIDs[j]; ok {
 		return id
 	}
 	id := int32(len(s.jobs))
-	s.jobs = append(s.jobs, j)
-	s.jobIDs[j] = id
+	a := s.keys.Add(j)
+	s.jobs = append(s.jobs, a)
+	s.jobIDs[s.keys.Get(a)] = id
 	return id
 }
 
@@ -193,11 +214,23 @@ func (s *Set) Root(id ID) Root {
 		outs = append(outs, o)
 		return true
 	})
-	return Root{Outputs: outs, Job: s.jobs[r.job], LastBuilt: r.built()}
+	return Root{Outputs: outs, Job: s.Job(id), LastBuilt: r.built()}
 }
 
 // Job is root id's job.
-func (s *Set) Job(id ID) string { return s.jobs[s.recs[id].job] }
+func (s *Set) Job(id ID) string {
+	if j := s.recs[id].job; j != derivedJob {
+		return s.keys.Get(s.jobs[j])
+	}
+	var first string
+	s.EachOutput(id, func(o string, pathID int32) bool {
+		if first = o; pathID >= 0 {
+			first = s.paths.PathText(pathID)
+		}
+		return false
+	})
+	return jobOfOutput(first)
+}
 
 // LastBuilt is when root id was last built.
 func (s *Set) LastBuilt(id ID) time.Time { return s.recs[id].built() }
