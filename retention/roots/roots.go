@@ -74,9 +74,9 @@ type Set struct {
 	collided map[string]ID
 	// jobs are the jobs' names, in keys; jobIDs finds them (its keys
 	// are the arena's bytes, which never move).
-	jobs     []arena.Str
-	jobIDs   map[string]int32
-	seed     maphash.Seed
+	jobs   []arena.Str
+	jobIDs map[string]int32
+	seed   maphash.Seed
 }
 
 type rec struct {
