@@ -161,9 +161,9 @@ func (ix *Index) url(id int32) string {
 	return packed.NarURLText(ix.arena.Get(ix.urls[id]))
 }
 
-// compareStorePaths orders ids by their store paths, without unpacking
+// ComparePaths orders ids by their store paths, without unpacking
 // those of listed hash parts under /nix/store: their order is their ids'.
-func (ix *Index) compareStorePaths(a, b int32) int {
+func (ix *Index) ComparePaths(a, b int32) int {
 	pa, pb := ix.arena.Get(ix.entries[a].storePath), ix.arena.Get(ix.entries[b].storePath)
 	if int(a) < len(ix.keys) && int(b) < len(ix.keys) && packed.UnderHash(pa) && packed.UnderHash(pb) {
 		return cmp.Compare(a, b)
@@ -279,7 +279,8 @@ func ReadIndex(dir string) (*Index, error) {
 	}
 	// Chunks of narinfos read in parallel, added in order: the cache's
 	// before the journal's, as Shadowed needs.
-	const chunk = 4096
+	// (1,024: the results of a chunk weigh about a kilobyte each.)
+	const chunk = 1024
 	results := make([]parsed, chunk)
 	workers := max(2, runtime.GOMAXPROCS(0)*2)
 	for start := 0; start < total; start += chunk {

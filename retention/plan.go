@@ -56,10 +56,12 @@ type Retirement struct {
 	Journal  bool  `json:"journal,omitempty"`
 	InfoSize int64 `json:"-"`
 
-	// root, when Reason is empty, is the root whose lapse retires the
-	// path, under policy: Why formats the reason from them.
-	root   *Root
-	policy *Policy
+	// rootJob and rootBuilt, when Reason is empty, are the root whose
+	// lapse retires the path, under policy: Why formats the reason from
+	// them.
+	rootJob   string
+	rootBuilt time.Time
+	policy    *Policy
 	// placeholder stands for all of a plan's retirements in its JSON
 	// (writePlanJSON).
 	placeholder bool
@@ -67,11 +69,11 @@ type Retirement struct {
 
 // Why is why the path leaves (Reason, or the reason its root lapsed).
 func (r Retirement) Why() string {
-	if r.Reason != "" || r.root == nil {
+	if r.Reason != "" || r.policy == nil {
 		return r.Reason
 	}
 	return fmt.Sprintf("root of job %s last built %s: not built within --keep-for %s, not among the last %d of its job, not pinned",
-		r.root.Job, r.root.LastBuilt.UTC().Format(time.RFC3339), r.policy.KeepFor, r.policy.KeepLastPerJob)
+		r.rootJob, r.rootBuilt.UTC().Format(time.RFC3339), r.policy.KeepFor, r.policy.KeepLastPerJob)
 }
 
 func unrootedReason(pol *Policy) string {
@@ -342,7 +344,7 @@ func decide(ix *Index, rs *Roots, pins []Pin, pol Policy, now time.Time, listRet
 			list = append(list, r)
 		}
 	}
-	slices.SortFunc(list, func(a, b retireRef) int { return ix.compareStorePaths(a.id, b.id) })
+	slices.SortFunc(list, func(a, b retireRef) int { return ix.ComparePaths(a.id, b.id) })
 	p.Retire = Retirements{ix: ix, roots: rs, policy: &p.Policy, list: list}
 
 	orphanCut := now.Add(-max(pol.Grace, OrphanAge)).UnixNano()

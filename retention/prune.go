@@ -172,7 +172,7 @@ func (x *Executor) moveOut(batch []Retirement, res *Result) ([]Retirement, error
 		o := &outs[i]
 		o.moved, o.spared, o.err = x.moveOne(batch[i])
 	})
-	var moved []Retirement
+	moved := batch[:0] // in place: a batch is thousands of retirements
 	for i, o := range outs {
 		if o.err != nil {
 			return moved, o.err
@@ -321,7 +321,7 @@ func (x *Executor) unpin(ctx context.Context, moved []Retirement, res *Result) (
 		}()
 	}
 	wg.Wait()
-	var keep []Retirement
+	keep := moved[:0] // in place, as moveOut
 	var failed []error
 	for i, o := range outs {
 		switch {

@@ -64,8 +64,7 @@ func (r Retirements) At(i int) Retirement {
 	if ref.root >= 0 {
 		// Formatted when asked (Retirement.Why): a reason per root is
 		// a string per path where every path is built.
-		root := r.roots.Root(ref.root)
-		out.root, out.policy = &root, r.policy
+		out.rootJob, out.rootBuilt, out.policy = r.roots.Job(ref.root), r.roots.LastBuilt(ref.root), r.policy
 	} else {
 		out.Reason = unrootedReason(r.policy)
 	}

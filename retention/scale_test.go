@@ -21,9 +21,10 @@ import (
 // TestScaleSmoke plans a prune over a nixpkgs-shaped cache of 20,000
 // paths (NIX_IPFS_SCALE_PATHS to change it), every path a root built a
 // month ago, one named pin: the worst case, where nearly everything
-// retires. It checks the plan and that the heap it needs stays under a
-// bound per path (issue 24: memory that does not grow by kilobytes per
-// path); no timing. NIX_IPFS_SCALE_HEAPPROFILE writes a heap profile
+// retires. It checks the plan and that the heap it needs (the index, the
+// roots over it, the plan, then the run) stays under a bound per path
+// (issue 24: memory that does not grow by kilobytes per path); no
+// timing. NIX_IPFS_SCALE_HEAPPROFILE writes a heap profile
 // taken at the end of the plan.
 func TestScaleSmoke(t *testing.T) {
 	n := 20000
@@ -92,13 +93,15 @@ func TestScaleSmoke(t *testing.T) {
 		t.Fatalf("problems: %q", plan.Problems[:min(3, len(plan.Problems))])
 	}
 	perPath := float64(high-base.HeapInuse) / float64(n)
-	t.Logf("%d paths: %d kept, %d retire; peak heap %.0f MiB above the roots, %.0f bytes a path; live after the plan %.0f bytes a path",
+	t.Logf("%d paths: %d kept, %d retire; peak heap %.0f MiB, %.0f bytes a path; live after the plan %.0f bytes a path",
 		n, plan.KeptPaths, plan.Retire.Len(), float64(high-base.HeapInuse)/(1<<20), perPath, livePerPath)
-	// The index, the kept set and the plan hold about 550 bytes a path;
-	// the peak adds the garbage collector's headroom and the reading's
-	// fixed buffers (issue 24: 256 MiB at 300,000 paths for the whole
-	// process). The index of issue 24 held 2.3 KB a path at its peak.
-	const liveBound, peakBound = 800, 1400
+	// The index, the roots, the kept set and the plan hold about 450
+	// bytes a path at 20,000 paths (360 at 100,000: fixed buffers weigh
+	// more at this size); the peak adds the garbage collector's headroom
+	// and the reading's buffers, 560-660. The code before issue 24's
+	// second pass (3faa1a2), measured the same way, held 965 live and
+	// peaked at 1,074 planning and 1,229 in the run: these bounds fail it.
+	const liveBound, peakBound, runBound = 600, 850, 1100
 	if livePerPath > liveBound {
 		t.Errorf("the index and the plan hold %.0f bytes a path, want at most %d", livePerPath, liveBound)
 	}
@@ -119,8 +122,10 @@ func TestScaleSmoke(t *testing.T) {
 	if res.Retired != plan.Retire.Len() {
 		t.Errorf("retired %d of %d", res.Retired, plan.Retire.Len())
 	}
-	if runPerPath > peakBound {
-		t.Errorf("carrying out a prune needs %.0f bytes of heap a path at its peak, want at most %d", runPerPath, peakBound)
+	// The run adds a batch of 5,000 retirements in flight (about 8 MB,
+	// whatever the cache's size: 400 bytes a path at 20,000).
+	if runPerPath > runBound {
+		t.Errorf("carrying out a prune needs %.0f bytes of heap a path at its peak, want at most %d", runPerPath, runBound)
 	}
 }
 
@@ -168,7 +173,7 @@ func TestPlanJSONStreamed(t *testing.T) {
 		{StorePath: "/nix/store/" + strings.Repeat("a", 32) + "-a", URL: "nar/a.nar", NarHash: "sha256:a", Reason: "why", CID: "bafy"},
 		{StorePath: root.Outputs[0], URL: "nar/b.nar", RemoveNAR: true, Journal: true},
 	}
-	rs[1].root, rs[1].policy = &root, &p.Policy
+	rs[1].rootJob, rs[1].rootBuilt, rs[1].policy = root.Job, root.LastBuilt, &p.Policy
 	p.Retire = RetirementsOf(rs...)
 	for _, res := range []*Result{nil, {Retired: 2}} {
 		for _, plan := range []*Plan{p, {Now: p.Now}, {Now: p.Now, Retire: RetirementsOf([]Retirement{}...)}} {

@@ -6,6 +6,7 @@
 package roots
 
 import (
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -52,6 +53,8 @@ type Paths interface {
 	PathID(sp string) (int32, bool)
 	// PathText is the store path numbered id.
 	PathText(id int32) string
+	// ComparePaths orders two numbers as their store paths.
+	ComparePaths(a, b int32) int
 }
 
 // A key in the arena is its outputs' numbers (keyIDs, then 4 bytes each)
@@ -242,7 +245,7 @@ func (s *Set) EachOutput(id ID, fn func(text string, pathID int32) bool) {
 	k := s.keys.Get(s.recs[id].key)
 	if k[0] == keyIDs {
 		for k = k[1:]; len(k) >= 4; k = k[4:] {
-			if !fn("", int32(uint32(k[0])|uint32(k[1])<<8|uint32(k[2])<<16|uint32(k[3])<<24)) {
+			if !fn("", num(k)) {
 				return
 			}
 		}
@@ -258,13 +261,38 @@ func (s *Set) EachOutput(id ID, fn func(text string, pathID int32) bool) {
 	}
 }
 
+// compareOutputs orders roots by their outputs' text, space-separated,
+// without making it where both are numbers: store paths hold no byte
+// below the space, so that order is their outputs' one by one.
+func (s *Set) compareOutputs(a, b *rec) int {
+	ka, kb := s.keys.Get(a.key), s.keys.Get(b.key)
+	if ka[0] != keyIDs || kb[0] != keyIDs {
+		return strings.Compare(s.recText(a), s.recText(b))
+	}
+	for ka, kb = ka[1:], kb[1:]; len(ka) >= 4 && len(kb) >= 4; ka, kb = ka[4:], kb[4:] {
+		if c := s.paths.ComparePaths(num(ka), num(kb)); c != 0 {
+			return c
+		}
+	}
+	return cmp.Compare(len(ka), len(kb))
+}
+
+// num is the output number k starts with.
+func num(k string) int32 {
+	return int32(uint32(k[0]) | uint32(k[1])<<8 | uint32(k[2])<<16 | uint32(k[3])<<24)
+}
+
 // text is root id's outputs, space-separated.
-func (s *Set) text(id ID) string {
-	k := s.keys.Get(s.recs[id].key)
+func (s *Set) recText(r *rec) string {
+	k := s.keys.Get(r.key)
 	if k[0] == keyText {
 		return k[1:]
 	}
-	return strings.Join(s.Root(id).Outputs, " ")
+	var outs []string
+	for k = k[1:]; len(k) >= 4; k = k[4:] {
+		outs = append(outs, s.paths.PathText(num(k)))
+	}
+	return strings.Join(outs, " ")
 }
 
 // Newest returns the roots' ids, newest first (ties by outputs): 4 bytes
@@ -279,7 +307,7 @@ func (s *Set) Newest() []ID {
 		if a.sec != b.sec || a.nsec != b.nsec {
 			return a.sec > b.sec || (a.sec == b.sec && a.nsec > b.nsec)
 		}
-		return s.text(out[i]) < s.text(out[j])
+		return s.compareOutputs(a, b) < 0
 	})
 	return out
 }

@@ -125,6 +125,8 @@ func (p paths) PathID(sp string) (int32, bool) {
 
 func (p paths) PathText(id int32) string { return p[id] }
 
+func (p paths) ComparePaths(a, b int32) int { return strings.Compare(p[a], p[b]) }
+
 // TestOverPaths: roots whose outputs the Paths know are kept as numbers,
 // others as text, and both read back as the same roots, in the same
 // order (ties by their outputs' text), as a set without Paths.
