@@ -103,3 +103,14 @@ func (r Retirements) MarshalJSON() ([]byte, error) {
 	b.WriteByte(']')
 	return b.Bytes(), nil
 }
+
+// UnmarshalJSON reads a list MarshalJSON wrote (a plan read back, as
+// prune --json prints it).
+func (r *Retirements) UnmarshalJSON(b []byte) error {
+	var made []Retirement
+	if err := json.Unmarshal(b, &made); err != nil {
+		return err
+	}
+	*r = Retirements{made: made}
+	return nil
+}

@@ -189,6 +189,13 @@ func TestPlanJSONStreamed(t *testing.T) {
 			if got.String() != want.String() {
 				t.Errorf("streamed:\n%s\nwant:\n%s", got.String(), want.String())
 			}
+			// And it reads back (prune --json's readers).
+			var back planOutput
+			if err := json.Unmarshal(got.Bytes(), &back); err != nil || back.Plan.Retire.Len() != plan.Retire.Len() {
+				t.Errorf("read back: %v, %d retirements, want %d", err, back.Plan.Retire.Len(), plan.Retire.Len())
+			} else if n := plan.Retire.Len(); n > 0 && (back.Plan.Retire.At(n-1).StorePath != plan.Retire.At(n-1).StorePath || back.Plan.Retire.At(n-1).Reason != plan.Retire.At(n-1).Why()) {
+				t.Errorf("read back %+v", back.Plan.Retire.At(n-1))
+			}
 		}
 	}
 	if !strings.Contains(p.Retire.At(1).Why(), "root of job b<&>") {
