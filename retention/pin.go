@@ -2,6 +2,7 @@ package retention
 
 import (
 	"context"
+	"io"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -21,6 +22,14 @@ const PinBucket = pins.BucketName
 // OpenPins is pins.Open.
 func OpenPins(ctx context.Context, js jetstream.JetStream, replicas int, create bool) (*Pins, error) {
 	return pins.Open(ctx, js, replicas, create)
+}
+
+// PinConfig is the pin command's settings (pins.Config).
+type PinConfig = pins.Config
+
+// RunPin is pins.Run: the pin command.
+func RunPin(ctx context.Context, cfg PinConfig, args []string, out io.Writer) error {
+	return pins.Run(ctx, cfg, args, out)
 }
 
 // ValidatePinName is pins.ValidateName.
