@@ -62,9 +62,6 @@ type Retirement struct {
 	rootJob   string
 	rootBuilt time.Time
 	policy    *Policy
-	// placeholder stands for all of a plan's retirements in its JSON
-	// (writePlanJSON).
-	placeholder bool
 }
 
 // Why is why the path leaves (Reason, or the reason its root lapsed).
@@ -82,9 +79,6 @@ func unrootedReason(pol *Policy) string {
 
 // MarshalJSON writes the retirement with its reason.
 func (r Retirement) MarshalJSON() ([]byte, error) {
-	if r.placeholder {
-		return []byte(retirePlaceholder), nil
-	}
 	type plain Retirement
 	p := plain(r)
 	p.Reason = r.Why()
@@ -93,11 +87,11 @@ func (r Retirement) MarshalJSON() ([]byte, error) {
 
 // Plan is what a prune would do, and why.
 type Plan struct {
-	Policy    Policy     `json:"-"`
-	Now       time.Time  `json:"now"`
-	Roots     int        `json:"roots"`
-	LiveRoots []LiveRoot `json:"live_roots"`
-	Pins      []Pin      `json:"pins"`
+	Policy    Policy    `json:"-"`
+	Now       time.Time `json:"now"`
+	Roots     int       `json:"roots"`
+	LiveRoots LiveRoots `json:"live_roots"`
+	Pins      []Pin     `json:"pins"`
 	// Cache is what the cache holds now.
 	CachePaths int   `json:"cache_paths"`
 	CacheBytes int64 `json:"cache_bytes"`
@@ -154,17 +148,7 @@ func decide(ix *Index, rs *Roots, pins []Pin, pol Policy, now time.Time, listRet
 	}
 
 	// Live roots.
-	live := map[string]*LiveRoot{}
-	var liveOrder []string
-	mark := func(r Root, why string) {
-		k := r.Key()
-		if lr, ok := live[k]; ok {
-			lr.Why = append(lr.Why, why)
-			return
-		}
-		live[k] = &LiveRoot{Root: r, Why: []string{why}}
-		liveOrder = append(liveOrder, k)
-	}
+	live := &liveSet{LiveRoots: LiveRoots{rs: rs, pol: &p.Policy}}
 	// idOf is the index's id of a root's output, -1 if none; present
 	// says whether the cache holds it.
 	sameIndex := rs.Paths() == roots.Paths(ix)
@@ -185,14 +169,20 @@ func decide(ix *Index, rs *Roots, pins []Pin, pol Policy, now time.Time, listRet
 			_, inCache = idOf(o, pathID)
 			return !inCache
 		})
+		var why uint8
 		if pol.KeepFor > 0 && now.Sub(rs.LastBuilt(id)) < pol.KeepFor {
-			mark(rs.Root(id), "built within --keep-for "+pol.KeepFor.String())
+			why |= liveByKeepFor
 		}
 		// Only roots that reached the cache count towards a job's last N:
 		// one still being published must not push a published one out.
-		if job := rs.Job(id); inCache && pol.KeepLastPerJob > 0 && perJob[job] < pol.KeepLastPerJob {
-			perJob[job]++
-			mark(rs.Root(id), fmt.Sprintf("among the last %d of job %s", pol.KeepLastPerJob, job))
+		if inCache && pol.KeepLastPerJob > 0 {
+			if job := rs.Job(id); perJob[job] < pol.KeepLastPerJob {
+				perJob[job]++
+				why |= liveByLastN
+			}
+		}
+		if why != 0 {
+			live.markSet(id, why)
 		}
 	}
 	for _, pin := range pins {
@@ -200,15 +190,13 @@ func decide(ix *Index, rs *Roots, pins []Pin, pol Policy, now time.Time, listRet
 			if !present(sp) {
 				p.Problems = append(p.Problems, fmt.Sprintf("pin %s: revision %s is not in the cache", pin.Name, sp))
 			}
-			mark(Root{Outputs: []string{sp}, Job: "pin:" + pin.Name}, "pin "+pin.Name)
+			live.mark(Root{Outputs: []string{sp}, Job: "pin:" + pin.Name}, "pin "+pin.Name)
 		}
 	}
 	for _, job := range slices.Sorted(maps.Keys(ix.Latest)) {
-		mark(Root{Outputs: ix.Latest[job], Job: job}, "latest build of job "+job)
+		live.mark(Root{Outputs: ix.Latest[job], Job: job}, "latest build of job "+job)
 	}
-	for _, k := range liveOrder {
-		p.LiveRoots = append(p.LiveRoots, *live[k])
-	}
+	p.LiveRoots = live.LiveRoots
 	live = nil
 
 	// The kept set: closures of the live roots and of recent paths.
@@ -221,8 +209,17 @@ func decide(ix *Index, rs *Roots, pins []Pin, pol Policy, now time.Time, listRet
 			stack = append(stack, id)
 		}
 	}
-	for _, lr := range p.LiveRoots {
-		for _, o := range lr.Outputs {
+	for _, ref := range p.LiveRoots.order {
+		if ref.root >= 0 {
+			rs.EachOutput(ref.root, func(o string, pathID int32) bool {
+				if id, ok := idOf(o, pathID); ok {
+					push(id)
+				}
+				return true
+			})
+			continue
+		}
+		for _, o := range p.LiveRoots.whole[-ref.root-1].Outputs {
 			if present(o) {
 				push(ix.id(storepath.HashPart(o)))
 			}

@@ -219,8 +219,8 @@ func TestPruneKeepsLiveClosures(t *testing.T) {
 	if plan.KeptPaths != len(keep) {
 		t.Errorf("plan keeps %d paths, want %d", plan.KeptPaths, len(keep))
 	}
-	if len(plan.LiveRoots) != 3 {
-		t.Errorf("%d live roots, want 3 (2 by job, 1 pin): %+v", len(plan.LiveRoots), plan.LiveRoots)
+	if plan.LiveRoots.Len() != 3 {
+		t.Errorf("%d live roots, want 3 (2 by job, 1 pin)", plan.LiveRoots.Len())
 	}
 	_, res := w.prune(pol, false)
 	var gone []string
@@ -517,13 +517,13 @@ func TestPruneKeepsEachJobsLatest(t *testing.T) {
 	}
 	plan, _ := w.prune(Policy{}, false)
 	found := false
-	for _, lr := range plan.LiveRoots {
+	for _, lr := range plan.LiveRoots.All() {
 		if lr.Job == "proj:main:app" && slices.Contains(lr.Why, "latest build of job proj:main:app") {
 			found = true
 		}
 	}
 	if !found {
-		t.Fatalf("the job's latest is not a live root: %+v", plan.LiveRoots)
+		t.Fatalf("the job's latest is not a live root: %d live", plan.LiveRoots.Len())
 	}
 	keep := w.closure(top)
 	for sp := range w.paths {

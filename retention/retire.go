@@ -1,7 +1,6 @@
 package retention
 
 import (
-	"bytes"
 	"encoding/json"
 	"iter"
 
@@ -22,6 +21,8 @@ type Retirements struct {
 	list   []retireRef
 	// made is a list made by hand (RetirementsOf), instead of list.
 	made []Retirement
+	// placeholder stands for the list in a plan's JSON (writePlanJSON).
+	placeholder string
 }
 
 type retireRef struct {
@@ -85,23 +86,13 @@ func (r Retirements) All() iter.Seq2[int, Retirement] {
 // MarshalJSON writes the list as a JSON array (writePlanJSON writes a
 // long one a retirement at a time instead).
 func (r Retirements) MarshalJSON() ([]byte, error) {
-	if r.Len() == 0 && r.made == nil && r.list == nil {
+	if r.placeholder != "" {
+		return []byte("[" + r.placeholder + "]"), nil
+	}
+	if r.made == nil && r.list == nil {
 		return []byte("null"), nil
 	}
-	var b bytes.Buffer
-	b.WriteByte('[')
-	for i, x := range r.All() {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		j, err := json.Marshal(x)
-		if err != nil {
-			return nil, err
-		}
-		b.Write(j)
-	}
-	b.WriteByte(']')
-	return b.Bytes(), nil
+	return marshalList(r.Len(), func(i int) any { return r.At(i) })
 }
 
 // UnmarshalJSON reads a list MarshalJSON wrote (a plan read back, as

@@ -165,13 +165,13 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 		return err
 	}
 	plan := Decide(ix, roots, pins, cfg.Policy.Policy(), time.Now())
-	log.Info("plan", zap.Int("roots", plan.Roots), zap.Int("live_roots", len(plan.LiveRoots)), zap.Int("pins", len(pins)),
+	log.Info("plan", zap.Int("roots", plan.Roots), zap.Int("live_roots", plan.LiveRoots.Len()), zap.Int("pins", len(pins)),
 		zap.Int("cache_paths", plan.CachePaths), zap.Int("kept", plan.KeptPaths), zap.Int("retire", plan.Retire.Len()),
 		zap.Int("problems", len(plan.Problems)), zap.Duration("took", time.Since(start)))
 	for _, p := range plan.Problems {
 		log.Warn("problem found (left as it is)", zap.String("problem", p))
 	}
-	if len(plan.LiveRoots) == 0 && plan.Retire.Len() > 0 && !cfg.AllowEmpty && !cfg.DryRun {
+	if plan.LiveRoots.Len() == 0 && plan.Retire.Len() > 0 && !cfg.AllowEmpty && !cfg.DryRun {
 		return errs.Errorf(errs.Invalid, "no live root (%d roots known, %d pins): prune would remove all %d paths not written within --grace; check --nats-url and --stream, or pass --allow-empty",
 			plan.Roots, len(pins), plan.Retire.Len())
 	}
@@ -259,7 +259,7 @@ func writePlan(w io.Writer, p *Plan, res *Result, asJSON bool) error {
 	if res != nil {
 		verb = "retired"
 	}
-	fmt.Fprintf(w, "cache: %d paths, %s; roots: %d, live: %d; pins: %d\n", p.CachePaths, Bytes(p.CacheBytes), p.Roots, len(p.LiveRoots), len(p.Pins))
+	fmt.Fprintf(w, "cache: %d paths, %s; roots: %d, live: %d; pins: %d\n", p.CachePaths, Bytes(p.CacheBytes), p.Roots, p.LiveRoots.Len(), len(p.Pins))
 	fmt.Fprintf(w, "kept: %d paths (%d only for --grace %s)\n", p.KeptPaths, p.GracePaths, p.Policy.Grace)
 	if res == nil {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -286,48 +286,66 @@ func writePlan(w io.Writer, p *Plan, res *Result, asJSON bool) error {
 	return nil
 }
 
-// retirePlaceholder stands for the plan's retirements in the JSON of the
-// rest, where writePlanJSON writes them one at a time.
-const retirePlaceholder = `"\u0000retire\u0000"`
-
 // writePlanJSON writes out as json.Encoder with a two-space indent would,
-// byte for byte, but the retirements one at a time: encoded at once, a
-// million of them would be a buffer of half a gigabyte.
+// byte for byte, but the live roots and the retirements one at a time:
+// encoded at once, a million of them would be a buffer of half a
+// gigabyte.
 func writePlanJSON(w io.Writer, out planOutput) error {
-	if out.Plan == nil || out.Plan.Retire.Len() == 0 {
+	if out.Plan == nil || (out.Plan.Retire.Len() == 0 && out.Plan.LiveRoots.Len() == 0) {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
-	retire := out.Plan.Retire
-	shallow := *out.Plan
-	shallow.Retire = RetirementsOf(Retirement{placeholder: true})
+	// Each long list is a placeholder in the rest, then written in its
+	// place.
+	const livePH, retirePH = `"\u0000live\u0000"`, `"\u0000retire\u0000"`
+	plan := out.Plan
+	shallow := *plan
+	if plan.LiveRoots.Len() > 0 {
+		shallow.LiveRoots = LiveRoots{placeholder: livePH}
+	}
+	if plan.Retire.Len() > 0 {
+		shallow.Retire = Retirements{placeholder: retirePH}
+	}
 	out.Plan = &shallow
 	head, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {
 		return err
 	}
-	before, after, ok := bytes.Cut(head, []byte("[\n      "+retirePlaceholder+"\n    ]"))
-	if !ok {
-		return errors.New("plan JSON: no place for the retirements")
-	}
 	bw := bufio.NewWriterSize(w, 64<<10)
-	bw.Write(before)
-	bw.WriteString("[")
-	const indent = "      " // inside {"plan": {"retire": [...]}}
-	for i, r := range retire.All() {
-		if i > 0 {
-			bw.WriteString(",")
+	const indent = "      " // inside {"plan": {"live_roots": [...]}}
+	for _, l := range []struct {
+		ph  string
+		n   int
+		get func(int) any
+	}{
+		{livePH, plan.LiveRoots.Len(), func(i int) any { return plan.LiveRoots.At(i) }},
+		{retirePH, plan.Retire.Len(), func(i int) any { return plan.Retire.At(i) }},
+	} {
+		if l.n == 0 {
+			continue
 		}
-		b, err := json.MarshalIndent(r, indent, "  ")
-		if err != nil {
-			return err
+		before, after, ok := bytes.Cut(head, []byte("[\n      "+l.ph+"\n    ]"))
+		if !ok {
+			return errors.New("plan JSON: no place for a list")
 		}
-		bw.WriteString("\n" + indent)
-		bw.Write(b)
+		bw.Write(before)
+		bw.WriteString("[")
+		for i := 0; i < l.n; i++ {
+			if i > 0 {
+				bw.WriteString(",")
+			}
+			b, err := json.MarshalIndent(l.get(i), indent, "  ")
+			if err != nil {
+				return err
+			}
+			bw.WriteString("\n" + indent)
+			bw.Write(b)
+		}
+		bw.WriteString("\n    ]")
+		head = after
 	}
-	bw.WriteString("\n    ]")
-	bw.Write(after)
+	bw.Write(head)
 	bw.WriteString("\n")
 	return bw.Flush()
 }

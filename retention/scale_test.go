@@ -109,6 +109,30 @@ func TestScaleSmoke(t *testing.T) {
 		t.Errorf("planning a prune needs %.0f bytes of heap a path at its peak, want at most %d", perPath, peakBound)
 	}
 
+	// The other worst case: every root live (--keep-for covers every
+	// build), the live roots as many as the paths.
+	keepAll := Policy{KeepFor: 90 * 24 * time.Hour, Grace: time.Hour}
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	allPeak := sampleHeap(t)
+	all := Decide(ix, rs, pins, keepAll, plan.Now)
+	var buf countWriter
+	if err := writePlan(&buf, all, nil, true); err != nil {
+		t.Fatal(err)
+	}
+	allPerPath := float64(allPeak()-before.HeapInuse) / float64(n)
+	if all.KeptPaths != n || all.Retire.Len() != 0 || all.LiveRoots.Len() != n {
+		t.Errorf("all live: %d kept, %d retire, %d live roots; want %d, 0, %d", all.KeptPaths, all.Retire.Len(), all.LiveRoots.Len(), n, n)
+	}
+	t.Logf("every root live: %d live roots; the plan and its JSON (%d bytes) need %.0f bytes a path above the index", all.LiveRoots.Len(), buf, allPerPath)
+	// A live root is 8 bytes until printed (it was about 250 with its
+	// reasons, and the JSON of a million of them one buffer).
+	if allPerPath > 400 {
+		t.Errorf("a plan where every root is live needs %.0f bytes of heap a path above the index, want at most 400", allPerPath)
+	}
+	all = nil
+
 	// The run: every retirement carried out (no stream, no kubo).
 	runPeak := sampleHeap(t)
 	res, err := (&Executor{Dir: dir, Grace: time.Hour}).Run(context.Background(), plan)
@@ -175,8 +199,9 @@ func TestPlanJSONStreamed(t *testing.T) {
 	}
 	rs[1].rootJob, rs[1].rootBuilt, rs[1].policy = root.Job, root.LastBuilt, &p.Policy
 	p.Retire = RetirementsOf(rs...)
+	p.LiveRoots = LiveRoots{made: []LiveRoot{{Root: root, Why: []string{"pin x", "latest <b>"}}, {Root: Root{Outputs: []string{"/nix/store/c"}}}}}
 	for _, res := range []*Result{nil, {Retired: 2}} {
-		for _, plan := range []*Plan{p, {Now: p.Now}, {Now: p.Now, Retire: RetirementsOf([]Retirement{}...)}} {
+		for _, plan := range []*Plan{p, {Now: p.Now}, {Now: p.Now, Retire: RetirementsOf([]Retirement{}...)}, {Now: p.Now, LiveRoots: p.LiveRoots}} {
 			var want, got bytes.Buffer
 			enc := json.NewEncoder(&want)
 			enc.SetIndent("", "  ")
@@ -195,6 +220,8 @@ func TestPlanJSONStreamed(t *testing.T) {
 				t.Errorf("read back: %v, %d retirements, want %d", err, back.Plan.Retire.Len(), plan.Retire.Len())
 			} else if n := plan.Retire.Len(); n > 0 && (back.Plan.Retire.At(n-1).StorePath != plan.Retire.At(n-1).StorePath || back.Plan.Retire.At(n-1).Reason != plan.Retire.At(n-1).Why()) {
 				t.Errorf("read back %+v", back.Plan.Retire.At(n-1))
+			} else if back.Plan.LiveRoots.Len() != plan.LiveRoots.Len() {
+				t.Errorf("read back %d live roots, want %d", back.Plan.LiveRoots.Len(), plan.LiveRoots.Len())
 			}
 		}
 	}
@@ -218,4 +245,12 @@ func writeHeapProfile(t *testing.T, suffix string) {
 	if err := pprof.Lookup("heap").WriteTo(out, 0); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// countWriter counts what is written to it.
+type countWriter int
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	*c += countWriter(len(p))
+	return len(p), nil
 }

@@ -43,7 +43,7 @@ func CollectRetention(ctx context.Context, js jetstream.JetStream, stream, cache
 		pins = []retention.Pin{}
 	}
 	return &Retention{
-		CacheDir: cacheDir, CachePaths: p.CachePaths, CacheBytes: p.CacheBytes, Roots: p.Roots, LiveRoots: len(p.LiveRoots),
+		CacheDir: cacheDir, CachePaths: p.CachePaths, CacheBytes: p.CacheBytes, Roots: p.Roots, LiveRoots: p.LiveRoots.Len(),
 		Pins: pins, KeptPaths: p.KeptPaths, WouldRetire: p.RetireCount, WouldFree: p.FreedBytes, Problems: p.Problems,
 		Policy: fmt.Sprintf("--keep-for %s --keep-last-per-job %d --grace %s", pol.KeepFor, pol.KeepLastPerJob, pol.Grace),
 	}, nil

@@ -165,6 +165,17 @@ func hasDup(sorted []string) bool {
 	return false
 }
 
+// Find returns the root of these outputs, if the set has it.
+func (s *Set) Find(outputs []string) (ID, bool) {
+	if len(outputs) == 0 {
+		return 0, false
+	}
+	if !slices.IsSorted(outputs) || hasDup(outputs) {
+		outputs = slices.Compact(slices.Sorted(slices.Values(outputs)))
+	}
+	return s.find(s.encode(outputs))
+}
+
 // find returns the root whose key is k.
 func (s *Set) find(k string) (ID, bool) {
 	if id, ok := s.byHash[maphash.String(s.seed, k)]; ok && s.keys.Get(s.recs[id].key) == k {
