@@ -32,7 +32,7 @@ func init() {
 			lc.Register(s, "console")
 			asJSON := s.Bool("json", false, "print JSON instead of a table")
 			last := s.Int("dead-letters", 10, "show this many of the latest dead letters")
-			timeout := s.Duration("status-timeout", 10*time.Second, "give up after this long (the whole collection); with --cache-dir the default is "+cacheDirTimeout.String()+" instead: reading a cache's index of a million paths takes a minute or two")
+			timeout := s.Duration("status-timeout", 10*time.Second, "give up after this long (the whole collection); with --cache-dir the default is "+cacheDirTimeout.String()+" instead: reading the index of a cache of a million paths takes minutes")
 			listen := s.String("listen", "", "serve the status page here (e.g. 127.0.0.1:8485; its JSON at /status.json, its figures for Prometheus at /metrics) until stopped, instead of printing")
 			refresh := s.Duration("refresh", 10*time.Second, "with --listen: how often the page reloads itself")
 			closure := s.String("closure", "", closureHelp)
