@@ -65,10 +65,13 @@ func (l LiveRoots) At(i int) LiveRoot {
 }
 
 // All yields the live roots in order.
-func (l LiveRoots) All() iter.Seq2[int, LiveRoot] {
-	return func(yield func(int, LiveRoot) bool) {
-		for i := 0; i < l.Len(); i++ {
-			if !yield(i, l.At(i)) {
+func (l LiveRoots) All() iter.Seq2[int, LiveRoot] { return all(l.Len(), l.At) }
+
+// all yields at(0..n-1): a list made whole one item at a time.
+func all[T any](n int, at func(int) T) iter.Seq2[int, T] {
+	return func(yield func(int, T) bool) {
+		for i := 0; i < n; i++ {
+			if !yield(i, at(i)) {
 				return
 			}
 		}

@@ -73,15 +73,7 @@ func (r Retirements) At(i int) Retirement {
 }
 
 // All yields the retirements in order.
-func (r Retirements) All() iter.Seq2[int, Retirement] {
-	return func(yield func(int, Retirement) bool) {
-		for i := 0; i < r.Len(); i++ {
-			if !yield(i, r.At(i)) {
-				return
-			}
-		}
-	}
-}
+func (r Retirements) All() iter.Seq2[int, Retirement] { return all(r.Len(), r.At) }
 
 // MarshalJSON writes the list as a JSON array (writePlanJSON writes a
 // long one a retirement at a time instead).
