@@ -16,6 +16,12 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/statuspage"
 )
 
+// cacheDirTimeout is status's default --status-timeout with --cache-dir:
+// the timeout bounds the whole collection, and the cache's index takes
+// about 10 s a 100,000 paths on a loaded machine (docs/BENCHMARKS.md,
+// "Scale").
+const cacheDirTimeout = 15 * time.Minute
+
 func init() {
 	register("status", command{
 		summary: "print the stream, each consumer's backlog, dead letters, the last hour's flow, each mirror's share and the latest builds; --closure: who holds each path; --listen: serve it as a page",
@@ -26,7 +32,7 @@ func init() {
 			lc.Register(s, "console")
 			asJSON := s.Bool("json", false, "print JSON instead of a table")
 			last := s.Int("dead-letters", 10, "show this many of the latest dead letters")
-			timeout := s.Duration("status-timeout", 10*time.Second, "give up reaching NATS after this long")
+			timeout := s.Duration("status-timeout", 10*time.Second, "give up after this long (the whole collection); with --cache-dir the default is "+cacheDirTimeout.String()+" instead: reading the index of a cache of a million paths takes minutes")
 			listen := s.String("listen", "", "serve the status page here (e.g. 127.0.0.1:8485; its JSON at /status.json, its figures for Prometheus at /metrics) until stopped, instead of printing")
 			refresh := s.Duration("refresh", 10*time.Second, "with --listen: how often the page reloads itself")
 			closure := s.String("closure", "", closureHelp)
@@ -36,6 +42,9 @@ func init() {
 			return func(ctx context.Context, env *Env) error {
 				if err := pol.Validate(nil, false); err != nil {
 					return usagef("%v", err)
+				}
+				if src := s.Sources["status-timeout"]; pol.CacheDir != "" && (src == "" || src == "default") {
+					*timeout = cacheDirTimeout
 				}
 				log, err := prepare(ctx, func() error { return checkMirrors(*k) }, &lc)
 				if err != nil {

@@ -212,7 +212,7 @@ func TestRetentionEndToEnd(t *testing.T) {
 		t.Fatalf("prune --json: %v\n%s", err, out)
 	}
 	t.Logf("prune: %d live roots, kept %d, retired %d, freed %d bytes, %d problems",
-		len(res.Plan.LiveRoots), res.Plan.KeptPaths, res.Result.Retired, res.Result.FreedBytes, len(res.Plan.Problems))
+		res.Plan.LiveRoots.Len(), res.Plan.KeptPaths, res.Result.Retired, res.Result.FreedBytes, len(res.Plan.Problems))
 	if res.Result.Retired != len(retired) || res.Result.Announced != len(retired) || len(res.Plan.Problems) != 0 {
 		t.Errorf("prune result %+v, problems %q; want %d retired", res.Result, res.Plan.Problems, len(retired))
 	}

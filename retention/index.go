@@ -2,7 +2,9 @@ package retention
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
+	"math"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -13,13 +15,16 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/cachedir"
 	"github.com/nix-ipfs/nix-ipfs/internal/arena"
 	"github.com/nix-ipfs/nix-ipfs/latest"
+	"github.com/nix-ipfs/nix-ipfs/retention/packed"
+	"github.com/nix-ipfs/nix-ipfs/retention/roots"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
 // Index is what a cache directory holds, in a form that costs about 300
 // bytes a path (issue 24: a million paths in bounded memory): every hash
 // part, the cache's and those only referenced, has a dense id; a path's
-// references are ids; its strings live in one arena.
+// references are ids; its strings live in one arena, packed (package
+// packed).
 type Index struct {
 	Dir string
 	// Unreadable are narinfos that could not be read or parsed, with why.
@@ -38,33 +43,50 @@ type Index struct {
 	// policy, so a fleet pulling a job's latest never finds it gone.
 	Latest map[string][]string
 
-	ids     map[hashKey]int32 // by hash part
-	entries []entry           // by id
-	refs    []int32           // entries' references, by entry.refs
-	nars    []narFile         // the files in nar/, sorted by URL
-	arena   arena.Arena
-	// absent are the hash parts only referenced, by id (for problems).
-	absent map[int32]string
+	// keys are the hash parts of the cache's narinfos, sorted: the id
+	// of keys[i] is i. Those of the journal's and of references the cache
+	// lacks have the ids after them, in extra.
+	keys      []hashKey
+	extra     map[hashKey]int32
+	extraKeys []hashKey
+	entries   []entry   // by id
+	refs      []int32   // entries' references, by entry.refOff
+	nars      []narFile // the files in nar/, sorted by packed URL
+	// urls are the NAR URLs of the paths whose NAR file is missing.
+	urls  map[int32]str
+	arena arena.Arena
 }
 
-// hashKey is a hash part as a map key: no string header, no pointer for
-// the garbage collector to follow.
+// hashKey is a hash part: no string header, no pointer for the garbage
+// collector to follow.
 type hashKey [storepath.HashLen]byte
 
-// entry is one path: those only referenced (not in the cache) have
-// present false and nothing else.
+func compareKeys(a hashKey, b *hashKey) int { return bytes.Compare(a[:], b[:]) }
+
+// entry is one path, 64 bytes: those only referenced (not in the cache)
+// are not present and have nothing else. Its strings are packed, the
+// store path without its hash part (the id's key).
 type entry struct {
-	storePath, url, narHash, cid str
-	refs                         span
-	nar                          int32 // index in nars, -1: missing
-	fileSize, narSize            uint64
-	infoSize                     int64
-	modTime                      int64 // Unix nanoseconds
-	present                      bool
-	// retiring is true for a narinfo an interrupted prune moved into the
-	// journal: it has left the cache, its retirement is not finished.
-	retiring bool
+	storePath, narHash, cid str
+	refOff                  uint32
+	refLen                  uint32 // the count, and the flags above refMax
+	nar                     int32  // index in nars, -1: missing
+	infoSize                uint32
+	fileSize, narSize       uint64
+	modTime                 int64 // Unix nanoseconds
 }
+
+const (
+	refMax = 1<<24 - 1
+	// present: the path is in the cache (or its journal).
+	present = 1 << 24
+	// retiring: a narinfo an interrupted prune moved into the journal:
+	// it has left the cache, its retirement is not finished.
+	retiring = 1 << 25
+)
+
+func (e *entry) present() bool  { return e.refLen&present != 0 }
+func (e *entry) retiring() bool { return e.refLen&retiring != 0 }
 
 // NarFile is one file in nar/.
 type NarFile struct {
@@ -78,11 +100,8 @@ type narFile struct {
 	modTime int64
 }
 
-// str is a string in the index's arena; span a run of refs.
-type (
-	str  = arena.Str
-	span struct{ off, len uint32 }
-)
+// str is a string in the index's arena.
+type str = arena.Str
 
 // RootsFile is where prune remembers the roots, relative to the cache.
 const RootsFile = cachedir.RootsFile
@@ -92,7 +111,11 @@ func (ix *Index) id(h string) int32 {
 	if len(h) != storepath.HashLen {
 		return -1
 	}
-	if id, ok := ix.ids[hashKey([]byte(h))]; ok {
+	k := hashKey([]byte(h))
+	if i, ok := slices.BinarySearchFunc(ix.keys, &k, compareKeys); ok {
+		return int32(i)
+	}
+	if id, ok := ix.extra[k]; ok {
 		return id
 	}
 	return -1
@@ -100,28 +123,78 @@ func (ix *Index) id(h string) int32 {
 
 // intern returns h's id, giving it one if it has none.
 func (ix *Index) intern(h string) int32 {
-	k := hashKey([]byte(h))
-	if id, ok := ix.ids[k]; ok {
+	if id := ix.id(h); id >= 0 {
 		return id
 	}
 	id := int32(len(ix.entries))
-	ix.ids[k] = id
+	k := hashKey([]byte(h))
+	if ix.extra == nil {
+		ix.extra = map[hashKey]int32{}
+	}
+	ix.extra[k] = id
+	ix.extraKeys = append(ix.extraKeys, k)
 	ix.entries = append(ix.entries, entry{nar: -1})
 	return id
 }
 
-func (ix *Index) storePath(e *entry) string { return ix.arena.Get(e.storePath) }
-func (ix *Index) hashPart(e *entry) string  { return storepath.HashPart(ix.storePath(e)) }
-func (ix *Index) url(e *entry) string {
-	if e.nar >= 0 {
-		return ix.arena.Get(ix.nars[e.nar].url)
+// hash is id's hash part.
+func (ix *Index) hash(id int32) string {
+	if int(id) < len(ix.keys) {
+		return string(ix.keys[id][:])
 	}
-	return ix.arena.Get(e.url)
+	return string(ix.extraKeys[int(id)-len(ix.keys)][:])
 }
+
+// refsOf are e's references.
+func (ix *Index) refsOf(e *entry) []int32 { return ix.refs[e.refOff : e.refOff+e.refLen&refMax] }
+
+func (ix *Index) storePath(id int32) string {
+	return packed.StorePathText(ix.arena.Get(ix.entries[id].storePath), ix.hash(id))
+}
+func (ix *Index) hashPart(id int32) string { return storepath.HashPart(ix.storePath(id)) }
+func (ix *Index) narHash(e *entry) string  { return packed.NarHashText(ix.arena.Get(e.narHash)) }
+func (ix *Index) cid(e *entry) string      { return packed.CIDText(ix.arena.Get(e.cid)) }
+func (ix *Index) url(id int32) string {
+	if e := &ix.entries[id]; e.nar >= 0 {
+		return packed.NarURLText(ix.arena.Get(ix.nars[e.nar].url))
+	}
+	return packed.NarURLText(ix.arena.Get(ix.urls[id]))
+}
+
+// ComparePaths orders ids by their store paths, without unpacking
+// those of listed hash parts under /nix/store: their order is their ids'.
+func (ix *Index) ComparePaths(a, b int32) int {
+	pa, pb := ix.arena.Get(ix.entries[a].storePath), ix.arena.Get(ix.entries[b].storePath)
+	if int(a) < len(ix.keys) && int(b) < len(ix.keys) && packed.UnderHash(pa) && packed.UnderHash(pb) {
+		return cmp.Compare(a, b)
+	}
+	return strings.Compare(ix.storePath(a), ix.storePath(b))
+}
+
+// hasStorePath reports whether the cache holds store path sp.
+func (ix *Index) hasStorePath(sp string) bool {
+	id := ix.id(storepath.HashPart(sp))
+	return id >= 0 && ix.entries[id].present() && packed.StorePathIs(ix.arena.Get(ix.entries[id].storePath), ix.hash(id), sp)
+}
+
+// PathID is store path sp's id if the cache holds it (roots.Paths: a
+// root keeps its outputs as ids).
+func (ix *Index) PathID(sp string) (int32, bool) {
+	if !ix.hasStorePath(sp) {
+		return 0, false
+	}
+	return ix.id(storepath.HashPart(sp)), true
+}
+
+// PathText is the store path of id.
+func (ix *Index) PathText(id int32) string { return ix.storePath(id) }
+
+var _ roots.Paths = (*Index)(nil)
 
 // findNAR is the index in nars of the file at url, -1 if none.
 func (ix *Index) findNAR(url string) int32 {
-	i, ok := slices.BinarySearchFunc(ix.nars, url, func(f narFile, u string) int { return strings.Compare(ix.arena.Get(f.url), u) })
+	p := packed.NarURL(url)
+	i, ok := slices.BinarySearchFunc(ix.nars, p, func(f narFile, u string) int { return strings.Compare(ix.arena.Get(f.url), u) })
 	if !ok {
 		return -1
 	}
@@ -160,15 +233,18 @@ func ReadIndex(dir string) (*Index, error) {
 	if err := c.CheckCacheInfo(); err != nil {
 		return nil, fmt.Errorf("cache %s: %w", dir, err)
 	}
-	ix.ids = make(map[hashKey]int32, len(names)+len(names)/8)
-	ix.entries = make([]entry, 0, len(names)+len(names)/8)
-	// A store path, a NAR's URL, a NarHash and a CID: about 240 bytes a
-	// path, allocated once rather than grown by copies.
-	ix.arena.Grow(256 * (len(names) + 1))
+	// Sorted, the names are the ids: no map, and a store path need not
+	// keep its hash part.
+	slices.SortFunc(names, func(a, b hashKey) int { return compareKeys(a, &b) })
+	ix.keys = names
+	ix.entries = make([]entry, len(names), len(names)+len(names)/16)
+	for i := range ix.entries {
+		ix.entries[i].nar = -1
+	}
 	ix.refs = make([]int32, 0, 4*(len(names)+1))
 	ix.nars = make([]narFile, 0, len(names)+1)
 	if err := c.EachNAR(func(f cachedir.File) {
-		ix.nars = append(ix.nars, narFile{url: ix.arena.Add(f.URL), size: f.Size, modTime: f.ModTime.UnixNano()})
+		ix.nars = append(ix.nars, narFile{url: ix.arena.Add(packed.NarURL(f.URL)), size: f.Size, modTime: f.ModTime.UnixNano()})
 	}); err != nil {
 		return nil, fmt.Errorf("cache %s: %w", dir, err)
 	}
@@ -182,7 +258,7 @@ func ReadIndex(dir string) (*Index, error) {
 	for _, f := range jnars {
 		ix.journalNARs = append(ix.journalNARs, f.Name)
 		if ix.findNAR(f.URL) < 0 {
-			ix.nars = append(ix.nars, narFile{url: ix.arena.Add(f.URL), size: f.Size, modTime: f.ModTime.UnixNano()})
+			ix.nars = append(ix.nars, narFile{url: ix.arena.Add(packed.NarURL(f.URL)), size: f.Size, modTime: f.ModTime.UnixNano()})
 			ix.sortNARs()
 		}
 	}
@@ -203,7 +279,8 @@ func ReadIndex(dir string) (*Index, error) {
 	}
 	// Chunks of narinfos read in parallel, added in order: the cache's
 	// before the journal's, as Shadowed needs.
-	const chunk = 4096
+	// (1,024: the results of a chunk weigh about a kilobyte each.)
+	const chunk = 1024
 	results := make([]parsed, chunk)
 	workers := max(2, runtime.GOMAXPROCS(0)*2)
 	for start := 0; start < total; start += chunk {
@@ -233,12 +310,6 @@ func ReadIndex(dir string) (*Index, error) {
 		for i := 0; i < n; i++ {
 			ix.add(&results[i])
 			results[i] = parsed{}
-		}
-	}
-	ix.absent = map[int32]string{}
-	for k, id := range ix.ids {
-		if !ix.entries[id].present {
-			ix.absent[id] = string(k[:])
 		}
 	}
 	if ix.Latest, err = readLatest(c); err != nil {
@@ -284,29 +355,38 @@ func (ix *Index) add(r *parsed) {
 		ix.Unreadable = append(ix.Unreadable, fmt.Sprintf("%s: not named after a store path's hash part", r.hashPart))
 		return
 	}
+	if len(r.refs) > refMax {
+		ix.Unreadable = append(ix.Unreadable, fmt.Sprintf("%s: %d references", r.storePath, len(r.refs)))
+		return
+	}
 	id := ix.intern(r.hashPart)
-	if ix.entries[id].present {
+	if ix.entries[id].present() {
 		// Back in the cache (published again) and still in the
 		// journal: the cache's wins, the journal entry is stale.
 		ix.Shadowed = append(ix.Shadowed, r.hashPart)
 		return
 	}
-	refs := make([]int32, 0, 8)
+	off := len(ix.refs)
 	for _, h := range r.refs {
-		refs = append(refs, ix.intern(h))
+		ix.refs = append(ix.refs, ix.intern(h)) // may grow entries
+	}
+	flags := uint32(present)
+	if r.retiring {
+		flags |= retiring
 	}
 	e := &ix.entries[id]
 	*e = entry{
-		storePath: ix.arena.Add(r.storePath), narHash: ix.arena.Add(r.narHash), cid: ix.arena.Add(r.cid),
-		refs:     span{uint32(len(ix.refs)), uint32(len(refs))},
+		storePath: ix.arena.Add(packed.StorePath(r.storePath, r.hashPart)), narHash: ix.arena.Add(packed.NarHash(r.narHash)), cid: ix.arena.Add(packed.CID(r.cid)),
+		refOff: uint32(off), refLen: uint32(len(r.refs)) | flags,
 		nar:      ix.findNAR(r.url),
-		fileSize: r.fileSize, narSize: r.narSize, infoSize: r.infoSize, modTime: r.modTime.UnixNano(),
-		present: true, retiring: r.retiring,
+		fileSize: r.fileSize, narSize: r.narSize, infoSize: uint32(min(r.infoSize, math.MaxUint32)), modTime: r.modTime.UnixNano(),
 	}
 	if e.nar < 0 {
-		e.url = ix.arena.Add(r.url)
+		if ix.urls == nil {
+			ix.urls = map[int32]str{}
+		}
+		ix.urls[id] = ix.arena.Add(packed.NarURL(r.url))
 	}
-	ix.refs = append(ix.refs, refs...)
 	if !r.retiring {
 		ix.NarInfoBytes += r.infoSize
 	}

@@ -6,9 +6,10 @@ import (
 	"maps"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
+	"github.com/nix-ipfs/nix-ipfs/retention/packed"
+	"github.com/nix-ipfs/nix-ipfs/retention/roots"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
@@ -55,29 +56,29 @@ type Retirement struct {
 	Journal  bool  `json:"journal,omitempty"`
 	InfoSize int64 `json:"-"`
 
-	// root, when Reason is empty, is the root whose lapse retires the
-	// path, under policy: Why formats the reason from them.
-	root   *Root
-	policy *Policy
-	// placeholder stands for all of a plan's retirements in its JSON
-	// (writePlanJSON).
-	placeholder bool
+	// rootJob and rootBuilt, when Reason is empty, are the root whose
+	// lapse retires the path, under policy: Why formats the reason from
+	// them.
+	rootJob   string
+	rootBuilt time.Time
+	policy    *Policy
 }
 
 // Why is why the path leaves (Reason, or the reason its root lapsed).
 func (r Retirement) Why() string {
-	if r.Reason != "" || r.root == nil {
+	if r.Reason != "" || r.policy == nil {
 		return r.Reason
 	}
 	return fmt.Sprintf("root of job %s last built %s: not built within --keep-for %s, not among the last %d of its job, not pinned",
-		r.root.Job, r.root.LastBuilt.UTC().Format(time.RFC3339), r.policy.KeepFor, r.policy.KeepLastPerJob)
+		r.rootJob, r.rootBuilt.UTC().Format(time.RFC3339), r.policy.KeepFor, r.policy.KeepLastPerJob)
+}
+
+func unrootedReason(pol *Policy) string {
+	return fmt.Sprintf("in the closure of no live root, not written within --grace %s", pol.Grace)
 }
 
 // MarshalJSON writes the retirement with its reason.
 func (r Retirement) MarshalJSON() ([]byte, error) {
-	if r.placeholder {
-		return []byte(retirePlaceholder), nil
-	}
 	type plain Retirement
 	p := plain(r)
 	p.Reason = r.Why()
@@ -86,19 +87,20 @@ func (r Retirement) MarshalJSON() ([]byte, error) {
 
 // Plan is what a prune would do, and why.
 type Plan struct {
-	Policy    Policy     `json:"-"`
-	Now       time.Time  `json:"now"`
-	Roots     int        `json:"roots"`
-	LiveRoots []LiveRoot `json:"live_roots"`
-	Pins      []Pin      `json:"pins"`
+	Policy    Policy    `json:"-"`
+	Now       time.Time `json:"now"`
+	Roots     int       `json:"roots"`
+	LiveRoots LiveRoots `json:"live_roots"`
+	Pins      []Pin     `json:"pins"`
 	// Cache is what the cache holds now.
 	CachePaths int   `json:"cache_paths"`
 	CacheBytes int64 `json:"cache_bytes"`
 	KeptPaths  int   `json:"kept_paths"`
 	// GracePaths are kept only because they are recent (Policy.Grace).
-	GracePaths int          `json:"grace_paths"`
-	Retire     []Retirement `json:"retire"`
-	// RetireCount is how many paths leave (len(Retire) but for Survey).
+	GracePaths int `json:"grace_paths"`
+	// Retire are the paths that leave, by store path.
+	Retire Retirements `json:"retire"`
+	// RetireCount is how many paths leave (Retire.Len() but for Survey).
 	RetireCount int `json:"-"`
 	// OrphanNARs are NAR files no narinfo names, older than OrphanAge.
 	OrphanNARs []string `json:"orphan_nars,omitempty"`
@@ -119,27 +121,24 @@ type Plan struct {
 
 // Decide computes the plan: the live roots, the kept set (their closures
 // and whatever Grace protects, over the narinfos' References), and what
-// leaves. Its sets are indexed by the index's ids, a byte a path.
+// leaves. Its sets are indexed by the index's ids, a byte a path; its
+// retirements are a few bytes a path, made whole when read.
 func Decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Plan {
 	return decide(ix, roots, pins, pol, now, true)
 }
 
-// Survey is Decide without the retirements themselves (Retire stays nil,
-// RetireCount says how many): what status needs, without 170 bytes a
-// retired path.
+// Survey is Decide without the retirements themselves (Retire stays
+// empty, RetireCount says how many): what status needs.
 func Survey(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time) *Plan {
 	return decide(ix, roots, pins, pol, now, false)
 }
 
-func decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time, listRetire bool) *Plan {
-	p := &Plan{Policy: pol, Now: now, Roots: roots.Len(), Pins: pins, shadowed: ix.Shadowed, journalNARs: ix.journalNARs}
+func decide(ix *Index, rs *Roots, pins []Pin, pol Policy, now time.Time, listRetire bool) *Plan {
+	p := &Plan{Policy: pol, Now: now, Roots: rs.Len(), Pins: pins, shadowed: ix.Shadowed, journalNARs: ix.journalNARs}
 	p.Problems = append(p.Problems, ix.Unreadable...)
-	present := func(sp string) bool {
-		id := ix.id(storepath.HashPart(sp))
-		return id >= 0 && ix.entries[id].present && ix.storePath(&ix.entries[id]) == sp
-	}
+	present := ix.hasStorePath
 	for i := range ix.entries {
-		if e := &ix.entries[i]; e.present && !e.retiring {
+		if e := &ix.entries[i]; e.present() && !e.retiring() {
 			p.CachePaths++
 		}
 	}
@@ -149,35 +148,41 @@ func decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time, list
 	}
 
 	// Live roots.
-	live := map[string]*LiveRoot{}
-	var liveOrder []string
-	mark := func(r Root, why string) {
-		k := r.key()
-		if lr, ok := live[k]; ok {
-			lr.Why = append(lr.Why, why)
-			return
+	live := &liveSet{LiveRoots: LiveRoots{rs: rs, pol: &p.Policy}}
+	// idOf is the index's id of a root's output, -1 if none; present
+	// says whether the cache holds it.
+	sameIndex := rs.Paths() == roots.Paths(ix)
+	idOf := func(o string, pathID int32) (id int32, present bool) {
+		if pathID >= 0 {
+			if sameIndex {
+				return pathID, true // known by its store path
+			}
+			o = rs.Paths().PathText(pathID)
 		}
-		live[k] = &LiveRoot{Root: r, Why: []string{why}}
-		liveOrder = append(liveOrder, k)
+		return ix.id(storepath.HashPart(o)), ix.hasStorePath(o)
 	}
 	perJob := map[string]int{}
-	allRoots := roots.sorted() // newest first
-	for _, r := range allRoots {
+	newest := rs.Newest()
+	for _, id := range newest {
 		inCache := false
-		for _, o := range r.Outputs {
-			if present(o) {
-				inCache = true
-				break
-			}
-		}
-		if pol.KeepFor > 0 && now.Sub(r.LastBuilt) < pol.KeepFor {
-			mark(*r, "built within --keep-for "+pol.KeepFor.String())
+		rs.EachOutput(id, func(o string, pathID int32) bool {
+			_, inCache = idOf(o, pathID)
+			return !inCache
+		})
+		var why uint8
+		if pol.KeepFor > 0 && now.Sub(rs.LastBuilt(id)) < pol.KeepFor {
+			why |= liveByKeepFor
 		}
 		// Only roots that reached the cache count towards a job's last N:
 		// one still being published must not push a published one out.
-		if inCache && pol.KeepLastPerJob > 0 && perJob[r.Job] < pol.KeepLastPerJob {
-			perJob[r.Job]++
-			mark(*r, fmt.Sprintf("among the last %d of job %s", pol.KeepLastPerJob, r.Job))
+		if inCache && pol.KeepLastPerJob > 0 {
+			if job := rs.Job(id); perJob[job] < pol.KeepLastPerJob {
+				perJob[job]++
+				why |= liveByLastN
+			}
+		}
+		if why != 0 {
+			live.markSet(id, why)
 		}
 	}
 	for _, pin := range pins {
@@ -185,15 +190,14 @@ func decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time, list
 			if !present(sp) {
 				p.Problems = append(p.Problems, fmt.Sprintf("pin %s: revision %s is not in the cache", pin.Name, sp))
 			}
-			mark(Root{Outputs: []string{sp}, Job: "pin:" + pin.Name}, "pin "+pin.Name)
+			live.mark(Root{Outputs: []string{sp}, Job: "pin:" + pin.Name}, "pin "+pin.Name)
 		}
 	}
 	for _, job := range slices.Sorted(maps.Keys(ix.Latest)) {
-		mark(Root{Outputs: ix.Latest[job], Job: job}, "latest build of job "+job)
+		live.mark(Root{Outputs: ix.Latest[job], Job: job}, "latest build of job "+job)
 	}
-	for _, k := range liveOrder {
-		p.LiveRoots = append(p.LiveRoots, *live[k])
-	}
+	p.LiveRoots = live.LiveRoots
+	live = nil
 
 	// The kept set: closures of the live roots and of recent paths.
 	kept := make([]bool, len(ix.entries))
@@ -205,8 +209,17 @@ func decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time, list
 			stack = append(stack, id)
 		}
 	}
-	for _, lr := range p.LiveRoots {
-		for _, o := range lr.Outputs {
+	for _, ref := range p.LiveRoots.order {
+		if ref.root >= 0 {
+			rs.EachOutput(ref.root, func(o string, pathID int32) bool {
+				if id, ok := idOf(o, pathID); ok {
+					push(id)
+				}
+				return true
+			})
+			continue
+		}
+		for _, o := range p.LiveRoots.whole[-ref.root-1].Outputs {
 			if present(o) {
 				push(ix.id(storepath.HashPart(o)))
 			}
@@ -217,10 +230,10 @@ func decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time, list
 		cut := now.Add(-pol.Grace).UnixNano()
 		for i := range ix.entries {
 			e := &ix.entries[i]
-			if !e.present || e.retiring {
+			if !e.present() || e.retiring() {
 				continue
 			}
-			if e.modTime > cut || (e.nar >= 0 && ix.nars[e.nar].modTime > cut) || ix.RecentlyPublished[ix.storePath(e)] {
+			if e.modTime > cut || (e.nar >= 0 && ix.nars[e.nar].modTime > cut) || (len(ix.RecentlyPublished) > 0 && ix.RecentlyPublished[ix.storePath(int32(i))]) {
 				if !kept[i] {
 					graceSeeds++
 				}
@@ -232,12 +245,12 @@ func decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time, list
 		h := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
 		e := &ix.entries[h]
-		for _, r := range ix.refs[e.refs.off : e.refs.off+e.refs.len] {
-			if !ix.entries[r].present {
+		for _, r := range ix.refsOf(e) {
+			if !ix.entries[r].present() {
 				if k := [2]int32{h, r}; !missing[k] {
 					missing[k] = true
 					p.Problems = append(p.Problems, fmt.Sprintf("%s references %s, which is not in the cache (left as it is: prune never repairs)",
-						ix.storePath(e), ix.absent[r]))
+						ix.storePath(h), ix.hash(r)))
 				}
 				continue
 			}
@@ -247,25 +260,25 @@ func decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time, list
 	p.GracePaths = graceSeeds
 
 	// What leaves, and what stays. A NAR file is kept, named or removed
-	// by its index in ix.nars; a CID is kept by its text in the arena.
+	// by its index in ix.nars; a CID is kept by its packed form.
 	keptNAR := make([]bool, len(ix.nars))
 	named := make([]bool, len(ix.nars))
 	keptCID := map[string]struct{}{}
 	for i := range ix.entries {
 		e := &ix.entries[i]
-		if !e.present {
+		if !e.present() {
 			continue
 		}
 		if e.nar >= 0 {
 			named[e.nar] = true
 		}
 		if kept[i] {
-			if e.retiring {
+			if e.retiring() {
 				if e.nar < 0 {
-					p.Problems = append(p.Problems, fmt.Sprintf("%s is kept but an interrupted prune removed its NAR %s", ix.storePath(e), ix.url(e)))
+					p.Problems = append(p.Problems, fmt.Sprintf("%s is kept but an interrupted prune removed its NAR %s", ix.storePath(int32(i)), ix.url(int32(i))))
 					continue
 				}
-				p.restore = append(p.restore, ix.hashPart(e))
+				p.restore = append(p.restore, ix.hashPart(int32(i)))
 			}
 			p.KeptPaths++
 			if e.nar >= 0 {
@@ -275,71 +288,66 @@ func decide(ix *Index, roots *Roots, pins []Pin, pol Policy, now time.Time, list
 				keptCID[c] = struct{}{}
 			}
 			if e.nar < 0 {
-				p.Problems = append(p.Problems, fmt.Sprintf("%s: its NAR %s is missing from the cache", ix.storePath(e), ix.url(e)))
+				p.Problems = append(p.Problems, fmt.Sprintf("%s: its NAR %s is missing from the cache", ix.storePath(int32(i)), ix.url(int32(i))))
 			}
 		}
 	}
 	// rootOf is the newest root each path is an output of (-1: none).
-	rootOf := make([]int32, len(ix.entries))
+	rootOf := make([]RootID, len(ix.entries))
 	for i := range rootOf {
 		rootOf[i] = -1
 	}
-	for k, r := range allRoots {
-		for _, o := range r.Outputs {
-			if id := ix.id(storepath.HashPart(o)); id >= 0 && rootOf[id] < 0 {
-				rootOf[id] = int32(k)
+	for _, r := range newest {
+		rs.EachOutput(r, func(o string, pathID int32) bool {
+			if id, _ := idOf(o, pathID); id >= 0 && rootOf[id] < 0 {
+				rootOf[id] = r
 			}
-		}
+			return true
+		})
 	}
+	newest = nil
 	nRetire := 0
 	for i := range ix.entries {
-		if ix.entries[i].present && !kept[i] {
+		if ix.entries[i].present() && !kept[i] {
 			nRetire++
 		}
 	}
 	p.RetireCount = nRetire
+	var list []retireRef
 	if nRetire > 0 && listRetire {
-		p.Retire = make([]Retirement, 0, nRetire)
+		list = make([]retireRef, 0, nRetire)
 	}
-	unrooted := fmt.Sprintf("in the closure of no live root, not written within --grace %s", pol.Grace)
 	removed := make([]bool, len(ix.nars))
 	for i := range ix.entries {
 		e := &ix.entries[i]
-		if !e.present || kept[i] {
+		if !e.present() || kept[i] {
 			continue
 		}
-		sp := ix.storePath(e)
-		r := Retirement{StorePath: sp, HashPart: storepath.HashPart(sp), URL: ix.url(e), NarHash: ix.arena.Get(e.narHash), NarSize: e.narSize,
-			FileSize: e.fileSize, Journal: e.retiring, InfoSize: e.infoSize}
-		c := ix.arena.Get(e.cid)
-		if _, ok := keptCID[c]; !ok {
-			r.CID = c
+		r := retireRef{id: int32(i), root: rootOf[i]}
+		if _, ok := keptCID[ix.arena.Get(e.cid)]; ok {
+			r.flags |= cidKept
 		}
-		r.RemoveNAR = e.nar >= 0 && !keptNAR[e.nar]
-		if k := rootOf[i]; k >= 0 {
-			// Formatted when asked (Retirement.Why): a reason per root
-			// is a string per path where every path is built.
-			r.root, r.policy = allRoots[k], &p.Policy
-		} else {
-			r.Reason = unrooted
+		if e.nar >= 0 && !keptNAR[e.nar] {
+			r.flags |= removeNAR
+			if !removed[e.nar] {
+				removed[e.nar] = true
+				p.FreedBytes += ix.nars[e.nar].size
+			}
 		}
-		if r.RemoveNAR && !removed[e.nar] {
-			removed[e.nar] = true
-			p.FreedBytes += ix.nars[e.nar].size
-		}
-		if !e.retiring {
-			p.FreedBytes += e.infoSize
+		if !e.retiring() {
+			p.FreedBytes += int64(e.infoSize)
 		}
 		if listRetire {
-			p.Retire = append(p.Retire, r)
+			list = append(list, r)
 		}
 	}
-	slices.SortFunc(p.Retire, func(a, b Retirement) int { return strings.Compare(a.StorePath, b.StorePath) })
+	slices.SortFunc(list, func(a, b retireRef) int { return ix.ComparePaths(a.id, b.id) })
+	p.Retire = Retirements{ix: ix, roots: rs, policy: &p.Policy, list: list}
 
 	orphanCut := now.Add(-max(pol.Grace, OrphanAge)).UnixNano()
 	for i, nf := range ix.nars {
 		if !named[i] && nf.modTime < orphanCut {
-			p.OrphanNARs = append(p.OrphanNARs, ix.arena.Get(nf.url))
+			p.OrphanNARs = append(p.OrphanNARs, packed.NarURLText(ix.arena.Get(nf.url)))
 			p.FreedBytes += nf.size
 		}
 	}

@@ -103,11 +103,17 @@ func (x *Executor) Run(ctx context.Context, p *Plan) (Result, error) {
 		}
 	}
 	var errsSeen []error
-	for start := 0; start < len(p.Retire); start += x.BatchSize {
+	// The retirements are made whole a batch at a time: a few bytes a
+	// path until then.
+	var batch []Retirement
+	for start := 0; start < p.Retire.Len(); start += x.BatchSize {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		batch := p.Retire[start:min(start+x.BatchSize, len(p.Retire))]
+		batch = batch[:0]
+		for i := start; i < min(start+x.BatchSize, p.Retire.Len()); i++ {
+			batch = append(batch, p.Retire.At(i))
+		}
 		moved, err := x.moveOut(batch, &res)
 		if err != nil {
 			return res, err
@@ -166,7 +172,7 @@ func (x *Executor) moveOut(batch []Retirement, res *Result) ([]Retirement, error
 		o := &outs[i]
 		o.moved, o.spared, o.err = x.moveOne(batch[i])
 	})
-	var moved []Retirement
+	moved := batch[:0] // in place: a batch is thousands of retirements
 	for i, o := range outs {
 		if o.err != nil {
 			return moved, o.err
@@ -315,7 +321,7 @@ func (x *Executor) unpin(ctx context.Context, moved []Retirement, res *Result) (
 		}()
 	}
 	wg.Wait()
-	var keep []Retirement
+	keep := moved[:0] // in place, as moveOut
 	var failed []error
 	for i, o := range outs {
 		switch {

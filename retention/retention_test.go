@@ -219,8 +219,8 @@ func TestPruneKeepsLiveClosures(t *testing.T) {
 	if plan.KeptPaths != len(keep) {
 		t.Errorf("plan keeps %d paths, want %d", plan.KeptPaths, len(keep))
 	}
-	if len(plan.LiveRoots) != 3 {
-		t.Errorf("%d live roots, want 3 (2 by job, 1 pin): %+v", len(plan.LiveRoots), plan.LiveRoots)
+	if plan.LiveRoots.Len() != 3 {
+		t.Errorf("%d live roots, want 3 (2 by job, 1 pin)", plan.LiveRoots.Len())
 	}
 	_, res := w.prune(pol, false)
 	var gone []string
@@ -257,8 +257,8 @@ func TestPruneKeepsLiveClosures(t *testing.T) {
 		t.Errorf("journal not empty: %v", left)
 	}
 	plan2, res2 := w.prune(pol, false)
-	if len(plan2.Retire) != 0 || res2.Retired != 0 {
-		t.Errorf("second prune retired %d", len(plan2.Retire))
+	if plan2.Retire.Len() != 0 || res2.Retired != 0 {
+		t.Errorf("second prune retired %d", plan2.Retire.Len())
 	}
 }
 
@@ -322,7 +322,7 @@ func TestPruneResumesFromJournal(t *testing.T) {
 	top0 := g0[6].StorePath // a leaf only generation 0 has
 	pinned := w.closure(top0)
 	var rs []Retirement
-	for _, r := range plan.Retire {
+	for _, r := range plan.Retire.All() {
 		if !pinned[r.StorePath] {
 			rs = append(rs, r)
 		}
@@ -435,8 +435,11 @@ func TestPruneSharedNAR(t *testing.T) {
 		t.Fatal(err)
 	}
 	plan, res := w.prune(Policy{Grace: time.Hour}, false)
-	if len(plan.Retire) != 1 || plan.Retire[0].StorePath != gone || plan.Retire[0].RemoveNAR || plan.Retire[0].CID != "" {
-		t.Fatalf("plan %+v", plan.Retire)
+	if plan.Retire.Len() != 1 {
+		t.Fatalf("%d retire, want 1", plan.Retire.Len())
+	}
+	if r := plan.Retire.At(0); r.StorePath != gone || r.RemoveNAR || r.CID != "" {
+		t.Fatalf("plan %+v", r)
 	}
 	if res.NARsRemoved != 0 {
 		t.Errorf("removed %d NARs", res.NARsRemoved)
@@ -514,13 +517,13 @@ func TestPruneKeepsEachJobsLatest(t *testing.T) {
 	}
 	plan, _ := w.prune(Policy{}, false)
 	found := false
-	for _, lr := range plan.LiveRoots {
+	for _, lr := range plan.LiveRoots.All() {
 		if lr.Job == "proj:main:app" && slices.Contains(lr.Why, "latest build of job proj:main:app") {
 			found = true
 		}
 	}
 	if !found {
-		t.Fatalf("the job's latest is not a live root: %+v", plan.LiveRoots)
+		t.Fatalf("the job's latest is not a live root: %d live", plan.LiveRoots.Len())
 	}
 	keep := w.closure(top)
 	for sp := range w.paths {

@@ -2,103 +2,32 @@ package retention
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"runtime"
-	"slices"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nix-ipfs/nix-ipfs/events"
-	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/retention/roots"
 )
 
 // Root is the outputs of one build: it keeps their whole closure while it
 // is live.
-type Root struct {
-	// Outputs are absolute store paths, sorted.
-	Outputs []string `json:"outputs"`
-	// Job is what keep-last-per-job counts by (JobOf).
-	Job string `json:"job"`
-	// LastBuilt is the time of the latest "built" event for these outputs.
-	LastBuilt time.Time `json:"last_built"`
-}
-
-func (r Root) key() string { return strings.Join(r.Outputs, " ") }
+type Root = roots.Root
 
 // Roots is a set of roots, one per distinct set of outputs.
-type Roots struct {
-	byKey map[string]*Root
-}
+type Roots = roots.Set
 
 // NewRoots returns an empty set.
-func NewRoots() *Roots { return &Roots{byKey: map[string]*Root{}} }
+func NewRoots() *Roots { return roots.New() }
 
-// Add records a build of r.Outputs; a later build of the same outputs moves
-// LastBuilt forward and takes its job.
-func (rs *Roots) Add(r Root) {
-	if len(r.Outputs) == 0 {
-		return
-	}
-	r.Outputs = slices.Clone(r.Outputs)
-	slices.Sort(r.Outputs)
-	r.Outputs = slices.Compact(r.Outputs)
-	k := r.key()
-	if old, ok := rs.byKey[k]; ok {
-		if r.LastBuilt.After(old.LastBuilt) {
-			old.LastBuilt, old.Job = r.LastBuilt, r.Job
-		}
-		return
-	}
-	rs.byKey[k] = &r
-}
-
-// AddBuilt records a "built" event.
-func (rs *Roots) AddBuilt(ev *events.Built) {
-	rs.Add(Root{Outputs: ev.OutPaths, Job: JobOf(ev), LastBuilt: ev.Time})
-}
-
-// Len is the number of roots.
-func (rs *Roots) Len() int { return len(rs.byKey) }
-
-// All returns the roots, newest first (ties by outputs).
-func (rs *Roots) All() []Root {
-	sorted := rs.sorted()
-	out := make([]Root, len(sorted))
-	for i, r := range sorted {
-		out[i] = *r
-	}
-	return out
-}
-
-// sorted returns the roots as All does, without copying them: 8 bytes a
-// root where every path is built (issue 24). The caller must not change
-// them.
-func (rs *Roots) sorted() []*Root {
-	out := make([]*Root, 0, len(rs.byKey))
-	for _, r := range rs.byKey {
-		out = append(out, r)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].LastBuilt.Equal(out[j].LastBuilt) {
-			return out[i].LastBuilt.After(out[j].LastBuilt)
-		}
-		return out[i].key() < out[j].key()
-	})
-	return out
-}
-
-// ReadBuilt adds the roots of every "built" event in the stream. Events
-// that do not decode are skipped: they name no outputs anyone can trust.
-func (rs *Roots) ReadBuilt(ctx context.Context, js jetstream.JetStream, stream string) error {
+// ReadBuilt adds to rs the roots of every "built" event in the stream.
+// Events that do not decode are skipped: they name no outputs anyone can
+// trust.
+func ReadBuilt(ctx context.Context, js jetstream.JetStream, stream string, rs *Roots) error {
 	var mu sync.Mutex
 	return readEvents(ctx, js, stream, events.SubjectBuilt, time.Time{}, func(ev events.Event) {
 		if b, ok := ev.(*events.Built); ok {
@@ -159,59 +88,4 @@ func readEvents(ctx context.Context, js jetstream.JetStream, stream, subject str
 		return fmt.Errorf("%w: no roots to keep anything by (check --stream and --nats-url)", err)
 	}
 	return err
-}
-
-// rootsFile is the roots a cache remembers, so that roots outlive the
-// stream's max-age: prune merges it with the stream and writes it back.
-type rootsFile struct {
-	Version int    `json:"version"`
-	Roots   []Root `json:"roots"`
-}
-
-// LoadFile adds the roots recorded in path; a missing file adds none.
-func (rs *Roots) LoadFile(path string) error {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("roots file: %w", err)
-	}
-	var f rootsFile
-	if err := json.Unmarshal(b, &f); err != nil {
-		return errs.Errorf(errs.Invalid, "roots file %s: %v (move it away to start from the stream's roots only)", path, err)
-	}
-	if f.Version != 1 {
-		return errs.Errorf(errs.Invalid, "roots file %s: version %d, this code reads version 1", path, f.Version)
-	}
-	for _, r := range f.Roots {
-		rs.Add(r)
-	}
-	return nil
-}
-
-// SaveFile writes the roots to path atomically, keeping only those for
-// which keep returns true.
-func (rs *Roots) SaveFile(path string, keep func(Root) bool) error {
-	f := rootsFile{Version: 1, Roots: []Root{}}
-	for _, r := range rs.All() {
-		if keep(r) {
-			f.Roots = append(f.Roots, r)
-		}
-	}
-	b, err := json.Marshal(f)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dirOf(path), 0o755); err != nil {
-		return fmt.Errorf("roots file: %w", err)
-	}
-	return atomicfile.WriteFile(path, append(b, '\n'), 0o644)
-}
-
-func dirOf(p string) string {
-	if i := strings.LastIndexByte(p, '/'); i > 0 {
-		return p[:i]
-	}
-	return "."
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -22,7 +21,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/config"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
-	"github.com/nix-ipfs/nix-ipfs/retention/incache"
+	"github.com/nix-ipfs/nix-ipfs/retention/roots"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
@@ -108,11 +107,16 @@ func (c *PruneConfig) Validate() error {
 // stream's "built" events), the pins, the cache, and (grace > 0) the paths
 // published within grace.
 func Load(ctx context.Context, js jetstream.JetStream, stream, cacheDir string, grace time.Duration) (*Index, *Roots, []Pin, error) {
-	roots := NewRoots()
+	// The index first: the roots keep the outputs it holds as its ids.
+	ix, err := ReadIndex(cacheDir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	roots := roots.NewOver(ix)
 	if err := roots.LoadFile(cachedir.Cache{Dir: cacheDir}.StatePath(cachedir.RootsFile)); err != nil {
 		return nil, nil, nil, err
 	}
-	if err := roots.ReadBuilt(ctx, js, stream); err != nil {
+	if err := ReadBuilt(ctx, js, stream, roots); err != nil {
 		return nil, nil, nil, err
 	}
 	pins, err := OpenPins(ctx, js, 0, false)
@@ -123,26 +127,33 @@ func Load(ctx context.Context, js jetstream.JetStream, stream, cacheDir string, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	var recent map[string]bool
 	if grace > 0 {
-		if recent, err = ReadPublishedSince(ctx, js, stream, time.Now().Add(-grace)); err != nil {
+		if ix.RecentlyPublished, err = ReadPublishedSince(ctx, js, stream, time.Now().Add(-grace)); err != nil {
 			return nil, nil, nil, err
 		}
 	}
-	ix, err := ReadIndex(cacheDir)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	ix.RecentlyPublished = recent
 	return ix, roots, list, nil
+}
+
+// GCPercent is the garbage collector's target while prune or status
+// holds a whole cache's index, the roots and the plan: a tighter one
+// keeps the peak near what is live, at little CPU cost since what is
+// live holds almost no pointers to follow (issue 24, docs/BENCHMARKS.md).
+const GCPercent = 25
+
+// TightGC sets GCPercent, unless the environment sets GOGC, and returns
+// what puts the previous target back.
+func TightGC() (restore func()) {
+	if os.Getenv("GOGC") != "" {
+		return func() {}
+	}
+	old := debug.SetGCPercent(GCPercent)
+	return func() { debug.SetGCPercent(old) }
 }
 
 // RunPrune runs prune as the CLI does.
 func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writer) error {
-	// Prune holds the whole cache's index, the roots and the plan at once;
-	// a tighter GC target keeps its peak near what is live (a run over
-	// 100,000 paths, docs/BENCHMARKS.md) at little CPU cost.
-	defer debug.SetGCPercent(debug.SetGCPercent(40))
+	defer TightGC()()
 	nc, js, err := cfg.NATS.ConnectOnce("nix-ipfs prune")
 	if err != nil {
 		return err
@@ -154,15 +165,15 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 		return err
 	}
 	plan := Decide(ix, roots, pins, cfg.Policy.Policy(), time.Now())
-	log.Info("plan", zap.Int("roots", plan.Roots), zap.Int("live_roots", len(plan.LiveRoots)), zap.Int("pins", len(pins)),
-		zap.Int("cache_paths", plan.CachePaths), zap.Int("kept", plan.KeptPaths), zap.Int("retire", len(plan.Retire)),
+	log.Info("plan", zap.Int("roots", plan.Roots), zap.Int("live_roots", plan.LiveRoots.Len()), zap.Int("pins", len(pins)),
+		zap.Int("cache_paths", plan.CachePaths), zap.Int("kept", plan.KeptPaths), zap.Int("retire", plan.Retire.Len()),
 		zap.Int("problems", len(plan.Problems)), zap.Duration("took", time.Since(start)))
 	for _, p := range plan.Problems {
 		log.Warn("problem found (left as it is)", zap.String("problem", p))
 	}
-	if len(plan.LiveRoots) == 0 && len(plan.Retire) > 0 && !cfg.AllowEmpty && !cfg.DryRun {
+	if plan.LiveRoots.Len() == 0 && plan.Retire.Len() > 0 && !cfg.AllowEmpty && !cfg.DryRun {
 		return errs.Errorf(errs.Invalid, "no live root (%d roots known, %d pins): prune would remove all %d paths not written within --grace; check --nats-url and --stream, or pass --allow-empty",
-			plan.Roots, len(pins), len(plan.Retire))
+			plan.Roots, len(pins), plan.Retire.Len())
 	}
 	if cfg.DryRun {
 		return writePlan(out, plan, nil, cfg.JSON)
@@ -174,7 +185,7 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 	runtime.ReadMemStats(&ms)
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(int64(ms.HeapAlloc)*3/2 + 64<<20))
 	x := &Executor{Dir: cfg.Policy.CacheDir, JS: js, Host: cfg.Host, Grace: cfg.Policy.Grace, Log: log}
-	if cfg.KuboAPI != "none" && len(plan.Retire) > 0 {
+	if cfg.KuboAPI != "none" && plan.Retire.Len() > 0 {
 		k, err := ipfs.Dial(cfg.KuboAPI)
 		if err == nil {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -188,26 +199,10 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 	}
 	res, runErr := x.Run(ctx, plan)
 	// Remember the roots that still hold something, so that they outlive
-	// the stream's max-age (by the narinfos' names: not a second index).
-	kept := map[hashKey]bool{}
-	if err := (cachedir.Cache{Dir: cfg.Policy.CacheDir}).EachNarInfo(func(h string) {
-		if len(h) == storepath.HashLen {
-			kept[hashKey([]byte(h))] = true
-		}
-	}); err == nil {
-		if err := roots.SaveFile(cachedir.Cache{Dir: cfg.Policy.CacheDir}.StatePath(cachedir.RootsFile), func(r Root) bool {
-			if time.Since(r.LastBuilt) < 24*time.Hour {
-				return true // maybe still being published
-			}
-			for _, o := range r.Outputs {
-				if h := storepath.HashPart(o); len(h) == storepath.HashLen && kept[hashKey([]byte(h))] {
-					return true
-				}
-			}
-			return false
-		}); err != nil {
-			log.Warn("cannot record the roots", zap.Error(err))
-		}
+	// the stream's max-age (by the narinfos' names, a byte a path of the
+	// index: not a second index).
+	if err := saveRoots(cfg.Policy.CacheDir, ix, roots); err != nil {
+		log.Warn("cannot record the roots", zap.Error(err))
 	}
 	log.Info("pruned", zap.Int("retired", res.Retired), zap.Int64("freed_bytes", res.FreedBytes),
 		zap.Int("spared", res.Spared), zap.Duration("took", time.Since(start)))
@@ -215,6 +210,38 @@ func RunPrune(ctx context.Context, cfg PruneConfig, log *zap.Logger, out io.Writ
 		return err
 	}
 	return runErr
+}
+
+// saveRoots writes the roots file: the roots built within a day (maybe
+// still being published) and those with an output the cache still holds.
+func saveRoots(dir string, ix *Index, roots *Roots) error {
+	c := cachedir.Cache{Dir: dir}
+	still := make([]bool, len(ix.entries))
+	var other map[hashKey]bool // published while prune ran
+	if err := c.EachNarInfo(func(h string) {
+		if id := ix.id(h); id >= 0 {
+			still[id] = true
+		} else if len(h) == storepath.HashLen {
+			if other == nil {
+				other = map[hashKey]bool{}
+			}
+			other[hashKey([]byte(h))] = true
+		}
+	}); err != nil {
+		return err
+	}
+	return roots.SaveFile(c.StatePath(cachedir.RootsFile), func(r Root) bool {
+		if time.Since(r.LastBuilt) < 24*time.Hour {
+			return true
+		}
+		for _, o := range r.Outputs {
+			h := storepath.HashPart(o)
+			if id := ix.id(h); (id >= 0 && still[id]) || (len(h) == storepath.HashLen && other[hashKey([]byte(h))]) {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // planOutput is what --json prints.
@@ -232,11 +259,11 @@ func writePlan(w io.Writer, p *Plan, res *Result, asJSON bool) error {
 	if res != nil {
 		verb = "retired"
 	}
-	fmt.Fprintf(w, "cache: %d paths, %s; roots: %d, live: %d; pins: %d\n", p.CachePaths, Bytes(p.CacheBytes), p.Roots, len(p.LiveRoots), len(p.Pins))
+	fmt.Fprintf(w, "cache: %d paths, %s; roots: %d, live: %d; pins: %d\n", p.CachePaths, Bytes(p.CacheBytes), p.Roots, p.LiveRoots.Len(), len(p.Pins))
 	fmt.Fprintf(w, "kept: %d paths (%d only for --grace %s)\n", p.KeptPaths, p.GracePaths, p.Policy.Grace)
 	if res == nil {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		for i, r := range p.Retire {
+		for i, r := range p.Retire.All() {
 			fmt.Fprintf(tw, "  retire\t%s\t%s\t%s\n", r.StorePath, Bytes(int64(r.FileSize)), r.Why())
 			if i%4096 == 4095 {
 				// Columns aligned by blocks: a tabwriter holds every
@@ -248,7 +275,7 @@ func writePlan(w io.Writer, p *Plan, res *Result, asJSON bool) error {
 			fmt.Fprintf(tw, "  remove\t%s\t\tno narinfo names it\n", o)
 		}
 		tw.Flush()
-		fmt.Fprintf(w, "%s: %d paths, %d orphan NARs; frees %s\n", verb, len(p.Retire), len(p.OrphanNARs), Bytes(p.FreedBytes))
+		fmt.Fprintf(w, "%s: %d paths, %d orphan NARs; frees %s\n", verb, p.Retire.Len(), len(p.OrphanNARs), Bytes(p.FreedBytes))
 	} else {
 		fmt.Fprintf(w, "%s: %d paths (%d NARs, %d orphan NARs), freed %s; %d announced, %d unpinned here, %d spared (published meanwhile), %d restored, %d unfinished\n",
 			verb, res.Retired, res.NARsRemoved, res.OrphanNARs, Bytes(res.FreedBytes), res.Announced, res.Unpinned, res.Spared, res.Restored, res.Unfinished)
@@ -259,48 +286,66 @@ func writePlan(w io.Writer, p *Plan, res *Result, asJSON bool) error {
 	return nil
 }
 
-// retirePlaceholder stands for the plan's retirements in the JSON of the
-// rest, where writePlanJSON writes them one at a time.
-const retirePlaceholder = `"\u0000retire\u0000"`
-
 // writePlanJSON writes out as json.Encoder with a two-space indent would,
-// byte for byte, but the retirements one at a time: encoded at once, a
-// million of them would be a buffer of half a gigabyte.
+// byte for byte, but the live roots and the retirements one at a time:
+// encoded at once, a million of them would be a buffer of half a
+// gigabyte.
 func writePlanJSON(w io.Writer, out planOutput) error {
-	if out.Plan == nil || len(out.Plan.Retire) == 0 {
+	if out.Plan == nil || (out.Plan.Retire.Len() == 0 && out.Plan.LiveRoots.Len() == 0) {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
-	retire := out.Plan.Retire
-	shallow := *out.Plan
-	shallow.Retire = []Retirement{{placeholder: true}}
+	// Each long list is a placeholder in the rest, then written in its
+	// place.
+	const livePH, retirePH = `"\u0000live\u0000"`, `"\u0000retire\u0000"`
+	plan := out.Plan
+	shallow := *plan
+	if plan.LiveRoots.Len() > 0 {
+		shallow.LiveRoots = LiveRoots{placeholder: livePH}
+	}
+	if plan.Retire.Len() > 0 {
+		shallow.Retire = Retirements{placeholder: retirePH}
+	}
 	out.Plan = &shallow
 	head, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {
 		return err
 	}
-	before, after, ok := bytes.Cut(head, []byte("[\n      "+retirePlaceholder+"\n    ]"))
-	if !ok {
-		return errors.New("plan JSON: no place for the retirements")
-	}
 	bw := bufio.NewWriterSize(w, 64<<10)
-	bw.Write(before)
-	bw.WriteString("[")
-	const indent = "      " // inside {"plan": {"retire": [...]}}
-	for i, r := range retire {
-		if i > 0 {
-			bw.WriteString(",")
+	const indent = "      " // inside {"plan": {"live_roots": [...]}}
+	for _, l := range []struct {
+		ph  string
+		n   int
+		get func(int) any
+	}{
+		{livePH, plan.LiveRoots.Len(), func(i int) any { return plan.LiveRoots.At(i) }},
+		{retirePH, plan.Retire.Len(), func(i int) any { return plan.Retire.At(i) }},
+	} {
+		if l.n == 0 {
+			continue
 		}
-		b, err := json.MarshalIndent(r, indent, "  ")
-		if err != nil {
-			return err
+		before, after, ok := bytes.Cut(head, []byte("[\n      "+l.ph+"\n    ]"))
+		if !ok {
+			return errors.New("plan JSON: no place for a list")
 		}
-		bw.WriteString("\n" + indent)
-		bw.Write(b)
+		bw.Write(before)
+		bw.WriteString("[")
+		for i := 0; i < l.n; i++ {
+			if i > 0 {
+				bw.WriteString(",")
+			}
+			b, err := json.MarshalIndent(l.get(i), indent, "  ")
+			if err != nil {
+				return err
+			}
+			bw.WriteString("\n" + indent)
+			bw.Write(b)
+		}
+		bw.WriteString("\n    ]")
+		head = after
 	}
-	bw.WriteString("\n    ]")
-	bw.Write(after)
+	bw.Write(head)
 	bw.WriteString("\n")
 	return bw.Flush()
 }
@@ -317,115 +362,4 @@ func Bytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-// PinConfig is the pin command's settings.
-type PinConfig struct {
-	NATS          config.NATS
-	CacheDir      string
-	CacheURL      string
-	KeepRevisions int
-	JSON          bool
-}
-
-// Register adds the pin command's flags.
-func (c *PinConfig) Register(s *config.Set) {
-	c.NATS.Register(s)
-	s.StringVar(&c.CacheDir, "cache-dir", "", "pin add: the binary cache directory, to check the path is in it")
-	s.StringVar(&c.CacheURL, "cache-url", "", "pin add: the binary cache's URL (http or file), to check the path is in it, when not on the cache's host")
-	s.IntVar(&c.KeepRevisions, "keep-revisions", 0, "pin add: keep this pin's last N revisions (default: the pin's setting, 1 for a new pin)")
-	s.BoolVar(&c.JSON, "json", false, "pin list: print JSON")
-}
-
-// RunPin runs "pin add NAME STOREPATH", "pin rm NAME" or "pin list".
-func RunPin(ctx context.Context, cfg PinConfig, args []string, out io.Writer) error {
-	if len(args) == 0 {
-		return errs.Errorf(errs.Invalid, "say what to do: pin add NAME STOREPATH, pin rm NAME, or pin list")
-	}
-	switch args[0] {
-	case "add":
-		if len(args) != 3 {
-			return errs.Errorf(errs.Invalid, "usage: pin add NAME STOREPATH [--keep-revisions N]")
-		}
-		if cfg.CacheDir == "" && cfg.CacheURL == "" {
-			return errs.Errorf(errs.Invalid, "pin add needs --cache-dir or --cache-url, to check that %s is in the cache", args[2])
-		}
-		if cfg.KeepRevisions < 0 {
-			return errs.Errorf(errs.Invalid, "--keep-revisions %d: must be at least 1", cfg.KeepRevisions)
-		}
-	case "rm":
-		if len(args) != 2 {
-			return errs.Errorf(errs.Invalid, "usage: pin rm NAME")
-		}
-	case "list":
-		if len(args) != 1 {
-			return errs.Errorf(errs.Invalid, "usage: pin list [--json]")
-		}
-	default:
-		return errs.Errorf(errs.Invalid, "unknown pin command %q: add, rm or list", args[0])
-	}
-	if len(args) > 1 {
-		if err := ValidatePinName(args[1]); err != nil {
-			return err
-		}
-	}
-	var sp string
-	if args[0] == "add" {
-		sp = strings.TrimRight(args[2], "/")
-		if err := incache.Check(ctx, cfg.CacheDir, cfg.CacheURL, sp); err != nil {
-			return err
-		}
-	}
-	nc, js, err := cfg.NATS.ConnectOnce("nix-ipfs pin")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	pins, err := OpenPins(ctx, js, cfg.NATS.StreamReplicas, args[0] == "add")
-	if err != nil {
-		return err
-	}
-	switch args[0] {
-	case "add":
-		pin, err := pins.Add(ctx, args[1], sp, cfg.KeepRevisions, time.Now())
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "pin %s: %s (keeps the last %d of %d revisions)\n", pin.Name, sp, pin.KeepRevisions, len(pin.Revisions))
-	case "rm":
-		if pins == nil {
-			return errs.Errorf(errs.Invalid, "no pin called %q (no pins at all)", args[1])
-		}
-		if err := pins.Remove(ctx, args[1]); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "pin %s removed: its revisions stay until a prune finds them unkept\n", args[1])
-	case "list":
-		list, err := pins.List(ctx)
-		if err != nil {
-			return err
-		}
-		if cfg.JSON {
-			if list == nil {
-				list = []Pin{}
-			}
-			enc := json.NewEncoder(out)
-			enc.SetIndent("", "  ")
-			return enc.Encode(list)
-		}
-		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tKEEP\tREVISION\tADDED")
-		for _, p := range list {
-			for i := len(p.Revisions) - 1; i >= 0; i-- {
-				r := p.Revisions[i]
-				name, keep := "", ""
-				if i == len(p.Revisions)-1 {
-					name, keep = p.Name, fmt.Sprint(p.KeepRevisions)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, keep, r.StorePath, r.Added.Format(time.RFC3339))
-			}
-		}
-		return tw.Flush()
-	}
-	return nil
 }

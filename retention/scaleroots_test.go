@@ -68,7 +68,7 @@ func TestScaleRoots(t *testing.T) {
 	runtime.ReadMemStats(&base)
 	peak := sampleHeap(t)
 	roots := NewRoots()
-	if err := roots.ReadBuilt(ctx, js, events.DefaultStream); err != nil {
+	if err := ReadBuilt(ctx, js, events.DefaultStream, roots); err != nil {
 		t.Fatal(err)
 	}
 	high := peak()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"runtime/debug"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,7 +33,7 @@ type Retention struct {
 func CollectRetention(ctx context.Context, js jetstream.JetStream, stream, cacheDir string, pol retention.Policy) (*Retention, error) {
 	// The index of the whole cache, as prune holds it: the same tighter
 	// GC target keeps the peak near what is live (issue 24).
-	defer debug.SetGCPercent(debug.SetGCPercent(40))
+	defer retention.TightGC()()
 	ix, roots, pins, err := retention.Load(ctx, js, stream, cacheDir, pol.Grace)
 	if err != nil {
 		return nil, err
@@ -44,7 +43,7 @@ func CollectRetention(ctx context.Context, js jetstream.JetStream, stream, cache
 		pins = []retention.Pin{}
 	}
 	return &Retention{
-		CacheDir: cacheDir, CachePaths: p.CachePaths, CacheBytes: p.CacheBytes, Roots: p.Roots, LiveRoots: len(p.LiveRoots),
+		CacheDir: cacheDir, CachePaths: p.CachePaths, CacheBytes: p.CacheBytes, Roots: p.Roots, LiveRoots: p.LiveRoots.Len(),
 		Pins: pins, KeptPaths: p.KeptPaths, WouldRetire: p.RetireCount, WouldFree: p.FreedBytes, Problems: p.Problems,
 		Policy: fmt.Sprintf("--keep-for %s --keep-last-per-job %d --grace %s", pol.KeepFor, pol.KeepLastPerJob, pol.Grace),
 	}, nil

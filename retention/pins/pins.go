@@ -1,4 +1,7 @@
-package retention
+// Package pins is the named pins retention keeps: each keeps its last
+// revisions' closures, stored in a JetStream key-value bucket so every
+// host sees the same pins.
+package pins
 
 import (
 	"context"
@@ -14,8 +17,8 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 )
 
-// PinBucket is the JetStream key-value bucket that holds the named pins.
-const PinBucket = "nixipfs_pins"
+// BucketName is the JetStream key-value bucket that holds the named pins.
+const BucketName = "nixipfs_pins"
 
 // Pin is a named pin: its last KeepRevisions revisions are live roots.
 type Pin struct {
@@ -46,29 +49,29 @@ func (p Pin) Live() []string {
 
 var pinNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
 
-// ValidatePinName checks a pin's name: it is a key in the bucket.
-func ValidatePinName(name string) error {
+// ValidateName checks a pin's name: it is a key in the bucket.
+func ValidateName(name string) error {
 	if !pinNameRE.MatchString(name) || name[len(name)-1] == '.' {
 		return errs.Errorf(errs.Invalid, "pin name %q: use 1 to 128 letters, digits, '_', '-' and '.', not starting with '-' or '.' nor ending with '.'", name)
 	}
 	return nil
 }
 
-// Pins is the pin bucket. A nil *Pins (no bucket yet) holds no pins.
-type Pins struct {
+// Bucket is the pin bucket. A nil *Bucket (no bucket yet) holds no pins.
+type Bucket struct {
 	kv jetstream.KeyValue
 }
 
-// OpenPins opens the pin bucket. With create, a missing bucket is created
+// Open opens the pin bucket. With create, a missing bucket is created
 // with replicas replicas (the stream's, so pins survive what the stream
-// survives); without, a missing bucket gives a nil *Pins.
-func OpenPins(ctx context.Context, js jetstream.JetStream, replicas int, create bool) (*Pins, error) {
-	kv, err := js.KeyValue(ctx, PinBucket)
+// survives); without, a missing bucket gives a nil *Bucket.
+func Open(ctx context.Context, js jetstream.JetStream, replicas int, create bool) (*Bucket, error) {
+	kv, err := js.KeyValue(ctx, BucketName)
 	if err == nil {
-		return &Pins{kv: kv}, nil
+		return &Bucket{kv: kv}, nil
 	}
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, errs.E(errs.Transient, fmt.Errorf("pin bucket %s: %w", PinBucket, err))
+		return nil, errs.E(errs.Transient, fmt.Errorf("pin bucket %s: %w", BucketName, err))
 	}
 	if !create {
 		return nil, nil
@@ -77,23 +80,23 @@ func OpenPins(ctx context.Context, js jetstream.JetStream, replicas int, create 
 		replicas = 1
 	}
 	kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      PinBucket,
+		Bucket:      BucketName,
 		Description: "nix-ipfs named pins: each keeps its last revisions' closures in the cache",
 		History:     8,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
 	})
 	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = js.KeyValue(ctx, PinBucket)
+		kv, err = js.KeyValue(ctx, BucketName)
 	}
 	if err != nil {
-		return nil, errs.E(errs.Transient, fmt.Errorf("create pin bucket %s: %w", PinBucket, err))
+		return nil, errs.E(errs.Transient, fmt.Errorf("create pin bucket %s: %w", BucketName, err))
 	}
-	return &Pins{kv: kv}, nil
+	return &Bucket{kv: kv}, nil
 }
 
 // Get returns the pin called name, or ok false.
-func (p *Pins) Get(ctx context.Context, name string) (Pin, uint64, bool, error) {
+func (p *Bucket) Get(ctx context.Context, name string) (Pin, uint64, bool, error) {
 	if p == nil {
 		return Pin{}, 0, false, nil
 	}
@@ -115,8 +118,8 @@ func (p *Pins) Get(ctx context.Context, name string) (Pin, uint64, bool, error) 
 // the pin if needed. keep > 0 sets how many revisions the pin keeps; 0
 // leaves an existing pin's setting (a new pin keeps 1). Concurrent adds are
 // serialised by the bucket's revision check.
-func (p *Pins) Add(ctx context.Context, name, storePath string, keep int, now time.Time) (Pin, error) {
-	if err := ValidatePinName(name); err != nil {
+func (p *Bucket) Add(ctx context.Context, name, storePath string, keep int, now time.Time) (Pin, error) {
+	if err := ValidateName(name); err != nil {
 		return Pin{}, err
 	}
 	for attempt := 0; ; attempt++ {
@@ -163,7 +166,7 @@ func isWrongSequence(err error) bool {
 }
 
 // Remove deletes the pin called name; a missing pin is an Invalid error.
-func (p *Pins) Remove(ctx context.Context, name string) error {
+func (p *Bucket) Remove(ctx context.Context, name string) error {
 	if _, _, ok, err := p.Get(ctx, name); err != nil {
 		return err
 	} else if !ok {
@@ -176,7 +179,7 @@ func (p *Pins) Remove(ctx context.Context, name string) error {
 }
 
 // List returns every pin, by name.
-func (p *Pins) List(ctx context.Context) ([]Pin, error) {
+func (p *Bucket) List(ctx context.Context) ([]Pin, error) {
 	if p == nil {
 		return nil, nil
 	}
