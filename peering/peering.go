@@ -257,6 +257,10 @@ func (s *Peerer) round(ctx context.Context) bool {
 	cctx, cancel = context.WithTimeout(ctx, peeringCall)
 	defer cancel()
 	seed := s.seeds(ctx, self.PeerID, all)
+	s.mu.Lock()
+	// A fetch in progress keeps the sources it has (fleetCheck).
+	seed = seed || (s.fleet.attached && s.fleet.busy > 0)
+	s.mu.Unlock()
 	if seed {
 		// Every round gives kubo all of them again: a restarted daemon has
 		// forgotten them, and adding a known peer only refreshes its
