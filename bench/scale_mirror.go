@@ -87,7 +87,7 @@ func benchScaleMirror(b *Bench, s *scope, sec *Section, sizes []int) {
 			Ours: fmtBytes(pt.mirrorRSS) + " / " + fmtBytes(pt.catchUpRSS), Aim: "< 256 MiB", Verdict: verdict(max(pt.mirrorRSS, pt.catchUpRSS) < 256<<20)})
 		sec.add(Row{What: fmt.Sprintf("%d narinfos in --cache-dir: the mirror's restart until it pulls; bytes it read meanwhile", pt.n), Ratio: nan,
 			Ours: fmt.Sprintf("%s; %s (narinfos: %s)", fmtDur(pt.restart), fmtBytes(pt.restartRead), fmtBytes(pt.narInfoBytes)),
-			Aim: "< 10 s, reads no narinfo", Verdict: verdict(pt.restart < 10*time.Second && pt.restartRead < pt.narInfoBytes/4)})
+			Aim:  "< 10 s, reads no narinfo", Verdict: verdict(pt.restart < 10*time.Second && pt.restartRead < pt.narInfoBytes/4)})
 		sec.add(Row{What: fmt.Sprintf("%d events: the mirror's restart, events delivered again", pt.n), Ratio: nan,
 			Ours: strconv.FormatInt(pt.redelivered, 10), Aim: "0 (the durable consumer's ack floor)", Verdict: verdict(pt.redelivered == 0)})
 		sec.add(Row{What: fmt.Sprintf("%d events: a publisher's restart until it pulls", pt.n), Ratio: nan,
@@ -96,7 +96,7 @@ func benchScaleMirror(b *Bench, s *scope, sec *Section, sizes []int) {
 			Ours: fmt.Sprintf("%s, %.0f events/s", fmtDur(pt.catchUp), float64(pt.n)/pt.catchUp.Seconds()), Aim: "", Verdict: ""})
 		sec.add(Row{What: fmt.Sprintf("%d events: `nix-ipfs replay` of the newest %d onto a fresh node (bitswap)", pt.n, pt.replayN), Ratio: nan,
 			Ours: fmt.Sprintf("%.0f paths/s, peak RSS %s", float64(pt.replayN)/pt.replay.Seconds(), fmtBytes(pt.replayRSS)),
-			Aim: "every path pinned, RSS < 256 MiB", Verdict: verdict(pt.replayPinned == pt.replayAll && pt.replayRSS < 256<<20)})
+			Aim:  "every path pinned, RSS < 256 MiB", Verdict: verdict(pt.replayPinned == pt.replayAll && pt.replayRSS < 256<<20)})
 		sec.add(Row{What: fmt.Sprintf("%d paths: the stream on disk, per path (published; + pinned by one mirror)", pt.n), Ratio: nan,
 			Ours: fmt.Sprintf("%s; %s (%s in all)", fmtBytes(pt.streamDisk/n), fmtBytes(pt.streamDiskPinned/n), fmtBytes(pt.streamDiskPinned)), Aim: "", Verdict: ""})
 		sec.add(Row{What: fmt.Sprintf("%d paths: nats-server's RSS; its restart until the stream answers", pt.n), Ratio: nan,
