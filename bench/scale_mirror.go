@@ -61,6 +61,9 @@ type mirrorPoint struct {
 	replay                  time.Duration
 	replayRSS               int64
 	replayPinned, replayAll int
+	// Open file descriptors of the mirror, kubo B and nats-server, after
+	// the new paths.
+	mirrorFDs, kuboFDs, natsFDs int
 }
 
 // benchScaleMirror: a mirror, a replay and the stream at each size
@@ -85,6 +88,8 @@ func benchScaleMirror(b *Bench, s *scope, sec *Section, sizes []int) {
 			Ours: fmt.Sprintf("%s, %.1f files", fmtBytes(pt.kuboRepo/n), float64(pt.kuboFiles)/float64(n)), Aim: "", Verdict: ""})
 		sec.add(Row{What: fmt.Sprintf("%d pins: the mirror's RSS, after the new paths / peak while it went through the history", pt.n), Ratio: nan,
 			Ours: fmtBytes(pt.mirrorRSS) + " / " + fmtBytes(pt.catchUpRSS), Aim: "< 256 MiB", Verdict: verdict(max(pt.mirrorRSS, pt.catchUpRSS) < 256<<20)})
+		sec.add(Row{What: fmt.Sprintf("%d pins: open file descriptors of the mirror / kubo / nats-server", pt.n), Ratio: nan,
+			Ours: fmt.Sprintf("%d / %d / %d", pt.mirrorFDs, pt.kuboFDs, pt.natsFDs), Aim: "", Verdict: ""})
 		sec.add(Row{What: fmt.Sprintf("%d narinfos in --cache-dir: the mirror's restart until it pulls; bytes it read meanwhile", pt.n), Ratio: nan,
 			Ours: fmt.Sprintf("%s; %s (narinfos: %s)", fmtDur(pt.restart), fmtBytes(pt.restartRead), fmtBytes(pt.narInfoBytes)),
 			Aim:  "< 10 s, reads no narinfo", Verdict: verdict(pt.restart < 10*time.Second && pt.restartRead < pt.narInfoBytes/4)})
@@ -101,6 +106,9 @@ func benchScaleMirror(b *Bench, s *scope, sec *Section, sizes []int) {
 			Ours: fmt.Sprintf("%s; %s (%s in all)", fmtBytes(pt.streamDisk/n), fmtBytes(pt.streamDiskPinned/n), fmtBytes(pt.streamDiskPinned)), Aim: "", Verdict: ""})
 		sec.add(Row{What: fmt.Sprintf("%d paths: nats-server's RSS; its restart until the stream answers", pt.n), Ratio: nan,
 			Ours: fmtBytes(pt.natsRSS) + "; " + fmtDur(pt.natsRestart), Aim: "", Verdict: ""})
+		sec.add(Row{What: fmt.Sprintf("%d paths: building the state: events / pins (CAR imports) / narinfos, per second", pt.n), Ratio: nan,
+			Ours: fmt.Sprintf("%.0f / %.0f / %.0f", float64(pt.n)/pt.fillEvents.Seconds(), float64(pt.n)/pt.fillPins.Seconds(), float64(pt.n)/pt.fillNarInfos.Seconds()),
+			Aim:  "", Verdict: ""})
 		sec.add(Row{What: fmt.Sprintf("%d pins: listing every pin with its name (a cache root event's old root)", pt.n), Ratio: nan,
 			Ours: fmtDur(pt.pinsNamed), Aim: "", Verdict: ""})
 	}
@@ -140,7 +148,9 @@ func (b *Bench) scaleMirrorAt(s *scope, n int) mirrorPoint {
 	_, err := events.EnsureStream(ctx, js, events.StreamOptions{})
 	s.check(err, "stream")
 
-	kb := testenv.StartKubo(s)
+	// As deploy/kubo/mirror.sh configures a mirror's node: only NAR roots
+	// are announced, so a million pins are not a million provider records.
+	kb := testenv.StartKubo(s, testenv.KuboConfig("Provide.Strategy", `"roots"`))
 	kubo, err := ipfs.Dial(kb.API)
 	s.check(err, "kubo B")
 	selfB, err := kubo.Self(ctx)
@@ -152,7 +162,7 @@ func (b *Bench) scaleMirrorAt(s *scope, n int) mirrorPoint {
 	st, err := scalestate.Build(ctx, scalestate.Options{Seed: "scale", N: n, JS: js, Publisher: self, KuboRepo: kb.Repo, CacheDir: cacheDir})
 	s.check(err, "build the state")
 	pt.fillEvents, pt.fillPins, pt.fillNarInfos, pt.narInfoBytes = st.Publish, st.Pin, st.Write, st.NarInfoBytes
-	logf("scale %d: events %s, pins %s, narinfos %s", n, fmtDur(st.Publish), fmtDur(st.Pin), fmtDur(st.Write))
+	progress("scale: %d paths built: events %s, pins %s, narinfos %s", n, fmtDur(st.Publish), fmtDur(st.Pin), fmtDur(st.Write))
 	pt.streamDisk = duBytes(s, natsDir)
 	pt.natsRSS, _ = procStatus(ns.Cmd.Process.Pid, "VmRSS")
 	pt.kuboRepo = duBytes(s, kb.Repo)
@@ -210,6 +220,7 @@ func (b *Bench) scaleMirrorAt(s *scope, n int) mirrorPoint {
 	pt.latency = b.scaleNewPaths(s, js, m)
 	pt.mirrorRSS, _ = procStatus(pid, "VmRSS")
 	pt.mirrorPeak, _ = procStatus(pid, "VmHWM")
+	pt.mirrorFDs, pt.kuboFDs, pt.natsFDs = openFDs(pid), openFDs(kb.PID()), openFDs(ns.Cmd.Process.Pid)
 
 	progress("scale: a publisher's restart over %d events", n)
 	pt.pubRestart = b.scalePublisherRestart(s, js, url)
@@ -257,7 +268,7 @@ func (b *Bench) scaleMirrorAt(s *scope, n int) mirrorPoint {
 		}
 		return nil
 	}), "the replayed paths")
-	logf("scale %d: p99 %s, restart %s (read %s), catch-up %s, replay %d/%d in %s", n, fmtDur(percentile(pt.latency, 99)),
+	progress("scale %d: p99 %s, restart %s (read %s), catch-up %s, replay %d/%d in %s", n, fmtDur(percentile(pt.latency, 99)),
 		fmtDur(pt.restart), fmtBytes(pt.restartRead), fmtDur(pt.catchUp), pt.replayPinned, pt.replayAll, fmtDur(pt.replay))
 	return pt
 }
@@ -418,6 +429,15 @@ func countFiles(s *scope, dir string) int64 {
 	err := filepath.WalkDir(dir, func(string, fs.DirEntry, error) error { n++; return nil })
 	s.check(err, "count files in "+dir)
 	return n
+}
+
+// openFDs counts a process's open file descriptors, -1 if unknown.
+func openFDs(pid int) int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return -1
+	}
+	return len(ents)
 }
 
 // procIO reads a field of /proc/PID/io (rchar: bytes read through read
