@@ -49,8 +49,11 @@ type mirrorPoint struct {
 	// The mirror: its first start through the whole history (every CID
 	// pinned already), its peak RSS there; a restart until it pulls, the
 	// bytes it read by then, and the events redelivered.
-	catchUp                 time.Duration
-	catchUpRSS              int64
+	catchUp    time.Duration
+	catchUpRSS int64
+	// liveHeap is the mirror's heap live after its last garbage
+	// collection in the history (gctrace), maxLiveHeap the largest such.
+	liveHeap, maxLiveHeap   int64
 	restart                 time.Duration
 	restartRead             int64
 	redelivered             int64
@@ -88,6 +91,8 @@ func benchScaleMirror(b *Bench, s *scope, sec *Section, sizes []int) {
 			Ours: fmt.Sprintf("%s, %.1f files", fmtBytes(pt.kuboRepo/n), float64(pt.kuboFiles)/float64(n)), Aim: "", Verdict: ""})
 		sec.add(Row{What: fmt.Sprintf("%d pins: the mirror's RSS, after the new paths / peak while it went through the history", pt.n), Ratio: nan,
 			Ours: fmtBytes(pt.mirrorRSS) + " / " + fmtBytes(pt.catchUpRSS), Aim: "< 256 MiB", Verdict: verdict(max(pt.mirrorRSS, pt.catchUpRSS) < 256<<20)})
+		sec.add(Row{What: fmt.Sprintf("%d events: the mirror's live heap after its last collection in the history / the largest", pt.n), Ratio: nan,
+			Ours: fmtBytes(pt.liveHeap) + " / " + fmtBytes(pt.maxLiveHeap), Aim: "", Verdict: ""})
 		sec.add(Row{What: fmt.Sprintf("%d pins: open file descriptors of the mirror / kubo / nats-server", pt.n), Ratio: nan,
 			Ours: fmt.Sprintf("%d / %d / %d", pt.mirrorFDs, pt.kuboFDs, pt.natsFDs), Aim: "", Verdict: ""})
 		sec.add(Row{What: fmt.Sprintf("%d narinfos in --cache-dir: the mirror's restart until it pulls; bytes it read meanwhile", pt.n), Ratio: nan,
@@ -114,6 +119,9 @@ func benchScaleMirror(b *Bench, s *scope, sec *Section, sizes []int) {
 	}
 	if len(pts) >= 2 {
 		a, z := pts[0], pts[len(pts)-1]
+		live := float64(z.maxLiveHeap-a.maxLiveHeap) / float64(z.n-a.n)
+		sec.add(Row{What: fmt.Sprintf("The mirror's largest live heap a path, the slope between %d and %d paths", a.n, z.n), Ratio: nan,
+			Ours: fmt.Sprintf("%.0f B", live), Aim: "< 100 B (nothing kept per event)", Verdict: verdict(live < 100)})
 		slope := float64(z.catchUpRSS-a.catchUpRSS) / float64(z.n-a.n)
 		sec.add(Row{What: fmt.Sprintf("The mirror's peak RSS a path, the slope between %d and %d paths", a.n, z.n), Ratio: nan,
 			Ours: fmt.Sprintf("%.0f B", slope), Aim: "< 1 KB", Verdict: verdict(slope < 1024)})
@@ -177,7 +185,10 @@ func (b *Bench) scaleMirrorAt(s *scope, n int) mirrorPoint {
 	durable := "mirror-" + scaleMirrorName
 	progress("scale: the mirror goes through %d events", n)
 	start = time.Now()
-	m := testenv.StartProc(s, filepath.Join(b.bins, "nix-ipfs"), []string{"mirror", "--name", scaleMirrorName, "--cache-dir", cacheDir}, env...)
+	// gctrace: the heap live after each collection, in the mirror's log,
+	// tells memory kept per event from garbage not yet collected.
+	m := testenv.StartProc(s, filepath.Join(b.bins, "nix-ipfs"), []string{"mirror", "--name", scaleMirrorName, "--cache-dir", cacheDir},
+		append(env, "GODEBUG=gctrace=1")...)
 	lastSeq := streamLastSeq(ctx, s, js)
 	s.waitFor(ctx, 24*time.Hour, 100*time.Millisecond, "the mirror through the history", func() bool {
 		if m.Wait(0) {
@@ -190,6 +201,7 @@ func (b *Bench) scaleMirrorAt(s *scope, n int) mirrorPoint {
 		return c != nil && c.AckFloor.Stream >= lastSeq && c.NumAckPending == 0
 	})
 	pt.catchUp = time.Since(start)
+	pt.liveHeap, pt.maxLiveHeap = gcLiveHeap(s, m.Log)
 	pt.streamDiskPinned = duBytes(s, natsDir)
 
 	progress("scale: the mirror restarts over %d narinfos and events", n)
@@ -429,6 +441,31 @@ func countFiles(s *scope, dir string) int64 {
 	err := filepath.WalkDir(dir, func(string, fs.DirEntry, error) error { n++; return nil })
 	s.check(err, "count files in "+dir)
 	return n
+}
+
+// gcLiveHeap reads a Go program's gctrace lines ("gc N @t s p%: ... A->B->C
+// MB, ...") from its log and returns the live heap C after the last
+// collection and the largest one, in bytes.
+func gcLiveHeap(s *scope, log string) (last, most int64) {
+	b, err := os.ReadFile(log)
+	s.check(err, "the mirror's log")
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "gc ") {
+			continue
+		}
+		for _, f := range strings.Split(line, ",") {
+			f = strings.TrimSpace(f)
+			if !strings.HasSuffix(f, " MB") || strings.Count(f, "->") != 2 {
+				continue
+			}
+			parts := strings.Split(strings.TrimSuffix(f, " MB"), "->")
+			if mb, err := strconv.ParseFloat(parts[2], 64); err == nil {
+				last = int64(mb * (1 << 20))
+				most = max(most, last)
+			}
+		}
+	}
+	return last, most
 }
 
 // openFDs counts a process's open file descriptors, -1 if unknown.
