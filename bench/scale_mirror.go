@@ -22,6 +22,8 @@ import (
 )
 
 var (
+	scaleMirrorSizes = flag.String("scale-mirror-sizes", "", "the scale section's mirror part: its sizes, comma-separated (default: -scale-sizes if given, else 100000,250000,500000, -quick 5000,20000): "+
+		"filling kubo with pins runs at a few hundred a second, so a million takes hours; the rows end with a linear prediction for a million")
 	scaleNewPaths = flag.Int("scale-new-paths", 200, "the scale section's mirror: new paths published, one at a time, onto a mirror holding every size's pins, for the pin latency")
 	scaleReplay   = flag.Int("scale-replay", 20_000, "the scale section's replay: how many of the newest published events `nix-ipfs replay` pins onto a fresh node through bitswap (the whole history at a million would take hours; the rate is per path)")
 )
@@ -74,6 +76,17 @@ type mirrorPoint struct {
 // the stream gets a published event per path, the mirror's kubo every NAR
 // pinned (CAR imports with --pin-roots), its --cache-dir every narinfo.
 func benchScaleMirror(b *Bench, s *scope, sec *Section, sizes []int) {
+	switch {
+	case *scaleMirrorSizes != "":
+		sizes = nil
+		for _, f := range strings.Split(*scaleMirrorSizes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			s.check(err, "-scale-mirror-sizes")
+			sizes = append(sizes, n)
+		}
+	case *scaleSizes == "" && !b.quick:
+		sizes = []int{100_000, 250_000, 500_000}
+	}
 	var pts []mirrorPoint
 	for _, n := range sizes {
 		var pt mirrorPoint
@@ -125,6 +138,17 @@ func benchScaleMirror(b *Bench, s *scope, sec *Section, sizes []int) {
 		slope := float64(z.catchUpRSS-a.catchUpRSS) / float64(z.n-a.n)
 		sec.add(Row{What: fmt.Sprintf("The mirror's peak RSS a path, the slope between %d and %d paths", a.n, z.n), Ratio: nan,
 			Ours: fmt.Sprintf("%.0f B", slope), Aim: "< 1 KB", Verdict: verdict(slope < 1024)})
+		// A million, from the last two sizes, where each grows linearly.
+		y, zz := pts[len(pts)-2], z
+		at := func(f func(mirrorPoint) float64) float64 {
+			return f(y) + (f(zz)-f(y))*float64(1_000_000-y.n)/float64(zz.n-y.n)
+		}
+		peak := int64(at(func(p mirrorPoint) float64 { return float64(p.catchUpRSS) }))
+		sec.add(Row{What: fmt.Sprintf("1,000,000 predicted from %d and %d: the mirror's peak through the history / nats-server's RSS / the stream with one mirror / kubo's repository", y.n, zz.n), Ratio: nan,
+			Ours: fmtBytes(peak) + " / " + fmtBytes(int64(at(func(p mirrorPoint) float64 { return float64(p.natsRSS) }))) + " / " +
+				fmtBytes(int64(at(func(p mirrorPoint) float64 { return float64(p.streamDiskPinned) }))) + " / " +
+				fmtBytes(int64(at(func(p mirrorPoint) float64 { return float64(p.kuboRepo) }))),
+			Aim: "peak < 256 MiB", Verdict: verdict(peak < 256<<20)})
 		pa, pz := percentile(a.latency, 99), percentile(z.latency, 99)
 		sec.add(Row{What: fmt.Sprintf("Pin latency p99 at %d pins ÷ at %d", z.n, a.n), Ratio: nan,
 			Ours: fmt.Sprintf("%.2fx", float64(pz)/float64(pa)), Aim: "", Verdict: ""})
