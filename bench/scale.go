@@ -144,6 +144,7 @@ func benchScale(b *Bench, s *scope, sec *Section) {
 		"leaves referencing a core path and one or two libraries; a 64-byte NAR each), one \"built\" event per path a month old or more, one named pin on the last path; " +
 		"`status --cache-dir`, `prune --dry-run --json` and `prune` with `--keep-for 720h --grace 1h --kubo-api none`: nearly every path retires (the worst case for the plan). " +
 		"Time is the whole command's wall clock (the machine is shared: read it as loaded); peak RSS is its maxrss.\n")
+	benchScaleMirror(b, s, sec, sizes)
 }
 
 // timedRSS runs a command and returns its wall time, peak RSS and output.

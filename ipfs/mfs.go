@@ -117,9 +117,12 @@ func isNotExist(err error) bool {
 
 // PinsNamed lists the recursive pins named name.
 func (k *Kubo) PinsNamed(ctx context.Context, name string) ([]cid.Cid, error) {
+	// --name makes the daemon send only the pins whose name contains
+	// name, not every pin it holds; the exact match is checked below.
 	resp, err := k.api.Request("pin/ls").
 		Option("type", "recursive").
 		Option("names", true).
+		Option("name", name).
 		Option("stream", true).
 		Send(ctx)
 	if err == nil && resp.Error != nil {

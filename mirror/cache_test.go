@@ -2,10 +2,12 @@ package mirror
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/ipfs/go-cid"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
 	"github.com/nix-ipfs/nix-ipfs/events"
@@ -81,5 +83,63 @@ func TestPinRootFollowsLatest(t *testing.T) {
 	}
 	if node.Pinned(r1.String()) || !node.Pinned(r2.String()) {
 		t.Errorf("pins: root 1 %v (want false), root 2 %v (want true)", node.Pinned(r1.String()), node.Pinned(r2.String()))
+	}
+}
+
+// namedPins is a fake node that lists pins by name, as kubo does, and
+// counts how often it is asked to.
+type namedPins struct {
+	*mirrortest.Node
+	stale    cid.Cid // a root an earlier run pinned
+	listings int
+}
+
+func (n *namedPins) PinsNamed(ctx context.Context, name string) ([]cid.Cid, error) {
+	n.listings++
+	var out []cid.Cid
+	if n.stale.Defined() && n.Pinned(n.stale.String()) {
+		out = append(out, n.stale)
+	}
+	return out, nil
+}
+
+var _ rootPins = (*namedPins)(nil)
+
+// TestPinRootListsPinsOnce: the first cache root a mirror handles asks the
+// node which roots an earlier run left pinned (and lets them go); later
+// ones trust the root this run pinned, because listing a node's pins
+// walks all of them, a million on a mirror of a year's cache.
+func TestPinRootListsPinsOnce(t *testing.T) {
+	node := &namedPins{Node: mirrortest.NewNode()}
+	stale := node.Add([]byte("a root pinned by the last run"))
+	ctx := context.Background()
+	if err := node.Pin(ctx, stale, rootPinName); err != nil {
+		t.Fatal(err)
+	}
+	node.stale = stale
+	w := NewWorker(NewPinner(node, PinnerOptions{}), WorkerOptions{})
+	ev := func(c string) *events.CacheRoot {
+		e := &events.CacheRoot{Host: "a", StoreDir: "/nix/store", Root: c, Publisher: events.Node{Addrs: []string{}}}
+		events.Seal(e)
+		return e
+	}
+	var roots []cid.Cid
+	for i := 0; i < 5; i++ {
+		r := node.Add([]byte(fmt.Sprintf("root %d", i)))
+		roots = append(roots, r)
+		if err := w.pinRoot(ctx, ev(r.String()), uint64(10+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if node.listings != 1 {
+		t.Errorf("the node's pins were listed %d times for 5 cache roots, want once", node.listings)
+	}
+	if node.Pinned(stale.String()) {
+		t.Error("the root an earlier run pinned is still pinned")
+	}
+	for i, r := range roots {
+		if want := i == len(roots)-1; node.Pinned(r.String()) != want {
+			t.Errorf("root %d pinned %v, want %v", i, node.Pinned(r.String()), want)
+		}
 	}
 }

@@ -69,8 +69,14 @@ func (w *Worker) pinRoot(ctx context.Context, ev *events.CacheRoot, seq uint64) 
 	for _, n := range providers {
 		w.pinner.connect(pctx, log, n)
 	}
+	// The roots pinned before: kubo's word for it once, at the first root
+	// this process handles (a root pinned by an earlier run, a replay, a
+	// crash between pin and unpin); from then on the one this process
+	// pinned. Asking kubo every time walks its whole pin set: at a million
+	// pins, seconds of kubo's time per cache root event
+	// (docs/BENCHMARKS.md, "Scale").
 	var old []cid.Cid
-	if rp, ok := w.pinner.node.(rootPins); ok {
+	if rp, ok := w.pinner.node.(rootPins); ok && !w.roots.root.Defined() {
 		if old, err = rp.PinsNamed(ctx, rootPinName); err != nil {
 			return err
 		}

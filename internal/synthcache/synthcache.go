@@ -48,12 +48,7 @@ func Init(dir string) error {
 // Write writes p's NAR and narinfo into dir, with modification time mtime
 // (zero: now), and returns the narinfo.
 func Write(dir string, p Path, mtime time.Time) (*narinfo.NarInfo, error) {
-	nar := make([]byte, max(p.Size, 8))
-	seed := sha256.Sum256([]byte(p.StorePath))
-	for i := 0; i < len(nar); i += 32 {
-		copy(nar[i:], seed[:])
-		binary.LittleEndian.PutUint32(nar[i:], uint32(i))
-	}
+	nar := NAR(p)
 	sum := sha256.Sum256(nar)
 	h := nixbase32.EncodeToString(sum[:])
 	mh, _ := multihash.Sum(nar, multihash.SHA2_256, -1)
@@ -82,6 +77,19 @@ func Write(dir string, p Path, mtime time.Time) (*narinfo.NarInfo, error) {
 		}
 	}
 	return ni, nil
+}
+
+// NAR returns p's synthetic NAR bytes (not a NAR's format: what a cache
+// stores and kubo hashes is all that matters here), derived from its store
+// path, of p.Size bytes (at least 8).
+func NAR(p Path) []byte {
+	nar := make([]byte, max(p.Size, 8))
+	seed := sha256.Sum256([]byte(p.StorePath))
+	for i := 0; i < len(nar); i += 32 {
+		copy(nar[i:], seed[:])
+		binary.LittleEndian.PutUint32(nar[i:], uint32(i))
+	}
+	return nar
 }
 
 // Generation describes one generation of a package set: nShared paths all
