@@ -22,7 +22,7 @@ import (
 )
 
 var (
-	scaleMirrorSizes = flag.String("scale-mirror-sizes", "", "the scale section's mirror part: its sizes, comma-separated (default: -scale-sizes if given, else 100000,250000,500000, -quick 5000,20000): "+
+	scaleMirrorSizes = flag.String("scale-mirror-sizes", "", "the scale section's mirror part: its sizes, comma-separated (default: -scale-sizes if given, else 100000,250000,500000, -quick 5000,20000; none: no mirror part): "+
 		"filling kubo with pins runs at a few hundred a second, so a million takes hours; the rows end with a linear prediction for a million")
 	scaleNewPaths = flag.Int("scale-new-paths", 200, "the scale section's mirror: new paths published, one at a time, onto a mirror holding every size's pins, for the pin latency")
 	scaleReplay   = flag.Int("scale-replay", 20_000, "the scale section's replay: how many of the newest published events `nix-ipfs replay` pins onto a fresh node through bitswap (the whole history at a million would take hours; the rate is per path)")
@@ -77,6 +77,8 @@ type mirrorPoint struct {
 // pinned (CAR imports with --pin-roots), its --cache-dir every narinfo.
 func benchScaleMirror(b *Bench, s *scope, sec *Section, sizes []int) {
 	switch {
+	case *scaleMirrorSizes == "none":
+		return
 	case *scaleMirrorSizes != "":
 		sizes = nil
 		for _, f := range strings.Split(*scaleMirrorSizes, ",") {

@@ -248,4 +248,23 @@ func TestNewVersionFields(t *testing.T) {
 	if _, err := events.Encode(&badRet); err == nil {
 		t.Error("a retired path outside the store: accepted")
 	}
+	// Encode does not decode its output again; it still checks all
+	// Decode does: the schema (a reason longer than its maxLength, which
+	// Validate does not look at) and the type Seal wrote.
+	long := *ret
+	long.Reason = strings.Repeat("r", 1025)
+	events.Seal(&long)
+	if _, err := events.Encode(&long); err == nil {
+		t.Error("a retirement reason past the schema's maxLength: encoded")
+	} else if data, _ := json.Marshal(&long); true {
+		if _, derr := events.Decode(data); derr == nil {
+			t.Error("Decode accepts what Encode refused")
+		}
+	}
+	wrong := *ret
+	events.Seal(&wrong)
+	events.Head(&wrong).Type = events.TypeBuilt
+	if _, err := events.Encode(&wrong); err == nil {
+		t.Error("a retired event whose header says built: encoded")
+	}
 }

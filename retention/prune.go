@@ -62,9 +62,10 @@ type Result struct {
 
 // Run removes what p retires: per batch, every narinfo first (moved into
 // the journal, atomically, out of what the cache serves), the directories
-// synced, then the NARs no kept path shares, then a "retired" event and an
-// unpin per path, then the journal entry. Killed at any point, the next
-// run finishes from the journal.
+// synced, then an unpin per path, then the NARs no kept path shares, then
+// a "retired" event per path, then the journal entry; a batch's events and
+// journal entries overlap the next batch's removals. Killed at any point,
+// the next run finishes from the journal.
 func (x *Executor) Run(ctx context.Context, p *Plan) (Result, error) {
 	if x.Log == nil {
 		x.Log = zap.NewNop()
@@ -102,15 +103,23 @@ func (x *Executor) Run(ctx context.Context, p *Plan) (Result, error) {
 			return res, err
 		}
 	}
+	// Three stages, a batch at a time, each a goroutine: this loop takes
+	// a batch out of the cache (narinfos into the journal, unpins, NARs
+	// removed); the next announces it (encoding, then the stream's acks);
+	// the last drops its journal entries. The renames and removals
+	// serialize on their directories: alone, they leave a CPU idle, which
+	// the encoding of the batch before now takes. Within a batch the order
+	// is as it was: a retirement is announced only once its NAR is gone,
+	// and leaves the journal only once announced.
 	var errsSeen []error
-	// The retirements are made whole a batch at a time: a few bytes a
-	// path until then.
-	var batch []Retirement
+	pl := x.pipeline(ctx)
+	defer pl.stop(&res)
 	for start := 0; start < p.Retire.Len(); start += x.BatchSize {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		batch = batch[:0]
+		// A batch of its own: the later stages may still hold the last.
+		batch := make([]Retirement, 0, min(x.BatchSize, p.Retire.Len()-start))
 		for i := start; i < min(start+x.BatchSize, p.Retire.Len()); i++ {
 			batch = append(batch, p.Retire.At(i))
 		}
@@ -127,10 +136,9 @@ func (x *Executor) Run(ctx context.Context, p *Plan) (Result, error) {
 		if err := x.removeNARs(moved, &res); err != nil {
 			return res, err
 		}
-		if err := x.announce(ctx, moved, &res); err != nil {
-			errsSeen = append(errsSeen, err)
-		}
+		pl.announce <- moved
 	}
+	errsSeen = append(errsSeen, pl.stop(&res)...)
 	for _, url := range p.OrphanNARs {
 		if size, ok := c.RemoveOldNAR(url, max(x.Grace, OrphanAge)); ok {
 			res.OrphanNARs++
@@ -340,72 +348,130 @@ func (x *Executor) unpin(ctx context.Context, moved []Retirement, res *Result) (
 	return keep, errors.Join(failed...)
 }
 
-// announce publishes a "retired" event for each path (a thousand at a
-// time, then waits for the stream's acks), then forgets each announced
-// path: its journal entry and the publisher's record of its announcement.
-// A path whose event was not stored stays in the journal for the next run.
-func (x *Executor) announce(ctx context.Context, moved []Retirement, res *Result) error {
-	errsOf := make([]error, len(moved))
-	if x.JS != nil {
-		futures := make([]jetstream.PubAckFuture, len(moved))
-		datas := make([][]byte, len(moved))
-		ids := make([]string, len(moved))
-		// Encoding checks each event against its schema: CPU work, spread
-		// over the CPUs.
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		for w := 0; w < runtime.GOMAXPROCS(0); w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := int(next.Add(1) - 1); i < len(moved); i = int(next.Add(1) - 1) {
-					r := moved[i]
-					reason := r.Why()
-					if len(reason) > 1000 {
-						reason = reason[:1000] + "..."
-					}
-					ev := &events.Retired{Host: x.Host, StoreDir: path.Dir(r.StorePath), StorePath: r.StorePath,
-						NarHash: r.NarHash, NarSize: int64(r.NarSize), CID: r.CID, Reason: reason}
-					events.Seal(ev)
-					datas[i], errsOf[i] = events.Encode(ev)
-					ids[i] = ev.ID
-				}
-			}()
+// stages are the stages of a prune after a batch left the cache: its
+// announcement and its journal entries' removal, each a goroutine.
+type stages struct {
+	announce chan []Retirement
+	done     chan struct{}
+	res      Result // Announced and Unfinished
+	errs     []error
+	stopped  bool
+}
+
+// announced is a batch whose events went out, errs[i] saying which of
+// them failed.
+type announced struct {
+	moved []Retirement
+	errs  []error
+}
+
+func (x *Executor) pipeline(ctx context.Context) *stages {
+	st := &stages{announce: make(chan []Retirement, 1), done: make(chan struct{})}
+	forget := make(chan announced, 1)
+	go func() {
+		defer close(forget)
+		for moved := range st.announce {
+			forget <- announced{moved, x.announce(ctx, moved)}
 		}
-		wg.Wait()
-		// At most asyncWindow unacknowledged at once: the client refuses
-		// more than its pending limit (4,000 by default).
-		const asyncWindow = 1000
-		dctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		for start := 0; start < len(moved); start += asyncWindow {
-			end := min(start+asyncWindow, len(moved))
-			for i := start; i < end; i++ {
-				var err error
-				if errsOf[i] == nil {
-					futures[i], err = x.JS.PublishAsync(events.SubjectRetired, datas[i], jetstream.WithMsgID(ids[i]))
-				} else {
-					err = errsOf[i]
-				}
-				if err != nil {
-					errsOf[i] = fmt.Errorf("announce retirement of %s: %w", moved[i].StorePath, err)
-				}
+	}()
+	go func() {
+		defer close(st.done)
+		for a := range forget {
+			if err := x.forget(a.moved, a.errs, &st.res); err != nil {
+				st.errs = append(st.errs, err)
 			}
-			for i := start; i < end; i++ {
-				f := futures[i]
-				if f == nil {
-					continue
+		}
+	}()
+	return st
+}
+
+// stop waits for the batches handed on to pass every stage, adds what
+// they did to res, and returns the errors they met. Only the first call
+// does; Run defers it for its early returns.
+func (st *stages) stop(res *Result) []error {
+	if st.stopped {
+		return nil
+	}
+	st.stopped = true
+	close(st.announce)
+	<-st.done
+	res.Announced += st.res.Announced
+	res.Unfinished += st.res.Unfinished
+	return st.errs
+}
+
+// announce publishes a "retired" event for each path (a thousand at a
+// time, then waits for the stream's acks) and says which failed: a path
+// whose event was not stored stays in the journal for the next run.
+func (x *Executor) announce(ctx context.Context, moved []Retirement) []error {
+	errsOf := make([]error, len(moved))
+	if x.JS == nil {
+		return errsOf
+	}
+	futures := make([]jetstream.PubAckFuture, len(moved))
+	datas := make([][]byte, len(moved))
+	ids := make([]string, len(moved))
+	// Encoding checks each event against its schema: CPU work, spread
+	// over the CPUs.
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(moved); i = int(next.Add(1) - 1) {
+				r := moved[i]
+				reason := r.Why()
+				if len(reason) > 1000 {
+					reason = reason[:1000] + "..."
 				}
-				select {
-				case <-f.Ok():
-				case err := <-f.Err():
-					errsOf[i] = fmt.Errorf("announce retirement of %s: %w", moved[i].StorePath, err)
-				case <-dctx.Done():
-					errsOf[i] = fmt.Errorf("announce retirement of %s: no ack from the stream: %w", moved[i].StorePath, dctx.Err())
-				}
+				ev := &events.Retired{Host: x.Host, StoreDir: path.Dir(r.StorePath), StorePath: r.StorePath,
+					NarHash: r.NarHash, NarSize: int64(r.NarSize), CID: r.CID, Reason: reason}
+				events.Seal(ev)
+				datas[i], errsOf[i] = events.Encode(ev)
+				ids[i] = ev.ID
+			}
+		}()
+	}
+	wg.Wait()
+	// At most asyncWindow unacknowledged at once: the client refuses
+	// more than its pending limit (4,000 by default).
+	const asyncWindow = 1000
+	dctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for start := 0; start < len(moved); start += asyncWindow {
+		end := min(start+asyncWindow, len(moved))
+		for i := start; i < end; i++ {
+			var err error
+			if errsOf[i] == nil {
+				futures[i], err = x.JS.PublishAsync(events.SubjectRetired, datas[i], jetstream.WithMsgID(ids[i]))
+			} else {
+				err = errsOf[i]
+			}
+			if err != nil {
+				errsOf[i] = fmt.Errorf("announce retirement of %s: %w", moved[i].StorePath, err)
+			}
+		}
+		for i := start; i < end; i++ {
+			f := futures[i]
+			if f == nil {
+				continue
+			}
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				errsOf[i] = fmt.Errorf("announce retirement of %s: %w", moved[i].StorePath, err)
+			case <-dctx.Done():
+				errsOf[i] = fmt.Errorf("announce retirement of %s: no ack from the stream: %w", moved[i].StorePath, dctx.Err())
 			}
 		}
 	}
+	return errsOf
+}
+
+// forget forgets each path announced (errsOf[i] nil): its journal entry
+// and the publisher's record of its announcement.
+func (x *Executor) forget(moved []Retirement, errsOf []error, res *Result) error {
 	x.parallel(len(moved), func(i int) {
 		if errsOf[i] != nil {
 			return
