@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
-	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -15,8 +12,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/cachedir"
-	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/atomicfile"
+	"github.com/nix-ipfs/nix-ipfs/retention/announce"
 )
 
 // Unpinner is what prune needs from the local kubo.
@@ -400,73 +397,18 @@ func (st *stages) stop(res *Result) []error {
 	return st.errs
 }
 
-// announce publishes a "retired" event for each path (a thousand at a
-// time, then waits for the stream's acks) and says which failed: a path
-// whose event was not stored stays in the journal for the next run.
+// announce publishes a "retired" event for each path and says which
+// failed: a path whose event was not stored stays in the journal for the
+// next run.
 func (x *Executor) announce(ctx context.Context, moved []Retirement) []error {
-	errsOf := make([]error, len(moved))
 	if x.JS == nil {
-		return errsOf
+		return make([]error, len(moved))
 	}
-	futures := make([]jetstream.PubAckFuture, len(moved))
-	datas := make([][]byte, len(moved))
-	ids := make([]string, len(moved))
-	// Encoding checks each event against its schema: CPU work, spread
-	// over the CPUs.
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < len(moved); i = int(next.Add(1) - 1) {
-				r := moved[i]
-				reason := r.Why()
-				if len(reason) > 1000 {
-					reason = reason[:1000] + "..."
-				}
-				ev := &events.Retired{Host: x.Host, StoreDir: path.Dir(r.StorePath), StorePath: r.StorePath,
-					NarHash: r.NarHash, NarSize: int64(r.NarSize), CID: r.CID, Reason: reason}
-				events.Seal(ev)
-				datas[i], errsOf[i] = events.Encode(ev)
-				ids[i] = ev.ID
-			}
-		}()
+	paths := make([]announce.Path, len(moved))
+	for i, r := range moved {
+		paths[i] = announce.Path{StorePath: r.StorePath, NarHash: r.NarHash, NarSize: int64(r.NarSize), CID: r.CID, Reason: r.Why()}
 	}
-	wg.Wait()
-	// At most asyncWindow unacknowledged at once: the client refuses
-	// more than its pending limit (4,000 by default).
-	const asyncWindow = 1000
-	dctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	for start := 0; start < len(moved); start += asyncWindow {
-		end := min(start+asyncWindow, len(moved))
-		for i := start; i < end; i++ {
-			var err error
-			if errsOf[i] == nil {
-				futures[i], err = x.JS.PublishAsync(events.SubjectRetired, datas[i], jetstream.WithMsgID(ids[i]))
-			} else {
-				err = errsOf[i]
-			}
-			if err != nil {
-				errsOf[i] = fmt.Errorf("announce retirement of %s: %w", moved[i].StorePath, err)
-			}
-		}
-		for i := start; i < end; i++ {
-			f := futures[i]
-			if f == nil {
-				continue
-			}
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				errsOf[i] = fmt.Errorf("announce retirement of %s: %w", moved[i].StorePath, err)
-			case <-dctx.Done():
-				errsOf[i] = fmt.Errorf("announce retirement of %s: no ack from the stream: %w", moved[i].StorePath, dctx.Err())
-			}
-		}
-	}
-	return errsOf
+	return announce.Retired(ctx, x.JS, x.Host, paths)
 }
 
 // forget forgets each path announced (errsOf[i] nil): its journal entry

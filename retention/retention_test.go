@@ -37,17 +37,17 @@ func TestParseDrvName(t *testing.T) {
 		{"a-1-b", "a", "1-b"},
 		{"linux-6.1-dev", "linux", "6.1-dev"},
 	} {
-		n, v := ParseDrvName(c.in)
+		n, v := latest.ParseDrvName(c.in)
 		if n != c.name || v != c.version {
 			t.Errorf("ParseDrvName(%q) = %q, %q; want %q, %q", c.in, n, v, c.name, c.version)
 		}
 	}
 	ev := &events.Built{DrvPath: "/nix/store/" + strings.Repeat("a", 32) + "-hello-2.12.drv"}
-	if j := JobOf(ev); j != "hello" {
+	if j := latest.JobOf(ev); j != "hello" {
 		t.Errorf("JobOf from drv = %q", j)
 	}
 	ev.Job = "nixpkgs:trunk:hello.x86_64-linux"
-	if j := JobOf(ev); j != ev.Job {
+	if j := latest.JobOf(ev); j != ev.Job {
 		t.Errorf("JobOf with a Hydra job = %q", j)
 	}
 }
