@@ -18,8 +18,8 @@ import (
 
 // upgradeBound is what TestUpgradeMovesOnlyWhatChanged allows a client to
 // move for generation 2, as a share of its new NAR bytes (HTTP moves 1).
-// The default chunker (nix-refs-4096-524288, cut around store path
-// hashes) moves 3.0% at this test's scale (1.4% at the bench's 200 MB:
+// The default chunker (nix-refs-4096-253952, cut around store path
+// hashes) moves 2.2% at this test's scale (1.2% at the bench's 200 MB:
 // the two really changed libraries weigh more here); buzhash moved about
 // a third. The bound leaves room for duplicates and a workload picked
 // from another machine's files (docs/CHUNKING.md has the figures).

@@ -146,7 +146,7 @@ func checkCuts(t testing.TB, data []byte, refs nardag.Refs, hashes []string, see
 }
 
 func TestRefSplitterCutsAroundEveryHash(t *testing.T) {
-	const size = 512 << 10
+	size := nardag.DefaultRefs.Size
 	offs := map[int]string{
 		1000:          hashA,
 		size - 10:     hashB, // across the first fixed-size boundary
@@ -201,9 +201,14 @@ func TestRefSplitterReusesBuffersSafely(t *testing.T) {
 }
 
 func TestParseRefs(t *testing.T) {
-	r, err := nardag.ParseRefs("nix-refs-4096-524288")
-	if err != nil || r != nardag.DefaultRefs || r.String() != "nix-refs-4096-524288" {
+	r, err := nardag.ParseRefs("nix-refs-4096-253952")
+	if err != nil || r != nardag.DefaultRefs || r.String() != "nix-refs-4096-253952" {
 		t.Fatalf("ParseRefs: %v %v", r, err)
+	}
+	// A block of the default and its bitswap framing fit in a new libp2p
+	// stream's first 256 KiB window (nardag.DefaultRefs).
+	if nardag.DefaultRefs.Size > 256<<10-4096 {
+		t.Errorf("default chunk of %d bytes: a block and its framing no longer fit in 256 KiB", nardag.DefaultRefs.Size)
 	}
 	for _, bad := range []string{"nix-refs-", "nix-refs-4096", "nix-refs-x-1", "nix-refs-1-0", "nix-refs-1-2097152", "nix-refs-04096-524288", "nix-refs--1-5"} {
 		if _, err := nardag.ParseRefs(bad); err == nil {

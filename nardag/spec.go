@@ -13,10 +13,14 @@ import (
 const RefsPrefix = "nix-refs-"
 
 // DefaultRefs is the reference-aware chunker chosen in docs/CHUNKING.md:
-// hashes less than 4 KiB apart joined, 512 KiB chunks between them. It
-// moves 1.4% of an upgrade's new NAR bytes with about buzhash's block
-// count (6,268 blocks per GiB against 5,679).
-var DefaultRefs = Refs{Gap: 4096, Size: 512 << 10}
+// hashes less than 4 KiB apart joined, 248 KiB chunks between them. It
+// moves 1.2% of an upgrade's new NAR bytes (8,031 blocks per GiB against
+// buzhash's 5,679). Not 256 KiB or more: a bitswap message carrying a
+// block and its framing must fit in a new libp2p stream's first 256 KiB
+// window, or every block waits a round trip for more; with 512 KiB
+// chunks a client fetched over an 80 ms link at 5.8 MB/s, with 248 KiB
+// at 11.2 (docs/BENCHMARKS.md, "Second round").
+var DefaultRefs = Refs{Gap: 4096, Size: 248 << 10}
 
 // MaxBlock is the largest block kubo accepts from outside (`dag import`,
 // `block put`) without --allow-big-block.

@@ -24,13 +24,13 @@ import (
 // it share the work.
 const DefaultDurable = "publisher"
 
-// DefaultChunker is the reference-aware chunker (package nardag): cut
-// around the store path hashes a NAR names, 512 KiB fixed chunks between
-// them. An upgrade that rebuilt a closure with new references moves 1.4%
-// of its new NAR bytes with it, against a third with buzhash, at
-// buzhash's block count (docs/CHUNKING.md). kubo does not have it: the
+// DefaultChunker is the reference-aware chunker (package nardag,
+// nardag.DefaultRefs): cut around the store path hashes a NAR names,
+// 248 KiB fixed chunks between them. An upgrade that rebuilt a closure
+// with new references moves 1.2% of its new NAR bytes with it, against a
+// third with buzhash (docs/CHUNKING.md). kubo does not have it: the
 // publisher builds the DAG and imports the blocks.
-const DefaultChunker = "nix-refs-4096-524288"
+const DefaultChunker = "nix-refs-4096-253952"
 
 // KuboChunker is the chunker with --ipfs-nocopy when --chunker is not
 // given (kubo's filestore references only what kubo's add cut), and the
