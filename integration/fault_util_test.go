@@ -137,6 +137,22 @@ func consumerState(t *testing.T, js jetstream.JetStream, durable string) (pendin
 	return info.NumPending, info.NumAckPending
 }
 
+// durableInfo returns a durable consumer's state, nil before it exists.
+func durableInfo(t *testing.T, js jetstream.JetStream, durable string) *jetstream.ConsumerInfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := js.Consumer(ctx, events.DefaultStream, durable)
+	if err != nil {
+		return nil
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatalf("consumer %s: %v", durable, err)
+	}
+	return info
+}
+
 // waitDrained waits until the durable consumer has nothing pending or
 // unacknowledged: every event it was given was acked or terminated.
 func waitDrained(t *testing.T, js jetstream.JetStream, durable string, timeout time.Duration) {

@@ -136,15 +136,9 @@ func mirDeadLetters(t *testing.T, js jetstream.JetStream) []*events.DeadLetter {
 
 func mirAckFloor(t *testing.T, js jetstream.JetStream, durable string) (acked uint64, pending uint64, ackPending int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := js.Consumer(ctx, events.DefaultStream, durable)
-	if err != nil {
+	info := durableInfo(t, js, durable)
+	if info == nil {
 		return 0, 0, 0 // not created yet
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		t.Fatalf("consumer %s: %v", durable, err)
 	}
 	return info.AckFloor.Consumer, info.NumPending, info.NumAckPending
 }

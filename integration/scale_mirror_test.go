@@ -27,22 +27,6 @@ func scaleNode(t *testing.T, k *testenv.Kubo) events.Node {
 	return events.Node{PeerID: n.PeerID, Addrs: n.Addrs}
 }
 
-// scaleConsumer returns a durable consumer's state, nil before it exists.
-func scaleConsumer(t *testing.T, js jetstream.JetStream, durable string) *jetstream.ConsumerInfo {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := js.Consumer(ctx, events.DefaultStream, durable)
-	if err != nil {
-		return nil
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		t.Fatalf("consumer %s: %v", durable, err)
-	}
-	return info
-}
-
 // scaleWaitCaughtUp waits until the mirror's consumer has acked every
 // event up to the stream's last.
 func scaleWaitCaughtUp(t *testing.T, js jetstream.JetStream, durable string, m *testenv.Proc, timeout time.Duration) {
@@ -61,7 +45,7 @@ func scaleWaitCaughtUp(t *testing.T, js jetstream.JetStream, durable string, m *
 		if m.Wait(0) {
 			t.Fatalf("the mirror exited:\n%s", m.Tail(40))
 		}
-		c := scaleConsumer(t, js, durable)
+		c := durableInfo(t, js, durable)
 		return c != nil && c.AckFloor.Stream >= last && c.NumAckPending == 0
 	})
 }
@@ -140,24 +124,24 @@ func TestMirrorScaleSmoke(t *testing.T) {
 		t.Fatal("the mirror did not stop")
 	}
 	testenv.Eventually(t, time.Minute, "the stopped mirror's pulls gone", func() bool {
-		c := scaleConsumer(t, js, durable)
+		c := durableInfo(t, js, durable)
 		return c != nil && c.NumWaiting == 0
 	})
-	before := scaleConsumer(t, js, durable)
+	before := durableInfo(t, js, durable)
 	m.Restart(t)
 	pid := m.Cmd.Process.Pid
 	testenv.Eventually(t, time.Minute, "the restarted mirror pulling", func() bool {
 		if m.Wait(0) {
 			t.Fatalf("the mirror exited:\n%s", m.Tail(40))
 		}
-		c := scaleConsumer(t, js, durable)
+		c := durableInfo(t, js, durable)
 		return c != nil && c.NumWaiting > 0
 	})
 	if read := procField(t, pid, "io", "rchar"); read > st.NarInfoBytes/4 {
 		t.Errorf("the restarted mirror read %d bytes before it pulled; its %d narinfos are %d bytes: it reads them at start", read, n, st.NarInfoBytes)
 	}
 	time.Sleep(2 * time.Second)
-	if after := scaleConsumer(t, js, durable); after.Delivered.Consumer != before.Delivered.Consumer {
+	if after := durableInfo(t, js, durable); after.Delivered.Consumer != before.Delivered.Consumer {
 		t.Errorf("the restart was delivered %d events again", after.Delivered.Consumer-before.Delivered.Consumer)
 	}
 
