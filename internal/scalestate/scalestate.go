@@ -16,7 +16,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -32,6 +31,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/synthcache"
 	"github.com/nix-ipfs/nix-ipfs/mirrorcache"
+	"github.com/nix-ipfs/nix-ipfs/nardag"
 	"github.com/nix-ipfs/nix-ipfs/storepath"
 )
 
@@ -256,53 +256,9 @@ func newCARFile(dir string) (*carFile, error) {
 }
 
 func (c *carFile) add(id cid.Cid, data []byte) error {
-	b := id.Bytes()
-	var v [binary.MaxVarintLen64]byte
-	n := binary.PutUvarint(v[:], uint64(len(b)+len(data)))
-	c.w.Write(v[:n])
-	c.w.Write(b)
-	_, err := c.w.Write(data)
 	c.roots = append(c.roots, id)
+	_, err := c.w.Write(nardag.CARBlock(id, data))
 	return err
-}
-
-// header is the dag-cbor CARv1 header {"roots": [...], "version": 1}:
-// map keys in dag-cbor's order (shorter first), CIDs as tag 42 over a
-// byte string with a leading zero byte.
-func (c *carFile) header() []byte {
-	var h []byte
-	h = append(h, 0xa2, 0x65)
-	h = append(h, "roots"...)
-	h = cborHead(h, 4, uint64(len(c.roots)))
-	for _, r := range c.roots {
-		b := r.Bytes()
-		h = append(h, 0xd8, 42)
-		h = cborHead(h, 2, uint64(len(b)+1))
-		h = append(h, 0)
-		h = append(h, b...)
-	}
-	h = append(h, 0x67)
-	h = append(h, "version"...)
-	h = append(h, 0x01)
-	var v [binary.MaxVarintLen64]byte
-	n := binary.PutUvarint(v[:], uint64(len(h)))
-	return append(v[:n:n], h...)
-}
-
-// cborHead appends a CBOR head of major type major and argument n.
-func cborHead(b []byte, major byte, n uint64) []byte {
-	m := major << 5
-	switch {
-	case n < 24:
-		return append(b, m|byte(n))
-	case n <= 0xff:
-		return append(b, m|24, byte(n))
-	case n <= 0xffff:
-		return binary.BigEndian.AppendUint16(append(b, m|25), uint16(n))
-	case n <= 0xffffffff:
-		return binary.BigEndian.AppendUint32(append(b, m|26), uint32(n))
-	}
-	return binary.BigEndian.AppendUint64(append(b, m|27), n)
 }
 
 // importInto writes the CAR (header, then the blocks) and imports it into
@@ -320,7 +276,7 @@ func (c *carFile) importInto(ctx context.Context, ipfsBin, repo string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := out.Write(c.header()); err != nil {
+	if _, err := out.Write(nardag.CARHeader(c.roots)); err != nil {
 		out.Close()
 		return err
 	}
