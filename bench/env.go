@@ -216,7 +216,14 @@ func tail(s string, n int) string {
 // procStatus returns a field of /proc/PID/status in bytes (for the kB
 // fields: VmRSS, VmHWM).
 func procStatus(pid int, field string) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	n, err := procField(pid, "status", field)
+	return n * 1024, err
+}
+
+// procField returns the number that starts a "field: value" line of
+// /proc/PID/file (status, io).
+func procField(pid int, file, field string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
 	if err != nil {
 		return 0, err
 	}
@@ -226,14 +233,10 @@ func procStatus(pid int, field string) (int64, error) {
 			if len(f) == 0 {
 				break
 			}
-			n, err := strconv.ParseInt(f[0], 10, 64)
-			if err != nil {
-				return 0, err
-			}
-			return n * 1024, nil
+			return strconv.ParseInt(f[0], 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status has no %s", pid, field)
+	return 0, fmt.Errorf("/proc/%d/%s has no %s", pid, file, field)
 }
 
 // resetPeakRSS makes VmHWM start again from the current RSS (clear_refs 5,

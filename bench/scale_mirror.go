@@ -506,17 +506,9 @@ func openFDs(pid int) int {
 // procIO reads a field of /proc/PID/io (rchar: bytes read through read
 // calls, from files and sockets alike), or -1.
 func procIO(pid int, field string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	n, err := procField(pid, "io", field)
 	if err != nil {
 		return -1
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err == nil {
-				return n
-			}
-		}
-	}
-	return -1
+	return n
 }
