@@ -88,13 +88,14 @@ func TestRetentionPruneSIGKILL(t *testing.T) {
 		}
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
-		// The first kills land at random in start-up and reading; the
-		// later ones at a random moment once retirements are under way
-		// (the journal has entries): moving narinfos, removing NARs,
-		// announcing.
+		// Kills alternate: at a random moment once retirements are under
+		// way (the journal has entries: moving narinfos, removing NARs,
+		// announcing), then at random in start-up and reading. The first
+		// waits for the journal: a prune of these paths can finish within
+		// the random window, and a run that finishes ends the loop.
 		var kill <-chan time.Time
 		switch {
-		case kills < 3:
+		case kills < 12 && kills%2 == 1:
 			kill = time.After(time.Duration(20+rng.IntN(300)) * time.Millisecond)
 		case kills < 12:
 			k := make(chan time.Time, 1)
