@@ -212,7 +212,8 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 
-	natsAddr, httpAddr, subAddr := freeAddr(), freeAddr(), freeAddr()
+	addrs := freeAddrs(3)
+	natsAddr, httpAddr, subAddr := addrs[0], addrs[1], addrs[2]
 	step("Host A: nix-ipfs up (embedded NATS, publisher, mirror onto B, cache over HTTP)")
 	info("nix-ipfs up --data-dir %s/up --secret-key-file %s --kubo-api %s --mirror-kubo-api %s --mirror-name B --nats-listen %s --listen %s",
 		d.dir, sk, kA.API, kB.API, natsAddr, httpAddr)
@@ -411,13 +412,21 @@ func nonce() string {
 	return hex.EncodeToString(b)
 }
 
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
+// freeAddrs returns n distinct free loopback addresses. The listeners
+// stay open until all are picked: a port closed at once can be handed out
+// again by the next pick (a demo run once got NATS's port for the
+// substituter and waited for it in vain).
+func freeAddrs(n int) []string {
+	var out []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		defer l.Close()
+		out = append(out, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return out
 }
 
 func httpGet(url string) ([]byte, bool) {
