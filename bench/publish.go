@@ -76,7 +76,7 @@ func benchPublish(b *Bench, s *scope, sec *Section) {
 	sides := []*pubSide{
 		{key: "pub", name: "publisher (defaults: --concurrency 4, --chunker " + publisher.DefaultChunker + ")" + copyIs, targets: both, pub: true,
 			run: func(s *scope, ts []*pubTarget) map[string]pubMeasure { return b.runPublisher(s, ts, false) }},
-		{key: "pub-nocopy", name: "publisher --ipfs-nocopy" + nocopyIs, targets: both, pub: true,
+		{key: "pub-nocopy", name: "publisher --ipfs-nocopy (--chunker " + publisher.NocopyChunker + ")" + nocopyIs, targets: both, pub: true,
 			run: func(s *scope, ts []*pubTarget) map[string]pubMeasure {
 				return b.runPublisher(s, ts, true, "--ipfs-nocopy")
 			}},
@@ -129,16 +129,16 @@ func benchPublish(b *Bench, s *scope, sec *Section) {
 	}
 	// Experiments for one large path (issue 25), run only when named in
 	// -sides: 1 MiB chunks between hashes (half the block files kubo
-	// creates for a NAR without hashes), and nocopy with kubo's cheapest
-	// chunker instead of buzhash.
+	// creates for a NAR without hashes), and nocopy with buzhash (its
+	// default before size-262144) against the default.
 	sides = append(sides,
 		&pubSide{key: "pub-refs-1m", name: "publisher --chunker nix-refs-4096-1048576", targets: both, pub: true, optIn: true,
 			run: func(s *scope, ts []*pubTarget) map[string]pubMeasure {
 				return b.runPublisher(s, ts, false, "--chunker=nix-refs-4096-1048576")
 			}},
-		&pubSide{key: "pub-nocopy-size", name: "publisher --ipfs-nocopy --chunker size-262144", targets: both, pub: true, optIn: true,
+		&pubSide{key: "pub-nocopy-buzhash", name: "publisher --ipfs-nocopy --chunker buzhash", targets: both, pub: true, optIn: true,
 			run: func(s *scope, ts []*pubTarget) map[string]pubMeasure {
-				return b.runPublisher(s, ts, true, "--ipfs-nocopy", "--chunker=size-262144")
+				return b.runPublisher(s, ts, true, "--ipfs-nocopy", "--chunker=buzhash")
 			}})
 
 	if *sidesF == "" {
