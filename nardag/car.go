@@ -140,7 +140,7 @@ func Import(ctx context.Context, imp Importer, build func(put Sink) (cid.Cid, er
 		// (on a context of its own, ctx may be why it failed). If kubo
 		// is gone the pin stays until the path's retry imports the
 		// blocks again.
-		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		bp.Unpin(uctx, root)
 		ucancel()
 	}
