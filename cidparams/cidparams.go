@@ -116,7 +116,7 @@ func (p Params) validateRefs() error {
 		return errs.Errorf(errs.Invalid, "ipfs params: %w", err)
 	}
 	if p.Nocopy {
-		return errs.Errorf(errs.Config, "ipfs params: chunker %s cannot be used with nocopy: kubo's filestore references only what its own add cut (use a kubo chunker such as buzhash with --ipfs-nocopy)", p.Chunker)
+		return errs.Errorf(errs.Config, "ipfs params: chunker %s cannot be used with nocopy: kubo's filestore references only what its own add cut (use a kubo chunker such as size-262144 or buzhash with --ipfs-nocopy)", p.Chunker)
 	}
 	if p.CIDVersion != 1 || !p.RawLeaves || strings.ToLower(p.HashFunction) != "sha2-256" || p.MaxLinks() != DefaultMaxFileLinks {
 		return errs.Errorf(errs.Invalid, "ipfs params: chunker %s builds CIDv1, raw leaves, sha2-256, %d links only (got %s)", p.Chunker, DefaultMaxFileLinks, p)

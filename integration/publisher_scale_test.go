@@ -12,6 +12,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
+	"github.com/nix-ipfs/nix-ipfs/publisher"
 )
 
 // TestTwoPublishersShareTheWork: two publisher binaries on the same durable
@@ -107,7 +108,7 @@ func TestPublisherNocopy(t *testing.T) {
 	if !strings.Contains(listed, filepath.Base(ni.URL)) {
 		t.Errorf("filestore does not reference %s:\n%s", ni.URL, listed)
 	}
-	copied := strings.TrimSpace(a.kubo.IPFS(t, "add", "-Q", "--only-hash", "--cid-version=1", "--raw-leaves", "--chunker=buzhash", filepath.Join(a.cache, ni.URL)))
+	copied := strings.TrimSpace(a.kubo.IPFS(t, "add", "-Q", "--only-hash", "--cid-version=1", "--raw-leaves", "--chunker="+publisher.NocopyChunker, filepath.Join(a.cache, ni.URL)))
 	if copied != ni.IPFSHash {
 		t.Errorf("nocopy CID %s differs from a copying add's %s", ni.IPFSHash, copied)
 	}

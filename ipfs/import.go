@@ -1,6 +1,7 @@
 package ipfs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +10,41 @@ import (
 
 	"github.com/ipfs/boxo/files"
 	"github.com/ipfs/go-cid"
+	"github.com/ipfs/kubo/core/coreiface/options"
+	mc "github.com/multiformats/go-multicodec"
+
+	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/nardag"
 )
+
+var _ nardag.BlockPinner = (*Kubo)(nil)
+
+// PinBlock stores the block data under c and pins c recursively, without
+// reading the DAG below it (kubo's `block put --pin` pins with boxo's
+// PinWithMode, as its add does, where `pin add` and `dag import
+// --pin-roots` walk the whole DAG): the caller vouches that the blocks
+// below are stored, or will be before kubo's next GC (nardag.Import pins
+// a root this way while its import holds kubo's GC lock).
+func (k *Kubo) PinBlock(ctx context.Context, c cid.Cid, data []byte) error {
+	if err := needCID("block put", c); err != nil {
+		return err
+	}
+	p := c.Prefix()
+	st, err := k.api.Block().Put(ctx, bytes.NewReader(data),
+		options.Block.CidCodec(mc.Code(p.Codec).String()),
+		options.Block.Hash(p.MhType, p.MhLength),
+		options.Block.Pin(true))
+	if err != nil {
+		return k.fail(ctx, err, "block put --pin %s", c)
+	}
+	if got := st.Path().RootCid(); !got.Equals(c) {
+		// Another CID version of the same block (what was pinned is
+		// the same DAG's root), or a block that is not c's: either way
+		// c itself is not pinned.
+		return errs.Errorf(errs.Invalid, "ipfs block put: got %s, want %s", got, c)
+	}
+	return nil
+}
 
 // DagImport sends cars, in order, in one `dag import` (kubo holds its GC
 // lock from the first block to the last pin) and returns, for each root

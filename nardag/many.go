@@ -34,11 +34,11 @@ func ImportMany(ctx context.Context, imp Importer, build func(put Sink) ([]cid.C
 	go func() {
 		defer wg.Done()
 		// The blocks' CAR names PlaceholderRoot, as Import's.
-		_, buildErr = writeCAR(pipe, func(put Sink) (cid.Cid, error) {
+		_, _, buildErr = writeCAR(pipe, func(put Sink) (cid.Cid, error) {
 			var err error
 			roots, err = build(put)
 			return PlaceholderRoot, err
-		})
+		}, false)
 		pipe.CloseWrite(buildErr)
 	}()
 	// The roots' CAR is read only once the blocks' CAR has ended.

@@ -318,7 +318,7 @@ func TestPublishRefsChunker(t *testing.T) {
 	}
 }
 
-// TestChunkerDefault: nix-refs by default, buzhash with nocopy unless
+// TestChunkerDefault: nix-refs by default, size-262144 with nocopy unless
 // --chunker says otherwise, and an explicit nix-refs chunker with nocopy
 // is a Config error.
 func TestChunkerDefault(t *testing.T) {
@@ -329,8 +329,8 @@ func TestChunkerDefault(t *testing.T) {
 		kind    errs.Kind
 	}{
 		{"", false, DefaultChunker, 0},
-		{"", true, KuboChunker, 0},
-		{"size-262144", true, "size-262144", 0},
+		{"", true, NocopyChunker, 0},
+		{"buzhash", true, "buzhash", 0},
 		{"nix-refs-4096-1048576", false, "nix-refs-4096-1048576", 0},
 		{"nix-refs-4096-524288", true, "", errs.Config},
 		{"nix-refs-x", false, "", errs.Invalid},

@@ -32,13 +32,22 @@ const DefaultDurable = "publisher"
 // publisher builds the DAG and imports the blocks.
 const DefaultChunker = "nix-refs-4096-253952"
 
-// KuboChunker is the chunker with --ipfs-nocopy when --chunker is not
-// given (kubo's filestore references only what kubo's add cut), and the
-// default before DefaultChunker: content-defined, so a NAR whose one file
-// changed length re-synchronises after it (two such versions stored in
-// 0.50 of their NAR sizes against 0.72 with size-262144,
+// KuboChunker is the default before DefaultChunker, and with
+// --ipfs-nocopy before NocopyChunker: content-defined, so a NAR whose one
+// file changed length re-synchronises after it (two such versions stored
+// in 0.50 of their NAR sizes against 0.72 with size-262144,
 // docs/BENCHMARKS.md).
 const KuboChunker = "buzhash"
+
+// NocopyChunker is the chunker with --ipfs-nocopy when --chunker is not
+// given: kubo's filestore references only what kubo's own add cut, so
+// nix-refs cannot be, and of kubo's chunkers fixed 256 KiB chunks cost
+// kubo the least: 1.34 against buzhash's 1.92 CPU-seconds per GiB, which
+// on 2 cores took the 1 GiB path from 2.00x to 2.30x the original
+// workflow (docs/BENCHMARKS.md, issue 25). An upgrade then moves 37.2% of
+// the new NAR bytes instead of 32.6% (docs/CHUNKING.md); nocopy is for a
+// host whose disk and speed matter more than its clients' upgrades.
+const NocopyChunker = "size-262144"
 
 // DefaultAckWait bounds how long the events a dead publisher was handling
 // wait before another publisher (or its own restart) gets them again. A
@@ -80,8 +89,8 @@ func (c *Config) Register(s *config.Set) {
 	s.StringVar(&c.NixDB, "nix-db", nixstore.DefaultDBPath, "the Nix database to read path metadata from (read-only)")
 	s.IntVar(&c.Concurrency, "concurrency", 4, "store paths published at once")
 	s.IntVar(&c.Events, "events", 4, "built events handled at once")
-	s.StringVar(&c.Chunker, "chunker", "", "how NARs are cut into blocks: nix-refs-<gap>-<size> (cut around store path hashes, built by the publisher; not with --ipfs-nocopy), or a kubo chunker: buzhash, size-<bytes> or rabin-<min>-<avg>-<max>; recorded with each CID, so old CIDs stay valid (default "+DefaultChunker+", or "+KuboChunker+" with --ipfs-nocopy; docs/CHUNKING.md)")
-	s.BoolVar(&c.Nocopy, "ipfs-nocopy", false, "add NARs by reference (kubo filestore), streamed to kubo while they are written: the cache's NAR is the only copy on this host; kubo's add cuts them, so the chunker is "+KuboChunker+" unless --chunker names another kubo chunker (nix-refs-* is refused); see docs/OPERATIONS.md")
+	s.StringVar(&c.Chunker, "chunker", "", "how NARs are cut into blocks: nix-refs-<gap>-<size> (cut around store path hashes, built by the publisher; not with --ipfs-nocopy), or a kubo chunker: buzhash, size-<bytes> or rabin-<min>-<avg>-<max>; recorded with each CID, so old CIDs stay valid (default "+DefaultChunker+", or "+NocopyChunker+" with --ipfs-nocopy; docs/CHUNKING.md)")
+	s.BoolVar(&c.Nocopy, "ipfs-nocopy", false, "add NARs by reference (kubo filestore), streamed to kubo while they are written: the cache's NAR is the only copy on this host; kubo's add cuts them, so the chunker is "+NocopyChunker+" unless --chunker names another kubo chunker (nix-refs-* is refused); see docs/OPERATIONS.md")
 	s.StringVar(&c.Durable, "durable", DefaultDurable, "durable consumer name; publishers sharing it share the work")
 	s.DurationVar(&c.AckWait, "ack-wait", DefaultAckWait, "redeliver an event whose publisher went silent this long (a running publisher reports progress every third of it)")
 	s.IntVar(&c.MaxAttempts, "max-attempts", 10, "deliveries before an event failing with a non-transient error is dead-lettered")
@@ -100,14 +109,14 @@ func (c *Config) Params() (ipfs.Params, error) {
 
 // ChunkerName is the chunker the publisher uses: --chunker, or by default
 // DefaultChunker, which kubo's filestore cannot take: with --ipfs-nocopy,
-// KuboChunker. An explicit nix-refs chunker with --ipfs-nocopy is refused
+// NocopyChunker. An explicit nix-refs chunker with --ipfs-nocopy is refused
 // (Params).
 func (c *Config) ChunkerName() string {
 	switch {
 	case c.Chunker != "":
 		return c.Chunker
 	case c.Nocopy:
-		return KuboChunker
+		return NocopyChunker
 	default:
 		return DefaultChunker
 	}
