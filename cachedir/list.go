@@ -176,7 +176,7 @@ func ReadNarInfoFile(p string) (*narinfo.NarInfo, fs.FileInfo, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ni, err := narinfo.Parse(f)
+	ni, err := parseNarInfoFile(f, fi.Size())
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", p, err)
 	}
@@ -187,4 +187,24 @@ func ReadNarInfoFile(p string) (*narinfo.NarInfo, fs.FileInfo, error) {
 		return nil, nil, fmt.Errorf("%s: %w", p, err)
 	}
 	return ni, fi, nil
+}
+
+// parseNarInfoFile parses the narinfo open as f, of size bytes by its
+// fstat, in one read where narinfo.Parse reads until it sees the end (a
+// second read per file: a million of them at a million paths, issue 24).
+// A narinfo is replaced by a rename, never written in place, so the open
+// file keeps its size; a read that says otherwise falls back to Parse.
+func parseNarInfoFile(f *os.File, size int64) (*narinfo.NarInfo, error) {
+	if size <= 0 || size > narinfo.MaxSize {
+		return narinfo.Parse(f)
+	}
+	b := make([]byte, size+1)
+	n, err := f.Read(b)
+	if err != nil || int64(n) != size {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+		return narinfo.Parse(f)
+	}
+	return narinfo.ParseBytes(b[:n])
 }
