@@ -12,7 +12,8 @@
 // their closures, so a closure being published while prune runs is safe.
 //
 // Prune removes everything else: each narinfo first (renamed out of the
-// cache into a journal, atomically), then its NAR, then it announces a
-// "retired" event and unpins the CID on the local kubo. A prune killed at
-// any point is completed by the next one from the journal.
+// cache into a journal, atomically), then it unpins the CID on the local
+// kubo, removes the NAR, and announces a "retired" event, a batch of
+// paths at a time, the batches' stages overlapping. A prune killed at any
+// point is completed by the next one from the journal.
 package retention

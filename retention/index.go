@@ -278,39 +278,55 @@ func ReadIndex(dir string) (*Index, error) {
 		return job{path: jinfos[i-len(names)-len(oddNames)], retiring: true}
 	}
 	// Chunks of narinfos read in parallel, added in order: the cache's
-	// before the journal's, as Shadowed needs.
+	// before the journal's, as Shadowed needs. The adding is this
+	// goroutine's alone: it goes on while the next chunk is read, so
+	// the readers never wait for it (issue 24).
 	// (1,024: the results of a chunk weigh about a kilobyte each.)
 	const chunk = 1024
-	results := make([]parsed, chunk)
+	type filled struct {
+		res []parsed
+		n   int
+	}
+	free, full := make(chan []parsed, 2), make(chan filled, 1)
+	free <- make([]parsed, chunk)
+	free <- make([]parsed, chunk)
 	workers := max(2, runtime.GOMAXPROCS(0)*2)
-	for start := 0; start < total; start += chunk {
-		n := min(chunk, total-start)
-		var wg sync.WaitGroup
-		next := make(chan int)
-		for w := 0; w < workers; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range next {
-					j := jobAt(start + i)
-					r, err := readEntry(j.path)
-					if err != nil {
-						r = parsed{bad: err.Error()}
+	go func() {
+		defer close(full)
+		for start := 0; start < total; start += chunk {
+			n := min(chunk, total-start)
+			results := <-free
+			var wg sync.WaitGroup
+			next := make(chan int)
+			for w := 0; w < workers; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range next {
+						j := jobAt(start + i)
+						r, err := readEntry(j.path)
+						if err != nil {
+							r = parsed{bad: err.Error()}
+						}
+						results[i] = r
+						results[i].retiring = j.retiring
 					}
-					results[i] = r
-					results[i].retiring = j.retiring
-				}
-			}()
+				}()
+			}
+			for i := 0; i < n; i++ {
+				next <- i
+			}
+			close(next)
+			wg.Wait()
+			full <- filled{results, n}
 		}
-		for i := 0; i < n; i++ {
-			next <- i
+	}()
+	for f := range full {
+		for i := 0; i < f.n; i++ {
+			ix.add(&f.res[i])
+			f.res[i] = parsed{}
 		}
-		close(next)
-		wg.Wait()
-		for i := 0; i < n; i++ {
-			ix.add(&results[i])
-			results[i] = parsed{}
-		}
+		free <- f.res
 	}
 	if ix.Latest, err = readLatest(c); err != nil {
 		return nil, fmt.Errorf("cache %s: latest-build documents: %w", dir, err)

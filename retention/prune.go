@@ -60,9 +60,9 @@ type Result struct {
 // Run removes what p retires: per batch, every narinfo first (moved into
 // the journal, atomically, out of what the cache serves), the directories
 // synced, then an unpin per path, then the NARs no kept path shares, then
-// a "retired" event per path, then the journal entry; a batch's events and
-// journal entries overlap the next batch's removals. Killed at any point,
-// the next run finishes from the journal.
+// a "retired" event per path, then the journal entry; a batch's NAR
+// removals, events and journal entries overlap the next batch's
+// narinfos. Killed at any point, the next run finishes from the journal.
 func (x *Executor) Run(ctx context.Context, p *Plan) (Result, error) {
 	if x.Log == nil {
 		x.Log = zap.NewNop()
@@ -100,20 +100,30 @@ func (x *Executor) Run(ctx context.Context, p *Plan) (Result, error) {
 			return res, err
 		}
 	}
-	// Three stages, a batch at a time, each a goroutine: this loop takes
-	// a batch out of the cache (narinfos into the journal, unpins, NARs
-	// removed); the next announces it (encoding, then the stream's acks);
-	// the last drops its journal entries. The renames and removals
-	// serialize on their directories: alone, they leave a CPU idle, which
-	// the encoding of the batch before now takes. Within a batch the order
-	// is as it was: a retirement is announced only once its NAR is gone,
-	// and leaves the journal only once announced.
+	// Four stages, a batch at a time, each a goroutine: this loop takes
+	// a batch's narinfos out of the cache (into the journal); the next
+	// unpins it and removes its NARs; the next announces it (encoding,
+	// then the stream's acks); the last drops its journal entries. The
+	// renames and removals serialize on their directory (the first
+	// stage's on the cache's, the second's on nar/, and all on the
+	// journal's): one stage at a time leaves a CPU idle, which the stages
+	// of the batches before now take (issue 24). Within a batch the order is as
+	// it was: its NARs go only once its narinfos are out and synced, a
+	// retirement is announced only once its NAR is gone, and leaves the
+	// journal only once announced.
 	var errsSeen []error
 	pl := x.pipeline(ctx)
-	defer pl.stop(&res)
+	// stop waits for what the stages hold, and counts what they did.
+	stop := func(err error) (Result, error) {
+		pl.stop(&res)
+		return res, err
+	}
 	for start := 0; start < p.Retire.Len(); start += x.BatchSize {
 		if err := ctx.Err(); err != nil {
-			return res, err
+			return stop(err)
+		}
+		if err := pl.failed(); err != nil {
+			return stop(err)
 		}
 		// A batch of its own: the later stages may still hold the last.
 		batch := make([]Retirement, 0, min(x.BatchSize, p.Retire.Len()-start))
@@ -122,20 +132,14 @@ func (x *Executor) Run(ctx context.Context, p *Plan) (Result, error) {
 		}
 		moved, err := x.moveOut(batch, &res)
 		if err != nil {
-			return res, err
+			return stop(err)
 		}
-		// A's kubo lets go before the NAR file does: with --ipfs-nocopy
-		// the pinned blocks are that file.
-		moved, err = x.unpin(ctx, moved, &res)
-		if err != nil {
-			errsSeen = append(errsSeen, err)
-		}
-		if err := x.removeNARs(moved, &res); err != nil {
-			return res, err
-		}
-		pl.announce <- moved
+		pl.remove <- moved
 	}
 	errsSeen = append(errsSeen, pl.stop(&res)...)
+	if err := pl.failed(); err != nil {
+		return res, err
+	}
 	for _, url := range p.OrphanNARs {
 		if size, ok := c.RemoveOldNAR(url, max(x.Grace, OrphanAge)); ok {
 			res.OrphanNARs++
@@ -345,14 +349,22 @@ func (x *Executor) unpin(ctx context.Context, moved []Retirement, res *Result) (
 	return keep, errors.Join(failed...)
 }
 
-// stages are the stages of a prune after a batch left the cache: its
-// announcement and its journal entries' removal, each a goroutine.
+// stages are the stages of a prune after a batch's narinfos left the
+// cache: its unpins and NAR removals, its announcement and its journal
+// entries' removal, each a goroutine.
 type stages struct {
-	announce chan []Retirement
-	done     chan struct{}
-	res      Result // Announced and Unfinished
-	errs     []error
-	stopped  bool
+	remove chan []Retirement
+	done   chan struct{}
+	// res is what the stages did: Retired, NARsRemoved, FreedBytes and
+	// Unpinned from the first, Announced and Unfinished from all.
+	res  Result
+	errs []error
+	// fatal is the error that stopped the NAR stage (a file system
+	// failing): Run returns it. Set before done closes; read through
+	// failed meanwhile.
+	mu      sync.Mutex
+	fatal   error
+	stopped bool
 }
 
 // announced is a batch whose events went out, errs[i] saying which of
@@ -363,35 +375,75 @@ type announced struct {
 }
 
 func (x *Executor) pipeline(ctx context.Context) *stages {
-	st := &stages{announce: make(chan []Retirement, 1), done: make(chan struct{})}
+	st := &stages{remove: make(chan []Retirement, 1), done: make(chan struct{})}
+	announce := make(chan []Retirement, 1)
 	forget := make(chan announced, 1)
+	var removeRes, forgetRes Result
+	var unpinErrs []error
+	go func() {
+		defer close(announce)
+		for moved := range st.remove {
+			if st.failed() != nil {
+				continue // drain: Run stops sending
+			}
+			// A's kubo lets go before the NAR file does: with
+			// --ipfs-nocopy the pinned blocks are that file.
+			moved, err := x.unpin(ctx, moved, &removeRes)
+			if err != nil {
+				unpinErrs = append(unpinErrs, err)
+			}
+			if err := x.removeNARs(moved, &removeRes); err != nil {
+				st.mu.Lock()
+				st.fatal = err
+				st.mu.Unlock()
+				continue
+			}
+			announce <- moved
+		}
+	}()
 	go func() {
 		defer close(forget)
-		for moved := range st.announce {
+		for moved := range announce {
 			forget <- announced{moved, x.announce(ctx, moved)}
 		}
 	}()
 	go func() {
 		defer close(st.done)
 		for a := range forget {
-			if err := x.forget(a.moved, a.errs, &st.res); err != nil {
+			if err := x.forget(a.moved, a.errs, &forgetRes); err != nil {
 				st.errs = append(st.errs, err)
 			}
 		}
+		// Every stage has ended (forget closes after announce, which
+		// closes after the NAR stage): their results are final.
+		st.res = removeRes
+		st.res.Announced, st.res.Unfinished = forgetRes.Announced, removeRes.Unfinished+forgetRes.Unfinished
+		st.errs = append(unpinErrs, st.errs...)
 	}()
 	return st
 }
 
+// failed is the error that stopped the NAR stage, if any.
+func (st *stages) failed() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.fatal
+}
+
 // stop waits for the batches handed on to pass every stage, adds what
 // they did to res, and returns the errors they met. Only the first call
-// does; Run defers it for its early returns.
+// does.
 func (st *stages) stop(res *Result) []error {
 	if st.stopped {
 		return nil
 	}
 	st.stopped = true
-	close(st.announce)
+	close(st.remove)
 	<-st.done
+	res.Retired += st.res.Retired
+	res.NARsRemoved += st.res.NARsRemoved
+	res.FreedBytes += st.res.FreedBytes
+	res.Unpinned += st.res.Unpinned
 	res.Announced += st.res.Announced
 	res.Unfinished += st.res.Unfinished
 	return st.errs

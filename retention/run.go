@@ -112,11 +112,11 @@ func Load(ctx context.Context, js jetstream.JetStream, stream, cacheDir string, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	roots := roots.NewOver(ix)
-	if err := roots.LoadFile(cachedir.Cache{Dir: cacheDir}.StatePath(cachedir.RootsFile)); err != nil {
+	rs := roots.NewOver(ix)
+	if err := rs.LoadFile(cachedir.Cache{Dir: cacheDir}.StatePath(cachedir.RootsFile)); err != nil {
 		return nil, nil, nil, err
 	}
-	if err := ReadBuilt(ctx, js, stream, roots); err != nil {
+	if err := roots.ReadBuilt(ctx, js, stream, rs); err != nil {
 		return nil, nil, nil, err
 	}
 	pins, err := OpenPins(ctx, js, 0, false)
@@ -128,11 +128,11 @@ func Load(ctx context.Context, js jetstream.JetStream, stream, cacheDir string, 
 		return nil, nil, nil, err
 	}
 	if grace > 0 {
-		if ix.RecentlyPublished, err = ReadPublishedSince(ctx, js, stream, time.Now().Add(-grace)); err != nil {
+		if ix.RecentlyPublished, err = roots.ReadPublishedSince(ctx, js, stream, time.Now().Add(-grace)); err != nil {
 			return nil, nil, nil, err
 		}
 	}
-	return ix, roots, list, nil
+	return ix, rs, list, nil
 }
 
 // GCPercent is the garbage collector's target while prune or status

@@ -14,6 +14,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/synthcache"
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
+	"github.com/nix-ipfs/nix-ipfs/retention/roots"
 )
 
 // TestScaleRoots measures what reading N "built" events into roots costs
@@ -67,8 +68,8 @@ func TestScaleRoots(t *testing.T) {
 	var base runtime.MemStats
 	runtime.ReadMemStats(&base)
 	peak := sampleHeap(t)
-	roots := NewRoots()
-	if err := ReadBuilt(ctx, js, events.DefaultStream, roots); err != nil {
+	rs := NewRoots()
+	if err := roots.ReadBuilt(ctx, js, events.DefaultStream, rs); err != nil {
 		t.Fatal(err)
 	}
 	high := peak()
@@ -76,5 +77,5 @@ func TestScaleRoots(t *testing.T) {
 	runtime.GC()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
-	t.Logf("%d roots: peak %.0f B a root, live %.0f B a root", roots.Len(), float64(high-base.HeapInuse)/float64(n), float64(after.HeapInuse-base.HeapInuse)/float64(n))
+	t.Logf("%d roots: peak %.0f B a root, live %.0f B a root", rs.Len(), float64(high-base.HeapInuse)/float64(n), float64(after.HeapInuse-base.HeapInuse)/float64(n))
 }
