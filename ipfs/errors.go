@@ -4,16 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/url"
-	"strings"
-	"syscall"
 
 	cmds "github.com/ipfs/go-ipfs-cmds"
 	"github.com/ipfs/kubo/client/rpc"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/ipfs/kuboerr"
 )
 
 // fail gives err, from a call described by format, the kind that tells a
@@ -44,7 +40,7 @@ func (k *Kubo) classify(ctx context.Context, err error, stream bool, format stri
 	}
 	var ce *rpc.Error
 	if !errors.As(err, &ce) {
-		if unreachable(err) {
+		if kuboerr.Unreachable(err) {
 			return errs.Errorf(errs.Transient, "kubo %s unreachable: %s: %w", k.addr, what, err)
 		}
 		if !stream {
@@ -52,64 +48,6 @@ func (k *Kubo) classify(ctx context.Context, err error, stream bool, format stri
 		}
 		ce = &rpc.Error{Message: err.Error(), Code: cmds.ErrNormal}
 	}
-	kind, hint := daemonKind(ce)
+	kind, hint := kuboerr.Kind(ce)
 	return errs.Errorf(kind, "kubo %s: %s: %w%s", k.addr, what, err, hint)
-}
-
-// invalidMarkers are messages kubo sends, with HTTP 500 like any other
-// failure, for requests that no retry can fix.
-var invalidMarkers = []string{
-	"invalid path",
-	"invalid cid",
-	"unknown cid version",
-	"unrecognized chunker",
-	"unrecognized hash",
-	"is a directory",
-	"not a file",
-	"pin name",
-}
-
-func daemonKind(ce *rpc.Error) (kind errs.Kind, hint string) {
-	switch ce.Code {
-	case cmds.ErrClient:
-		return errs.Invalid, ""
-	case cmds.ErrRateLimited, cmds.ErrImplementation:
-		return errs.Transient, ""
-	case cmds.ErrForbidden:
-		// The API's authorization (API.Authorizations) refuses us: an
-		// operator's fix, not the event's fault.
-		return errs.Config, " (check the API credentials)"
-	}
-	msg := strings.ToLower(ce.Message)
-	if msg == "command not found" {
-		// An HTTP 404 from something that is not kubo's RPC API,
-		// typically its gateway port.
-		return errs.Config, " (is this kubo's RPC API address, usually port 5001, and not its gateway?)"
-	}
-	// Both nocopy refusals are the deployment's to fix, not the event's.
-	if strings.Contains(msg, "must be enabled to use nocopy") {
-		return errs.Config, " (set Experimental.FilestoreEnabled=true on the daemon, or stop using nocopy)"
-	}
-	if strings.Contains(msg, "outside ipfs root") {
-		return errs.Config, " (kubo's filestore references only files under the parent directory of the daemon's IPFS_PATH)"
-	}
-	for _, m := range invalidMarkers {
-		if strings.Contains(msg, m) {
-			return errs.Invalid, ""
-		}
-	}
-	// Everything else kubo answers with a 500: a daemon in trouble
-	// (datastore, resources, shutting down), which a retry may find healed.
-	return errs.Transient, ""
-}
-
-// unreachable reports failures to talk to the daemon at all: refused,
-// reset, timed out, or cut off mid-answer.
-func unreachable(err error) bool {
-	var ue *url.Error
-	var ne net.Error
-	return errors.As(err, &ue) || errors.As(err, &ne) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EPIPE)
 }

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/ipfs/kuboerr"
 	"github.com/nix-ipfs/nix-ipfs/unixfs"
 )
 
@@ -660,13 +661,13 @@ func (b *gatewayBody) fail(err error) error {
 	if errs.Classified(err) {
 		return err
 	}
-	if unreachable(err) {
+	if kuboerr.Unreachable(err) {
 		return errs.Errorf(errs.Transient, "kubo gateway %s unreachable: cat %s at byte %d: %w", b.g.addr, b.c, b.off, err)
 	}
 	return errs.Errorf(errs.Transient, "kubo gateway %s: cat %s at byte %d: %w", b.g.addr, b.c, b.off, err)
 }
 
-// statusKind is the kind of a gateway's HTTP status, as daemonKind is of an
+// statusKind is the kind of a gateway's HTTP status, as kuboerr.Kind is of an
 // RPC answer: a bad request is Invalid; a gateway that refuses files is the
 // operator's to fix (Config); anything else may heal.
 func statusKind(code int) errs.Kind {

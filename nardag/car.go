@@ -158,7 +158,7 @@ func Import(ctx context.Context, imp Importer, build func(put Sink) (cid.Cid, er
 		// The daemon took every block but did not pin the root: it is
 		// shutting down ("pinner closed"), out of space, or cut the
 		// answer short. As for any failure kubo reports, a retry may find
-		// it healed (ipfs.daemonKind's default).
+		// it healed (kuboerr.Kind's default).
 		msg, ok := pinned[root]
 		if !ok {
 			return cid.Undef, errs.Errorf(errs.Transient, "dag import: root %s not reported pinned", root)
