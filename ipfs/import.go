@@ -19,12 +19,10 @@ import (
 
 var _ nardag.BlockPinner = (*Kubo)(nil)
 
-// PinBlock stores the block data under c and pins c recursively, without
-// reading the DAG below it (kubo's `block put --pin` pins with boxo's
-// PinWithMode, as its add does, where `pin add` and `dag import
-// --pin-roots` walk the whole DAG): the caller vouches that the blocks
-// below are stored, or will be before kubo's next GC (nardag.Import pins
-// a root this way while its import holds kubo's GC lock).
+// PinBlock stores data under c and pins c recursively without reading the
+// DAG below (`block put --pin`: boxo's PinWithMode, as kubo's add; `pin
+// add` and `dag import --pin-roots` walk the DAG): the caller vouches that
+// the blocks below are stored before kubo's next GC (nardag.Import).
 func (k *Kubo) PinBlock(ctx context.Context, c cid.Cid, data []byte) error {
 	if err := needCID("block put", c); err != nil {
 		return err

@@ -412,6 +412,37 @@ func (k *Kubo) Pin(ctx context.Context, c cid.Cid, name string) error {
 	return k.fail(ctx, k.api.Pin().Add(ctx, path.FromCid(c), opts...), "pin %s", c)
 }
 
+// PinProgress is Pin, calling progress whenever kubo reports more of the
+// DAG fetched (`pin add --progress`, twice a second), so that a caller
+// tells a moving pin from a stalled one (mirror.Pinner's stall guard).
+func (k *Kubo) PinProgress(ctx context.Context, c cid.Cid, name string, progress func()) error {
+	if err := needCID("pin", c); err != nil {
+		return err
+	}
+	resp, err := k.api.Request("pin/add", c.String()).Option("recursive", true).Option("progress", true).
+		Option("name", name).Send(ctx)
+	if err == nil && resp.Error != nil {
+		err = resp.Error
+	}
+	if err != nil {
+		return k.fail(ctx, err, "pin %s", c)
+	}
+	defer resp.Close()
+	dec, last := json.NewDecoder(resp.Output), 0
+	for {
+		var out struct{ Progress int }
+		if err := dec.Decode(&out); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return k.failStream(ctx, err, "pin %s", c)
+		}
+		if out.Progress > last {
+			last = out.Progress
+			progress()
+		}
+	}
+}
+
 // IsPinned reports whether c is pinned recursively. A CID that is only
 // indirectly pinned (inside another pinned DAG) is not: unpinning the
 // parent would expose it to the next garbage collection.

@@ -609,3 +609,37 @@ func TestMissingCIDDeadline(t *testing.T) {
 		t.Fatalf("IsPinned = %v, %v", ok, err)
 	}
 }
+
+// TestPinProgress: PinProgress pins what a connected peer holds, with
+// its name, and reports the blocks fetched; a pin of what no peer holds
+// reports none and ends with its context.
+func TestPinProgress(t *testing.T) {
+	_, b, c, _ := peeredWithFile(t, 6, 8<<20)
+	ctx := t.Context()
+	calls := 0
+	if err := b.Client.PinProgress(ctx, c, "nix-ipfs-progress", func() { calls++ }); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := b.Client.IsPinned(ctx, c); err != nil || !ok {
+		t.Fatalf("IsPinned after PinProgress = %v, %v", ok, err)
+	}
+	if calls == 0 {
+		t.Error("PinProgress of 8 MiB fetched from a peer reported no progress")
+	}
+	if out := b.IPFS(t, "pin", "ls", "--names", "--type=recursive", c.String()); !strings.Contains(out, "nix-ipfs-progress") {
+		t.Errorf("pin name not recorded: %q", out)
+	}
+	missing, err := cid.Decode("bafkreie5yv6duwljqqbf6rtzykb4zsnffrm5ff6uioabsf36fqzsgkqlfe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	calls = 0
+	if err := b.Client.PinProgress(sctx, missing, "", func() { calls++ }); err == nil {
+		t.Fatal("PinProgress of a CID nobody holds succeeded")
+	}
+	if calls != 0 {
+		t.Errorf("PinProgress of a CID nobody holds reported progress %d times", calls)
+	}
+}

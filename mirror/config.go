@@ -19,6 +19,7 @@ type PinConfig struct {
 	KuboAPI     string
 	Concurrency int
 	PinTimeout  time.Duration
+	PinStall    time.Duration
 	MaxAttempts int
 	Backoff     Backoff
 	Verify      bool
@@ -42,6 +43,8 @@ func (c *PinConfig) Register(s *config.Set, node string) {
 	s.IntVar(&c.Concurrency, "concurrency", DefaultConcurrency, "CIDs pinned at once (a small NAR's pin is mostly waiting on round trips, so enough at once keep up with a publisher's burst of small paths)")
 	s.DurationVar(&c.PinTimeout, "pin-timeout", DefaultPinTimeout,
 		"give up one attempt to pin a CID after this long (raise it for huge NARs over slow links; blocks fetched so far are kept for the next attempt)")
+	s.DurationVar(&c.PinStall, "pin-stall", DefaultPinStall,
+		"ask kubo again for a pin that fetched no block for this long (bitswap can leave a want unanswered until --pin-timeout although a connected peer holds the block; blocks fetched so far are kept); raise it for links under 20 KB/s; negative: never")
 	s.IntVar(&c.MaxAttempts, "max-attempts", 10,
 		"attempts per CID before giving up on it (the mirror then dead-letters its event); an unreachable kubo is retried without limit by the mirror")
 	c.Backoff = Backoff(events.DefaultBackoff)

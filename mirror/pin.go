@@ -17,6 +17,7 @@ import (
 
 	"github.com/nix-ipfs/nix-ipfs/events"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
+	"github.com/nix-ipfs/nix-ipfs/internal/watchdog"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 	"github.com/nix-ipfs/nix-ipfs/mirrorcache"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
@@ -122,6 +123,10 @@ type PinnerOptions struct {
 	// PinTimeout bounds one attempt to pin (and verify) one CID. Default
 	// 10 minutes.
 	PinTimeout time.Duration
+	// PinStall asks kubo again for a pin that fetched nothing for this
+	// long (a node that reports progress: ipfs.Kubo). Default
+	// DefaultPinStall; negative: never.
+	PinStall time.Duration
 	// ConnectTimeout bounds dialling a provider. Default 10 s.
 	ConnectTimeout time.Duration
 	Logger         *zap.Logger
@@ -136,6 +141,11 @@ type PinnerOptions struct {
 
 // DefaultPinTimeout is PinnerOptions.PinTimeout's default.
 const DefaultPinTimeout = 10 * time.Minute
+
+// DefaultPinStall is PinnerOptions.PinStall's default: kubo reports a
+// pin's progress twice a second, and a block of at most 1 MiB that takes
+// a minute is a link of under 20 KB/s, where --pin-stall is to be raised.
+const DefaultPinStall = time.Minute
 
 // Pinner pins Items on one IPFS node and announces them. It is safe for
 // concurrent use; every Pin is idempotent.
@@ -166,6 +176,9 @@ const redialAfter = 30 * time.Second
 func NewPinner(node IPFS, opt PinnerOptions) *Pinner {
 	if opt.PinTimeout <= 0 {
 		opt.PinTimeout = DefaultPinTimeout
+	}
+	if opt.PinStall == 0 {
+		opt.PinStall = DefaultPinStall
 	}
 	if opt.ConnectTimeout <= 0 {
 		opt.ConnectTimeout = 10 * time.Second
@@ -224,7 +237,7 @@ func (p *Pinner) pin(ctx context.Context, it Item) (Result, error) {
 			p.connect(actx, log, n)
 		}
 		log.Debug("pin started", zap.Time("start", r.Start), zap.Duration("checked_and_dialled", time.Since(r.Start)))
-		if err := p.node.Pin(actx, it.CID, pinName(it.StorePath)); err != nil {
+		if err := p.pinNode(actx, log, it); err != nil {
 			p.forget(it.Providers)
 			return r, timedOut("pin", fmt.Errorf("%s: %w", it.StorePath, err))
 		}
@@ -262,6 +275,38 @@ func (p *Pinner) pin(ctx context.Context, it Item) (Result, error) {
 		log.Debug("pin done", zap.Bool("fresh", r.Fresh), zap.Duration("took", r.Took), zap.Bool("verified", r.Verified))
 	}
 	return r, nil
+}
+
+// progressPinner pins reporting progress; *ipfs.Kubo has it.
+type progressPinner interface {
+	PinProgress(ctx context.Context, c cid.Cid, name string, progress func()) error
+}
+
+var _ progressPinner = (*ipfs.Kubo)(nil)
+
+// pinNode pins it.CID on the node. A pin that fetches nothing for
+// PinStall is asked again: kubo's bitswap can leave a pin waiting for
+// blocks until the attempt's PinTimeout, 10 minutes. Seen in the bench
+// (2026-12-07, section 15): B's pin waited minutes for 18 blocks that B
+// had received already (counted as duplicates) while A's view of B's
+// wantlist was empty; a new `pin add` of the same CID finished in 84 ms.
+// A new request walks the DAG afresh, takes what is local, and asks the
+// peers again, in a new bitswap session, for the rest.
+func (p *Pinner) pinNode(ctx context.Context, log *zap.Logger, it Item) error {
+	pp, ok := p.node.(progressPinner)
+	if !ok || p.opt.PinStall < 0 {
+		return p.node.Pin(ctx, it.CID, pinName(it.StorePath))
+	}
+	for try := 1; ; try++ {
+		wd := watchdog.New(ctx, p.opt.PinStall)
+		err := pp.PinProgress(wd.Context(), it.CID, pinName(it.StorePath), wd.Progress)
+		stalled := wd.Stalled()
+		wd.Stop()
+		if err == nil || !stalled || ctx.Err() != nil {
+			return err
+		}
+		log.Warn("pin stalled: nothing fetched for --pin-stall; asking kubo again", zap.Duration("pin_stall", p.opt.PinStall), zap.Int("try", try))
+	}
 }
 
 // pinName is the name the pin gets in kubo: the store path's basename, so
