@@ -161,10 +161,11 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 		Announce:   cfg.Announce,
 		JS:         js,
 		Verify:     cfg.Pin.Verify,
-		PinTimeout: cfg.Pin.PinTimeout, PinStall: cfg.Pin.PinStall,
-		Logger: log.With(zap.String("mirror", cfg.Name)),
-		OnPin:  RecordPin,
-		Cache:  cache,
+		PinTimeout: cfg.Pin.PinTimeout,
+		PinStall:   cfg.Pin.PinStall,
+		Logger:     log.With(zap.String("mirror", cfg.Name)),
+		OnPin:      RecordPin,
+		Cache:      cache,
 	})
 	w := NewWorker(p, WorkerOptions{
 		JS: js,
