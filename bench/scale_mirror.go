@@ -422,11 +422,7 @@ func scaleConnect(s *scope, url string) (*nats.Conn, jetstream.JetStream) {
 func consumerInfo(ctx context.Context, js jetstream.JetStream, durable string) *jetstream.ConsumerInfo {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	c, err := js.Consumer(ctx, events.DefaultStream, durable)
-	if err != nil {
-		return nil
-	}
-	info, err := c.Info(ctx)
+	info, err := testenv.DurableInfo(ctx, js, events.DefaultStream, durable)
 	if err != nil {
 		return nil
 	}

@@ -121,34 +121,14 @@ func flushSpool(t *testing.T, b *builder) {
 	}
 }
 
-// consumerState returns a durable consumer's pending and ack-pending counts.
-func consumerState(t *testing.T, js jetstream.JetStream, durable string) (pending uint64, ackPending int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := js.Consumer(ctx, events.DefaultStream, durable)
-	if err != nil {
-		t.Fatalf("consumer %s: %v", durable, err)
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		t.Fatalf("consumer %s: %v", durable, err)
-	}
-	return info.NumPending, info.NumAckPending
-}
-
 // durableInfo returns a durable consumer's state, nil before it exists.
 func durableInfo(t *testing.T, js jetstream.JetStream, durable string) *jetstream.ConsumerInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := js.Consumer(ctx, events.DefaultStream, durable)
+	info, err := testenv.DurableInfo(ctx, js, events.DefaultStream, durable)
 	if err != nil {
-		return nil
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		t.Fatalf("consumer %s: %v", durable, err)
+		t.Fatal(err)
 	}
 	return info
 }
@@ -161,12 +141,8 @@ func waitDrained(t *testing.T, js jetstream.JetStream, durable string, timeout t
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		// Errors are retried: a NATS cluster may be electing a leader.
-		c, err := js.Consumer(ctx, events.DefaultStream, durable)
-		if err != nil {
-			return false
-		}
-		info, err := c.Info(ctx)
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+		info, err := testenv.DurableInfo(ctx, js, events.DefaultStream, durable)
+		return err == nil && info != nil && info.NumPending == 0 && info.NumAckPending == 0
 	})
 }
 

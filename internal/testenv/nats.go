@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"testing"
@@ -97,4 +98,21 @@ func (n *NATS) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 		t.Fatal(err)
 	}
 	return nc, js
+}
+
+// DurableInfo returns the state of the durable consumer durable on
+// stream. nil and no error: the consumer could not be looked up (none
+// yet, or the server did not answer in time); an error: it was found but
+// its state could not be read. The integration tests and the bench share
+// it, each deciding what a missing consumer or an error means to it.
+func DurableInfo(ctx context.Context, js jetstream.JetStream, stream, durable string) (*jetstream.ConsumerInfo, error) {
+	c, err := js.Consumer(ctx, stream, durable)
+	if err != nil {
+		return nil, nil
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", durable, err)
+	}
+	return info, nil
 }
