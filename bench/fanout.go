@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -169,6 +170,7 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 		{"sub-16-allb", "sixteen substituters with `--mirror-seeders 0`", many, []string{"--mirror-seeders", "0"}, 0},
 		{"sub-16-inorder", "sixteen substituters with `--block-fetch-parallel 0 --prefetch 4` (before issue 22)", many, []string{"--block-fetch-parallel", "0", "--prefetch", "4"}, 0},
 	}
+	variants = slices.DeleteFunc(variants, func(v variant) bool { return !keepSide(v.key) })
 	type result struct {
 		sentRatio float64 // by iptables when it counts, else bitswap
 		bitswap   float64 // bitswap DataSent ÷ closure
