@@ -161,7 +161,7 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 	}
 	variants := []variant{
 		{"plain", "plain HTTP: six `nix copy` from `nix-ipfs serve` on A", clients, nil, 0},
-		{"sub", "substituters (defaults: one client keeps B, the others take from it; blocks fetched 128 at once in a random order, 16 NARs read ahead)", clients, nil, 0},
+		{"sub", "substituters (defaults: one client keeps B, the others take from it; each NAR's blocks fetched in a random order, as one list, 16 NARs read ahead)", clients, nil, 0},
 		{"sub-allb", "substituters with `--mirror-seeders 0` (every client keeps B: the defaults before the fleet)", clients, []string{"--mirror-seeders", "0"}, 0},
 		{"sub-idle", "substituters (defaults), ten more clients on the LAN, idle", clients, nil, many},
 		{"sub-inorder", "substituters with `--block-fetch-parallel 0 --prefetch 4` (the substituter's defaults before issue 22)", clients, []string{"--block-fetch-parallel", "0", "--prefetch", "4"}, 0},

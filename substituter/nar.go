@@ -379,6 +379,9 @@ func (s *Server) warmBlocks(wd *watchdog.Watchdog, c cid.Cid, ref *narRef) {
 	st, err := s.bf.Warm(wd.Context(), s.warm, c, progress)
 	log := s.log.With(zap.String("url", ref.key), zap.String("cid", c.String()), zap.Int("blocks", st.Blocks),
 		zap.Int("fetched", st.Fetched), zap.Int("retries", st.Retries), zap.Duration("took", time.Since(start)))
+	if st.ListErr != nil {
+		log.Info("the daemon did not take the NAR's blocks as one list; they were asked for one by one", zap.NamedError("list_error", st.ListErr))
+	}
 	if err != nil {
 		log.Info("fetching the NAR's blocks ahead stopped; the read fetches the rest", zap.Error(err))
 		return

@@ -45,12 +45,17 @@ type Haver interface {
 // client first and by the others only later, when the first already holds
 // it and answers as fast as the mirror (docs/BENCHMARKS.md, fan-out).
 //
-// A block asked for that does not come while later ones do (bitswap can
-// leave a want unanswered until its rebroadcast, a minute later) is asked
-// again: see stalled. A Warmer is shared by all the files read at once, so
-// Parallel bounds the blocks outstanding for the whole process.
+// With a ListFetcher and a Haver, the leaves not held (MinList or more)
+// go as one list, in the shuffled order (fetchList); otherwise a request a
+// leaf. A block asked for that does not come while later ones do (bitswap
+// can leave a want unanswered until its rebroadcast, a minute later) is
+// asked again: see stallTracker and fetchList. A Warmer is shared by all
+// the files read at once, so Parallel bounds the single requests
+// outstanding for the whole process; a list's are bounded by the daemon
+// (kubo: 64 a bitswap session).
 type Warmer struct {
-	// Parallel is how many blocks are asked for at once, over all files.
+	// Parallel is how many blocks are asked for at once, one request
+	// each, over all files.
 	Parallel int
 	// Stall is how long a block may be outstanding before it is asked
 	// again, if the fetch is otherwise making progress.
@@ -68,6 +73,9 @@ type WarmStats struct {
 	Blocks  int // blocks of the file, the root included
 	Fetched int // of those, fetched (the rest were held already)
 	Retries int // requests cancelled as stalled and made again
+	// ListErr is why the list was given up for a request a block, if it
+	// was (a daemon that refused it).
+	ListErr error
 }
 
 func (w *Warmer) slots() chan struct{} {
@@ -188,6 +196,9 @@ func (w *Warmer) fetchList(ctx context.Context, lf ListFetcher, has Haver, list 
 		}
 		if ctx.Err() != nil {
 			return nil, err
+		}
+		if !stalled {
+			st.ListErr = err
 		}
 		var left []cid.Cid
 		for _, c := range list[next:] {

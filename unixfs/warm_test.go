@@ -315,8 +315,12 @@ func TestWarmListRefusedFallsBackToBlocks(t *testing.T) {
 	root, src, leaves := twoLevelFile(t, 50)
 	f := &listFetcher{held: map[cid.Cid]bool{}, fail: true}
 	w := &Warmer{Parallel: 4, Stall: time.Hour}
-	if _, err := w.Warm(context.Background(), src, f, f, root, nil); err != nil {
+	st, err := w.Warm(context.Background(), src, f, f, root, nil)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if st.ListErr == nil {
+		t.Error("the refused list's error is not in the stats")
 	}
 	if len(f.lists) != 1 || len(f.order) != len(leaves) {
 		t.Fatalf("%d lists, %d single requests; want the refused list's %d leaves asked one by one", len(f.lists), len(f.order), len(leaves))

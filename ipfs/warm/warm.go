@@ -16,9 +16,10 @@
 // and `refs -r` of that node fetches the leaves through one session, in
 // the node's link order, 64 wants at a time (boxo's live-want limit of a
 // session), printing each as it arrives, in order. The node is removed
-// after. A fresh fetch of the upgrade workload through one session costs
-// the fetching kubo about 1.0 CPU-s where block/stat costs 1.6, and runs
-// half again as fast (docs/BENCHMARKS.md, "Fourth round").
+// after. Through one session a NAR, the fetching kubo spent about a
+// third less CPU on a fresh fetch of the upgrade workload, and sixteen
+// clients fetching one closure on two cores finished in about 15 s
+// instead of 27 (docs/CHUNKING.md; docs/BENCHMARKS.md, "Fourth round").
 package warm
 
 import (
