@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -160,7 +161,7 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 	}
 	variants := []variant{
 		{"plain", "plain HTTP: six `nix copy` from `nix-ipfs serve` on A", clients, nil, 0},
-		{"sub", "substituters (defaults: one client keeps B, the others take from it; blocks fetched 128 at once in a random order, 16 NARs read ahead)", clients, nil, 0},
+		{"sub", "substituters (defaults: one client keeps B, the others take from it; each NAR's blocks fetched in a random order, as one list, 16 NARs read ahead)", clients, nil, 0},
 		{"sub-allb", "substituters with `--mirror-seeders 0` (every client keeps B: the defaults before the fleet)", clients, []string{"--mirror-seeders", "0"}, 0},
 		{"sub-idle", "substituters (defaults), ten more clients on the LAN, idle", clients, nil, many},
 		{"sub-inorder", "substituters with `--block-fetch-parallel 0 --prefetch 4` (the substituter's defaults before issue 22)", clients, []string{"--block-fetch-parallel", "0", "--prefetch", "4"}, 0},
@@ -169,6 +170,7 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 		{"sub-16-allb", "sixteen substituters with `--mirror-seeders 0`", many, []string{"--mirror-seeders", "0"}, 0},
 		{"sub-16-inorder", "sixteen substituters with `--block-fetch-parallel 0 --prefetch 4` (before issue 22)", many, []string{"--block-fetch-parallel", "0", "--prefetch", "4"}, 0},
 	}
+	variants = slices.DeleteFunc(variants, func(v variant) bool { return !keepSide(v.key) })
 	type result struct {
 		sentRatio float64 // by iptables when it counts, else bitswap
 		bitswap   float64 // bitswap DataSent ÷ closure
@@ -179,7 +181,8 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 		upstream  int64  // NAR bytes the substituters sent from upstream
 		kuboRSS   int64  // the largest client kubo's peak RSS
 		subRSS    int64  // the largest substituter's peak RSS
-		withB     int    // clients connected to B when the copies began
+		cpu       cpuShare
+		withB     int // clients connected to B when the copies began
 	}
 	res := map[string][]result{}
 	for r := 0; r < b.rounds; r++ {
@@ -238,9 +241,15 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 			if acct != nil {
 				acctBefore = acct.bytes(s)
 			}
+			var spids []int
+			for _, p := range procs {
+				spids = append(spids, p.Cmd.Process.Pid)
+			}
+			cpu := startCPUShare(ks, kb, spids)
 			took := copyAll(urls)
+			cpu.stop()
 			after := statsOf(s, kb)
-			out := result{bitswap: float64(after.DataSent-before.DataSent) / float64(total), took: took, withB: connected}
+			out := result{bitswap: float64(after.DataSent-before.DataSent) / float64(total), took: took, withB: connected, cpu: *cpu}
 			out.sentRatio = out.bitswap
 			if acct != nil {
 				out.sentRatio = float64(acct.bytes(s)-acctBefore) / float64(total)
@@ -316,13 +325,13 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 	if acct != nil {
 		counted = fmt.Sprintf("every byte B's kubo sent, any protocol, counted by an iptables owner match on the user it runs as (uid %d, its own HOME); bitswap's DataSent beside it", accountUID)
 	}
-	sec.detailf("B's kubo has the mirror role's bitswap settings (internal/kubod, deploy/kubo/mirror.sh). B's share is %s. Memory: the largest peak RSS (VmHWM, reset before each round) of one client's kubo and of one substituter is in the last columns.\n\n", counted)
+	sec.detailf("B's kubo has the mirror role's bitswap settings (internal/kubod, deploy/kubo/mirror.sh). B's share is %s. Memory: the largest peak RSS (VmHWM, reset before each round) of one client's kubo and of one substituter. CPU: the CPU time (user and system) during the copies of all sixteen client kubos (idle ones too), of B's kubo, of the variant's substituters, and of the `nix copy` processes; with 2 cores, a round of T seconds has 2T to give.\n\n", counted)
 	sec.detailf("Six (then sixteen) client hosts, each with its own kubo (`Routing.Type none`) peered (`swarm peering add` and `swarm connect`) with every other client of the variant's LAN, as mDNS connects a LAN (in the variant with idle clients, all sixteen are on the LAN and six fetch), and its own `nix-ipfs substituter --kubo-api <its kubo> --upstream <A>`, which peers its kubo with B through A's mirror list, or lets go of B when a client before it keeps it (package fleet, `--mirror-seeders`), run stock Nix `nix copy` of the same closure (%d paths, %s of NAR, %s of DAG on B) at the same moment. B holds the closure pinned; A's kubo is stopped. "+
 		"Plain HTTP's is the bytes A's `nix-ipfs serve` sent (counted by a pass-through proxy). Each client's kubo is garbage-collected and its substituter (`--ipfs-timeout 15s`) restarted before every round. Variants rotate, %d rounds.\n\n",
 		len(closure), fmtBytes(total), fmtBytes(int64(dagBytes)), b.rounds)
-	sec.detailf("| Variant | B sent ÷ closure per round | (bitswap) | wall clock per round | clients connected to B at the start | blocks the clients received (duplicates) | bytes clients had from each other | NAR bytes from upstream | client kubo peak RSS | substituter peak RSS |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	sec.detailf("| Variant | B sent ÷ closure per round | (bitswap) | wall clock per round | clients connected to B at the start | blocks the clients received (duplicates) | bytes clients had from each other | NAR bytes from upstream | client kubo peak RSS | substituter peak RSS | CPU-s: client kubos / B / substituters / Nix |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, v := range variants {
-		var rs, bs, ts, wb, bl, fp, up, kr, sr []string
+		var rs, bs, ts, wb, bl, fp, up, kr, sr, cs []string
 		for _, x := range res[v.key] {
 			rs = append(rs, fmt.Sprintf("%.2fx", x.sentRatio))
 			bs = append(bs, fmt.Sprintf("%.2fx", x.bitswap))
@@ -333,15 +342,52 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 			bl = append(bl, fmt.Sprintf("%d (%d)", x.recv, x.dups))
 			fp = append(fp, fmtBytes(int64(x.fromPeers)))
 			up = append(up, fmtBytes(x.upstream))
+			cs = append(cs, x.cpu.String())
 		}
 		if strings.HasPrefix(v.key, "plain") {
 			rs = []string{"-"}
-			wb, bl, fp, up, kr, sr = rs, rs, rs, rs, rs, rs
+			wb, bl, fp, up, kr, sr, cs = rs, rs, rs, rs, rs, rs, rs
 			for _, x := range res[v.key] {
 				rs = append(rs, fmt.Sprintf("%.2fx", x.sentRatio))
 			}
 			rs, bs = rs[1:], []string{"-"}
 		}
-		sec.detailf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", v.name, strings.Join(rs, ", "), strings.Join(bs, ", "), strings.Join(ts, ", "), strings.Join(wb, ", "), strings.Join(bl, ", "), strings.Join(fp, ", "), strings.Join(up, ", "), strings.Join(kr, ", "), strings.Join(sr, ", "))
+		sec.detailf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", v.name, strings.Join(rs, ", "), strings.Join(bs, ", "), strings.Join(ts, ", "), strings.Join(wb, ", "), strings.Join(bl, ", "), strings.Join(fp, ", "), strings.Join(up, ", "), strings.Join(kr, ", "), strings.Join(sr, ", "), strings.Join(cs, ", "))
 	}
+}
+
+// cpuShare is the CPU time (user and system, seconds) spent during one
+// round by the client kubos, B's kubo, the substituters and the nix copy
+// processes (this process's children waited for).
+type cpuShare struct {
+	kubos, b, subs, nix float64
+
+	ks    []*testenv.Kubo
+	kb    *testenv.Kubo
+	spids []int
+}
+
+func startCPUShare(ks []*testenv.Kubo, kb *testenv.Kubo, spids []int) *cpuShare {
+	c := &cpuShare{ks: ks, kb: kb, spids: spids}
+	c.add(-1)
+	return c
+}
+
+func (c *cpuShare) stop() { c.add(1) }
+
+func (c *cpuShare) add(sign float64) {
+	for _, k := range c.ks {
+		c.kubos += sign * procCPU(kuboPID(k.Repo))
+	}
+	c.b += sign * procCPU(kuboPID(c.kb.Repo))
+	for _, pid := range c.spids {
+		c.subs += sign * procCPU(pid)
+	}
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
+	c.nix += sign * (float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6)
+}
+
+func (c cpuShare) String() string {
+	return fmt.Sprintf("%.1f / %.1f / %.1f / %.1f", c.kubos, c.b, c.subs, c.nix)
 }

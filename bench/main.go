@@ -39,7 +39,7 @@ var (
 	keepPaths  = flag.Bool("keep-paths", false, "keep the store paths built for the run (by default they are deleted at the end)")
 	profileDir = flag.String("profile", "", "also profile the publisher (in-process, runtime/pprof) and kubo (perf, if installed) on the publish workload; write profiles here")
 	abBins     = flag.String("ab", "", "also run the publisher sides with the nix-ipfs binary in this directory (a build of a change), alternating with this tree's, for an A/B comparison")
-	sidesF     = flag.String("sides", "", "publish section: run only the sides whose key is listed (pub, pub-nocopy, workflow, bare, bare-nocopy, pub-c1, pub-c2, pub-c8, pub-size-262144, pub-buzhash, pub-rabin (the chunkers other than the default), ab, ab-nocopy, and the experiments run only when named: pub-refs-1m, pub-nocopy-buzhash); small section: pub, pub-tuned, pub-one, pub-one-tuned, floor, workflow, mirror, batch; for experiments")
+	sidesF     = flag.String("sides", "", "publish section: run only the sides whose key is listed (pub, pub-nocopy, workflow, bare, bare-nocopy, pub-c1, pub-c2, pub-c8, pub-size-262144, pub-buzhash, pub-rabin (the chunkers other than the default), ab, ab-nocopy, and the experiments run only when named: pub-refs-1m, pub-nocopy-buzhash); small section: pub, pub-tuned, pub-one, pub-one-tuned, floor, workflow, mirror, batch; fanout section: plain, sub, sub-allb, sub-idle, sub-inorder, plain-16, sub-16, sub-16-allb, sub-16-inorder; for experiments")
 	verboseF   = flag.Bool("v", false, "log every step")
 )
 

@@ -456,38 +456,6 @@ func (r *Reader) Stream(ctx context.Context, c cid.Cid, off int64) (io.ReadClose
 	return r.catFrom(ctx, c, off, -1)
 }
 
-// Warm makes the daemon hold every block of the file c before it is read
-// (unixfs.Warmer: leaves in a random order, many at once), asking only for
-// those its block store lacks when the store is read straight. progress
-// is called as blocks arrive.
-func (r *Reader) Warm(ctx context.Context, w *unixfs.Warmer, c cid.Cid, progress func()) (unixfs.WarmStats, error) {
-	if err := needCID("warm", c); err != nil {
-		return unixfs.WarmStats{}, err
-	}
-	var src unixfs.Source = r.k
-	var has unixfs.Haver
-	if fs, _ := r.BlockStore(); fs != nil {
-		src, has = localFirst{fs, r.k}, fs
-	}
-	return w.Warm(ctx, src, r.k, has, c, progress)
-}
-
-// localFirst reads blocks from the local store, and through the daemon
-// those it lacks.
-type localFirst struct {
-	local  *unixfs.FlatFS
-	daemon *Kubo
-}
-
-func (l localFirst) Block(ctx context.Context, c cid.Cid) ([]byte, error) {
-	if b, err := l.local.Block(ctx, c); err == nil {
-		return b, nil
-	}
-	return l.daemon.Block(ctx, c)
-}
-func (l localFirst) Checks() unixfs.Check { return unixfs.CheckNone }
-func (l localFirst) String() string       { return l.daemon.String() }
-
 // Block returns the block c through the daemon's RPC (Kubo.Block).
 func (r *Reader) Block(ctx context.Context, c cid.Cid) ([]byte, error) { return r.k.Block(ctx, c) }
 

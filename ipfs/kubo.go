@@ -650,6 +650,10 @@ func (k *Kubo) Fetch(ctx context.Context, c cid.Cid) error {
 
 var _ unixfs.Fetcher = (*Kubo)(nil)
 
+// RPC is the daemon's RPC client, for the calls of packages beside this
+// one (ipfs/warm).
+func (k *Kubo) RPC() *rpc.HttpApi { return k.api }
+
 // Checks is CheckNone: kubo checks the blocks it fetches from peers, not
 // those its store already holds, unless Datastore.HashOnRead is set.
 func (k *Kubo) Checks() unixfs.Check { return unixfs.CheckNone }

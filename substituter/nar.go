@@ -362,8 +362,7 @@ func (s *Server) fetchIPFS(ctx context.Context, e *spool.Entry[*narRef]) (*os.Fi
 // effort: what it leaves missing, the read fetches; a stall ends it
 // through wd, and the read then fails as it would have.
 func (s *Server) warmBlocks(wd *watchdog.Watchdog, c cid.Cid, ref *narRef) {
-	bf, ok := s.ipfs.(blockFetcher)
-	if !ok || s.warm == nil {
+	if s.bf == nil || s.warm == nil {
 		return
 	}
 	start := time.Now()
@@ -377,9 +376,12 @@ func (s *Server) warmBlocks(wd *watchdog.Watchdog, c cid.Cid, ref *narRef) {
 		wd.Progress()
 		s.lastBlock.Store(time.Now().UnixNano())
 	}
-	st, err := bf.Warm(wd.Context(), s.warm, c, progress)
+	st, err := s.bf.Warm(wd.Context(), s.warm, c, progress)
 	log := s.log.With(zap.String("url", ref.key), zap.String("cid", c.String()), zap.Int("blocks", st.Blocks),
 		zap.Int("fetched", st.Fetched), zap.Int("retries", st.Retries), zap.Duration("took", time.Since(start)))
+	if st.ListErr != nil {
+		log.Info("the daemon did not take the NAR's blocks as one list; they were asked for one by one", zap.NamedError("list_error", st.ListErr))
+	}
 	if err != nil {
 		log.Info("fetching the NAR's blocks ahead stopped; the read fetches the rest", zap.Error(err))
 		return

@@ -22,6 +22,7 @@ import (
 	"github.com/nix-ipfs/nix-ipfs/internal/bounded"
 	"github.com/nix-ipfs/nix-ipfs/internal/errs"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
+	"github.com/nix-ipfs/nix-ipfs/ipfs/warm"
 	"github.com/nix-ipfs/nix-ipfs/mirrorlist"
 	"github.com/nix-ipfs/nix-ipfs/narinfo"
 	"github.com/nix-ipfs/nix-ipfs/peering"
@@ -41,13 +42,14 @@ type IPFS interface {
 	Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error)
 }
 
-// blockFetcher is an IPFS that can fill its store with a file's blocks,
-// in an order of its Warmer's choosing, before the file is read.
+// blockFetcher fills an IPFS's store with a file's blocks, in an order of
+// its Warmer's choosing, before the file is read: for a kubo Reader, a
+// warm.Daemon.
 type blockFetcher interface {
 	Warm(ctx context.Context, w *unixfs.Warmer, c cid.Cid, progress func()) (unixfs.WarmStats, error)
 }
 
-var _ blockFetcher = (*ipfs.Reader)(nil)
+var _ blockFetcher = (*warm.Daemon)(nil)
 
 var (
 	_ IPFS = (*ipfs.Kubo)(nil)
@@ -185,6 +187,7 @@ type Server struct {
 	up   *upstream.Set
 	ipfs IPFS
 	warm *unixfs.Warmer // nil: NARs read in order only
+	bf   blockFetcher   // what warms; nil: NARs read in order only
 	// lastBlock is when a block last arrived for any NAR's warm (Unix
 	// nanoseconds): a fleet's client falls back to the mirrors when the
 	// whole process gets nothing, not when one NAR waits its turn.
@@ -311,6 +314,12 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.BlockFetchParallel > 0 {
 		s.warm = &unixfs.Warmer{Parallel: opts.BlockFetchParallel, Stall: opts.BlockFetchStall}
+		switch r := opts.IPFS.(type) {
+		case *ipfs.Reader:
+			s.bf = warm.New(r)
+		case blockFetcher:
+			s.bf = r
+		}
 	}
 	s.spools = spool.New(spool.Options[*narRef]{
 		MaxBytes:         opts.MaxSpoolBytes,

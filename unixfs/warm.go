@@ -21,6 +21,14 @@ type Fetcher interface {
 	Fetch(ctx context.Context, c cid.Cid) error
 }
 
+// ListFetcher is a Fetcher that can also fetch a list of blocks in one
+// request, in the list's order (kubo: one bitswap session for the whole
+// list, where Fetch is a session a block; ipfs/warm). got(i) is called as
+// list[i] is held, in list order.
+type ListFetcher interface {
+	FetchList(ctx context.Context, list []cid.Cid, got func(i int)) error
+}
+
 // Haver says whether a block is already held (a local block store); a
 // Warmer asks it first, so a file already here costs no round trips.
 type Haver interface {
@@ -37,12 +45,17 @@ type Haver interface {
 // client first and by the others only later, when the first already holds
 // it and answers as fast as the mirror (docs/BENCHMARKS.md, fan-out).
 //
-// A block asked for that does not come while later ones do (bitswap can
-// leave a want unanswered until its rebroadcast, a minute later) is asked
-// again: see stalled. A Warmer is shared by all the files read at once, so
-// Parallel bounds the blocks outstanding for the whole process.
+// With a ListFetcher and a Haver, the leaves not held (MinList or more)
+// go as one list, in the shuffled order (fetchList); otherwise a request a
+// leaf. A block asked for that does not come while later ones do (bitswap
+// can leave a want unanswered until its rebroadcast, a minute later) is
+// asked again: see stallTracker and fetchList. A Warmer is shared by all
+// the files read at once, so Parallel bounds the single requests
+// outstanding for the whole process; a list's are bounded by the daemon
+// (kubo: 64 a bitswap session).
 type Warmer struct {
-	// Parallel is how many blocks are asked for at once, over all files.
+	// Parallel is how many blocks are asked for at once, one request
+	// each, over all files.
 	Parallel int
 	// Stall is how long a block may be outstanding before it is asked
 	// again, if the fetch is otherwise making progress.
@@ -60,6 +73,9 @@ type WarmStats struct {
 	Blocks  int // blocks of the file, the root included
 	Fetched int // of those, fetched (the rest were held already)
 	Retries int // requests cancelled as stalled and made again
+	// ListErr is why the list was given up for a request a block, if it
+	// was (a daemon that refused it).
+	ListErr error
 }
 
 func (w *Warmer) slots() chan struct{} {
@@ -139,6 +155,13 @@ func (w *Warmer) Warm(ctx context.Context, src Source, f Fetcher, has Haver, c c
 	if stall <= 0 {
 		stall = DefaultWarmStall
 	}
+	if lf, ok := f.(ListFetcher); ok && has != nil && len(missing) >= MinList {
+		var err error
+		missing, err = w.fetchList(ctx, lf, has, missing, stall, progress, &st)
+		if err != nil || len(missing) == 0 {
+			return st, err
+		}
+	}
 	t := newStallTracker(stall, 2*cap(w.slots()), time.Now)
 	stop := t.watch()
 	err := w.each(ctx, missing, func(ctx context.Context, l cid.Cid) error {
@@ -151,6 +174,81 @@ func (w *Warmer) Warm(ctx context.Context, src Source, f Fetcher, has Haver, c c
 	stop()
 	st.Retries = t.retries()
 	return st, err
+}
+
+// MinList is the fewest missing leaves a ListFetcher is given as a list:
+// below it, a request a block costs less than the list's three (the list
+// stored, fetched, removed).
+const MinList = 8
+
+// fetchList fetches list through lf, in its order. A list whose next
+// block has not come for stall is cancelled and made again with the
+// blocks not yet held (those come in the meantime are not asked for
+// again): bitswap can leave a want unanswered until its rebroadcast, a
+// minute later, and a list waits for its blocks in order. If lf fails
+// otherwise (a daemon that refuses the list), the blocks not yet held are
+// returned, for the caller to fetch a block at a time.
+func (w *Warmer) fetchList(ctx context.Context, lf ListFetcher, has Haver, list []cid.Cid, stall time.Duration, progress func(), st *WarmStats) (rest []cid.Cid, err error) {
+	for len(list) > 0 {
+		next, stalled, err := listOnce(ctx, lf, list, stall, progress)
+		if err == nil {
+			return nil, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		if !stalled {
+			st.ListErr = err
+		}
+		var left []cid.Cid
+		for _, c := range list[next:] {
+			if !has.Has(c) {
+				left = append(left, c)
+			}
+		}
+		if !stalled {
+			return left, nil
+		}
+		st.Retries++
+		list = left
+	}
+	return nil, nil
+}
+
+// listOnce runs one FetchList, cancelling it when its next block has not
+// come for stall; next is how many of list came, in order.
+func listOnce(ctx context.Context, lf ListFetcher, list []cid.Cid, stall time.Duration, progress func()) (next int, stalled bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	last := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		done <- lf.FetchList(ctx, list, func(i int) {
+			mu.Lock()
+			next, last = i+1, time.Now()
+			mu.Unlock()
+			progress()
+		})
+	}()
+	tick := time.NewTicker(stall / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			mu.Lock()
+			defer mu.Unlock()
+			return next, stalled, err
+		case <-tick.C:
+			mu.Lock()
+			quiet := time.Since(last) >= stall
+			mu.Unlock()
+			if quiet && !stalled {
+				stalled = true
+				cancel()
+			}
+		}
+	}
 }
 
 // stallTracker finds the requests that stalled: outstanding for at least

@@ -3,7 +3,9 @@ package unixfs
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -186,5 +188,167 @@ func TestStallTracker(t *testing.T) {
 	tr.end(b, false)
 	if tr.retries() != 2 {
 		t.Fatalf("retries %d, want 2", tr.retries())
+	}
+}
+
+// listFetcher is a ListFetcher over a set of held blocks: a list's
+// blocks become held in order; the first list to reach hang waits there
+// until it is cancelled (the blocks after it arriving meanwhile, as
+// bitswap's do), and with fail set every list fails at once.
+type listFetcher struct {
+	fetcher
+	held  map[cid.Cid]bool
+	lists [][]cid.Cid
+	fail  bool
+}
+
+func (f *listFetcher) Has(c cid.Cid) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.held[c]
+}
+
+func (f *listFetcher) Fetch(ctx context.Context, c cid.Cid) error {
+	if err := f.fetcher.Fetch(ctx, c); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.held[c] = true
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *listFetcher) FetchList(ctx context.Context, list []cid.Cid, got func(int)) error {
+	f.mu.Lock()
+	f.lists = append(f.lists, append([]cid.Cid(nil), list...))
+	fail := f.fail
+	f.mu.Unlock()
+	if fail {
+		return fmt.Errorf("refused")
+	}
+	for i, c := range list {
+		f.mu.Lock()
+		hang := c == f.hang && !f.hung
+		if hang {
+			f.hung = true
+			// What comes after the stuck block arrives meanwhile.
+			for _, l := range list[i+1:] {
+				f.held[l] = true
+			}
+		}
+		f.mu.Unlock()
+		if hang {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		f.mu.Lock()
+		f.held[c] = true
+		f.mu.Unlock()
+		got(i)
+	}
+	return nil
+}
+
+func TestWarmFetchesLeavesAsOneShuffledList(t *testing.T) {
+	root, src, leaves := twoLevelFile(t, 50)
+	f := &listFetcher{held: map[cid.Cid]bool{leaves[7]: true}}
+	w := &Warmer{Parallel: 4, Stall: time.Hour}
+	var progress atomic.Int64
+	st, err := w.Warm(context.Background(), src, f, f, root, func() { progress.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.lists) != 1 || len(f.order) != 0 {
+		t.Fatalf("%d lists and %d single requests, want one list", len(f.lists), len(f.order))
+	}
+	list := f.lists[0]
+	if len(list) != len(leaves)-1 || st.Fetched != len(list) || st.Blocks != len(leaves)+3 {
+		t.Fatalf("list of %d, stats %+v; want the %d leaves not held", len(list), st, len(leaves)-1)
+	}
+	inOrder := 0
+	for i, c := range list {
+		if c == leaves[7] {
+			t.Fatal("a held leaf was asked for")
+		}
+		if j := slices.Index(leaves, c); i > 0 && j > 0 && list[i-1] == leaves[j-1] {
+			inOrder++
+		}
+	}
+	if inOrder > len(list)/2 {
+		t.Errorf("%d of %d leaves follow their predecessor: the list is not shuffled", inOrder, len(list))
+	}
+	for _, l := range leaves {
+		if !f.Has(l) {
+			t.Fatalf("leaf %s not held", l)
+		}
+	}
+	if n := progress.Load(); n != int64(3+len(list)) {
+		t.Errorf("progress called %d times, want %d", n, 3+len(list))
+	}
+}
+
+func TestWarmListStalledIsMadeAgainWithWhatIsMissing(t *testing.T) {
+	root, src, leaves := twoLevelFile(t, 50)
+	f := &listFetcher{held: map[cid.Cid]bool{}}
+	f.hang = leaves[20]
+	w := &Warmer{Parallel: 4, Stall: 40 * time.Millisecond}
+	st, err := w.Warm(context.Background(), src, f, f, root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.lists) != 2 || st.Retries != 1 {
+		t.Fatalf("%d lists, %d retries; want the stalled list made again once", len(f.lists), st.Retries)
+	}
+	first, second := f.lists[0], f.lists[1]
+	at := slices.Index(first, leaves[20])
+	if len(second) != 1 || second[0] != leaves[20] {
+		t.Fatalf("second list %v, want only the stuck leaf (the %d after it arrived meanwhile, the %d before it in order)", second, len(first)-at-1, at)
+	}
+	for _, l := range leaves {
+		if !f.Has(l) {
+			t.Fatalf("leaf %s not held", l)
+		}
+	}
+}
+
+func TestWarmListRefusedFallsBackToBlocks(t *testing.T) {
+	root, src, leaves := twoLevelFile(t, 50)
+	f := &listFetcher{held: map[cid.Cid]bool{}, fail: true}
+	w := &Warmer{Parallel: 4, Stall: time.Hour}
+	st, err := w.Warm(context.Background(), src, f, f, root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ListErr == nil {
+		t.Error("the refused list's error is not in the stats")
+	}
+	if len(f.lists) != 1 || len(f.order) != len(leaves) {
+		t.Fatalf("%d lists, %d single requests; want the refused list's %d leaves asked one by one", len(f.lists), len(f.order), len(leaves))
+	}
+	for _, l := range leaves {
+		if !f.Has(l) {
+			t.Fatalf("leaf %s not held", l)
+		}
+	}
+}
+
+func TestWarmFewLeavesOrNoHaverAskBlockByBlock(t *testing.T) {
+	root, src, leaves := twoLevelFile(t, (MinList-1)/2)
+	f := &listFetcher{held: map[cid.Cid]bool{}}
+	w := &Warmer{Parallel: 4, Stall: time.Hour}
+	if _, err := w.Warm(context.Background(), src, f, f, root, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.lists) != 0 || len(f.order) != len(leaves) {
+		t.Fatalf("%d leaves: %d lists, %d single requests; want no list under MinList", len(leaves), len(f.lists), len(f.order))
+	}
+	// Without a Haver, a stalled list could not tell what came: no list.
+	root, src, leaves = twoLevelFile(t, 50)
+	f = &listFetcher{held: map[cid.Cid]bool{}}
+	if _, err := w.Warm(context.Background(), src, f, nil, root, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.lists) != 0 || len(f.order) != len(leaves) {
+		t.Fatalf("no Haver: %d lists, %d single requests; want none", len(f.lists), len(f.order))
 	}
 }
