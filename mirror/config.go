@@ -20,6 +20,7 @@ type PinConfig struct {
 	Concurrency int
 	PinTimeout  time.Duration
 	PinStall    time.Duration
+	PinHedge    time.Duration
 	MaxAttempts int
 	Backoff     Backoff
 	Verify      bool
@@ -45,6 +46,8 @@ func (c *PinConfig) Register(s *config.Set, node string) {
 		"give up one attempt to pin a CID after this long (raise it for huge NARs over slow links; blocks fetched so far are kept for the next attempt)")
 	s.DurationVar(&c.PinStall, "pin-stall", DefaultPinStall,
 		"ask kubo again for a pin that fetched no block for this long (bitswap can leave a want unanswered until --pin-timeout although a connected peer holds the block; blocks fetched so far are kept); raise it for links under 20 KB/s; negative: never")
+	s.DurationVar(&c.PinHedge, "pin-hedge", DefaultPinHedge,
+		"ask kubo a second time, beside the first request, for a pin that fetched no block for this long, at most half --pin-stall (bitswap can leave a pin waiting for blocks the node already received, which a second request finds at once, while blocks still arriving are not fetched twice); negative: never")
 	s.IntVar(&c.MaxAttempts, "max-attempts", 10,
 		"attempts per CID before giving up on it (the mirror then dead-letters its event); an unreachable kubo is retried without limit by the mirror")
 	c.Backoff = Backoff(events.DefaultBackoff)

@@ -127,6 +127,13 @@ type PinnerOptions struct {
 	// long (a node that reports progress: ipfs.Kubo). Default
 	// DefaultPinStall; negative: never.
 	PinStall time.Duration
+	// PinHedge asks kubo a second time, beside the first request and
+	// without cancelling it, for a pin that fetched nothing for this
+	// long; whichever succeeds first ends the attempt. Default
+	// DefaultPinHedge, never more than PinStall/2; negative: never. It
+	// rides on the progress reports of the stall guard, so PinStall
+	// negative turns it off too.
+	PinHedge time.Duration
 	// ConnectTimeout bounds dialling a provider. Default 10 s.
 	ConnectTimeout time.Duration
 	Logger         *zap.Logger
@@ -146,6 +153,14 @@ const DefaultPinTimeout = 10 * time.Minute
 // pin's progress twice a second, and a block of at most 1 MiB that takes
 // a minute is a link of under 20 KB/s, where --pin-stall is to be raised.
 const DefaultPinStall = time.Minute
+
+// DefaultPinHedge is PinnerOptions.PinHedge's default: ten of kubo's
+// progress reports without a new block. A hedge is cheap, since kubo's
+// bitswap sends each want once per peer however many sessions want it:
+// beside a pin that is still moving it costs a walk of the local blocks,
+// not a second download. So it can come long before the stall guard's
+// minute, which must wait out a slow link's blocks.
+const DefaultPinHedge = 5 * time.Second
 
 // Pinner pins Items on one IPFS node and announces them. It is safe for
 // concurrent use; every Pin is idempotent.
@@ -179,6 +194,14 @@ func NewPinner(node IPFS, opt PinnerOptions) *Pinner {
 	}
 	if opt.PinStall == 0 {
 		opt.PinStall = DefaultPinStall
+	}
+	if opt.PinHedge == 0 {
+		opt.PinHedge = DefaultPinHedge
+	}
+	// The hedge is to come while the request it joins still runs, not
+	// after the stall guard cancelled it.
+	if opt.PinStall > 0 && opt.PinHedge > opt.PinStall/2 {
+		opt.PinHedge = opt.PinStall / 2
 	}
 	if opt.ConnectTimeout <= 0 {
 		opt.ConnectTimeout = 10 * time.Second
@@ -292,6 +315,12 @@ var _ progressPinner = (*ipfs.Kubo)(nil)
 // wantlist was empty; a new `pin add` of the same CID finished in 84 ms.
 // A new request walks the DAG afresh, takes what is local, and asks the
 // peers again, in a new bitswap session, for the rest.
+//
+// The stall guard must wait a minute, as a block on a slow link can take
+// that long, and the stall cost the bench that minute in 2 rounds of 3.
+// So before it, a pin quiet for PinHedge gets a second request beside the
+// first (pinHedged), which finishes at once when the blocks are in fact
+// local, and costs little when they are still arriving.
 func (p *Pinner) pinNode(ctx context.Context, log *zap.Logger, it Item) error {
 	pp, ok := p.node.(progressPinner)
 	if !ok || p.opt.PinStall < 0 {
@@ -299,7 +328,7 @@ func (p *Pinner) pinNode(ctx context.Context, log *zap.Logger, it Item) error {
 	}
 	for try := 1; ; try++ {
 		wd := watchdog.New(ctx, p.opt.PinStall)
-		err := pp.PinProgress(wd.Context(), it.CID, pinName(it.StorePath), wd.Progress)
+		err := p.pinHedged(wd, log, pp, it)
 		stalled := wd.Stalled()
 		wd.Stop()
 		if err == nil || !stalled || ctx.Err() != nil {
@@ -307,6 +336,73 @@ func (p *Pinner) pinNode(ctx context.Context, log *zap.Logger, it Item) error {
 		}
 		log.Warn("pin stalled: nothing fetched for --pin-stall; asking kubo again", zap.Duration("pin_stall", p.opt.PinStall), zap.Int("try", try))
 	}
+}
+
+// pinHedged asks pp for the pin under wd and, once nothing was fetched
+// for PinHedge, a second time beside the first request: at most once, both
+// reporting progress to wd. The first of the two to succeed ends it, the
+// other is cancelled and waited for; if one fails, the other is waited
+// for, and when both fail the first error is returned.
+func (p *Pinner) pinHedged(wd *watchdog.Watchdog, log *zap.Logger, pp progressPinner, it Item) error {
+	name := pinName(it.StorePath)
+	if p.opt.PinHedge < 0 {
+		return pp.PinProgress(wd.Context(), it.CID, name, wd.Progress)
+	}
+	ctx, cancel := context.WithCancel(wd.Context())
+	defer cancel()
+	// quiet's context ends once neither request reported progress for
+	// PinHedge; nothing runs under it, it is only the signal.
+	quiet := watchdog.New(ctx, p.opt.PinHedge)
+	defer quiet.Stop()
+	progress := func() {
+		wd.Progress()
+		quiet.Progress()
+	}
+	type outcome struct {
+		hedge bool
+		err   error
+	}
+	done := make(chan outcome, 2)
+	ask := func(hedge bool) {
+		go func() { done <- outcome{hedge, pp.PinProgress(ctx, it.CID, name, progress)} }()
+	}
+	ask(false)
+	running, quietDone := 1, quiet.Context().Done()
+	var hedged time.Time
+	var firstErr error
+	for running > 0 {
+		select {
+		case o := <-done:
+			running--
+			if o.err != nil {
+				if firstErr == nil {
+					firstErr = o.err
+				}
+				continue
+			}
+			cancel()
+			for ; running > 0; running-- {
+				<-done
+			}
+			if o.hedge {
+				// A first request that failed rather than waited says
+				// something of its own about the node.
+				log.Info("pin done by the second request (the hedge), not the first",
+					zap.Duration("hedge_took", time.Since(hedged)), zap.NamedError("first_error", firstErr))
+			}
+			return nil
+		case <-quietDone:
+			quietDone = nil
+			if ctx.Err() != nil {
+				continue // wd stalled or the attempt ended: the requests end with it
+			}
+			log.Info("pin quiet for --pin-hedge; asking kubo a second time beside the first", zap.Duration("pin_hedge", p.opt.PinHedge))
+			hedged = time.Now()
+			ask(true)
+			running++
+		}
+	}
+	return firstErr
 }
 
 // pinName is the name the pin gets in kubo: the store path's basename, so

@@ -163,6 +163,7 @@ func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Worker, error) {
 		Verify:     cfg.Pin.Verify,
 		PinTimeout: cfg.Pin.PinTimeout,
 		PinStall:   cfg.Pin.PinStall,
+		PinHedge:   cfg.Pin.PinHedge,
 		Logger:     log.With(zap.String("mirror", cfg.Name)),
 		OnPin:      RecordPin,
 		Cache:      cache,

@@ -347,7 +347,7 @@ func RunBackfill(ctx context.Context, cfg BackfillConfig, log *zap.Logger, out, 
 	if err != nil {
 		return err
 	}
-	popt := mirror.PinnerOptions{Verify: cfg.Pin.Verify, PinTimeout: cfg.Pin.PinTimeout, PinStall: cfg.Pin.PinStall, Logger: log, OnPin: mirror.RecordPin, QuietPins: true, Cache: cache}
+	popt := mirror.PinnerOptions{Verify: cfg.Pin.Verify, PinTimeout: cfg.Pin.PinTimeout, PinStall: cfg.Pin.PinStall, PinHedge: cfg.Pin.PinHedge, Logger: log, OnPin: mirror.RecordPin, QuietPins: true, Cache: cache}
 	if cfg.Mirror != "" {
 		nc, js, err := cfg.NATS.ConnectOnce("nix-ipfs backfill " + cfg.Mirror)
 		if err != nil {

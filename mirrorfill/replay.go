@@ -308,7 +308,7 @@ func RunReplay(ctx context.Context, cfg ReplayConfig, log *zap.Logger, out, prog
 		return err
 	}
 	p := mirror.NewPinner(kubo, mirror.PinnerOptions{
-		Mirror: cfg.Mirror, Announce: cfg.Announce, JS: js, Verify: cfg.Pin.Verify, PinTimeout: cfg.Pin.PinTimeout, PinStall: cfg.Pin.PinStall,
+		Mirror: cfg.Mirror, Announce: cfg.Announce, JS: js, Verify: cfg.Pin.Verify, PinTimeout: cfg.Pin.PinTimeout, PinStall: cfg.Pin.PinStall, PinHedge: cfg.Pin.PinHedge,
 		Logger: log.With(zap.String("mirror", cfg.Mirror)), OnPin: mirror.RecordPin, QuietPins: true,
 		Cache: cache,
 	})
