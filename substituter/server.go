@@ -341,6 +341,11 @@ func New(opts Options) (*Server, error) {
 	})
 	s.peers = peering.New(opts.Peering, up, opts.Log, opts.Registerer, opts.UpstreamTimeout)
 	s.fallback = s.peers.Fallback
+	if s.warm != nil {
+		// A fleet's client on a LAN asks a block at a time (see
+		// unixfs.Warmer's Lists).
+		s.warm.Lists = func() bool { return !s.peers.OnLAN() }
+	}
 	return s, nil
 }
 

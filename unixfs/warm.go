@@ -57,6 +57,14 @@ type Warmer struct {
 	// Parallel is how many blocks are asked for at once, one request
 	// each, over all files.
 	Parallel int
+	// Lists, if set, says whether a ListFetcher's lists may be used now;
+	// nil: always. A list's one session asks a peer for a block it may
+	// not have yet, and a peer that gets it later sends it all the same:
+	// in a mesh of clients fetching one closure (a fleet on a LAN) that
+	// made 45% more blocks arrive (bench, fan-out). A request a block
+	// asks every peer whether it has the block first, and only one that
+	// has it for the block.
+	Lists func() bool
 	// Stall is how long a block may be outstanding before it is asked
 	// again, if the fetch is otherwise making progress.
 	Stall time.Duration
@@ -155,7 +163,7 @@ func (w *Warmer) Warm(ctx context.Context, src Source, f Fetcher, has Haver, c c
 	if stall <= 0 {
 		stall = DefaultWarmStall
 	}
-	if lf, ok := f.(ListFetcher); ok && has != nil && len(missing) >= MinList {
+	if lf, ok := f.(ListFetcher); ok && has != nil && len(missing) >= MinList && (w.Lists == nil || w.Lists()) {
 		var err error
 		missing, err = w.fetchList(ctx, lf, has, missing, stall, progress, &st)
 		if err != nil || len(missing) == 0 {

@@ -332,7 +332,7 @@ func TestWarmListRefusedFallsBackToBlocks(t *testing.T) {
 	}
 }
 
-func TestWarmFewLeavesOrNoHaverAskBlockByBlock(t *testing.T) {
+func TestWarmFewLeavesListsDeclinedOrNoHaverAskBlockByBlock(t *testing.T) {
 	root, src, leaves := twoLevelFile(t, (MinList-1)/2)
 	f := &listFetcher{held: map[cid.Cid]bool{}}
 	w := &Warmer{Parallel: 4, Stall: time.Hour}
@@ -342,6 +342,17 @@ func TestWarmFewLeavesOrNoHaverAskBlockByBlock(t *testing.T) {
 	if len(f.lists) != 0 || len(f.order) != len(leaves) {
 		t.Fatalf("%d leaves: %d lists, %d single requests; want no list under MinList", len(leaves), len(f.lists), len(f.order))
 	}
+	// Lists declined (a fleet's client on a LAN): no list.
+	root, src, leaves = twoLevelFile(t, 50)
+	f = &listFetcher{held: map[cid.Cid]bool{}}
+	w = &Warmer{Parallel: 4, Stall: time.Hour, Lists: func() bool { return false }}
+	if _, err := w.Warm(context.Background(), src, f, f, root, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.lists) != 0 || len(f.order) != len(leaves) {
+		t.Fatalf("lists declined: %d lists, %d single requests; want none", len(f.lists), len(f.order))
+	}
+	w = &Warmer{Parallel: 4, Stall: time.Hour}
 	// Without a Haver, a stalled list could not tell what came: no list.
 	root, src, leaves = twoLevelFile(t, 50)
 	f = &listFetcher{held: map[cid.Cid]bool{}}
