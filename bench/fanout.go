@@ -220,7 +220,9 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 				// (see docs/BENCHMARKS.md); it then comes from upstream
 				// after this long, counted in the table.
 				args = append(args, "--ipfs-timeout", "15s")
-				p := testenv.StartProc(s, bin, args, "NIX_IPFS_LOG_FORMAT=json", "NIX_IPFS_LOG_LEVEL=info")
+				// IPFS_PATH: the substituter reads its kubo's block
+				// store, as it does beside its kubo on a client host.
+				p := testenv.StartProc(s, bin, args, "NIX_IPFS_LOG_FORMAT=json", "NIX_IPFS_LOG_LEVEL=info", "IPFS_PATH="+k.Repo)
 				waitCacheInfo(ctx, s, "http://"+listen, p)
 				urls = append(urls, "http://"+listen)
 				procs = append(procs, p)

@@ -32,6 +32,7 @@ type fleetState struct {
 	// 2*fallbackPatience apart; pending until fleetCheck looks.
 	episode, lastQuiet time.Time
 	pending            bool
+	lanPeers           int // clients of the LAN at the last look
 }
 
 // seeds reports whether the client keeps the mirrors: seeding is off, it
@@ -53,7 +54,20 @@ func (s *Peerer) seeds(ctx context.Context, self string, mirrors []mirrorlist.Pe
 		s.log.Info("fleet: kubo's connections unknown; keeping the mirrors", zap.Error(err))
 		return true
 	}
+	s.mu.Lock()
+	s.fleet.lanPeers = len(lan)
+	s.mu.Unlock()
 	return fleet.Seeds(self, lan, s.opts.Seeders)
+}
+
+// OnLAN says whether the client had other clients of its LAN at the
+// fleet's last look (false when it does not look: one seeder or fewer
+// configured is not a fleet, and a fleet with no mirrors has nothing to
+// share out).
+func (s *Peerer) OnLAN() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fleet.lanPeers > 0
 }
 
 // lan returns the peer IDs of the client's LAN (fleet.LAN).

@@ -63,6 +63,9 @@ func TestFleetSeeding(t *testing.T) {
 		if peered, gone := kubo.fleetState(); peered || !slices.Contains(gone, peerB) {
 			t.Fatalf("third client of the LAN: peered %v, disconnected %v; want the mirror let go of", peered, gone)
 		}
+		if !p.OnLAN() {
+			t.Error("OnLAN false with two clients of the LAN connected")
+		}
 		p.Fallback()
 		waitPeering(t, "mirror back after a fallback", func() bool { peered, _ := kubo.fleetState(); return peered })
 		done := p.Fetching()
@@ -101,6 +104,12 @@ func TestFleetSeeding(t *testing.T) {
 		}
 		if waited := time.Since(first); waited < fallbackPatience {
 			t.Errorf("connected after %v of quiet, before the patience of %v", waited, fallbackPatience)
+		}
+	})
+	t.Run("alone", func(t *testing.T) {
+		_, p := start(t, 2, lan[2:]) // the mirror only
+		if p.OnLAN() {
+			t.Error("OnLAN true with only the mirror connected")
 		}
 	})
 	t.Run("second_of_three", func(t *testing.T) {

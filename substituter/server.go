@@ -42,15 +42,6 @@ type IPFS interface {
 	Cat(ctx context.Context, c cid.Cid) (io.ReadCloser, error)
 }
 
-// blockFetcher fills an IPFS's store with a file's blocks, in an order of
-// its Warmer's choosing, before the file is read: for a kubo Reader, a
-// warm.Daemon.
-type blockFetcher interface {
-	Warm(ctx context.Context, w *unixfs.Warmer, c cid.Cid, progress func()) (unixfs.WarmStats, error)
-}
-
-var _ blockFetcher = (*warm.Daemon)(nil)
-
 var (
 	_ IPFS = (*ipfs.Kubo)(nil)
 	_ IPFS = (*ipfs.Reader)(nil)
@@ -187,7 +178,7 @@ type Server struct {
 	up   *upstream.Set
 	ipfs IPFS
 	warm *unixfs.Warmer // nil: NARs read in order only
-	bf   blockFetcher   // what warms; nil: NARs read in order only
+	bf   *warm.Daemon   // a kubo Reader's warm; nil: NARs read in order only
 	// lastBlock is when a block last arrived for any NAR's warm (Unix
 	// nanoseconds): a fleet's client falls back to the mirrors when the
 	// whole process gets nothing, not when one NAR waits its turn.
@@ -314,11 +305,8 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.BlockFetchParallel > 0 {
 		s.warm = &unixfs.Warmer{Parallel: opts.BlockFetchParallel, Stall: opts.BlockFetchStall}
-		switch r := opts.IPFS.(type) {
-		case *ipfs.Reader:
+		if r, ok := opts.IPFS.(*ipfs.Reader); ok {
 			s.bf = warm.New(r)
-		case blockFetcher:
-			s.bf = r
 		}
 	}
 	s.spools = spool.New(spool.Options[*narRef]{
@@ -341,6 +329,11 @@ func New(opts Options) (*Server, error) {
 	})
 	s.peers = peering.New(opts.Peering, up, opts.Log, opts.Registerer, opts.UpstreamTimeout)
 	s.fallback = s.peers.Fallback
+	if s.warm != nil {
+		// A fleet's client on a LAN asks a block at a time (see
+		// unixfs.Warmer's Lists).
+		s.warm.Lists = func() bool { return !s.peers.OnLAN() }
+	}
 	return s, nil
 }
 

@@ -57,6 +57,14 @@ type Warmer struct {
 	// Parallel is how many blocks are asked for at once, one request
 	// each, over all files.
 	Parallel int
+	// Lists, if set, says whether a ListFetcher's lists may be used now;
+	// nil: always. A list's one session asks a peer for a block it may
+	// not have yet, and a peer that gets it later sends it all the same:
+	// in a mesh of clients fetching one closure (a fleet on a LAN) that
+	// made 45% more blocks arrive (bench, fan-out). A request a block
+	// asks every peer whether it has the block first, and only one that
+	// has it for the block.
+	Lists func() bool
 	// Stall is how long a block may be outstanding before it is asked
 	// again, if the fetch is otherwise making progress.
 	Stall time.Duration
@@ -155,7 +163,7 @@ func (w *Warmer) Warm(ctx context.Context, src Source, f Fetcher, has Haver, c c
 	if stall <= 0 {
 		stall = DefaultWarmStall
 	}
-	if lf, ok := f.(ListFetcher); ok && has != nil && len(missing) >= MinList {
+	if lf, ok := f.(ListFetcher); ok && has != nil && len(missing) >= MinList && (w.Lists == nil || w.Lists()) {
 		var err error
 		missing, err = w.fetchList(ctx, lf, has, missing, stall, progress, &st)
 		if err != nil || len(missing) == 0 {
@@ -182,15 +190,16 @@ func (w *Warmer) Warm(ctx context.Context, src Source, f Fetcher, has Haver, c c
 const MinList = 8
 
 // fetchList fetches list through lf, in its order. A list whose next
-// block has not come for stall is cancelled and made again with the
-// blocks not yet held (those come in the meantime are not asked for
-// again): bitswap can leave a want unanswered until its rebroadcast, a
-// minute later, and a list waits for its blocks in order. If lf fails
-// otherwise (a daemon that refuses the list), the blocks not yet held are
-// returned, for the caller to fetch a block at a time.
+// block stalled (listRun) is cancelled and made again with the blocks not
+// yet held (those come in the meantime are not asked for again): bitswap
+// can leave a want unanswered until its rebroadcast, a minute later, and
+// the daemon names a list's blocks in order. If lf fails otherwise (a
+// daemon that refuses the list), the blocks not yet held are returned,
+// for the caller to fetch a block at a time.
 func (w *Warmer) fetchList(ctx context.Context, lf ListFetcher, has Haver, list []cid.Cid, stall time.Duration, progress func(), st *WarmStats) (rest []cid.Cid, err error) {
 	for len(list) > 0 {
-		next, stalled, err := listOnce(ctx, lf, list, stall, progress)
+		r := newListRun(list, has, stall, progress)
+		next, stalled, err := r.run(ctx, lf)
 		if err == nil {
 			return nil, nil
 		}
@@ -215,40 +224,103 @@ func (w *Warmer) fetchList(ctx context.Context, lf ListFetcher, has Haver, list 
 	return nil, nil
 }
 
-// listOnce runs one FetchList, cancelling it when its next block has not
-// come for stall; next is how many of list came, in order.
-func listOnce(ctx context.Context, lf ListFetcher, list []cid.Cid, stall time.Duration, progress func()) (next int, stalled bool, err error) {
+// A list's session keeps listWants of its blocks asked for at once (boxo's
+// live-want limit), the first not yet come, in list order.
+const listWants = 64
+
+// listRun is one FetchList under watch. Its blocks come in any order, but
+// the daemon names them in the list's order, so one held back hides those
+// after it. So each tick the Haver is asked about the window of the list
+// after the last block named (where the session's wants are), and every
+// block found is reported to progress as it comes: a watchdog, and a
+// fleet's client deciding whether its LAN gives it anything, must see
+// blocks that came, not blocks named. The list stalled when its next block
+// has not come for stall and either nothing came for stall or
+// 2*listWants blocks after it came (the session moved on without it), as
+// for single requests (stallTracker).
+type listRun struct {
+	list     []cid.Cid
+	has      Haver
+	stall    time.Duration
+	progress func()
+
+	mu     sync.Mutex
+	next   int       // blocks named, in order
+	seen   []bool    // blocks known to have come
+	headAt time.Time // when next last moved
+	lastAt time.Time // when a block last came
+	after  int       // blocks past next found since next last moved
+}
+
+// listWindow is how far past the next block named the Haver is asked:
+// the session's wants and then some.
+const listWindow = 4 * listWants
+
+func newListRun(list []cid.Cid, has Haver, stall time.Duration, progress func()) *listRun {
+	now := time.Now()
+	return &listRun{list: list, has: has, stall: stall, progress: progress, seen: make([]bool, len(list)), headAt: now, lastAt: now}
+}
+
+func (r *listRun) run(ctx context.Context, lf ListFetcher) (next int, stalled bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var mu sync.Mutex
-	last := time.Now()
 	done := make(chan error, 1)
-	go func() {
-		done <- lf.FetchList(ctx, list, func(i int) {
-			mu.Lock()
-			next, last = i+1, time.Now()
-			mu.Unlock()
-			progress()
-		})
-	}()
-	tick := time.NewTicker(stall / 4)
+	go func() { done <- lf.FetchList(ctx, r.list, r.got) }()
+	tick := time.NewTicker(r.stall / 4)
 	defer tick.Stop()
 	for {
 		select {
 		case err := <-done:
-			mu.Lock()
-			defer mu.Unlock()
-			return next, stalled, err
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.next, stalled, err
 		case <-tick.C:
-			mu.Lock()
-			quiet := time.Since(last) >= stall
-			mu.Unlock()
-			if quiet && !stalled {
+			if !stalled && r.poll() {
 				stalled = true
 				cancel()
 			}
 		}
 	}
+}
+
+// got is FetchList's report of list[i], named in order.
+func (r *listRun) got(i int) {
+	r.mu.Lock()
+	now := time.Now()
+	r.next, r.headAt, r.after = i+1, now, 0
+	fresh := !r.seen[i]
+	r.seen[i] = true
+	if fresh {
+		r.lastAt = now
+	}
+	r.mu.Unlock()
+	if fresh {
+		r.progress()
+	}
+}
+
+// poll finds the blocks come out of order, reports them, and says whether
+// the list stalled.
+func (r *listRun) poll() (stalled bool) {
+	r.mu.Lock()
+	now := time.Now()
+	found := 0
+	for i := r.next; i < min(r.next+listWindow, len(r.list)); i++ {
+		if !r.seen[i] && r.has.Has(r.list[i]) {
+			r.seen[i] = true
+			found++
+		}
+	}
+	if found > 0 {
+		r.lastAt = now
+		r.after += found
+	}
+	stalled = now.Sub(r.headAt) >= r.stall && (now.Sub(r.lastAt) >= r.stall || r.after >= 2*listWants)
+	r.mu.Unlock()
+	for range found {
+		r.progress()
+	}
+	return stalled
 }
 
 // stallTracker finds the requests that stalled: outstanding for at least

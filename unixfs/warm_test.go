@@ -332,7 +332,7 @@ func TestWarmListRefusedFallsBackToBlocks(t *testing.T) {
 	}
 }
 
-func TestWarmFewLeavesOrNoHaverAskBlockByBlock(t *testing.T) {
+func TestWarmFewLeavesListsDeclinedOrNoHaverAskBlockByBlock(t *testing.T) {
 	root, src, leaves := twoLevelFile(t, (MinList-1)/2)
 	f := &listFetcher{held: map[cid.Cid]bool{}}
 	w := &Warmer{Parallel: 4, Stall: time.Hour}
@@ -342,6 +342,17 @@ func TestWarmFewLeavesOrNoHaverAskBlockByBlock(t *testing.T) {
 	if len(f.lists) != 0 || len(f.order) != len(leaves) {
 		t.Fatalf("%d leaves: %d lists, %d single requests; want no list under MinList", len(leaves), len(f.lists), len(f.order))
 	}
+	// Lists declined (a fleet's client on a LAN): no list.
+	root, src, leaves = twoLevelFile(t, 50)
+	f = &listFetcher{held: map[cid.Cid]bool{}}
+	w = &Warmer{Parallel: 4, Stall: time.Hour, Lists: func() bool { return false }}
+	if _, err := w.Warm(context.Background(), src, f, f, root, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.lists) != 0 || len(f.order) != len(leaves) {
+		t.Fatalf("lists declined: %d lists, %d single requests; want none", len(f.lists), len(f.order))
+	}
+	w = &Warmer{Parallel: 4, Stall: time.Hour}
 	// Without a Haver, a stalled list could not tell what came: no list.
 	root, src, leaves = twoLevelFile(t, 50)
 	f = &listFetcher{held: map[cid.Cid]bool{}}
@@ -350,5 +361,68 @@ func TestWarmFewLeavesOrNoHaverAskBlockByBlock(t *testing.T) {
 	}
 	if len(f.lists) != 0 || len(f.order) != len(leaves) {
 		t.Fatalf("no Haver: %d lists, %d single requests; want none", len(f.lists), len(f.order))
+	}
+}
+
+// slowHeadFetcher holds a list's first block back while the others come,
+// one every tick, then names them all in order, as kubo's refs does when
+// one want is slow to be answered.
+type slowHeadFetcher struct {
+	listFetcher
+	tick         time.Duration
+	progress     *atomic.Int64
+	beforeHeadAt int64 // progress reports before the first block was named
+}
+
+func (f *slowHeadFetcher) FetchList(ctx context.Context, list []cid.Cid, got func(int)) error {
+	f.mu.Lock()
+	f.lists = append(f.lists, list)
+	f.mu.Unlock()
+	for _, c := range list[1:] {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(f.tick):
+		}
+		f.mu.Lock()
+		f.held[c] = true
+		f.mu.Unlock()
+	}
+	f.mu.Lock()
+	f.held[list[0]] = true
+	f.mu.Unlock()
+	// The ticker's last look may not have found the last blocks yet.
+	f.beforeHeadAt = f.progress.Load()
+	for i := range list {
+		got(i)
+	}
+	return nil
+}
+
+// TestWarmListReportsBlocksThatCameOutOfOrder: blocks that come while the
+// list's first waits are reported as they come (a fleet's client falls
+// back to the mirrors when nothing seems to come), and a first block that
+// waits while the others keep coming is not a stall.
+func TestWarmListReportsBlocksThatCameOutOfOrder(t *testing.T) {
+	root, src, leaves := twoLevelFile(t, 10)
+	var progress atomic.Int64
+	f := &slowHeadFetcher{listFetcher: listFetcher{held: map[cid.Cid]bool{}}, tick: 15 * time.Millisecond, progress: &progress}
+	// The first block comes after 19 ticks (285 ms), more than the stall;
+	// a block comes every tick meanwhile.
+	w := &Warmer{Parallel: 4, Stall: 100 * time.Millisecond}
+	st, err := w.Warm(context.Background(), src, f, f, root, func() { progress.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Retries != 0 || len(f.lists) != 1 {
+		t.Fatalf("%d retries, %d lists: a list whose blocks keep coming was made again", st.Retries, len(f.lists))
+	}
+	// 3 nodes with links, then the leaves: most of the 19 that came
+	// before the first must have been reported before it was named.
+	if n := f.beforeHeadAt - 3; n < 10 {
+		t.Errorf("%d of the 19 blocks that came before the list's first were reported before it was named", n)
+	}
+	if n := progress.Load(); n != int64(3+len(leaves)) {
+		t.Errorf("progress called %d times, want once a block: %d", n, 3+len(leaves))
 	}
 }
