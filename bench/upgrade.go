@@ -72,6 +72,7 @@ func benchUpgrade(b *Bench, s *scope, sec *Section) {
 	// The network: each chunker in each round, alternating.
 	type netResult struct {
 		fresh []float64 // generation 1's copy, MB/s of NAR
+		cpu   []string  // CPU-s of kubo A / kubo C / substituter / Nix during it
 		moved []int64   // bitswap bytes kubo C received for generation 2
 		took  []time.Duration
 	}
@@ -117,7 +118,18 @@ func benchUpgrade(b *Bench, s *scope, sec *Section) {
 				res := net[ch]
 				b.publishBuilt(s, a.js, []string{tops[0]})
 				b.waitNarinfos(s, a.cache, closures[0], pubTimeout, 20*time.Millisecond, a.pub)
+				pids := []int{a.kubo.PID(), kc.PID(), sub.Cmd.Process.Pid}
+				var cpu0 []float64
+				for _, pid := range pids {
+					cpu0 = append(cpu0, procCPU(pid))
+				}
+				nix0 := childrenCPU()
 				took := fetch(tops[0])
+				var cpu []string
+				for i, pid := range pids {
+					cpu = append(cpu, fmt.Sprintf("%.2f", procCPU(pid)-cpu0[i]))
+				}
+				res.cpu = append(res.cpu, strings.Join(append(cpu, fmt.Sprintf("%.2f", childrenCPU()-nix0)), " / "))
 				res.fresh = append(res.fresh, float64(gen1NAR)/MB/took.Seconds())
 				b.publishBuilt(s, a.js, []string{tops[1]})
 				b.waitNarinfos(s, a.cache, closures[1], pubTimeout, 20*time.Millisecond, a.pub)
@@ -161,7 +173,7 @@ func benchUpgrade(b *Bench, s *scope, sec *Section) {
 		fmtBytes(size), len(closures[0]), fmtBytes(gen1NAR), fmtBytes(newNAR), tbl.String(), b.rounds)
 	for _, ch := range upgradeNetChunkers {
 		res := net[ch]
-		sec.detailf("%s %v bytes, generation 2's copy took %v, generation 1's ran at %s MB/s; ", ch, res.moved, res.took, fmtFloats(res.fresh))
+		sec.detailf("%s %v bytes, generation 2's copy took %v, generation 1's ran at %s MB/s (CPU-s of kubo A / kubo C / substituter / Nix during it: %s); ", ch, res.moved, res.took, fmtFloats(res.fresh), strings.Join(res.cpu, ", "))
 	}
 	sec.detailf("\n")
 }
