@@ -91,7 +91,7 @@ func benchUpgrade(b *Bench, s *scope, sec *Section) {
 			err := runScope("upgrade/"+ch, func(s *scope) {
 				a := b.newHostA(s)
 				b.startPublisher(s, a, "--chunker="+ch)
-				kc := testenv.StartKubo(s)
+				kc := testenv.StartKubo(s, clientRole()...)
 				self, err := a.kubo.Client.Self(ctx)
 				s.check(err, "kubo A identity")
 				s.check(kc.Client.Connect(ctx, self), "connect C to A")
@@ -168,7 +168,7 @@ func benchUpgrade(b *Bench, s *scope, sec *Section) {
 	chunkstudy.Table(&tbl, rs)
 	sec.detailf("The workload of `internal/upgradeload` at %s: %d store paths per generation, %s of NAR in generation 1, %s new in generation 2 (every path rebuilt: plain HTTP moves 100%%). "+
 		"Offline (`internal/chunkstudy`, the DAG `ipfs add --cid-version=1` makes, repository growth = a mirror's distinct block bytes after both generations ÷ after generation 1; chunk+hash speed on one goroutine, rough on a shared machine):\n\n%s\n"+
-		"Over the network, per round and chunker: a fresh host A (NATS, kubo, the publisher with `--chunker`), a fresh client kubo C connected to A, and `nix-ipfs substituter` reading through C; stock `nix copy` of generation 1, then of generation 2 into the same store. "+
+		"Over the network, per round and chunker: a fresh host A (NATS, kubo, the publisher with `--chunker`), a fresh client kubo C (the client role's settings: internal/kubod, deploy/kubo/client.sh) connected to A, and `nix-ipfs substituter` reading through C (alone on its LAN: a NAR's missing leaves go to C as one list); stock `nix copy` of generation 1, then of generation 2 into the same store. "+
 		"Moved: kubo C's `stats bitswap` DataReceived during generation 2's copy (medians of %d rounds): ",
 		fmtBytes(size), len(closures[0]), fmtBytes(gen1NAR), fmtBytes(newNAR), tbl.String(), b.rounds)
 	for _, ch := range upgradeNetChunkers {
