@@ -84,6 +84,18 @@ func mirrorRole(s *scope, k *testenv.Kubo) {
 	}
 }
 
+// clientRole is the client role's settings (internal/kubod: what
+// deploy/kubo/client.sh gives the kubo beside a substituter), as options
+// of a test kubo: no providing of every block fetched, the DHT as a
+// client only (which, on loopback with no bootstrap peers, finds nothing).
+func clientRole() []testenv.KuboOption {
+	var opts []testenv.KuboOption
+	for _, st := range kubod.Settings(kubod.Client) {
+		opts = append(opts, testenv.KuboConfig(st.Key, st.JSON))
+	}
+	return opts
+}
+
 // runAs restarts k's daemon as uid, with its own HOME (kubo reads
 // ~/.config/ipfs), so that a uidCounter sees what it sends. The address
 // and identity stay; k's API keeps working for the CLI.

@@ -385,9 +385,7 @@ func (c *cpuShare) add(sign float64) {
 	for _, pid := range c.spids {
 		c.subs += sign * procCPU(pid)
 	}
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
-	c.nix += sign * (float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6)
+	c.nix += sign * childrenCPU()
 }
 
 func (c cpuShare) String() string {

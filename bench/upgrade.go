@@ -72,6 +72,7 @@ func benchUpgrade(b *Bench, s *scope, sec *Section) {
 	// The network: each chunker in each round, alternating.
 	type netResult struct {
 		fresh []float64 // generation 1's copy, MB/s of NAR
+		cpu   []string  // CPU-s of kubo A / kubo C / substituter / Nix during it
 		moved []int64   // bitswap bytes kubo C received for generation 2
 		took  []time.Duration
 	}
@@ -90,7 +91,7 @@ func benchUpgrade(b *Bench, s *scope, sec *Section) {
 			err := runScope("upgrade/"+ch, func(s *scope) {
 				a := b.newHostA(s)
 				b.startPublisher(s, a, "--chunker="+ch)
-				kc := testenv.StartKubo(s)
+				kc := testenv.StartKubo(s, clientRole()...)
 				self, err := a.kubo.Client.Self(ctx)
 				s.check(err, "kubo A identity")
 				s.check(kc.Client.Connect(ctx, self), "connect C to A")
@@ -117,7 +118,18 @@ func benchUpgrade(b *Bench, s *scope, sec *Section) {
 				res := net[ch]
 				b.publishBuilt(s, a.js, []string{tops[0]})
 				b.waitNarinfos(s, a.cache, closures[0], pubTimeout, 20*time.Millisecond, a.pub)
+				pids := []int{a.kubo.PID(), kc.PID(), sub.Cmd.Process.Pid}
+				var cpu0 []float64
+				for _, pid := range pids {
+					cpu0 = append(cpu0, procCPU(pid))
+				}
+				nix0 := childrenCPU()
 				took := fetch(tops[0])
+				var cpu []string
+				for i, pid := range pids {
+					cpu = append(cpu, fmt.Sprintf("%.2f", procCPU(pid)-cpu0[i]))
+				}
+				res.cpu = append(res.cpu, strings.Join(append(cpu, fmt.Sprintf("%.2f", childrenCPU()-nix0)), " / "))
 				res.fresh = append(res.fresh, float64(gen1NAR)/MB/took.Seconds())
 				b.publishBuilt(s, a.js, []string{tops[1]})
 				b.waitNarinfos(s, a.cache, closures[1], pubTimeout, 20*time.Millisecond, a.pub)
@@ -156,12 +168,12 @@ func benchUpgrade(b *Bench, s *scope, sec *Section) {
 	chunkstudy.Table(&tbl, rs)
 	sec.detailf("The workload of `internal/upgradeload` at %s: %d store paths per generation, %s of NAR in generation 1, %s new in generation 2 (every path rebuilt: plain HTTP moves 100%%). "+
 		"Offline (`internal/chunkstudy`, the DAG `ipfs add --cid-version=1` makes, repository growth = a mirror's distinct block bytes after both generations ÷ after generation 1; chunk+hash speed on one goroutine, rough on a shared machine):\n\n%s\n"+
-		"Over the network, per round and chunker: a fresh host A (NATS, kubo, the publisher with `--chunker`), a fresh client kubo C connected to A, and `nix-ipfs substituter` reading through C; stock `nix copy` of generation 1, then of generation 2 into the same store. "+
+		"Over the network, per round and chunker: a fresh host A (NATS, kubo, the publisher with `--chunker`), a fresh client kubo C (the client role's settings: internal/kubod, deploy/kubo/client.sh) connected to A, and `nix-ipfs substituter` reading through C (alone on its LAN: a NAR's missing leaves go to C as one list); stock `nix copy` of generation 1, then of generation 2 into the same store. "+
 		"Moved: kubo C's `stats bitswap` DataReceived during generation 2's copy (medians of %d rounds): ",
 		fmtBytes(size), len(closures[0]), fmtBytes(gen1NAR), fmtBytes(newNAR), tbl.String(), b.rounds)
 	for _, ch := range upgradeNetChunkers {
 		res := net[ch]
-		sec.detailf("%s %v bytes, generation 2's copy took %v, generation 1's ran at %s MB/s; ", ch, res.moved, res.took, fmtFloats(res.fresh))
+		sec.detailf("%s %v bytes, generation 2's copy took %v, generation 1's ran at %s MB/s (CPU-s of kubo A / kubo C / substituter / Nix during it: %s); ", ch, res.moved, res.took, fmtFloats(res.fresh), strings.Join(res.cpu, ", "))
 	}
 	sec.detailf("\n")
 }

@@ -17,9 +17,10 @@
 // the node's link order, 64 wants at a time (boxo's live-want limit of a
 // session), printing each as it arrives, in order. The node is removed
 // after. Through one session a NAR, the fetching kubo spent about a
-// third less CPU on a fresh fetch of the upgrade workload, and sixteen
-// clients fetching one closure on two cores finished in about 15 s
-// instead of 27 (docs/CHUNKING.md; docs/BENCHMARKS.md, "Fourth round").
+// third less CPU on a fresh fetch of the upgrade workload
+// (internal/chunkstudy's TestStudyWarmWays; docs/CHUNKING.md). The
+// substituter uses it for a client alone: in a fleet on a LAN a long
+// session costs duplicate blocks (unixfs.Warmer's Lists).
 package warm
 
 import (
