@@ -18,7 +18,6 @@ import (
 	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
-	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
@@ -71,24 +70,12 @@ func TestStudyWarmWays(t *testing.T) {
 			roots[ch] = append(roots[ch], root)
 		}
 	}
-	self, err := a.Client.Self(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	type res struct{ wall, cpuA, cpuC []float64 }
 	results := map[string]*res{}
 	for r := 0; r < rounds; r++ {
 		for _, ch := range chunkers {
 			for _, way := range ways {
-				c := testenv.StartKubo(t)
-				if err := c.Client.Connect(ctx, self); err != nil {
-					t.Fatal(err)
-				}
-				rd, err := ipfs.NewReader(c.Client, "", zap.NewNop())
-				if err != nil {
-					t.Fatal(err)
-				}
-				rd.UseBlockStore(c.Repo)
+				c, rd := testenv.StartClientOf(t, a)
 				// Past the daemon's own start-up work.
 				time.Sleep(3 * time.Second)
 				a0, c0 := cpuOf(t, a.PID()), cpuOf(t, c.PID())

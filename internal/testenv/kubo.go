@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
 )
 
@@ -334,4 +336,26 @@ func kuboLogTail(name string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// StartClientOf starts a kubo connected to a, and a Reader of it that
+// reads its block store straight: what a substituter beside its kubo
+// sees, fetching from a.
+func StartClientOf(t testing.TB, a *Kubo, opts ...KuboOption) (*Kubo, *ipfs.Reader) {
+	t.Helper()
+	ctx := context.Background()
+	self, err := a.Client.Self(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := StartKubo(t, opts...)
+	if err := c.Client.Connect(ctx, self); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := ipfs.NewReader(c.Client, "", zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd.UseBlockStore(c.Repo)
+	return c, rd
 }

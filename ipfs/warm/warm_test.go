@@ -11,7 +11,6 @@ import (
 	"github.com/ipfs/boxo/ipld/merkledag"
 	"github.com/ipfs/go-cid"
 	"go.uber.org/goleak"
-	"go.uber.org/zap"
 
 	"github.com/nix-ipfs/nix-ipfs/internal/testenv"
 	"github.com/nix-ipfs/nix-ipfs/ipfs"
@@ -27,7 +26,6 @@ func pair(t *testing.T, size int) (file cid.Cid, leaves []cid.Cid, c *testenv.Ku
 	t.Helper()
 	ctx := context.Background()
 	a := testenv.StartKubo(t)
-	c = testenv.StartKubo(t)
 	data := make([]byte, size)
 	rand.NewChaCha8([32]byte{1}).Read(data)
 	p := ipfs.DefaultParams()
@@ -47,18 +45,7 @@ func pair(t *testing.T, size int) (file cid.Cid, leaves []cid.Cid, c *testenv.Ku
 	for _, l := range pn.Links() {
 		leaves = append(leaves, l.Cid)
 	}
-	self, err := a.Client.Self(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Client.Connect(ctx, self); err != nil {
-		t.Fatal(err)
-	}
-	rd, err := ipfs.NewReader(c.Client, "", zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd.UseBlockStore(c.Repo)
+	c, rd := testenv.StartClientOf(t, a)
 	fs, why := rd.BlockStore()
 	if fs == nil {
 		t.Fatalf("C's block store: %s", why)
