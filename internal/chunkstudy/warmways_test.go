@@ -35,6 +35,10 @@ import (
 // upgrade workload, 16 NARs at once as Nix substitutes, into a fresh
 // client kubo connected to the publishing one.
 //
+// NIX_IPFS_STUDY_WAYS picks ways (default "stat list none"),
+// NIX_IPFS_STUDY_ROUNDS the rounds (3), and NIX_IPFS_STUDY_PROFILE=PREFIX
+// writes a 2 s CPU profile of the client kubo in each, to PREFIX-....pprof.
+//
 //	NIX_IPFS_STUDY_MB=200 go test ./internal/chunkstudy -run TestStudyWarmWays -v
 func TestStudyWarmWays(t *testing.T) {
 	gens := studyGenerations(t)
@@ -100,7 +104,6 @@ func TestStudyWarmWays(t *testing.T) {
 				pw.Wait()
 				wall := time.Since(start).Seconds()
 				a1, c1 := cpuOf(t, a.PID()), cpuOf(t, c.PID())
-				t.Logf("C bitswap: %s", strings.Join(strings.Fields(c.IPFS(t, "stats", "bitswap")), " "))
 				c.Stop(t)
 				k := ch + " " + way
 				if results[k] == nil {
@@ -162,12 +165,6 @@ func fetchAll(t *testing.T, c *testenv.Kubo, rd *ipfs.Reader, roots []cid.Cid, w
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			t0 := time.Now()
-			defer func() {
-				if d := time.Since(t0); d > 400*time.Millisecond {
-					t.Logf("slow NAR %s: %v", root, d)
-				}
-			}()
 			switch way {
 			case "stat":
 				fs, _ := rd.BlockStore()
@@ -186,9 +183,6 @@ func fetchAll(t *testing.T, c *testenv.Kubo, rd *ipfs.Reader, roots []cid.Cid, w
 				if err := warmRefs(ctx, c, root); err != nil {
 					t.Error(err)
 				}
-			}
-			if d := time.Since(t0); d > 300*time.Millisecond {
-				t.Logf("slow warm %s: %v", root, d)
 			}
 			rc, err := rd.Cat(ctx, root)
 			if err != nil {
