@@ -175,14 +175,14 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 		sentRatio float64 // by iptables when it counts, else bitswap
 		bitswap   float64 // bitswap DataSent ÷ closure
 		took      time.Duration
-		dups      uint64 // duplicate blocks received by the clients
-		recv      uint64 // blocks received by the clients
-		fromPeers uint64 // bytes the clients received beyond what B sent
-		upstream  int64  // NAR bytes the substituters sent from upstream
-		kuboRSS   int64  // the largest client kubo's peak RSS
-		subRSS    int64  // the largest substituter's peak RSS
-		cpu       cpuShare
-		withB     int // clients connected to B when the copies began
+		dups      uint64    // duplicate blocks received by the clients
+		recv      uint64    // blocks received by the clients
+		fromPeers uint64    // bytes the clients received beyond what B sent
+		upstream  int64     // NAR bytes the substituters sent from upstream
+		kuboRSS   int64     // the largest client kubo's peak RSS
+		subRSS    int64     // the largest substituter's peak RSS
+		cpu       []float64 // CPU-s: client kubos, B, substituters, nix copy
+		withB     int       // clients connected to B when the copies began
 	}
 	res := map[string][]result{}
 	for r := 0; r < b.rounds; r++ {
@@ -243,15 +243,18 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 			if acct != nil {
 				acctBefore = acct.bytes(s)
 			}
-			var spids []int
+			var kpids, spids []int
+			for _, k := range ks {
+				kpids = append(kpids, kuboPID(k.Repo))
+			}
 			for _, p := range procs {
 				spids = append(spids, p.Cmd.Process.Pid)
 			}
-			cpu := startCPUShare(ks, kb, spids)
+			clk := startCPU(kpids, []int{kuboPID(kb.Repo)}, spids)
 			took := copyAll(urls)
-			cpu.stop()
+			cpu := clk.since()
 			after := statsOf(s, kb)
-			out := result{bitswap: float64(after.DataSent-before.DataSent) / float64(total), took: took, withB: connected, cpu: *cpu}
+			out := result{bitswap: float64(after.DataSent-before.DataSent) / float64(total), took: took, withB: connected, cpu: cpu}
 			out.sentRatio = out.bitswap
 			if acct != nil {
 				out.sentRatio = float64(acct.bytes(s)-acctBefore) / float64(total)
@@ -344,7 +347,7 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 			bl = append(bl, fmt.Sprintf("%d (%d)", x.recv, x.dups))
 			fp = append(fp, fmtBytes(int64(x.fromPeers)))
 			up = append(up, fmtBytes(x.upstream))
-			cs = append(cs, x.cpu.String())
+			cs = append(cs, fmtCPU(x.cpu, 1))
 		}
 		if strings.HasPrefix(v.key, "plain") {
 			rs = []string{"-"}
@@ -356,38 +359,4 @@ func benchFanout(b *Bench, s *scope, sec *Section) {
 		}
 		sec.detailf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", v.name, strings.Join(rs, ", "), strings.Join(bs, ", "), strings.Join(ts, ", "), strings.Join(wb, ", "), strings.Join(bl, ", "), strings.Join(fp, ", "), strings.Join(up, ", "), strings.Join(kr, ", "), strings.Join(sr, ", "), strings.Join(cs, ", "))
 	}
-}
-
-// cpuShare is the CPU time (user and system, seconds) spent during one
-// round by the client kubos, B's kubo, the substituters and the nix copy
-// processes (this process's children waited for).
-type cpuShare struct {
-	kubos, b, subs, nix float64
-
-	ks    []*testenv.Kubo
-	kb    *testenv.Kubo
-	spids []int
-}
-
-func startCPUShare(ks []*testenv.Kubo, kb *testenv.Kubo, spids []int) *cpuShare {
-	c := &cpuShare{ks: ks, kb: kb, spids: spids}
-	c.add(-1)
-	return c
-}
-
-func (c *cpuShare) stop() { c.add(1) }
-
-func (c *cpuShare) add(sign float64) {
-	for _, k := range c.ks {
-		c.kubos += sign * procCPU(kuboPID(k.Repo))
-	}
-	c.b += sign * procCPU(kuboPID(c.kb.Repo))
-	for _, pid := range c.spids {
-		c.subs += sign * procCPU(pid)
-	}
-	c.nix += sign * childrenCPU()
-}
-
-func (c cpuShare) String() string {
-	return fmt.Sprintf("%.1f / %.1f / %.1f / %.1f", c.kubos, c.b, c.subs, c.nix)
 }

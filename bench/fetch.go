@@ -63,19 +63,19 @@ func benchFetch(b *Bench, s *scope, sec *Section) {
 	type cpuUse struct{ sub, kubo, nix float64 }
 	var lastCPU cpuUse
 	copyFrom := func(url string, sh shape, subPID int) float64 {
-		k0, s0 := procCPU(kb.PID()), procCPU(subPID)
 		dest := filepath.Join(destDir(s), "store")
 		// Earlier rounds' and sections' writes are flushed first, so that
 		// no round pays for another's writeback.
 		runCmd(ctx, nil, "sync")
-		n0 := childrenCPU()
+		clk := startCPU([]int{subPID}, []int{kb.PID()})
 		start := time.Now()
 		_, err := b.nix.Try("nix", "copy", "--from", url, "--to", dest,
 			"--option", "trusted-public-keys", b.nix.PublicKey, "--option", "require-sigs", "true",
 			"--option", "narinfo-cache-positive-ttl", "0", "--option", "narinfo-cache-negative-ttl", "0", sh.top)
 		took := time.Since(start)
 		gib := float64(b.narSize(s, sh.paths)) / (1 << 30)
-		lastCPU = cpuUse{sub: (procCPU(subPID) - s0) / gib, kubo: (procCPU(kb.PID()) - k0) / gib, nix: (childrenCPU() - n0) / gib}
+		cpu := clk.since()
+		lastCPU = cpuUse{sub: cpu[0] / gib, kubo: cpu[1] / gib, nix: cpu[2] / gib}
 		s.check(err, "nix copy from "+url)
 		ents, _ := os.ReadDir(filepath.Join(dest, "nix", "store"))
 		got := 0
@@ -276,6 +276,50 @@ func childrenCPU() float64 {
 		return 0
 	}
 	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+// cpuClock measures, from its start, the CPU time of groups of processes
+// (each group's summed) and of this process's children waited for
+// meanwhile (the nix copy commands run).
+type cpuClock struct {
+	groups [][]int
+	t0     []float64 // each group's, then the children's
+}
+
+func startCPU(groups ...[]int) *cpuClock {
+	c := &cpuClock{groups: groups}
+	c.t0 = c.read()
+	return c
+}
+
+func (c *cpuClock) read() []float64 {
+	out := make([]float64, 0, len(c.groups)+1)
+	for _, g := range c.groups {
+		var t float64
+		for _, pid := range g {
+			t += procCPU(pid)
+		}
+		out = append(out, t)
+	}
+	return append(out, childrenCPU())
+}
+
+// since is each group's CPU seconds since the start, then the children's.
+func (c *cpuClock) since() []float64 {
+	t := c.read()
+	for i := range t {
+		t[i] -= c.t0[i]
+	}
+	return t
+}
+
+// fmtCPU writes CPU seconds as "a / b / c" with digits decimals.
+func fmtCPU(v []float64, digits int) string {
+	out := make([]string, len(v))
+	for i, x := range v {
+		out[i] = strconv.FormatFloat(x, 'f', digits, 64)
+	}
+	return strings.Join(out, " / ")
 }
 
 // clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on every

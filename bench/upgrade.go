@@ -118,18 +118,9 @@ func benchUpgrade(b *Bench, s *scope, sec *Section) {
 				res := net[ch]
 				b.publishBuilt(s, a.js, []string{tops[0]})
 				b.waitNarinfos(s, a.cache, closures[0], pubTimeout, 20*time.Millisecond, a.pub)
-				pids := []int{a.kubo.PID(), kc.PID(), sub.Cmd.Process.Pid}
-				var cpu0 []float64
-				for _, pid := range pids {
-					cpu0 = append(cpu0, procCPU(pid))
-				}
-				nix0 := childrenCPU()
+				clk := startCPU([]int{a.kubo.PID()}, []int{kc.PID()}, []int{sub.Cmd.Process.Pid})
 				took := fetch(tops[0])
-				var cpu []string
-				for i, pid := range pids {
-					cpu = append(cpu, fmt.Sprintf("%.2f", procCPU(pid)-cpu0[i]))
-				}
-				res.cpu = append(res.cpu, strings.Join(append(cpu, fmt.Sprintf("%.2f", childrenCPU()-nix0)), " / "))
+				res.cpu = append(res.cpu, fmtCPU(clk.since(), 2))
 				res.fresh = append(res.fresh, float64(gen1NAR)/MB/took.Seconds())
 				b.publishBuilt(s, a.js, []string{tops[1]})
 				b.waitNarinfos(s, a.cache, closures[1], pubTimeout, 20*time.Millisecond, a.pub)
